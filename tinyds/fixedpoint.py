@@ -1,0 +1,85 @@
+"""TFLite's integer requantization arithmetic, vectorised over NumPy arrays.
+
+These are the primitives of tensorflow/lite/kernels/internal/common.h with
+gemmlowp double rounding (TFLM's default). Every int8 kernel in the NumPy
+reference and every generated C kernel is built from exactly these steps, so
+their semantics (C's truncating division, arithmetic shifts, int32
+wrap-around of the pre-shift) are reproduced here bit for bit.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """Split a positive real multiplier into a Q31 significand and a power-of-two shift.
+
+    TFLite QuantizeMultiplier: real = q * 2**(shift - 31), q in [2**30, 2**31).
+    Rounds half away from zero (std::round), as TFLite does.
+    """
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = int(math.floor(abs(q) * (1 << 31) + 0.5))
+    q_fixed = q_fixed if q >= 0 else -q_fixed
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        shift, q_fixed = 0, 0
+    return q_fixed, shift
+
+
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """`quantize_multiplier` over an array (per-channel multipliers)."""
+    pairs = [quantize_multiplier(float(r)) for r in np.atleast_1d(reals)]
+    return (np.array([p[0] for p in pairs], dtype=np.int32),
+            np.array([p[1] for p in pairs], dtype=np.int32))
+
+
+def wrap_int32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of int64 values to int32 range (what the C does)."""
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2**31), saturating."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    ab = a * b
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    t = ab + nudge
+    # C's int64 division truncates towards zero; >> floors, so fix up negatives.
+    high = np.where(t >= 0, t >> 31, -((-t) >> 31))
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+
+
+def rounding_divide_by_pot(x, exponent) -> np.ndarray:
+    """gemmlowp RoundingDivideByPOT: x / 2**exponent, rounding half away from zero."""
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier (double rounding); shift > 0 shifts left first."""
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    pre = wrap_int32(np.asarray(x, dtype=np.int64) << left)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(pre, multiplier), right)
+
+
+def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, shift) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplierSmallerThanOneExp (shift <= 0), used by ADD."""
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier),
+                                  -np.asarray(shift, dtype=np.int64))

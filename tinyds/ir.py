@@ -1,0 +1,139 @@
+"""The one graph IR every stage reads and writes.
+
+A `Graph` is a list of `Op`s in execution order over named `Tensor`s. Layout is
+NHWC with a static batch of 1 (activations are (1, H, W, C) or (1, N)).
+The same classes hold the float graph (frontends, passes, calibration) and the
+quantized graph (reference interpreter, code generation, .tflite import/export).
+
+Weight layouts follow TFLite so .tflite import/export is a straight copy:
+  conv2d            weight (O, KH, KW, I)       bias (O,)
+  depthwise_conv2d  weight (1, KH, KW, C*M)     bias (C*M,)   output channel
+                    c*M + m reads input channel c
+  fully_connected   weight (O, I)               bias (O,)
+
+Op types and their attrs (float graph -> quantized graph adds the int params):
+  conv2d, depthwise_conv2d
+      stride (sh, sw), dilation (dh, dw), padding (top, left, bottom, right),
+      activation "none" | "relu" | "relu6", depthwise also depth_multiplier.
+      quantized: multiplier, shift (int32 arrays, one per output channel),
+                 act_min, act_max (int).
+  fully_connected
+      activation; quantized: multiplier, shift (arrays, per-channel or len 1),
+      act_min, act_max.
+  max_pool2d, avg_pool2d
+      kernel (kh, kw), stride, padding, activation. Avg-pool divides by the
+      number of in-bounds taps (TFLite); input and output share quant params.
+      quantized: act_min, act_max.
+  mean
+      axes (1, 2), keepdims. (TFLite MEAN; the torch path uses avg_pool2d.)
+  add
+      activation; quantized: left_shift, input1_multiplier, input1_shift,
+      input2_multiplier, input2_shift, output_multiplier, output_shift,
+      act_min, act_max.
+  reshape
+      shape (the new full shape).
+  pad
+      padding (top, left, bottom, right); pads with the input zero point.
+  softmax
+      beta; quantized: input_multiplier, input_left_shift, diff_min.
+  Float-only, removed by passes before quantization:
+  batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
+
+Quantization lives on tensors: `scale` (float32 array) and `zero_point`
+(int64 array), length 1 for per-tensor, else one per channel along `axis`.
+Shifts follow TFLite's sign convention: positive = left shift.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+OP_TYPES = (
+    "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
+    "mean", "add", "reshape", "pad", "softmax",
+    "batch_norm", "relu", "relu6",
+)
+ACTIVATIONS = ("none", "relu", "relu6")
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple
+    dtype: str = "float32"          # "float32" | "int8" | "int32"
+    data: np.ndarray | None = None  # constants (weights, bias) only
+    scale: np.ndarray | None = None
+    zero_point: np.ndarray | None = None
+    axis: int | None = None         # quantized dimension for per-channel params
+
+    @property
+    def is_const(self) -> bool:
+        return self.data is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+    @property
+    def qparams(self) -> tuple[float, int]:
+        """Per-tensor (scale, zero_point) of an activation tensor."""
+        return float(self.scale[0]), int(self.zero_point[0])
+
+
+@dataclass
+class Op:
+    type: str
+    name: str                 # the source layer's name, used in errors and C comments
+    inputs: list[str]         # tensor names; an absent optional input (bias) is ""
+    outputs: list[str]
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    name: str
+    tensors: dict[str, Tensor]
+    ops: list[Op]
+    inputs: list[str]
+    outputs: list[str]
+
+    def tensor(self, name: str) -> Tensor | None:
+        return self.tensors[name] if name else None
+
+    def producer(self, tensor_name: str) -> Op | None:
+        for op in self.ops:
+            if tensor_name in op.outputs:
+                return op
+        return None
+
+    def consumers(self, tensor_name: str) -> list[Op]:
+        return [op for op in self.ops if tensor_name in op.inputs]
+
+    def add_tensor(self, t: Tensor) -> Tensor:
+        if t.name in self.tensors:
+            raise ValueError(f"duplicate tensor name {t.name!r}")
+        self.tensors[t.name] = t
+        return t
+
+    def remove_unused_tensors(self) -> None:
+        used = set(self.inputs) | set(self.outputs)
+        for op in self.ops:
+            used.update(n for n in op.inputs + op.outputs if n)
+        self.tensors = {k: v for k, v in self.tensors.items() if k in used}
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.tensors[self.inputs[0]].dtype == "int8"
+
+    @property
+    def input(self) -> Tensor:
+        return self.tensors[self.inputs[0]]
+
+    @property
+    def output(self) -> Tensor:
+        return self.tensors[self.outputs[0]]
