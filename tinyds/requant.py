@@ -1,0 +1,79 @@
+"""Each op's integer parameters, derived from tensor scales exactly as TFLM's Prepare does.
+
+Both the PyTorch quantizer and the .tflite importer end here, so one function
+decides multipliers, shifts and clamps; the reference and the code generator
+only read the attrs this writes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .fixedpoint import quantize_multiplier, quantize_multipliers
+from .ir import Graph, Op
+
+INT8_MIN, INT8_MAX = -128, 127
+ADD_LEFT_SHIFT = 20             # TFLite's headroom for int8 ADD
+SOFTMAX_DIFF_INTEGER_BITS = 5   # kScaledDiffIntegerBits in TFLite's int8 softmax
+
+
+def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
+    """TFLite CalculateActivationRangeQuantized: f / scale in float32, std::round."""
+    def quantize(f: float) -> int:
+        q = np.float32(f) / np.float32(scale)
+        return zero_point + int(math.copysign(math.floor(abs(float(q)) + 0.5), float(q)))
+
+    if activation == "relu":
+        return max(INT8_MIN, quantize(0.0)), INT8_MAX
+    if activation == "relu6":
+        return max(INT8_MIN, quantize(0.0)), min(INT8_MAX, quantize(6.0))
+    if activation == "none":
+        return INT8_MIN, INT8_MAX
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def _weighted(g: Graph, op: Op) -> None:
+    x, w, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    s_in, s_out = float(x.scale[0]), float(y.scale[0])
+    reals = [s_in * float(s_w) / s_out for s_w in w.scale]
+    op.attrs["multiplier"], op.attrs["shift"] = quantize_multipliers(reals)
+
+
+def _add(g: Graph, op: Op) -> None:
+    s1 = float(g.tensors[op.inputs[0]].scale[0])
+    s2 = float(g.tensors[op.inputs[1]].scale[0])
+    s_out = float(g.tensors[op.outputs[0]].scale[0])
+    twice_max = 2.0 * max(s1, s2)
+    op.attrs["left_shift"] = ADD_LEFT_SHIFT
+    op.attrs["input1_multiplier"], op.attrs["input1_shift"] = quantize_multiplier(s1 / twice_max)
+    op.attrs["input2_multiplier"], op.attrs["input2_shift"] = quantize_multiplier(s2 / twice_max)
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = quantize_multiplier(
+        twice_max / ((1 << ADD_LEFT_SHIFT) * s_out))
+
+
+def _softmax(g: Graph, op: Op) -> None:
+    """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input."""
+    s_in = float(g.tensors[op.inputs[0]].scale[0])
+    bits = SOFTMAX_DIFF_INTEGER_BITS
+    real = min(float(op.attrs.get("beta", 1.0)) * s_in * (1 << (31 - bits)), (1 << 31) - 1.0)
+    multiplier, left_shift = quantize_multiplier(real)
+    op.attrs["input_multiplier"], op.attrs["input_left_shift"] = multiplier, left_shift
+    radius = ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << left_shift)
+    op.attrs["diff_min"] = -int(math.floor(radius))
+
+
+def derive_int_params(g: Graph) -> Graph:
+    """Fill op.attrs with the integer params listed in ir.py; returns g for chaining."""
+    for op in g.ops:
+        if op.type in ("conv2d", "depthwise_conv2d", "fully_connected"):
+            _weighted(g, op)
+        elif op.type == "add":
+            _add(g, op)
+        elif op.type == "softmax":
+            _softmax(g, op)
+        if "activation" in op.attrs:
+            s_out, zp_out = g.tensors[op.outputs[0]].qparams
+            op.attrs["act_min"], op.attrs["act_max"] = activation_range(
+                op.attrs["activation"], s_out, zp_out)
+    return g
