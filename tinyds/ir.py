@@ -101,6 +101,7 @@ class Graph:
     ops: list[Op]
     inputs: list[str]
     outputs: list[str]
+    source_layout: str = "NHWC"     # the user's input layout: "NCHW" for PyTorch models
 
     def tensor(self, name: str) -> Tensor | None:
         return self.tensors[name] if name else None
