@@ -1,0 +1,84 @@
+"""Arm's CMSIS-NN s8 unit-test vectors (TFLite BUILTIN_REF outputs) through our reference.
+
+The vectors give integer multipliers/shifts directly, so each case is built as a
+quantized Graph with those attrs set and no float scale is involved: this checks
+the integer kernels alone against an implementation nobody here wrote.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyds import reference
+from tinyds.ir import Graph, Op, Tensor
+
+FIXTURE = Path(__file__).parent / "fixtures" / "cmsis_nn"
+CASES = json.loads((FIXTURE / "cmsis_nn_s8.json").read_text())
+ARRAYS = np.load(FIXTURE / "cmsis_nn_s8.npz")
+ONE = np.ones(1, np.float32)  # placeholder scale: nothing below derives params from scales
+
+
+def _act(name, shape, zp, scale=ONE):
+    return Tensor(name, (1, *shape[1:]), "int8", scale=scale,
+                  zero_point=np.array([zp], np.int64))
+
+
+def build_graph(case: str) -> Graph:
+    """One CMSIS-NN case as a quantized Graph (batch 1 in the IR, N fed at run time)."""
+    c = CASES[case]
+    x = _act(f"{case}_input", ARRAYS[c["input"]].shape, c["input_zp"])
+    g = Graph(case, {x.name: x}, [], [x.name], [])
+    prev = x.name
+    for layer in c["layers"]:
+        out_scale = np.array([1 / 256], np.float32) if layer["op"] == "softmax" else ONE
+        y = g.add_tensor(_act(layer["name"] + "_out", layer["output_shape"], layer["output_zp"],
+                              out_scale))
+        attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in layer["attrs"].items()}
+        inputs = [prev]
+        if "weights" in layer:
+            w = ARRAYS[layer["weights"]]
+            axis = 3 if layer["op"] == "depthwise_conv2d" else 0
+            g.add_tensor(Tensor(layer["weights"], w.shape, "int8", data=w,
+                                scale=np.ones(w.shape[axis], np.float32),
+                                zero_point=np.full(w.shape[axis], layer["weight_zp"], np.int64),
+                                axis=axis))
+            inputs.append(layer["weights"])
+            if layer["bias"] is None:
+                inputs.append("")
+            else:
+                b = ARRAYS[layer["bias"]]
+                g.add_tensor(Tensor(layer["bias"], b.shape, "int32", data=b,
+                                    scale=np.ones(b.shape[0], np.float32),
+                                    zero_point=np.zeros(b.shape[0], np.int64), axis=0))
+                inputs.append(layer["bias"])
+            attrs["multiplier"] = ARRAYS[layer["multiplier"]].astype(np.int32)
+            attrs["shift"] = ARRAYS[layer["shift"]].astype(np.int32)
+        g.ops.append(Op(layer["op"], layer["name"], inputs, [y.name], attrs))
+        prev = y.name
+    g.outputs = [prev]
+    return g
+
+
+def test_fixture_holds_every_folder():
+    groups = {}
+    for c in CASES.values():
+        groups[c["group"]] = groups.get(c["group"], 0) + 1
+    assert groups == {"depthwise": 14, "conv1x1": 5, "fully_connected": 7, "avgpool": 6,
+                      "network": 2}
+    assert [l["op"] for l in CASES["ds_cnn_s"]["layers"]] == (
+        ["conv2d"] + ["depthwise_conv2d", "conv2d"] * 4
+        + ["avg_pool2d", "reshape", "fully_connected", "softmax"])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_reference_matches_cmsis_nn(case):
+    g = build_graph(case)
+    got = reference.run(g, ARRAYS[CASES[case]["input"]])
+    want = ARRAYS[CASES[case]["expected"]]
+    assert got.dtype == np.int8 and got.shape == want.shape
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, (f"{case}: {len(bad)}/{want.size} bytes differ, first at "
+                           f"{tuple(bad[0])}: got {got[tuple(bad[0])]} want {want[tuple(bad[0])]}")
