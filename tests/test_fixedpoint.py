@@ -1,0 +1,97 @@
+"""The fixed-point primitives: hand-checked values, the C twin, and a scalar restatement."""
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyds import fixedpoint as fp
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+def test_quantize_multiplier_known_values():
+    assert fp.quantize_multiplier(0.5) == (1 << 30, 0)
+    assert fp.quantize_multiplier(1.0) == (1 << 30, 1)
+    assert fp.quantize_multiplier(0.75) == (3 << 29, 0)
+    assert fp.quantize_multiplier(0.0) == (0, 0)
+    # q rounds up to 2**31 -> renormalised to 2**30 with shift + 1
+    assert fp.quantize_multiplier(1.0 - 2.0 ** -40) == (1 << 30, 1)
+    # below 2**-32 TFLite flushes to zero
+    assert fp.quantize_multiplier(2.0 ** -40) == (0, 0)
+
+
+def test_multiplier_reconstructs_real_value():
+    rng = np.random.default_rng(0)
+    for real in rng.uniform(1e-6, 50.0, 200):
+        q, shift = fp.quantize_multiplier(real)
+        assert (1 << 30) <= q < (1 << 31)
+        assert abs(q * 2.0 ** (shift - 31) - real) <= real * 2.0 ** -30
+
+
+def test_srdhm_ties_follow_gemmlowp():
+    # +1.5 rounds up, -1.5 rounds towards zero: gemmlowp's nudge is asymmetric.
+    assert fp.saturating_rounding_doubling_high_mul(3, 1 << 30) == 2
+    assert fp.saturating_rounding_doubling_high_mul(-3, 1 << 30) == -1
+    assert fp.saturating_rounding_doubling_high_mul(1 << 30, 1 << 30) == 1 << 29
+    assert fp.saturating_rounding_doubling_high_mul(fp.INT32_MIN, fp.INT32_MIN) == fp.INT32_MAX
+
+
+def test_rounding_divide_by_pot_rounds_half_away_from_zero():
+    got = fp.rounding_divide_by_pot(np.array([-7, -6, -5, -4, 4, 5, 6, 7]), 1)
+    assert got.tolist() == [-4, -3, -3, -2, 2, 3, 3, 4]
+    assert fp.rounding_divide_by_pot(np.array([-(1 << 20)]), 31).tolist() == [0]
+
+
+def _scalar_requantize(x, m, shift):
+    """The same spec restated with Python ints, one value at a time."""
+    left, right = max(shift, 0), max(-shift, 0)
+    x = ((x << left) + (1 << 31)) % (1 << 32) - (1 << 31)
+    if x == m == fp.INT32_MIN:
+        high = fp.INT32_MAX
+    else:
+        ab = x * m
+        t = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+        high = abs(t) >> 31 if t >= 0 else -(abs(t) >> 31)
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if (high & mask) > threshold else 0)
+
+
+def _random_cases(n, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-(1 << 31), 1 << 31, n, dtype=np.int64)
+    x[: n // 4] = rng.integers(-100000, 100000, n // 4)
+    m = rng.integers(1 << 30, 1 << 31, n, dtype=np.int64)
+    shift = rng.integers(-31, 8, n, dtype=np.int64)
+    return x, m, shift
+
+
+def test_vectorised_matches_scalar_spec():
+    x, m, shift = _random_cases(3000)
+    got = fp.multiply_by_quantized_multiplier(x, m, shift)
+    want = [_scalar_requantize(int(a), int(b), int(c)) for a, b, c in zip(x, m, shift)]
+    assert got.tolist() == want
+
+
+def test_c_twin_matches_numpy(tmp_path):
+    x, m, shift = _random_cases(5000, seed=2)
+    src = tmp_path / "fp.c"
+    src.write_text(
+        '#include <stdio.h>\n#include "tinyds_common.h"\n'
+        "int main(void) {\n  long long x, m, s;\n"
+        "  while (scanf(\"%lld %lld %lld\", &x, &m, &s) == 3) {\n"
+        "    printf(\"%d %d\\n\", (int)tinyds_requantize((int32_t)x, (int32_t)m, (int32_t)s),\n"
+        "           (int)tinyds_requantize_lt1((int32_t)x, (int32_t)m, (int32_t)(s > 0 ? -s : s)));\n"
+        "  }\n  return 0;\n}\n")
+    exe = tmp_path / "fp"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    f"-I{TEMPLATES}", str(src), "-o", str(exe)], check=True)
+    stdin = "\n".join(f"{a} {b} {c}" for a, b, c in zip(x, m, shift))
+    out = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, check=True).stdout
+    got = np.array([list(map(int, line.split())) for line in out.splitlines()])
+    assert got[:, 0].tolist() == fp.multiply_by_quantized_multiplier(x, m, shift).tolist()
+    lt1_shift = np.where(shift > 0, -shift, shift)
+    assert got[:, 1].tolist() == fp.multiply_by_quantized_multiplier_smaller_than_one_exp(
+        x, m, lt1_shift).tolist()
