@@ -1,0 +1,21 @@
+# The README's two commands: `make example` and `make test`.
+PY ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup toolchain example test
+
+setup:
+	$(PY) -m pip install -q -r requirements-dev.txt -e .
+
+toolchain:
+	@command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+	  && [ -f /usr/lib/arm-none-eabi/newlib/libc.a ] \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq \
+	       gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; }
+
+example: setup
+	tinyds generate examples/digits_dscnn.pt --mcu stm32f4 --calib examples/digits_calib.npy -o out/
+	tinyds verify out/
+
+test: setup toolchain
+	$(PY) -m pytest -q
