@@ -1,0 +1,339 @@
+"""Import a fully-int8 .tflite flatbuffer into the quantized IR.
+
+The flatbuffer is read with the generated schema module that ships in
+tflite-micro / ai-edge-litert (never hand-parsed). Quantization parameters are
+kept exactly (float32 scales, int zero points) and the integer params are then
+derived by requant.derive_int_params, the same path the PyTorch quantizer takes,
+so an imported model and TFLM's Prepare see identical inputs. Float QUANTIZE /
+DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import requant
+from ..errors import TinydsError
+from ..ir import Graph, Op, Tensor
+
+ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionType
+TYPES = {0: "float32", 2: "int32", 9: "int8"}       # TFLite TensorType we accept
+SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
+             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
+             "QUANTIZE", "DEQUANTIZE")
+
+
+def schema():
+    """The flatbuffer schema module (the interop extra `tinyds[tflite]`)."""
+    try:
+        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated
+    except ImportError:
+        try:
+            from ai_edge_litert import schema_py_generated
+        except ImportError:
+            raise TinydsError("reading .tflite needs the TFLite schema module; "
+                              "pip install 'tinyds[tflite]'") from None
+    return schema_py_generated
+
+
+def tflite_padding(padding: int, in_hw, kernel, stride, dilation):
+    """TFLite ComputePaddingHeightWidth: ((top, left, bottom, right), (out_h, out_w)).
+
+    SAME puts the odd pixel at the bottom/right; VALID pads nothing.
+    """
+    pads, out = [], []
+    for size, k, s, d in zip(in_hw, kernel, stride, dilation):
+        eff = (k - 1) * d + 1
+        o = (size + s - 1) // s if padding == 0 else (size + s - eff) // s
+        total = max((o - 1) * s + eff - size, 0)
+        pads.append((total // 2, total - total // 2))
+        out.append(o)
+    return (pads[0][0], pads[1][0], pads[0][1], pads[1][1]), tuple(out)
+
+
+class _Reader:
+    """State of one import: the flatbuffer object tree and the Graph being built."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.S = schema()
+        buf = path.read_bytes()
+        try:
+            self.model = self.S.ModelT.InitFromObj(self.S.Model.GetRootAsModel(buf, 0))
+        except Exception as e:  # a corrupt or non-TFLite file
+            raise TinydsError(f"{path}: not a readable .tflite flatbuffer ({e}); "
+                              "pass a model written by the TFLite converter") from None
+        self.buf = buf
+        if len(self.model.subgraphs) != 1:
+            raise TinydsError(f"{path}: {len(self.model.subgraphs)} subgraphs; "
+                              "only single-subgraph models are supported")
+        self.sg = self.model.subgraphs[0]
+        self.opnames = {v: k for k, v in vars(self.S.BuiltinOperator).items()
+                        if not k.startswith("_")}
+        self.names = self._tensor_names()
+        self.g = Graph(path.stem, {}, [], [], [])
+
+    def _tensor_names(self) -> list[str]:
+        """The TFLite tensor names, made unique (names are how tests map tensors back)."""
+        names, seen = [], set()
+        for i, t in enumerate(self.sg.tensors):
+            n = t.name.decode() if isinstance(t.name, bytes) else (t.name or "")
+            if not n or n in seen:
+                n = f"tensor_{i}"
+            seen.add(n)
+            names.append(n)
+        return names
+
+    def err(self, where: str, problem: str, fix: str) -> TinydsError:
+        return TinydsError(f"{self.path}: {where}: {problem}; {fix}")
+
+    def data(self, idx: int) -> np.ndarray | None:
+        t = self.sg.tensors[idx]
+        b = self.model.buffers[t.buffer]
+        if getattr(b, "offset", 0) > 1:        # large models keep buffers after the flatbuffer
+            raw = np.frombuffer(self.buf, np.uint8, b.size, b.offset)
+        elif b.data is not None and len(b.data):
+            raw = np.asarray(b.data, np.uint8)
+        else:
+            return None
+        dtype = {"int8": np.int8, "int32": np.int32, "float32": np.float32}[self._dtype(idx, "")]
+        return raw.view(dtype).reshape(tuple(int(s) for s in t.shape)).copy()
+
+    def _dtype(self, idx: int, where: str) -> str:
+        t = self.sg.tensors[idx]
+        if t.type not in TYPES:
+            kind = {v: k for k, v in vars(self.S.TensorType).items() if not k.startswith("_")}
+            raise self.err(where, f"tensor {self.names[idx]!r} has type "
+                           f"{kind.get(t.type, t.type)}", "only int8 models (int32 bias) import")
+        return TYPES[t.type]
+
+    def tensor(self, idx: int, where: str, const_ok=False) -> str:
+        """Add TFLite tensor idx to the Graph (once); returns its IR name."""
+        name = self.names[idx]
+        if name in self.g.tensors:
+            return name
+        t = self.sg.tensors[idx]
+        dtype = self._dtype(idx, where)
+        q = t.quantization
+        if dtype == "float32" or q is None or q.scale is None or len(q.scale) == 0:
+            raise self.err(where, f"tensor {name!r} is not quantized",
+                           "convert with full-integer quantization (int8 inputs and outputs)")
+        scale = np.asarray(q.scale, np.float32)
+        zp = np.asarray(q.zeroPoint, np.int64)
+        data = self.data(idx)
+        self.g.add_tensor(Tensor(name, tuple(int(s) for s in t.shape), dtype, data=data,
+                                 scale=scale, zero_point=zp,
+                                 axis=int(q.quantizedDimension) if data is not None else None))
+        return name
+
+    def activation(self, code: int, where: str) -> str:
+        if code not in ACTIVATIONS:
+            raise self.err(where, f"fused activation {code} is not supported",
+                           "use NONE, RELU or RELU6")
+        return ACTIVATIONS[code]
+
+
+def _weighted_inputs(r: _Reader, op, where: str, axis: int) -> list[str]:
+    x = r.tensor(op.inputs[0], where)
+    w = r.tensor(op.inputs[1], where)
+    wt = r.g.tensors[w]
+    if wt.data is None or wt.dtype != "int8":
+        raise r.err(where, "weights are not a constant int8 tensor",
+                    "convert with full-integer quantization")
+    if np.any(wt.zero_point != 0):
+        raise r.err(where, "weights have a nonzero zero point",
+                    "int8 weights must be symmetric (TFLite's int8 quantization spec)")
+    if len(wt.scale) not in (1, wt.shape[axis]) or (len(wt.scale) > 1 and wt.axis != axis):
+        raise r.err(where, f"weight scales are not per-tensor or per-channel along axis {axis}",
+                    "re-convert the model with the standard TFLite converter")
+    b = ""
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        b = r.tensor(op.inputs[2], where)
+        if r.g.tensors[b].dtype != "int32" or r.g.tensors[b].data is None:
+            raise r.err(where, "bias is not a constant int32 tensor",
+                        "only int8 x int8 -> int32-bias models import")
+    return [x, w, b]
+
+
+def _conv(r: _Reader, op, where: str, opname: str) -> Op:
+    o = op.builtinOptions
+    depthwise = opname == "DEPTHWISE_CONV_2D"
+    inputs = _weighted_inputs(r, op, where, 3 if depthwise else 0)
+    x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
+    kh, kw = w.shape[1:3]
+    stride, dilation = (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor)
+    padding, out_hw = tflite_padding(o.padding, x.shape[1:3], (kh, kw), stride, dilation)
+    attrs = {"stride": stride, "dilation": dilation, "padding": padding,
+             "activation": r.activation(o.fusedActivationFunction, where)}
+    if depthwise:
+        mult, rem = divmod(w.shape[3], x.shape[3])
+        if rem or (o.depthMultiplier not in (0, mult)):
+            raise r.err(where, f"filter channels {w.shape[3]} are not input channels "
+                        f"{x.shape[3]} x depth_multiplier {o.depthMultiplier}",
+                        "re-convert the model")
+        attrs["depth_multiplier"] = mult
+    elif w.shape[3] != x.shape[3]:
+        raise r.err(where, f"grouped convolution ({x.shape[3]} input channels, filter depth "
+                    f"{w.shape[3]}) is not supported", "use a depthwise or a full convolution")
+    y = r.tensor(op.outputs[0], where)
+    if tuple(r.g.tensors[y].shape[1:3]) != out_hw:
+        raise r.err(where, f"output {r.g.tensors[y].shape} does not match TFLite's padding rule",
+                    "re-convert the model")
+    return Op("depthwise_conv2d" if depthwise else "conv2d", where, inputs, [y], attrs)
+
+
+def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
+    o = op.builtinOptions
+    if o.weightsFormat != 0 or o.keepNumDims:
+        raise r.err(where, "shuffled weights or keep_num_dims are not supported",
+                    "re-convert with default FULLY_CONNECTED options")
+    inputs = _weighted_inputs(r, op, where, 0)
+    x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
+    if len(x.shape) != 2:                   # TFLM flattens the input to (-1, depth)
+        if x.size != w.shape[1]:
+            raise r.err(where, f"input {x.shape} does not flatten to depth {w.shape[1]}",
+                        "batch must be 1")
+        flat = r.g.add_tensor(Tensor(inputs[0] + "/flatten", (1, w.shape[1]), "int8",
+                                     scale=x.scale, zero_point=x.zero_point))
+        ops.append(Op("reshape", where + "_flatten", [inputs[0]], [flat.name],
+                      {"shape": flat.shape}))
+        inputs[0] = flat.name
+    y = r.tensor(op.outputs[0], where)
+    return Op("fully_connected", where, inputs, [y],
+              {"activation": r.activation(o.fusedActivationFunction, where)})
+
+
+def _same_quant(r: _Reader, x: str, y: str, where: str) -> None:
+    a, b = r.g.tensors[x], r.g.tensors[y]
+    if a.qparams != b.qparams:
+        raise r.err(where, f"input and output quantization differ ({a.qparams} vs {b.qparams})",
+                    "TFLite requires the same scale and zero point here; re-convert the model")
+
+
+def _pool(r: _Reader, op, where: str, opname: str) -> Op:
+    o = op.builtinOptions
+    x = r.tensor(op.inputs[0], where)
+    y = r.tensor(op.outputs[0], where)
+    _same_quant(r, x, y, where)
+    kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
+    padding, _ = tflite_padding(o.padding, r.g.tensors[x].shape[1:3], kernel, stride, (1, 1))
+    return Op("avg_pool2d" if opname == "AVERAGE_POOL_2D" else "max_pool2d", where, [x], [y],
+              {"kernel": kernel, "stride": stride, "padding": padding,
+               "activation": r.activation(o.fusedActivationFunction, where)})
+
+
+def _const_ints(r: _Reader, idx: int, where: str) -> np.ndarray:
+    d = r.data(idx)
+    if d is None:
+        raise r.err(where, f"tensor {r.names[idx]!r} must be a constant",
+                    "only static shapes, axes and paddings are supported")
+    return d.astype(np.int64)
+
+
+def _mean(r: _Reader, op, where: str) -> Op:
+    x = r.tensor(op.inputs[0], where)
+    axes = tuple(sorted(int(a) % 4 for a in _const_ints(r, op.inputs[1], where).ravel()))
+    if axes != (1, 2) or len(r.g.tensors[x].shape) != 4:
+        raise r.err(where, f"MEAN over axes {axes} is not supported",
+                    "only the spatial mean (axes 1, 2) of an NHWC tensor imports")
+    y = r.tensor(op.outputs[0], where)
+    return Op("mean", where, [x], [y], {"axes": (1, 2), "keepdims": bool(op.builtinOptions.keepDims)})
+
+
+def _add(r: _Reader, op, where: str) -> Op:
+    a, b = (r.tensor(i, where) for i in op.inputs[:2])
+    if r.g.tensors[a].shape != r.g.tensors[b].shape:
+        raise r.err(where, f"broadcasting ADD {r.g.tensors[a].shape} + {r.g.tensors[b].shape}",
+                    "only same-shape ADD is supported")
+    if r.g.tensors[a].is_const or r.g.tensors[b].is_const:
+        raise r.err(where, "ADD of a constant tensor", "only ADD of two activations is supported")
+    y = r.tensor(op.outputs[0], where)
+    return Op("add", where, [a, b], [y],
+              {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
+
+
+def _pad(r: _Reader, op, where: str) -> Op:
+    x = r.tensor(op.inputs[0], where)
+    p = _const_ints(r, op.inputs[1], where)
+    if p.shape != (4, 2) or p[0].any() or p[3].any() or (p < 0).any():
+        raise r.err(where, f"PAD {p.tolist()} pads more than height and width",
+                    "only spatial zero-point padding of an NHWC tensor imports")
+    y = r.tensor(op.outputs[0], where)
+    _same_quant(r, x, y, where)
+    return Op("pad", where, [x], [y],
+              {"padding": (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1]))})
+
+
+def _reshape(r: _Reader, op, where: str) -> Op:
+    x = r.tensor(op.inputs[0], where)
+    y = r.tensor(op.outputs[0], where)
+    _same_quant(r, x, y, where)
+    return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
+
+
+def _softmax(r: _Reader, op, where: str) -> Op:
+    x = r.tensor(op.inputs[0], where)
+    y = r.tensor(op.outputs[0], where)
+    if r.g.tensors[y].qparams != (1 / 256, -128):
+        raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
+                    "TFLite int8 softmax outputs scale 1/256, zero point -128")
+    return Op("softmax", where, [x], [y], {"beta": float(op.builtinOptions.beta)})
+
+
+def load_tflite(path) -> Graph:
+    """Read a fully-int8 .tflite into a quantized Graph with integer params derived."""
+    path = Path(path)
+    r = _Reader(path)
+    sg, g = r.sg, r.g
+    graph_in = [int(i) for i in sg.inputs]
+    graph_out = [int(i) for i in sg.outputs]
+    if len(graph_in) != 1 or len(graph_out) != 1:
+        raise r.err("graph", f"{len(graph_in)} inputs and {len(graph_out)} outputs",
+                    "only single-input, single-output models are supported")
+    in_idx, out_idx = graph_in[0], graph_out[0]
+    ops: list[Op] = []
+    for i, op in enumerate(sg.operators or []):
+        oc = r.model.operatorCodes[op.opcodeIndex]
+        opname = r.opnames.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "CUSTOM")
+        where = f"{opname.lower()}_{i}"
+        if opname not in SUPPORTED:
+            name = oc.customCode.decode() if opname == "CUSTOM" and oc.customCode else opname
+            raise r.err(where, f"operator {name} is not supported",
+                        f"tinyds imports {', '.join(SUPPORTED)}")
+        if opname == "QUANTIZE" and op.inputs[0] == in_idx and r._dtype(in_idx, where) == "float32":
+            in_idx = int(op.outputs[0])
+            continue
+        if opname == "DEQUANTIZE" and op.outputs[0] == out_idx:
+            out_idx = int(op.inputs[0])
+            continue
+        if opname in ("QUANTIZE", "DEQUANTIZE"):
+            raise r.err(where, f"{opname} inside the graph",
+                        "only float QUANTIZE/DEQUANTIZE at the model's input/output are supported")
+        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            new = _conv(r, op, where, opname)
+        elif opname == "FULLY_CONNECTED":
+            new = _fully_connected(r, op, where, ops)
+        elif opname in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+            new = _pool(r, op, where, opname)
+        elif opname == "MEAN":
+            new = _mean(r, op, where)
+        elif opname == "ADD":
+            new = _add(r, op, where)
+        elif opname == "PAD":
+            new = _pad(r, op, where)
+        elif opname == "RESHAPE":
+            new = _reshape(r, op, where)
+        else:
+            new = _softmax(r, op, where)
+        ops.append(new)
+    g.ops = ops
+    g.inputs = [r.tensor(in_idx, "input")]
+    g.outputs = [r.tensor(out_idx, "output")]
+    for name in g.inputs + g.outputs:
+        t = g.tensors[name]
+        if t.dtype != "int8" or t.shape[0] != 1:
+            raise r.err(name, f"model input/output is {t.dtype} {t.shape}",
+                        "the model must have batch 1 and int8 (or QUANTIZE-d float) edges")
+    g.remove_unused_tensors()
+    return requant.derive_int_params(g)
