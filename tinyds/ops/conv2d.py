@@ -1,0 +1,131 @@
+"""CONV_2D, int8 per-channel: TFLM reference_integer_ops::ConvPerChannel.
+
+acc[c] = bias[c] + sum over in-bounds taps of w[c, ky, kx, i] * (x + input_offset),
+input_offset = -zp_in; padded taps contribute nothing. Then
+MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]) + zp_out, clamped.
+
+The helpers below (operand extraction, requantization, bias folding) are shared
+with depthwise_conv2d and fully_connected.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinydsError
+from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from ..ir import Graph, Op
+from ..window import taps
+
+
+def operands(g: Graph, op: Op):
+    """(x tensor, int8 weight data, int64 bias or None, y tensor)."""
+    x, w, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
+    return x, w.data, (b.data.astype(np.int64) if b is not None else None), y
+
+
+def weight_zero_point(g: Graph, op: Op) -> int:
+    """The filter's zero point: 0 for symmetric weights; one shared value otherwise."""
+    zp = g.tensors[op.inputs[1]].zero_point
+    if zp is None or not np.any(zp):
+        return 0
+    if op.type != "fully_connected" or np.any(zp != zp.flat[0]):
+        raise TinydsError(f"{g.name}: {op.name}: {op.type} weights have a non-zero zero point; "
+                          "quantize weights symmetrically (zero point 0)")
+    return int(zp.flat[0])
+
+
+def requantize(acc: np.ndarray, g: Graph, op: Op) -> np.ndarray:
+    """int32/64 accumulators (channels last) -> int8 outputs."""
+    zp_out = int(g.tensors[op.outputs[0]].zero_point[0])
+    y = multiply_by_quantized_multiplier(acc, op.attrs["multiplier"], op.attrs["shift"]) + zp_out
+    return np.clip(y, op.attrs["act_min"], op.attrs["act_max"]).astype(np.int8)
+
+
+def fold_bias(bias, w_sums: np.ndarray, input_offset: int):
+    """bias + input_offset * sum(w) per channel, or None when it would leave int32.
+
+    Exact when every tap is read from the input (no padding is ever touched):
+    sum w*(x+off) + b == sum w*x + (b + off*sum w).
+    """
+    folded = (bias if bias is not None else 0) + input_offset * w_sums.astype(np.int64)
+    if folded.min() < INT32_MIN or folded.max() > INT32_MAX:
+        return None
+    return folded
+
+
+def int_list(a) -> list[int]:
+    return [int(v) for v in np.asarray(a).ravel()]
+
+
+def touches_padding(in_size, out_size, kernel, stride, dilation, pad_lo) -> bool:
+    """True when some tap of some output falls outside the input along one axis."""
+    last = (out_size - 1) * stride - pad_lo + (kernel - 1) * dilation
+    return pad_lo > 0 or last > in_size - 1
+
+
+def window_params(x, y, kernel, op: Op) -> dict:
+    """Geometry shared by the conv2d and depthwise templates."""
+    (_, ih, iw, ic), (_, oh, ow, oc) = x.shape, y.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, op.attrs["stride"], op.attrs["dilation"]
+    pt, pl = op.attrs["padding"][:2]
+    return dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
+                stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_top=pt, pad_left=pl,
+                clip_h=touches_padding(ih, oh, kh, sh, dh, pt),
+                clip_w=touches_padding(iw, ow, kw, sw, dw, pl))
+
+
+def quant_params(g: Graph, op: Op) -> dict:
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    mult, shift = np.asarray(op.attrs["multiplier"]), np.asarray(op.attrs["shift"])
+    return dict(input_offset=-int(x.zero_point[0]), output_offset=int(y.zero_point[0]),
+                act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
+                multiplier=int_list(mult), shift=int_list(shift))
+
+
+def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    """Integer conv. Each tap is a float64 matmul: every product and partial sum is an
+    integer below 2**53, so BLAS computes the int32 accumulator exactly, and fast."""
+    xt, w, bias, _ = operands(g, op)
+    weight_zero_point(g, op)
+    xs = x.astype(np.float64) - float(xt.zero_point[0])   # x + input_offset; padding is 0
+    wf = w.astype(np.float64)
+    acc = 0.0
+    for i, j, v in taps(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
+                        op.attrs["padding"], 0.0):
+        acc = acc + v @ wf[:, i, j, :].T
+    acc = np.asarray(acc).astype(np.int64)
+    if bias is not None:
+        acc = acc + bias
+    return requantize(acc, g, op)
+
+
+def c_params(g: Graph, op: Op) -> dict:
+    """Everything templates/ops/conv2d.c.j2 needs, as literals.
+
+    pointwise (1x1, stride 1, no padding) gets a plain matrix-multiply loop; the
+    input offset is folded into the bias whenever no tap ever reads padding.
+    """
+    x, w, bias, y = operands(g, op)
+    weight_zero_point(g, op)
+    p = window_params(x, y, w.shape[1:3], op)
+    p.update(quant_params(g, op))
+    if w.shape[3] != p["in_c"]:
+        raise TinydsError(f"{g.name}: {op.name}: grouped conv2d (weight has {w.shape[3]} of "
+                          f"{p['in_c']} input channels) is not supported; use groups=1 or "
+                          "groups=in_channels")
+    folded = None
+    if not (p["clip_h"] or p["clip_w"]):
+        folded = fold_bias(bias, w.astype(np.int64).sum(axis=(1, 2, 3)), p["input_offset"])
+    p["fold"] = folded is not None
+    b = folded if folded is not None else bias
+    p["bias"] = int_list(b) if b is not None else None
+    p["weights"] = int_list(w)
+    p["pointwise"] = (w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
+                      and not any(op.attrs["padding"]))
+    return p
+
+
+def macs(g: Graph, op: Op) -> int:
+    w, y = g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    return int(np.prod(y.shape[1:3])) * w.size

@@ -1,0 +1,53 @@
+"""DEPTHWISE_CONV_2D, int8 per-channel: TFLM reference_integer_ops::DepthwiseConvPerChannel.
+
+Output channel c*M + m (M = depth_multiplier) reads input channel c:
+acc = bias + sum over in-bounds taps of w[0, ky, kx, c*M + m] * (x[c] + input_offset),
+then the same requantization as conv2d.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Op
+from ..window import taps
+from .conv2d import (fold_bias, int_list, operands, quant_params, requantize,
+                     weight_zero_point, window_params)
+
+
+def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    xt, w, bias, _ = operands(g, op)
+    weight_zero_point(g, op)
+    m = int(op.attrs["depth_multiplier"])
+    xs = x.astype(np.int32) - int(xt.zero_point[0])   # x + input_offset; padding is 0
+    if m > 1:
+        xs = np.repeat(xs, m, axis=-1)
+    wk = w.astype(np.int32)
+    acc = np.zeros(1, np.int64)
+    for i, j, v in taps(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
+                        op.attrs["padding"], 0):
+        acc = acc + v * wk[0, i, j, :]
+    if bias is not None:
+        acc = acc + bias
+    return requantize(acc, g, op)
+
+
+def c_params(g: Graph, op: Op) -> dict:
+    """Everything templates/ops/depthwise_conv2d.c.j2 needs, as literals."""
+    x, w, bias, y = operands(g, op)
+    weight_zero_point(g, op)
+    p = window_params(x, y, w.shape[1:3], op)
+    p.update(quant_params(g, op))
+    p["depth_multiplier"] = int(op.attrs["depth_multiplier"])
+    folded = None
+    if not (p["clip_h"] or p["clip_w"]):
+        folded = fold_bias(bias, w.astype(np.int64).sum(axis=(0, 1, 2)), p["input_offset"])
+    p["fold"] = folded is not None
+    b = folded if folded is not None else bias
+    p["bias"] = int_list(b) if b is not None else None
+    p["weights"] = int_list(w)
+    return p
+
+
+def macs(g: Graph, op: Op) -> int:
+    w, y = g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    return int(np.prod(y.shape[1:3])) * w.size

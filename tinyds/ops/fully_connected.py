@@ -1,0 +1,43 @@
+"""FULLY_CONNECTED, int8: TFLM reference_integer_ops::FullyConnected(PerChannel).
+
+The input is flattened to (N, K). acc[o] = bias[o] + sum_k (w[o, k] + filter_offset)
+* (x[k] + input_offset), filter_offset = -zp_w (0 for our symmetric weights, may be
+set in imported .tflite files); multiplier/shift are per-channel or a single pair.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Op
+from .conv2d import fold_bias, int_list, operands, quant_params, requantize, weight_zero_point
+
+
+def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    """float64 matmul is exact here: products and sums are integers below 2**53."""
+    xt, w, bias, _ = operands(g, op)
+    xs = x.reshape(x.shape[0], -1).astype(np.float64) - float(xt.zero_point[0])
+    wf = w.astype(np.float64) - weight_zero_point(g, op)
+    acc = (xs @ wf.T).astype(np.int64)
+    if bias is not None:
+        acc = acc + bias
+    return requantize(acc, g, op)
+
+
+def c_params(g: Graph, op: Op) -> dict:
+    """Everything templates/ops/fully_connected.c.j2 needs. The input offset is always
+    folded into the bias when it fits int32 (an FC reads no padding)."""
+    _, w, bias, _ = operands(g, op)
+    p = quant_params(g, op)
+    p["filter_offset"] = -weight_zero_point(g, op)
+    p["out_c"], p["depth"] = w.shape
+    w_sums = w.astype(np.int64).sum(axis=1) + p["filter_offset"] * w.shape[1]
+    folded = fold_bias(bias, w_sums, p["input_offset"])
+    p["fold"] = folded is not None
+    b = folded if folded is not None else bias
+    p["bias"] = int_list(b) if b is not None else None
+    p["weights"] = int_list(w)
+    return p
+
+
+def macs(g: Graph, op: Op) -> int:
+    return g.tensors[op.inputs[1]].size
