@@ -1,0 +1,388 @@
+"""Float IR -> quantized IR (TFLite int8 scheme) and the float-vs-int8 report.
+
+Activations: per-tensor asymmetric int8 from ranges observed over a calibration
+batch run through the float interpreter. Weights: per-channel symmetric int8.
+Bias: int32 at scale s_in * s_w[c]. Every formula below mirrors what TFLite's
+post-training quantizer (tensorflow/lite/tools/optimize) computes, in float32
+where it uses float32, so a graph quantized here matches one quantized there.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import float_ref, reference, requant
+from .errors import TinydsError
+from .ir import Graph, Op, Tensor
+
+METHODS = ("minmax", "percentile", "mse")
+PERCENTILE = 99.99
+HIST_BINS = 8192
+INT32_MAX = (1 << 31) - 1
+WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
+# TFLite requires these outputs to reuse the input's scale and zero point
+# (mean: our choice, so the kernel needs no rescale and requant.py no params).
+SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "mean")
+SOFTMAX_PARAMS = (np.float32(1 / 256), -128)
+FLOAT_ONLY = ("batch_norm", "relu", "relu6")
+# A tensor that never left 0 during calibration still needs a usable scale;
+# [0, 1] keeps downstream multipliers ordinary if real data is not all zero.
+DEGENERATE_RANGE = 1.0
+# Weight scale for an all-zero channel (TFLite would write 0, which makes the
+# effective multiplier undefined); bias fitting below may enlarge it.
+ZERO_CHANNEL_SCALE = np.float32(1e-8)
+SYNTHETIC_SAMPLES = 128
+CHUNK_BYTES = 256 << 20
+
+
+def round_half_away(x) -> np.ndarray:
+    """std::round / TfLiteRound (numpy's round is half-to-even)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def activation_params(lo: float, hi: float) -> tuple[np.float32, int]:
+    """TFLite GetAsymmetricQuantizationParams for int8, in float32 like the converter."""
+    lo, hi = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
+    if hi - lo <= 0:
+        hi = np.float32(lo + DEGENERATE_RANGE)
+    scale = np.float32((hi - lo) / np.float32(255.0))
+    zp_from_min = np.float32(-128.0) - lo / scale
+    if zp_from_min < -128:
+        return scale, -128
+    if zp_from_min > 127:
+        return scale, 127
+    return scale, int(round_half_away(zp_from_min))
+
+
+# ---------------------------------------------------------------- observers
+
+@dataclass
+class Observer:
+    """Range of one activation tensor: exact min/max, then (if needed) a histogram over it."""
+    lo: float = math.inf
+    hi: float = -math.inf
+    hist: np.ndarray | None = None
+
+    def see_range(self, x: np.ndarray) -> None:
+        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+
+    def see_hist(self, x: np.ndarray) -> None:
+        if self.hi <= self.lo:
+            return
+        counts = np.histogram(x, HIST_BINS, (self.lo, self.hi))[0]
+        self.hist = counts if self.hist is None else self.hist + counts
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, HIST_BINS + 1)
+
+
+def _minmax(obs: Observer) -> tuple[float, float]:
+    return obs.lo, obs.hi
+
+
+def _percentile(obs: Observer, p: float = PERCENTILE) -> tuple[float, float]:
+    """Clip each tail at p%: drops rare outliers that would waste int8 steps."""
+    if obs.hist is None:
+        return obs.lo, obs.hi
+    cdf = np.cumsum(obs.hist) / obs.hist.sum()
+    edges = obs.edges()
+    lo = edges[np.searchsorted(cdf, (100.0 - p) / 100.0, side="left")]
+    hi = edges[np.searchsorted(cdf, p / 100.0, side="left") + 1]
+    return float(lo), float(hi)
+
+
+def _mse(obs: Observer) -> tuple[float, float]:
+    """Shrink [lo, hi] by the factor that minimises the expected squared quantization error.
+
+    Per histogram bin: uniform rounding noise s^2/12 inside the range, the squared
+    distance to the clip bound outside it.
+    """
+    if obs.hist is None:
+        return obs.lo, obs.hi
+    edges = obs.edges()
+    centers = (edges[:-1] + edges[1:]) / 2
+    best, best_err = (obs.lo, obs.hi), math.inf
+    for alpha in np.linspace(1.0, 0.05, 96):
+        lo, hi = min(float(obs.lo * alpha), 0.0), max(float(obs.hi * alpha), 0.0)
+        s = (hi - lo) / 255.0
+        if s <= 0:
+            continue
+        clipped = np.clip(centers, lo, hi)
+        err = np.where(clipped == centers, s * s / 12.0, (centers - clipped) ** 2)
+        total = float(obs.hist @ err)
+        if total < best_err:
+            best, best_err = (lo, hi), total
+    return best
+
+
+RANGE_FNS = {"minmax": _minmax, "percentile": _percentile, "mse": _mse}
+
+
+# ---------------------------------------------------------------- weights, bias
+
+def quantize_weights(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np.float32):
+    """Per-channel symmetric int8 in [-127, 127] (TFLite SymmetricPerChannelQuantization).
+
+    Channels whose bias would not fit int32 at s_in*s_w get a larger weight scale,
+    as TFLite's AdjustWeightsForBiasScale does.
+    """
+    w = w.astype(np.float32)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    half = np.abs(moved).max(axis=1).astype(np.float32)
+    scale = np.where(half > 0, half / np.float32(127.0), ZERO_CHANNEL_SCALE).astype(np.float32)
+    if bias is not None:
+        b = np.abs(bias.astype(np.float64))
+        too_big = b >= 0.5 * float(s_in) * scale.astype(np.float64) * INT32_MAX
+        scale = np.where(too_big, (2.0 * b / INT32_MAX / float(s_in)), scale).astype(np.float32)
+    inv = (np.float32(1.0) / scale).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = round_half_away((w * inv.reshape(shape)).astype(np.float32))
+    return np.clip(q, -127, 127).astype(np.int8), scale
+
+
+def quantize_bias(b: np.ndarray, s_in: np.float32, s_w: np.ndarray):
+    """TFLite SymmetricPerChannelBiasQuantize: float32 scale product, float32 inverse, saturate."""
+    scale = (np.float32(s_in) * s_w.astype(np.float32)).astype(np.float32)
+    inv = (1.0 / scale.astype(np.float64)).astype(np.float32)
+    q = round_half_away((b.astype(np.float32) * inv).astype(np.float32))
+    return np.clip(q, -INT32_MAX, INT32_MAX).astype(np.int32), scale
+
+
+# ---------------------------------------------------------------- validation
+
+def _check_graph(g: Graph) -> None:
+    for op in g.ops:
+        if op.type in FLOAT_ONLY:
+            raise TinydsError(f"{op.name}: {op.type} was not folded or fused before quantization; "
+                              "run tinyds.passes.optimize on the float graph first")
+        for name in op.inputs:
+            t = g.tensor(name)
+            if t is not None and t.is_const and not np.all(np.isfinite(t.data)):
+                raise TinydsError(f"{op.name}: tensor {name} contains NaN or Inf; "
+                                  "fix or retrain the model")
+
+
+def _shown_shape(shape, layout: str) -> tuple:
+    """An NHWC shape as the user wrote it (the caller converted NCHW calib to NHWC)."""
+    if layout == "NCHW" and len(shape) == 4:
+        n, h, w, c = shape
+        return (n, c, h, w)
+    return tuple(shape)
+
+
+def _check_calib(g: Graph, x) -> np.ndarray:
+    want = tuple(g.input.shape[1:])
+    layout = g.source_layout if len(want) == 3 else "NHWC"
+    expected = "(N, " + ", ".join(map(str, _shown_shape((0, *want), layout)[1:])) + ")"
+    x = np.asarray(x)
+    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want or x.shape[0] < 1:
+        raise TinydsError(f"calibration data has shape {_shown_shape(x.shape, layout)}, "
+                          f"expected {expected} ({layout}); pass a float32 batch of model inputs")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TinydsError(f"calibration data has dtype {x.dtype}, expected float32; "
+                          "pass the float inputs the model was trained on")
+    if not np.all(np.isfinite(x)):
+        raise TinydsError("calibration data contains NaN or Inf; remove those samples")
+    return x.astype(np.float32)
+
+
+# ---------------------------------------------------------------- running in chunks
+
+def _chunks(g: Graph, x: np.ndarray):
+    """Batch slices small enough that float_ref's every-tensor output stays in memory."""
+    per_sample = sum(t.size for t in g.tensors.values() if not t.is_const) * 8
+    step = max(1, CHUNK_BYTES // max(per_sample, 1))
+    for i in range(0, len(x), step):
+        yield x[i:i + step]
+
+
+def _activations(g: Graph) -> list[str]:
+    return [g.inputs[0]] + [op.outputs[0] for op in g.ops]
+
+
+def _observe(g: Graph, x: np.ndarray, method: str) -> dict[str, Observer]:
+    obs = {name: Observer() for name in _activations(g)}
+    for chunk in _chunks(g, x):
+        values = float_ref.run(g, chunk)
+        for name, o in obs.items():
+            if not np.all(np.isfinite(values[name])):
+                op = g.producer(name)
+                raise TinydsError(f"{op.name if op else name}: float output is NaN or Inf on the "
+                                  "calibration data; check the weights and the input scaling")
+            o.see_range(values[name])
+    if method != "minmax":
+        for chunk in _chunks(g, x):
+            values = float_ref.run(g, chunk)
+            for name, o in obs.items():
+                o.see_hist(values[name])
+    return obs
+
+
+# ---------------------------------------------------------------- the graph
+
+def _act_tensor(t: Tensor, scale, zp: int) -> Tensor:
+    return Tensor(t.name, t.shape, "int8", scale=np.array([scale], np.float32),
+                  zero_point=np.array([zp], np.int64))
+
+
+def _build(g: Graph, ranges: dict[str, tuple[float, float]]) -> Graph:
+    x = g.input
+    tensors = {x.name: _act_tensor(x, *activation_params(*ranges[x.name]))}
+    qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
+    for op in g.ops:
+        y = g.tensors[op.outputs[0]]
+        first_in = tensors[op.inputs[0]]
+        if op.type in SHARED_PARAMS:
+            params = first_in.qparams
+        elif op.type == "softmax":
+            params = SOFTMAX_PARAMS
+        else:
+            params = activation_params(*ranges[y.name])
+        tensors[y.name] = _act_tensor(y, *params)
+        if op.type in WEIGHTED:
+            _quantize_weighted(g, op, tensors, first_in.scale[0])
+        else:
+            for name in op.inputs[1:]:
+                if name and g.tensors[name].is_const:
+                    raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
+                                      "supported; only conv/depthwise/linear carry constants")
+        qg.ops.append(Op(op.type, op.name, list(op.inputs), list(op.outputs), dict(op.attrs)))
+    return requant.derive_int_params(qg)
+
+
+def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32) -> None:
+    w = g.tensors[op.inputs[1]]
+    b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
+    axis = 3 if op.type == "depthwise_conv2d" else 0
+    qw, s_w = quantize_weights(w.data, axis, None if b is None else b.data, s_in)
+    tensors[w.name] = Tensor(w.name, w.shape, "int8", data=qw, scale=s_w,
+                             zero_point=np.zeros(len(s_w), np.int64), axis=axis)
+    if b is not None:
+        qb, s_b = quantize_bias(b.data, s_in, s_w)
+        tensors[b.name] = Tensor(b.name, b.shape, "int32", data=qb, scale=s_b,
+                                 zero_point=np.zeros(len(s_b), np.int64), axis=0)
+
+
+# ---------------------------------------------------------------- float vs int8
+
+def quantize_input(qg: Graph, x: np.ndarray) -> np.ndarray:
+    """Float NHWC batch -> int8 with the input's params (TFLite QUANTIZE: round(x/s) + zp)."""
+    s, zp = qg.input.qparams
+    q = round_half_away(np.asarray(x, np.float32) / np.float32(s)) + zp
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(t: Tensor, q: np.ndarray) -> np.ndarray:
+    s, zp = t.qparams
+    return (q.astype(np.float64) - zp) * s
+
+
+def snr_db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+@dataclass
+class Comparison:
+    """Float graph vs quantized graph on one batch."""
+    agreement: float                      # top-1 agreement, percent
+    snr_db: float                         # output SNR
+    tensor_snr_db: dict[str, float]       # every activation tensor
+    samples: int
+
+
+def compare(g: Graph, qg: Graph, x: np.ndarray) -> Comparison:
+    """Run x (float NHWC) through both graphs; agreement of argmax over the flat output."""
+    names = _activations(g)
+    sig = dict.fromkeys(names, 0.0)
+    noise = dict.fromkeys(names, 0.0)
+    agree = 0
+    for chunk in _chunks(g, np.asarray(x, np.float32)):
+        f = float_ref.run(g, chunk)
+        q = reference.run_all(qg, quantize_input(qg, chunk))
+        for name in names:
+            dq = dequantize(qg.tensors[name], q[name])
+            sig[name] += float(np.sum(f[name] ** 2))
+            noise[name] += float(np.sum((f[name] - dq) ** 2))
+        out = g.outputs[0]
+        fo = f[out].reshape(len(chunk), -1)
+        qo = q[out].reshape(len(chunk), -1)
+        agree += int(np.sum(fo.argmax(axis=1) == qo.argmax(axis=1)))
+    out = g.outputs[0]
+    return Comparison(100.0 * agree / len(x), snr_db(sig[out], noise[out]),
+                      {n: snr_db(sig[n], noise[n]) for n in names}, len(x))
+
+
+# ---------------------------------------------------------------- report
+
+@dataclass
+class Report:
+    method: str
+    synthetic: bool                       # calibrated on synthetic data
+    comparison: Comparison
+    qg: Graph = field(repr=False)
+    observed: dict[str, tuple[float, float]] = field(repr=False)
+
+    @property
+    def agreement(self) -> float:
+        """Top-1 float vs int8 agreement on the calibration data, percent."""
+        return self.comparison.agreement
+
+    @property
+    def snr_db(self) -> float:
+        return self.comparison.snr_db
+
+    def rows(self) -> list[tuple]:
+        rows = []
+        for op in self.qg.ops:
+            y = self.qg.tensors[op.outputs[0]]
+            s, zp = y.qparams
+            w = self.qg.tensor(op.inputs[1]) if op.type in WEIGHTED else None
+            wr = f"{w.scale.min():.3g}..{w.scale.max():.3g}" if w is not None else "-"
+            lo, hi = self.observed[y.name]
+            rows.append((op.name, op.type, f"{s:.4g}", str(zp), wr, f"{lo:.3g}..{hi:.3g}",
+                         f"{self.comparison.tensor_snr_db[y.name]:.1f}"))
+        return rows
+
+    def text(self) -> str:
+        head = ("layer", "type", "out scale", "zp", "weight scales", "float range", "SNR dB")
+        rows = [head] + self.rows()
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        data = "SYNTHETIC calibration data" if self.synthetic else "calibration data"
+        lines.append(f"float vs int8 on {self.comparison.samples} samples of {data} "
+                     f"({self.method}): top-1 agreement {self.agreement:.2f}%, "
+                     f"output SNR {self.snr_db:.1f} dB")
+        return "\n".join(lines)
+
+
+def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -> np.ndarray:
+    """Standard-normal inputs: only good for smoke tests (the caller warns)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *g.input.shape[1:])).astype(np.float32)
+
+
+def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax"):
+    """Quantize an optimized float graph; returns (quantized graph, Report).
+
+    method: "minmax" (TFLite's default), "percentile" (clip each tail at
+    99.99%) or "mse" (per-tensor clipping that minimises quantization MSE).
+    """
+    if method not in METHODS:
+        raise TinydsError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    _check_graph(g)
+    synthetic = calib_nhwc is None
+    x = synthetic_calibration(g) if synthetic else _check_calib(g, calib_nhwc)
+    obs = _observe(g, x, method)
+    ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
+    qg = _build(g, ranges)
+    report = Report(method, synthetic, compare(g, qg, x), qg,
+                    {name: (o.lo, o.hi) for name, o in obs.items()})
+    return qg, report
