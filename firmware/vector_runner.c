@@ -1,0 +1,33 @@
+/* QEMU test runner: reads input vectors from the host file vectors.bin with
+ * semihosting, runs the model on each and writes the outputs to outputs.bin,
+ * so hundreds of vectors need no reflashing and no huge firmware image. */
+#include "tinyds_board.h"
+#include "tinyds_model.h"
+
+static int8_t input[TINYDS_INPUT_SIZE];
+static int8_t output[TINYDS_OUTPUT_SIZE];
+
+int main(void)
+{
+    tinyds_board_init();
+    int in = tinyds_sh_open("vectors.bin", 1);
+    int out = tinyds_sh_open("outputs.bin", 5);
+    if (in < 0 || out < 0) {
+        tinyds_puts("tinyds: cannot open vectors.bin / outputs.bin\n");
+        return 2;
+    }
+    uint32_t n = 0;
+    while (tinyds_sh_read(in, input, sizeof input) == (int)sizeof input) {
+        if (TINYDS_RUN(input, output) != 0 || tinyds_sh_write(out, output, sizeof output) != 0) {
+            tinyds_puts("tinyds: run or write failed\n");
+            return 1;
+        }
+        n++;
+    }
+    tinyds_sh_close(in);
+    tinyds_sh_close(out);
+    tinyds_puts("tinyds: vectors ");
+    tinyds_put_u32(n);
+    tinyds_puts("\n");
+    return 0;
+}

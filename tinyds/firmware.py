@@ -1,0 +1,101 @@
+"""Cross-build a generated library for a Cortex-M core and run it in QEMU.
+
+The QEMU variant links for the machine's memory (not the board's), prints and
+exits through semihosting, and streams vectors through semihosting host files:
+firmware/vector_runner.c reads vectors.bin and writes outputs.bin, so hundreds
+of vectors cost one boot and no reflashing.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tinyds import mcu as mcu_table
+from tinyds.errors import TinydsError
+from tinyds.mcu import MCU, Machine
+from tinyds.project import FIRMWARE_DIR, link_script, model_glue
+
+CC = "arm-none-eabi-gcc"
+QEMU = "qemu-system-arm"
+CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
+          "-fdata-sections"]
+
+
+def _need(tool: str) -> None:
+    if shutil.which(tool) is None:
+        raise TinydsError(f"{tool}: not found; install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                          "qemu-system-arm (apt) to build and run firmware")
+
+
+def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
+              machine: Machine | None = None, defines: tuple[str, ...] = ()) -> Path:
+    """Compile lib_dir's C with firmware/ startup and `main_c` for mcu's core.
+
+    machine: link for that QEMU machine's memory instead of the board's.
+    defines: extra -D flags, e.g. the console and counter choice.
+    """
+    _need(CC)
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    mem = machine or mcu
+    (build_dir / "link.ld").write_text(
+        link_script(mem.flash_origin, mem.flash, mem.ram_origin, mem.ram))
+    (build_dir / "tinyds_model.h").write_text(model_glue(name, mcu.name))
+    sources = [FIRMWARE_DIR / "startup.c", FIRMWARE_DIR / "board.c", Path(main_c),
+               *sorted(Path(lib_dir).glob("*.c"))]
+    elf = build_dir / "firmware.elf"
+    cmd = [CC, *mcu.cflags, *CFLAGS, *(f"-D{d}" for d in defines),
+           f"-I{build_dir}", f"-I{FIRMWARE_DIR}", f"-I{lib_dir}", *map(str, sources),
+           "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections",
+           "-T", str(build_dir / "link.ld"), "-o", str(elf)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise TinydsError(f"{lib_dir}: arm-none-eabi-gcc for {mcu.cpu} failed; fix the C:\n"
+                          + res.stderr.strip())
+    return elf
+
+
+def run_qemu(elf: Path, machine: str, cwd: Path, icount: bool = False,
+             timeout: float = 900) -> str:
+    """Boot `elf` on a QEMU machine with semihosting; returns what it printed.
+
+    icount: -icount shift=0, one virtual nanosecond per instruction, which makes
+    netduinoplus2's 1 GHz TIM2 an exact instruction counter.
+    """
+    _need(QEMU)
+    cmd = [QEMU, "-M", machine, "-nographic", "-monitor", "none", "-serial", "null",
+           "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+    if icount:
+        cmd += ["-icount", "shift=0"]
+    try:
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TinydsError(f"{elf}: QEMU {machine} did not finish in {timeout:.0f} s; "
+                          "the firmware hangs or faults") from None
+    out = res.stdout + res.stderr
+    if res.returncode != 0:
+        raise TinydsError(f"{elf}: QEMU {machine} exited {res.returncode}; output: {out.strip()}")
+    return out
+
+
+def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
+                output_size: int, work_dir: Path | None = None) -> np.ndarray:
+    """Run every row of `inputs` (N, input_size) int8 through the library on
+    mcu's core in QEMU; returns the (N, output_size) int8 outputs."""
+    m = mcu_table.get(mcu)
+    inputs = np.ascontiguousarray(inputs, dtype=np.int8).reshape(len(inputs), -1)
+    with tempfile.TemporaryDirectory(prefix="tinyds-qemu-") as tmp:
+        work = Path(work_dir or tmp)
+        elf = build_elf(work, Path(lib_dir), name, m, FIRMWARE_DIR / "vector_runner.c",
+                        machine=m.machine, defines=("TINYDS_CONSOLE_SEMIHOSTING",))
+        (work / "vectors.bin").write_bytes(inputs.tobytes())
+        printed = run_qemu(elf, m.qemu, work)
+        if f"tinyds: vectors {len(inputs)}" not in printed:
+            raise TinydsError(f"{lib_dir}: the QEMU run on {m.qemu} did not finish its "
+                              f"{len(inputs)} vectors; it printed: {printed.strip()}")
+        out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=np.int8)
+    return out.reshape(len(inputs), output_size)
