@@ -1,0 +1,87 @@
+"""TensorFlow Lite Micro as the outside referee for the MLPerf Tiny int8 models.
+
+Imports each .tflite, runs our integer reference and TFLM's interpreter on the
+same inputs (>= 500 random, saturating edge cases, and the real KWS sample) and
+compares every tensor TFLM keeps, including the logits before the softmax
+(softmax saturates and would hide +-1 errors).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyds import reference
+from tinyds.frontends.tflite import load_tflite, schema
+
+runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
+                              reason="TFLM referee needs `pip install --pre tflite-micro`")
+
+MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"
+N_RANDOM = 500
+CHUNK = 100
+
+
+def _model(name: str) -> Path:
+    p = MODELS / f"{name}.tflite"
+    if not p.exists():
+        pytest.skip(f"{p} is missing: the MLPerf Tiny models live in ../shared (not in the repo)")
+    return p
+
+
+def kws_sample() -> np.ndarray:
+    """The quantized input in MLPerf Tiny's kws_input_data.cc (1, 49, 10, 1)."""
+    text = (MODELS / "kws_input_data.cc").read_text()
+    body = text[text.index("g_kws_inputs"):]
+    vals = [int(v) for v in re.findall(r"-?\d+", body[body.index("{"):])]
+    return np.array(vals, np.int8).reshape(1, 49, 10, 1)
+
+
+def inputs_for(name: str, shape) -> np.ndarray:
+    rng = np.random.default_rng(20240501)
+    xs = [rng.integers(-128, 128, (N_RANDOM, *shape[1:]), dtype=np.int8),
+          np.full((1, *shape[1:]), -128, np.int8), np.full((1, *shape[1:]), 127, np.int8)]
+    if name == "kws_ref_model":
+        xs.append(kws_sample())
+    return np.concatenate(xs)
+
+
+def tflite_tensor_index(path: Path) -> dict[str, int]:
+    S = schema()
+    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(path.read_bytes(), 0))
+    names = [t.name.decode() for t in m.subgraphs[0].tensors]
+    assert len(set(names)) == len(names), "tensor names must be unique to map them"
+    return {n: i for i, n in enumerate(names)}
+
+
+@pytest.mark.parametrize("name", ["kws_ref_model", "vww_96_int8"])
+def test_reference_equals_tflm_on_every_tensor(name):
+    path = _model(name)
+    g = load_tflite(path)
+    index = tflite_tensor_index(path)
+    # every op output except the flatten the importer inserts before FULLY_CONNECTED
+    compared = [op.outputs[0] for op in g.ops if op.outputs[0] in index]
+    assert len(compared) >= len(g.ops) - 1
+    softmax = [op for op in g.ops if op.type == "softmax"]
+    assert softmax and softmax[0].inputs[0] in compared   # the logits are compared too
+
+    interp = runtime.Interpreter.from_file(
+        str(path), intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    xs = inputs_for(name, g.input.shape)
+    bad = dict.fromkeys(compared, 0)
+    total = 0
+    for start in range(0, len(xs), CHUNK):
+        batch = xs[start:start + CHUNK]
+        ours = reference.run_all(g, batch)
+        for n in range(len(batch)):
+            interp.set_input(batch[n:n + 1], 0)
+            interp.invoke()
+            for t in compared:
+                theirs = interp.GetTensor(index[t], 0)["tensor_data"]
+                bad[t] += int(np.count_nonzero(theirs.reshape(-1) != ours[t][n].reshape(-1)))
+                total += theirs.size
+    print(f"\n{name}: {len(xs)} inputs, {len(compared)} tensors, {total} bytes compared, "
+          f"{sum(bad.values())} differ")
+    assert not any(bad.values()), {t: b for t, b in bad.items() if b}
