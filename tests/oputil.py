@@ -1,0 +1,69 @@
+"""Run a quantized graph's generated C on the host, for bit-exact tests.
+
+`run_c(qg, x)` renders the C library, compiles it with the verify harness
+(-Wall -Wextra -Werror, once optimised and once under ASan+UBSan), streams the
+whole batch through one process per build and returns the outputs shaped like
+`tinyds.reference.run`. Builds are cached by a hash of the generated sources,
+so re-running a test only pays for compilation when the C changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tinyds import codegen, verify
+
+CACHE = Path(tempfile.gettempdir()) / f"tinyds-oputil-{os.getuid()}"
+NAME = "t"
+
+
+def _key(files: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    cc = subprocess.run([verify.compiler(), "--version"], capture_output=True, text=True).stdout
+    for part in [cc, repr(verify.CFLAGS), repr(verify.BUILDS), codegen.harness_source(NAME),
+                 *(f"{k}\0{v}" for k, v in sorted(files.items()))]:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def build_c(qg, sanitize: bool = True) -> dict[str, Path]:
+    """Compile qg's C (cached); returns {build: executable}."""
+    files, _ = codegen.render_library(qg, NAME)
+    builds = ["release", "sanitize"] if sanitize else ["release"]
+    d = CACHE / _key(files)
+    if not all((d / f"{NAME}_{b}").exists() for b in builds):
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix="build-"))
+        try:
+            for fname, text in files.items():
+                (tmp / fname).write_text(text)
+            for b in builds:
+                verify.compile_host(tmp, NAME, tmp, b)
+            if d.exists():           # a build without the sanitizer, or a racing test process
+                shutil.rmtree(d, ignore_errors=True)
+            try:
+                os.replace(tmp, d)
+            except OSError:          # another process just put the same build there
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {b: d / f"{NAME}_{b}" for b in builds}
+
+
+def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True) -> np.ndarray:
+    """Generated C output for a batch (N, *input_shape[1:]) int8, shaped (N, *output_shape[1:])."""
+    x = np.asarray(x_int8_batch)
+    assert x.dtype == np.int8, x.dtype
+    assert x.shape[1:] == tuple(qg.input.shape[1:]), (x.shape, qg.input.shape)
+    outs = {b: verify.run_host(exe, x, qg.output.size) for b, exe in build_c(qg, sanitize).items()}
+    y = outs["release"]
+    if sanitize:
+        np.testing.assert_array_equal(outs["sanitize"], y, err_msg="-O2 and sanitizer builds differ")
+    return y.reshape((x.shape[0], *qg.output.shape[1:]))

@@ -1,0 +1,146 @@
+"""Quantized graph -> C library (and, via `generate`, the whole output folder).
+
+Python decides (arena offsets, names, which kernel runs where); templates hold
+the C. Each layer renders templates/ops/<type>.c.j2 once with its own
+compile-time constants, and model.c.j2 strings the calls together.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from . import data_dir, ops
+from .errors import TinydsError
+from .ir import Graph
+from .planner import Plan, is_alias, plan
+
+C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
+float for goto if inline int long register restrict return short signed sizeof static struct
+switch typedef union unsigned void volatile while _Bool _Complex _Imaginary""".split())
+
+
+@dataclass
+class Library:
+    """What was generated and how big it is."""
+    name: str
+    lib_dir: Path
+    plan: Plan
+    arena_bytes: int
+    weight_bytes: int      # const data placed in flash: weights, biases, multipliers, shifts
+    input_size: int
+    output_size: int
+    num_layers: int
+
+
+def sanitize_name(text: str) -> str:
+    """A model file stem -> a C identifier usable as a symbol prefix."""
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
+    if not name:
+        return "model"
+    if name[0].isdigit() or name in C_KEYWORDS:
+        name = "m_" + name
+    return name
+
+
+def check_name(name: str) -> str:
+    """A user-chosen --name must already be a C identifier: we never rename silently."""
+    if not re.fullmatch(r"[A-Za-z][0-9A-Za-z_]*", name) or name in C_KEYWORDS:
+        raise TinydsError(f"--name {name}: not a C identifier; use letters, digits and '_', "
+                          f"starting with a letter (e.g. {sanitize_name(name)})")
+    return name
+
+
+def _c_string(text: str) -> str:
+    """A C string literal for arbitrary text (layer names come from user models)."""
+    out = []
+    for ch in text:
+        if ch in '"\\?':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
+    return '"' + "".join(out) + '"'
+
+
+def _c_float(x) -> str:
+    """Shortest decimal that reads back as the same float32."""
+    text = str(np.float32(x))
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=True, autoescape=False)
+
+
+def weight_bytes(g: Graph) -> int:
+    """Flash used by constants: tensors plus the per-channel requant arrays."""
+    consts = {n for op in g.ops for n in op.inputs if n and g.tensors[n].is_const}
+    tables = sum(v.nbytes for op in g.ops for v in op.attrs.values() if isinstance(v, np.ndarray))
+    return sum(g.tensors[n].nbytes for n in consts) + tables
+
+
+def _pointer(p: Plan, tensor: str, name: str) -> str:
+    where, offset = p.location(tensor)
+    if where == "arena":
+        return f"{name}_arena.bytes + {offset}" if offset else f"{name}_arena.bytes"
+    return where
+
+
+def render_library(qg: Graph, name: str, source: str = "") -> tuple[dict[str, str], Library]:
+    """The library's files as text, plus its figures. Nothing is written."""
+    if not qg.is_quantized:
+        raise TinydsError(f"{qg.name}: graph is not quantized; run tinyds.quantize.quantize first")
+    env = environment()
+    p = plan(qg)
+    layers, kernels = [], []
+    for i, op in enumerate(qg.ops):
+        comment = f"{op.type} {op.name}".replace("*/", "* /")
+        layer = {"c_name": _c_string(op.name), "comment": comment, "call": ""}
+        if not is_alias(qg, op):
+            fn = f"{name}_l{i}_{op.type}"
+            kernels.append(env.get_template(f"ops/{op.type}.c.j2").render(
+                fn=fn, prefix=name, **ops.get(op.type).c_params(qg, op)))
+            args = [_pointer(p, t, name) for t in op.inputs if t and not qg.tensors[t].is_const]
+            layer["call"] = f"{fn}({', '.join(args + [_pointer(p, op.outputs[0], name)])})"
+        layers.append(layer)
+    x, y = qg.input, qg.output
+    (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
+    ctx = dict(
+        name=name, NAME=name.upper(), source=source or qg.name, layers=layers, kernels=kernels,
+        input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),
+        input_size=x.size, output_size=y.size, arena_size=p.arena_size,
+        unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
+        output_scale=_c_float(s_out), output_zero_point=zp_out,
+        copy_through=p.location(qg.outputs[0])[0] == "input")
+    files = {
+        f"{name}.h": env.get_template("model.h.j2").render(**ctx),
+        f"{name}.c": env.get_template("model.c.j2").render(**ctx),
+        "tinyds_common.h": (data_dir("templates") / "tinyds_common.h").read_text(),
+    }
+    lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg), x.size, y.size, len(qg.ops))
+    return files, lib
+
+
+def generate_library(qg: Graph, lib_dir, name: str, source: str = "") -> Library:
+    """Write NAME.c, NAME.h and tinyds_common.h into lib_dir (created if needed)."""
+    files, lib = render_library(qg, name, source)
+    lib_dir = Path(lib_dir)
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    for fname, text in files.items():
+        (lib_dir / fname).write_text(text)
+    lib.lib_dir = lib_dir
+    return lib
+
+
+def harness_source(name: str) -> str:
+    """C main() that streams a file of input vectors through NAME_run (host verify)."""
+    return environment().get_template("harness/harness.c.j2").render(name=name, NAME=name.upper())
+
