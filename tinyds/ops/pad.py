@@ -1,0 +1,36 @@
+"""PAD int8 over H and W, as TFLM's pad kernel without a constant tensor: the
+border holds the zero point, i.e. real 0.0, and the input bytes are copied."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinydsError
+from ..ir import Graph, Op
+from ..window import pad_nhwc
+
+
+def params(g: Graph, op: Op) -> dict:
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if x.qparams != y.qparams:
+        raise TinydsError(f"{g.name}: {op.name}: pad input {x.qparams} and output {y.qparams} "
+                          f"(scale, zero point) differ; pad copies bytes, quantize both alike")
+    _, ih, iw, c = x.shape
+    top, left, bottom, right = (int(v) for v in op.attrs["padding"])
+    if min(top, left, bottom, right) < 0:
+        raise TinydsError(f"{g.name}: {op.name}: negative padding {op.attrs['padding']}; "
+                          f"crop with a slice before converting")
+    return dict(in_h=ih, in_w=iw, channels=c, out_h=ih + top + bottom, out_w=iw + left + right,
+                pad_top=top, pad_left=left, pad_value=x.qparams[1])
+
+
+def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    p = params(g, op)
+    return pad_nhwc(x, op.attrs["padding"], p["pad_value"]).astype(np.int8)
+
+
+def c_params(g: Graph, op: Op) -> dict:
+    return params(g, op)
+
+
+def macs(g: Graph, op: Op) -> int:
+    return 0

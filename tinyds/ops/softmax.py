@@ -1,0 +1,119 @@
+"""SOFTMAX int8 -> int8 (output scale 1/256, zero point -128), as TFLM's
+reference_ops::Softmax with gemmlowp fixed point.
+
+Per row: d = x - max(x); rows entries with d < diff_min contribute nothing and
+output -128. The others are rescaled to Q5.26 (input_multiplier,
+input_left_shift), exponentiated in Q0.31 by gemmlowp's exp_on_negative_values,
+summed in Q12.19; the sum's reciprocal comes from one_over_one_plus_x_for_x_in_0_1
+and each output is exp * reciprocal shifted down to 8 bits.
+
+The gemmlowp helpers below work on int64 arrays that hold int32 values; their
+C twins are in templates/ops/softmax.c.j2.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinydsError
+from ..fixedpoint import INT32_MAX, INT32_MIN
+from ..fixedpoint import rounding_divide_by_pot as rdbpot
+from ..fixedpoint import saturating_rounding_doubling_high_mul as mul
+from ..ir import Graph, Op
+
+DIFF_INTEGER_BITS = 5    # exp input format Q5.26
+ACCUM_INTEGER_BITS = 12  # sum of exps format Q12.19
+MAX_DEPTH = 4095         # above this the Q12.19 sum can overflow int32
+
+
+def shift_left_saturating(x, exponent: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT for exponent > 0."""
+    limit = (1 << (31 - exponent)) - 1
+    return np.where(x > limit, INT32_MAX, np.where(x < -limit, INT32_MIN, x << exponent))
+
+
+def exp_on_interval_between_negative_one_quarter_and_0_excl(a) -> np.ndarray:
+    """exp(a) for a in [-1/4, 0), Q0.31 in and out: Taylor series around -1/8."""
+    exp_minus_one_eighth = 1895147668
+    one_third = 715827883
+    x = a + (1 << 28)
+    x2 = mul(x, x)
+    x3 = mul(x2, x)
+    x4 = mul(x2, x2)
+    x4_over_4 = rdbpot(x4, 2)
+    tail = rdbpot(mul(x4_over_4 + x3, one_third) + x2, 1)
+    return exp_minus_one_eighth + mul(exp_minus_one_eighth, x + tail)
+
+
+# exp(-2**k) in Q0.31 for the bits k = -2 .. 4 of a Q5.26 magnitude
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+               (2, 39332535), (3, 720401), (4, 242))
+
+
+def exp_on_negative_values(a) -> np.ndarray:
+    """exp(a) for a <= 0 given in Q5.26, result in Q0.31 (gemmlowp)."""
+    fractional_bits = 31 - DIFF_INTEGER_BITS
+    quarter = 1 << (fractional_bits - 2)
+    a_mod_quarter_minus_quarter = (a & (quarter - 1)) - quarter
+    result = exp_on_interval_between_negative_one_quarter_and_0_excl(
+        shift_left_saturating(a_mod_quarter_minus_quarter, DIFF_INTEGER_BITS))
+    remainder = a_mod_quarter_minus_quarter - a
+    for exponent, multiplier in _EXP_BARREL:
+        bit = (remainder >> (fractional_bits + exponent)) & 1
+        result = np.where(bit == 1, mul(result, multiplier), result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """1 / (1 + a) for a in [0, 1) in Q0.31: three Newton-Raphson steps in Q2.29."""
+    half_denominator = (a + INT32_MAX + 1) >> 1  # RoundingHalfSum(a, 1.0); a + 1.0 > 0 here
+    one_q2 = 1 << 29
+    x = 1515870810 + mul(half_denominator, -1010580540)  # 48/17 - 32/17 * d
+    for _ in range(3):
+        one_minus_dx = one_q2 - mul(half_denominator, x)
+        x = x + shift_left_saturating(mul(x, one_minus_dx), 2)
+    return shift_left_saturating(x, 1)
+
+
+def get_reciprocal(total) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite GetReciprocal for a Q12.19 sum: (1/sum in Q0.31 scaled to [1/2, 1), bits over unit)."""
+    total = np.asarray(total, np.int64)
+    headroom_plus_one = 32 - np.frexp(total.astype(np.float64))[1]  # clz of a positive int32
+    shifted_minus_one = (total << headroom_plus_one) - (1 << 31)
+    return one_over_one_plus_x_for_x_in_0_1(shifted_minus_one), ACCUM_INTEGER_BITS - headroom_plus_one
+
+
+def params(g: Graph, op: Op) -> dict:
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if y.qparams != (1 / 256, -128):
+        raise TinydsError(f"{g.name}: {op.name}: softmax output quantization {y.qparams} must be "
+                          f"(1/256, -128) as TFLite requires; requantize the softmax output")
+    depth = x.shape[-1]
+    if depth > MAX_DEPTH:
+        raise TinydsError(f"{g.name}: {op.name}: softmax over {depth} classes exceeds "
+                          f"{MAX_DEPTH}; split the softmax or run it in float on the host")
+    return dict(rows=x.size // depth, depth=depth,
+                input_multiplier=int(op.attrs["input_multiplier"]),
+                input_left_shift=int(op.attrs["input_left_shift"]),
+                diff_min=int(op.attrs["diff_min"]))
+
+
+def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    p = params(g, op)
+    xi = x.astype(np.int64)
+    diff = xi - xi.max(axis=-1, keepdims=True)
+    live = diff >= p["diff_min"]
+    scaled = mul(diff << p["input_left_shift"], p["input_multiplier"])
+    exps = np.where(live, exp_on_negative_values(np.where(live, scaled, 0)), 0)
+    total = rdbpot(exps, ACCUM_INTEGER_BITS).sum(axis=-1, keepdims=True)
+    reciprocal, bits_over_unit = get_reciprocal(total)
+    out = rdbpot(mul(reciprocal, exps), bits_over_unit + 31 - 8) - 128
+    return np.where(live, np.clip(out, -128, 127), -128).astype(np.int8)
+
+
+def c_params(g: Graph, op: Op) -> dict:
+    return params(g, op)
+
+
+def macs(g: Graph, op: Op) -> int:
+    """Element ops: max, exp and scale per input element."""
+    return 3 * g.tensors[op.inputs[0]].size
