@@ -1,0 +1,269 @@
+"""Write a quantized IR graph as an int8 .tflite, so TFLite Micro can run our quantization.
+
+Built with the schema module's object API (ModelT ... Pack), never by hand. TFLM
+re-derives every multiplier from the float32 scales we write, so TFLM agreeing
+with our reference on this file proves requant.py computes what TFLM's Prepare
+computes. Explicit paddings TFLite cannot express as SAME/VALID become a PAD op
+(with the input zero point, exact for convolutions) in front of a VALID conv.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TinydsError
+from .frontends.tflite import schema, tflite_padding
+from .ir import Graph, Op, Tensor
+
+ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 3}
+TENSOR_TYPES = {"float32": 0, "int32": 2, "int8": 9}
+# builtin name, op version TFLite assigns its int8 (per-channel) form
+OPCODES = {
+    "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
+    "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
+    "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
+    "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
+}
+
+
+class _Writer:
+    def __init__(self, g: Graph):
+        self.S = schema()
+        self.g = g
+        self.buffers = [self.S.BufferT()]       # buffer 0: the empty sentinel
+        self.tensors: list = []
+        self.index: dict[str, int] = {}
+        self.opcodes: dict[str, int] = {}
+        self.codes: list = []
+        self.operators: list = []
+
+    def tensor(self, t: Tensor) -> int:
+        if t.name in self.index:
+            return self.index[t.name]
+        q = None
+        if t.scale is not None:
+            q = self.S.QuantizationParametersT()
+            q.scale = [float(s) for s in np.asarray(t.scale, np.float32)]
+            q.zeroPoint = [int(z) for z in np.asarray(t.zero_point, np.int64)]
+            q.quantizedDimension = int(t.axis or 0)
+        self.index[t.name] = len(self.tensors)
+        self.tensors.append(self._tensor_t(t.name, t.shape, t.dtype, t.data, q))
+        return self.index[t.name]
+
+    def _tensor_t(self, name, shape, dtype, data, quant):
+        tt = self.S.TensorT()
+        tt.name, tt.shape, tt.type = name, np.array(shape, np.int32), TENSOR_TYPES[dtype]
+        tt.quantization = quant
+        if data is not None:
+            buf = self.S.BufferT()
+            buf.data = np.ascontiguousarray(data, np.dtype(dtype)).view(np.uint8).ravel()
+            tt.buffer = len(self.buffers)
+            self.buffers.append(buf)
+        return tt
+
+    def const_i32(self, name: str, values) -> int:
+        """An int32 constant operand (shapes, axes, paddings)."""
+        arr = np.asarray(values, np.int32)
+        self.index[name] = len(self.tensors)
+        self.tensors.append(self._tensor_t(name, arr.shape, "int32", arr, None))
+        return self.index[name]
+
+    def op(self, op_type: str, inputs: list[int], outputs: list[int], options=None, kind=None):
+        builtin, version = OPCODES[op_type]
+        if builtin not in self.opcodes:
+            oc = self.S.OperatorCodeT()
+            oc.builtinCode = getattr(self.S.BuiltinOperator, builtin)
+            oc.deprecatedBuiltinCode = min(oc.builtinCode, 127)
+            oc.version = version
+            self.opcodes[builtin] = len(self.codes)
+            self.codes.append(oc)
+        o = self.S.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = self.opcodes[builtin], inputs, outputs
+        if options is not None:
+            o.builtinOptionsType = getattr(self.S.BuiltinOptions, kind)
+            o.builtinOptions = options
+        self.operators.append(o)
+
+    def options(self, cls: str, **fields):
+        o = getattr(self.S, cls)()
+        for k, v in fields.items():
+            setattr(o, k, v)
+        return o
+
+
+def _padding_code(op: Op, in_hw, kernel, stride, dilation) -> int | None:
+    """0 (SAME) or 1 (VALID) if TFLite's rule reproduces op's explicit padding."""
+    for code in (1, 0):
+        if tflite_padding(code, in_hw, kernel, stride, dilation)[0] == tuple(op.attrs["padding"]):
+            return code
+    return None
+
+
+def _conv(w: _Writer, g: Graph, op: Op) -> None:
+    x, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    kernel, stride = wt.shape[1:3], tuple(op.attrs["stride"])
+    dilation = tuple(op.attrs.get("dilation", (1, 1)))
+    code = _padding_code(op, x.shape[1:3], kernel, stride, dilation)
+    x_idx = w.tensor(x)
+    if code is None:                            # explicit pads: PAD (zero point) + VALID
+        t, l, b, r = op.attrs["padding"]
+        padded = Tensor(f"{op.name}/pad", (1, x.shape[1] + t + b, x.shape[2] + l + r, x.shape[3]),
+                        "int8", scale=x.scale, zero_point=x.zero_point)
+        pads = w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])
+        p_idx = w.tensor(padded)
+        w.op("pad", [x_idx, pads], [p_idx])
+        x_idx, code = p_idx, 1
+    ins = [x_idx, w.tensor(wt), w.tensor(g.tensors[op.inputs[2]]) if op.inputs[2] else -1]
+    common = dict(padding=code, strideH=stride[0], strideW=stride[1],
+                  dilationHFactor=dilation[0], dilationWFactor=dilation[1],
+                  fusedActivationFunction=ACTIVATION_CODES[op.attrs.get("activation", "none")])
+    if op.type == "conv2d":
+        opts = w.options("Conv2DOptionsT", **common)
+        w.op("conv2d", ins, [w.tensor(g.tensors[op.outputs[0]])], opts, "Conv2DOptions")
+    else:
+        opts = w.options("DepthwiseConv2DOptionsT", depthMultiplier=op.attrs["depth_multiplier"],
+                         **common)
+        w.op("depthwise_conv2d", ins, [w.tensor(g.tensors[op.outputs[0]])], opts,
+             "DepthwiseConv2DOptions")
+
+
+def _pool(w: _Writer, g: Graph, op: Op) -> None:
+    x = g.tensors[op.inputs[0]]
+    kernel, stride = tuple(op.attrs["kernel"]), tuple(op.attrs["stride"])
+    code = _padding_code(op, x.shape[1:3], kernel, stride, (1, 1))
+    if code is None:
+        raise TinydsError(f"{g.name}: {op.name}: pool padding {op.attrs['padding']} is neither "
+                          "SAME nor VALID; TFLite cannot express it (use SAME/VALID-equivalent "
+                          "padding)")
+    opts = w.options("Pool2DOptionsT", padding=code, strideH=stride[0], strideW=stride[1],
+                     filterHeight=kernel[0], filterWidth=kernel[1],
+                     fusedActivationFunction=ACTIVATION_CODES[op.attrs.get("activation", "none")])
+    w.op(op.type, [w.tensor(x)], [w.tensor(g.tensors[op.outputs[0]])], opts, "Pool2DOptions")
+
+
+def _emit(w: _Writer, g: Graph, op: Op) -> None:
+    out = lambda: [w.tensor(g.tensors[op.outputs[0]])]  # noqa: E731 (outputs after inputs)
+    act = ACTIVATION_CODES[op.attrs.get("activation", "none")]
+    if op.type in ("conv2d", "depthwise_conv2d"):
+        _conv(w, g, op)
+    elif op.type in ("avg_pool2d", "max_pool2d"):
+        _pool(w, g, op)
+    elif op.type == "fully_connected":
+        ins = [w.tensor(g.tensors[n]) if n else -1 for n in op.inputs]
+        w.op("fully_connected", ins, out(),
+             w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
+             "FullyConnectedOptions")
+    elif op.type == "add":
+        ins = [w.tensor(g.tensors[n]) for n in op.inputs]
+        w.op("add", ins, out(), w.options("AddOptionsT", fusedActivationFunction=act),
+             "AddOptions")
+    elif op.type == "reshape":
+        x = w.tensor(g.tensors[op.inputs[0]])
+        shape = list(op.attrs["shape"])
+        w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], out(),
+             w.options("ReshapeOptionsT", newShape=shape), "ReshapeOptions")
+    elif op.type == "pad":
+        t, l, b, r = op.attrs["padding"]
+        x = w.tensor(g.tensors[op.inputs[0]])
+        w.op("pad", [x, w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])],
+             out(), w.options("PadOptionsT"), "PadOptions")
+    elif op.type == "mean":
+        x = w.tensor(g.tensors[op.inputs[0]])
+        w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], out(),
+             w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
+             "ReducerOptions")
+    elif op.type == "softmax":
+        w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], out(),
+             w.options("SoftmaxOptionsT", beta=float(op.attrs.get("beta", 1.0))), "SoftmaxOptions")
+    else:
+        raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
+                          "run the quantizer's passes first")
+
+
+def export_tflite(g: Graph) -> bytes:
+    """The .tflite flatbuffer (bytes) of a quantized graph."""
+    if not g.is_quantized:
+        raise TinydsError(f"{g.name}: graph is not quantized; quantize it before export-tflite")
+    import flatbuffers
+
+    w = _Writer(g)
+    w.tensor(g.input)
+    for op in g.ops:
+        _emit(w, g, op)
+    S = w.S
+    sg = S.SubGraphT()
+    sg.tensors, sg.operators, sg.name = w.tensors, w.operators, "main"
+    sg.inputs = [w.index[n] for n in g.inputs]
+    sg.outputs = [w.index[n] for n in g.outputs]
+    m = S.ModelT()
+    m.version, m.description = 3, "tinyds"
+    m.operatorCodes, m.subgraphs, m.buffers = w.codes, [sg], w.buffers
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def write_tflite(g: Graph, path) -> Path:
+    path = Path(path)
+    path.write_bytes(export_tflite(g))
+    return path
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Collect what TFLM's C++ prints on fd 2 (allocation reports, failed-arena noise)."""
+    with tempfile.TemporaryFile(mode="w+") as f:
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        out: list[str] = []
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            out.append(f.read())
+
+
+def tflm_arena_size(model: bytes, limit: int = 1 << 24) -> dict[str, int]:
+    """Smallest TFLM arena that runs `model` (binary search), plus its head/tail split.
+
+    `total` is what this host build of TFLM needs (64-bit pointers make its
+    bookkeeping tail larger than on Cortex-M); `head` is the planned activation
+    memory, the number comparable with tinyds's arena.
+    """
+    from tflite_micro.python.tflite_micro import runtime
+
+    def runs(size: int) -> bool:
+        try:
+            it = runtime.Interpreter.from_bytes(model, arena_size=size)
+            shape = it.get_input_details(0)["shape"]
+            it.set_input(np.zeros(shape, it.get_input_details(0)["dtype"]), 0)
+            it.invoke()
+            return True
+        except (RuntimeError, ValueError):
+            return False
+
+    with _captured_stderr():
+        if not runs(limit):
+            raise TinydsError(f"TFLM cannot run the model within {limit} bytes of arena")
+        lo, hi = 0, limit
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+    with _captured_stderr() as report:
+        runs(hi)
+        it = runtime.Interpreter.from_bytes(model, arena_size=hi)
+        it.set_input(np.zeros(it.get_input_details(0)["shape"], it.get_input_details(0)["dtype"]), 0)
+        it.invoke()
+        it.print_allocations()
+    sizes = {"total": hi}
+    for line in report[0].splitlines():
+        for key in ("head", "tail"):
+            if f"allocation {key}" in line:
+                sizes[key] = int(line.split()[-2])
+    return sizes
