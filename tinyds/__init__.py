@@ -12,11 +12,13 @@ __version__ = "0.1.0"
 
 
 def data_dir(name: str) -> Path:
-    """templates/ or firmware/: package data when installed, the repo folder in a checkout."""
-    try:
-        return Path(str(importlib.resources.files(f"tinyds.{name}")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / name
+    """templates/ or firmware/: package data when installed, the repo folder in a checkout.
+
+    They are plain folders inside the package (no __init__.py), so tinyds.firmware
+    the module and tinyds/firmware/ the C sources can coexist.
+    """
+    installed = Path(str(importlib.resources.files("tinyds"))) / name
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / name
 
 
 def __getattr__(attr: str):

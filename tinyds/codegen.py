@@ -6,17 +6,27 @@ compile-time constants, and model.c.j2 strings the calls together.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from . import data_dir, ops
+from . import __version__, data_dir, mcu as mcu_table, ops, reference
 from .errors import TinydsError
 from .ir import Graph
 from .planner import Plan, is_alias, plan
+
+MARKER = "tinyds.json"      # marks a folder as tinyds output, which generate may replace
+# Thumb-2 code per layer kernel, for the fits-in-flash check before anything is
+# written (the real figure comes from linking the firmware).
+KERNEL_CODE_BYTES = 512
+SAMPLE_SEED = 0
 
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
@@ -144,3 +154,87 @@ def harness_source(name: str) -> str:
     """C main() that streams a file of input vectors through NAME_run (host verify)."""
     return environment().get_template("harness/harness.c.j2").render(name=name, NAME=name.upper())
 
+
+
+@dataclass
+class GenerateResult:
+    out_dir: Path
+    library: Library
+
+    @property
+    def name(self) -> str:
+        return self.library.name
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.library.arena_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.library.weight_bytes
+
+
+def _check_out_dir(out: Path) -> None:
+    """Only an empty folder or an earlier tinyds output may be replaced."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise TinydsError(f"{out}: exists and is not a folder; choose another -o")
+    if any(out.iterdir()) and not (out / MARKER).is_file():
+        raise TinydsError(f"{out}: folder exists and is not a tinyds output (no {MARKER}); "
+                          "refusing to overwrite it; choose another -o or empty it")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Swap the finished tmp folder in for out, so out is never half-written."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _sample(qg: Graph, vectors) -> np.ndarray:
+    if vectors is not None and len(vectors):
+        return np.asarray(vectors[:1], dtype=np.int8)
+    rng = np.random.default_rng(SAMPLE_SEED)
+    return rng.integers(-128, 128, (1, *qg.input.shape[1:]), dtype=np.int8)
+
+
+def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
+             source: str = "") -> GenerateResult:
+    """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
+    vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
+
+    vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
+    All of it is written into a temporary sibling folder and renamed at the end,
+    so a failure never leaves a folder that looks like valid output.
+    """
+    from . import project, verify
+    out = Path(out_dir).resolve()
+    files, lib = render_library(qg, name, source)
+    mcu_table.check_fits(mcu, lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers,
+                         lib.arena_bytes + lib.input_size + lib.output_size, source or qg.name)
+    _check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        lib_dir = tmp / "lib" / name
+        lib_dir.mkdir(parents=True)
+        for fname, text in files.items():
+            (lib_dir / fname).write_text(text)
+        verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
+        sample = _sample(qg, vectors)
+        project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
+        (tmp / MARKER).write_text(json.dumps({
+            "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
+            "source": source or qg.name, "arena_bytes": lib.arena_bytes,
+            "weight_bytes": lib.weight_bytes, "layers": lib.num_layers}, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    lib.lib_dir = out / "lib" / name
+    return GenerateResult(out, lib)

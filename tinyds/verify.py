@@ -4,16 +4,28 @@ output byte with the NumPy reference, which is the spec.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .codegen import harness_source
+from . import reference
+from .codegen import MARKER, harness_source
 from .errors import TinydsError
+from .ir import Graph, Op, Tensor
+
+BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
+RANDOM_VECTORS = 1000
+MAX_STORED_VECTORS = 1000
+REFERENCE_CHUNK = 128
 
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 BUILDS = {
@@ -71,3 +83,167 @@ def run_host(exe, x: np.ndarray, output_size: int) -> np.ndarray:
     if y.size != n * output_size:
         raise TinydsError(f"{exe}: produced {y.size} bytes for {n} vectors of {output_size}")
     return y.reshape(n, output_size)
+
+
+# ---------------------------------------------------------------- the saved model
+# JSON for structure, one .npz for arrays, loaded with allow_pickle=False: a
+# verify folder from someone else can never run code.
+
+def _encode(v, key: str, arrays: dict):
+    if isinstance(v, np.ndarray):
+        arrays[key] = v
+        return {"array": key}
+    if isinstance(v, np.generic):
+        return {"scalar": v.item(), "dtype": v.dtype.str}
+    if isinstance(v, tuple):
+        return {"tuple": [_encode(e, f"{key}.{i}", arrays) for i, e in enumerate(v)]}
+    if isinstance(v, list):
+        return [_encode(e, f"{key}.{i}", arrays) for i, e in enumerate(v)]
+    if isinstance(v, dict):
+        return {"dict": {k: _encode(e, f"{key}.{k}", arrays) for k, e in v.items()}}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise TypeError(f"cannot save {key} of type {type(v).__name__}")
+
+
+def _decode(v, arrays):
+    if isinstance(v, list):
+        return [_decode(e, arrays) for e in v]
+    if isinstance(v, dict):
+        if "array" in v:
+            return arrays[v["array"]]
+        if "scalar" in v:
+            return np.dtype(v["dtype"]).type(v["scalar"])
+        if "tuple" in v:
+            return tuple(_decode(e, arrays) for e in v["tuple"])
+        return {k: _decode(e, arrays) for k, e in v["dict"].items()}
+    return v
+
+
+def _fields(obj, key: str, arrays: dict) -> dict:
+    return {f.name: _encode(getattr(obj, f.name), f"{key}.{f.name}", arrays)
+            for f in dataclasses.fields(obj)}
+
+
+def save_graph(g: Graph, folder: Path) -> None:
+    arrays: dict = {}
+    doc = {"name": g.name, "inputs": g.inputs, "outputs": g.outputs,
+           "source_layout": g.source_layout,
+           "tensors": [_fields(t, f"t{i}", arrays) for i, t in enumerate(g.tensors.values())],
+           "ops": [_fields(op, f"op{i}", arrays) for i, op in enumerate(g.ops)]}
+    (folder / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
+    np.savez(folder / "model.npz", **arrays)
+
+
+def load_graph(folder: Path) -> Graph:
+    try:
+        doc = json.loads((folder / "model.json").read_text())
+        with np.load(folder / "model.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        tensors = [Tensor(**{k: _decode(v, arrays) for k, v in t.items()}) for t in doc["tensors"]]
+        ops = [Op(**{k: _decode(v, arrays) for k, v in op.items()}) for op in doc["ops"]]
+        return Graph(doc["name"], {t.name: t for t in tensors}, ops, doc["inputs"],
+                     doc["outputs"], doc["source_layout"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TinydsError(f"{folder}: saved quantized model is missing or damaged ({e}); "
+                          "run tinyds generate again") from None
+
+
+def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
+    """What `tinyds verify` needs besides the C: the quantized model and calibration vectors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_graph(qg, folder)
+    if vectors is not None and len(vectors):
+        v = np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
+        np.save(folder / "vectors.npy", v, allow_pickle=False)
+
+
+# ---------------------------------------------------------------- tinyds verify
+
+@dataclass
+class BuildCheck:
+    build: str
+    mismatched_vectors: int
+    mismatched_bytes: int
+    first: str                # where the first mismatch is, "" if none
+
+
+@dataclass
+class VerifyResult:
+    name: str
+    vectors: int
+    random: int
+    calibration: int
+    checks: list[BuildCheck]
+    seconds: float
+
+    @property
+    def mismatches(self) -> int:
+        return sum(c.mismatched_vectors for c in self.checks)
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+    def text(self) -> str:
+        lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS)}: clean "
+                 f"(-O2, and -fsanitize=address,undefined)",
+                 f"vectors run: {self.vectors} ({self.random} random int8, "
+                 f"{self.calibration} quantized calibration, 3 extremes) per build"]
+        for c in self.checks:
+            where = f"; first: {c.first}" if c.first else ""
+            lines.append(f"{c.build}: {c.mismatched_vectors} mismatching vectors "
+                         f"({c.mismatched_bytes} bytes){where}")
+        lines.append(f"mismatches: {self.mismatches} -> {'OK' if self.ok else 'FAILED'} "
+                     f"({self.seconds:.1f} s)")
+        return "\n".join(lines)
+
+
+def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray:
+    """Stored calibration vectors, random int8, and the all -128 / 0 / 127 extremes."""
+    shape = tuple(qg.input.shape[1:])
+    rng = np.random.default_rng(seed)
+    parts = [] if stored is None else [np.asarray(stored, np.int8).reshape(-1, *shape)]
+    parts.append(rng.integers(-128, 128, (n_random, *shape), dtype=np.int8))
+    parts.append(np.stack([np.full(shape, v, np.int8) for v in (-128, 0, 127)]))
+    return np.concatenate(parts)
+
+
+def reference_outputs(qg: Graph, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([reference.run(qg, x[i:i + REFERENCE_CHUNK]).reshape(
+        len(x[i:i + REFERENCE_CHUNK]), -1) for i in range(0, len(x), REFERENCE_CHUNK)])
+
+
+def _check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
+    bad = got != want
+    rows = np.flatnonzero(bad.any(axis=1))
+    first = ""
+    if len(rows):
+        i = int(rows[0])
+        j = int(np.flatnonzero(bad[i])[0])
+        first = f"vector {i} byte {j}: C {int(got[i, j])}, reference {int(want[i, j])}"
+    return BuildCheck(build, len(rows), int(bad.sum()), first)
+
+
+def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResult:
+    """Compile out_dir's library twice, run every vector, compare with the reference."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    try:
+        meta = json.loads((out / MARKER).read_text())
+        name = meta["name"]
+    except (OSError, ValueError, KeyError):
+        raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER}); "
+                          "run tinyds generate MODEL -o {out} first".replace("{out}", str(out))) from None
+    bundle = out / BUNDLE
+    qg = load_graph(bundle)
+    stored = np.load(bundle / "vectors.npy", allow_pickle=False) if (bundle / "vectors.npy").exists() else None
+    lib_dir = out / "lib" / name
+    x = verify_inputs(qg, stored, n_random, seed)
+    with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(2) as pool:
+        exes = pool.map(lambda b: compile_host(lib_dir, name, Path(tmp) / b, b), BUILDS)
+        runs = {b: pool.submit(run_host, exe, x, qg.output.size) for b, exe in zip(BUILDS, exes)}
+        want = reference_outputs(qg, x)
+        checks = [_check(b, f.result(), want) for b, f in runs.items()]
+    n_cal = 0 if stored is None else len(stored)
+    return VerifyResult(name, len(x), n_random, n_cal, checks, time.perf_counter() - t0)

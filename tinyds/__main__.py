@@ -1,0 +1,6 @@
+"""`python -m tinyds` is the `tinyds` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+"""`tinyds.convert`: the whole pipeline for a model in hand or on disk.
+
+load -> optimize -> quantize (calibration given in the model's own layout) ->
+generate. The CLI is a thin wrapper around this.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import codegen
+from .errors import TinydsError
+from .ir import Graph
+
+SYNTHETIC_WARNING = (
+    "WARNING: no calibration data given; activation ranges come from SYNTHETIC random "
+    "inputs, so int8 accuracy on real data is unknown. Pass calib= / --calib with a "
+    "batch of real model inputs for a usable model.")
+
+
+@dataclass
+class ConvertResult:
+    out_dir: Path
+    name: str
+    arena_bytes: int
+    weight_bytes: int
+    report: object            # tinyds.quantize.Report
+    qg: Graph
+
+
+def load_calib(path) -> np.ndarray:
+    """A .npy batch, never unpickled."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise TinydsError(f"{path}: calibration file not found; pass a .npy batch of inputs") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise TinydsError(f"{path}: not a readable .npy array ({e}); save the calibration batch "
+                          "with numpy.save") from None
+
+
+def calib_to_nhwc(g: Graph, calib) -> np.ndarray:
+    """The user's batch in the model's own layout -> NHWC; quantize checks the shape."""
+    x = np.asarray(calib)
+    if g.source_layout == "NCHW" and x.ndim == 4 and len(g.input.shape) == 4:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return x
+
+
+def load_graph(module_or_path, allow_pickle: bool = False, example_input=None) -> tuple[Graph, str]:
+    """Float graph and the default model name (file stem or class name)."""
+    from . import frontends
+    if isinstance(module_or_path, (str, Path)):
+        path = Path(module_or_path)
+        if not path.is_file():
+            raise TinydsError(f"{path}: model file not found")
+        return frontends.load(path, allow_pickle=allow_pickle), path.stem
+    if example_input is None:
+        raise TinydsError(f"{type(module_or_path).__name__}: an nn.Module needs an example input "
+                          "(or calib) to trace its shapes; pass calib=")
+    return frontends.from_module(module_or_path, example_input), type(module_or_path).__name__
+
+
+def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: str | None = None,
+            method: str = "minmax", allow_pickle: bool = False, log=print) -> ConvertResult:
+    """Model (nn.Module, or a .pt/.pt2/.tflite path) -> out/ with the C library and project.
+
+    calib: float batch in the model's own layout ((N, C, H, W) for PyTorch) or a .npy path.
+    """
+    from . import mcu as mcu_table
+    mcu_table.get(mcu)                     # an unknown MCU fails before any slow work
+    if name is not None:
+        codegen.check_name(name)
+    if isinstance(calib, (str, Path)):
+        calib = load_calib(calib)
+    example = None
+    if calib is not None and not isinstance(module_or_path, (str, Path)):
+        import torch
+        example = torch.as_tensor(np.asarray(calib[:1], dtype=np.float32))
+    g, stem = load_graph(module_or_path, allow_pickle, example)
+    name = name or codegen.sanitize_name(stem)
+    if g.is_quantized:                     # an int8 .tflite: nothing to calibrate
+        qg, report = g, None
+    else:
+        from . import passes, quantize
+        g = passes.optimize(g)
+        if calib is None:
+            print(SYNTHETIC_WARNING, file=sys.stderr)
+        x = None if calib is None else calib_to_nhwc(g, calib)
+        qg, report = quantize.quantize(g, x, method)
+        log(report.text())
+    vectors = None if report is None or report.synthetic else quantize.quantize_input(qg, x)
+    res = codegen.generate(qg, out, name, mcu, vectors, source=str(module_or_path)
+                           if isinstance(module_or_path, (str, Path)) else stem)
+    lib = res.library
+    log(f"{name}: arena {lib.arena_bytes} bytes (peak of the liveness plan; "
+        f"{lib.plan.unshared_size} without reuse), weights {lib.weight_bytes} bytes, "
+        f"{lib.num_layers} layers -> {res.out_dir}")
+    return ConvertResult(res.out_dir, name, lib.arena_bytes, lib.weight_bytes, report, qg)

@@ -1,0 +1,57 @@
+"""`tinyds generate` and `tinyds verify`. Any TinydsError becomes one line on
+stderr and exit status 2; everything else about the work lives in api/verify."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import TinydsError
+
+
+def _generate(args) -> int:
+    from .api import convert
+    convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
+            method=args.calib_method, allow_pickle=args.allow_pickle)
+    return 0
+
+
+def _verify(args) -> int:
+    from .verify import verify
+    res = verify(args.out, n_random=args.vectors)
+    print(res.text())
+    return 0 if res.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinyds", description=__doc__.split(".")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="model -> int8 C library and firmware project")
+    g.add_argument("model", help="TorchScript .pt, torch.export .pt2, int8 .tflite "
+                   "(or a pickled nn.Module with --allow-pickle)")
+    g.add_argument("--mcu", default="stm32f4", help="target MCU (default stm32f4)")
+    g.add_argument("--calib", help=".npy float32 batch of real inputs in the model's layout, "
+                   "e.g. (N, C, H, W) for PyTorch")
+    g.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
+    g.add_argument("-o", "--out", default="out", help="output folder (default out/)")
+    g.add_argument("--name", help="C symbol prefix (default: the model file's stem)")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="load a torch.save()d nn.Module; unpickling runs the file's code")
+    g.set_defaults(run=_generate)
+    v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
+    v.add_argument("out", help="a folder written by tinyds generate")
+    v.add_argument("--vectors", type=int, default=1000, help="random int8 vectors (default 1000)")
+    v.set_defaults(run=_verify)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except TinydsError as e:
+        print(f"tinyds: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
