@@ -16,17 +16,10 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from tinyds import mcu as mcu_table
+from tinyds import data_dir, mcu as mcu_table
 from tinyds.mcu import MCU, STACK_BYTES
 
 FIRMWARE_SOURCES = ("startup.c", "board.c", "tinyds_board.h")
-
-
-def data_dir(name: str) -> Path:
-    """templates/ or firmware/: package data when installed, repo folders otherwise."""
-    here = Path(__file__).resolve().parent
-    installed = here / name
-    return installed if installed.is_dir() else here.parent / name
 
 
 FIRMWARE_DIR = data_dir("firmware")
