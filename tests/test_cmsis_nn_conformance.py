@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from oputil import run_c
 from tinyds import reference
 from tinyds.ir import Graph, Op, Tensor
 
@@ -82,3 +82,10 @@ def test_reference_matches_cmsis_nn(case):
     bad = np.argwhere(got != want)
     assert bad.size == 0, (f"{case}: {len(bad)}/{want.size} bytes differ, first at "
                            f"{tuple(bad[0])}: got {got[tuple(bad[0])]} want {want[tuple(bad[0])]}")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_generated_c_matches_cmsis_nn(case):
+    g = build_graph(case)
+    got = run_c(g, ARRAYS[CASES[case]["input"]])
+    np.testing.assert_array_equal(got, ARRAYS[CASES[case]["expected"]], err_msg=case)
