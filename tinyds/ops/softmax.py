@@ -22,7 +22,7 @@ from ..ir import Graph, Op
 
 DIFF_INTEGER_BITS = 5    # exp input format Q5.26
 ACCUM_INTEGER_BITS = 12  # sum of exps format Q12.19
-MAX_DEPTH = 4095         # above this the Q12.19 sum can overflow int32
+MAX_DEPTH = 511          # TFLite checks the final shift <= 31: the Q12.19 sum stays < 512
 
 
 def shift_left_saturating(x, exponent: int) -> np.ndarray:
@@ -89,8 +89,8 @@ def params(g: Graph, op: Op) -> dict:
                           f"(1/256, -128) as TFLite requires; requantize the softmax output")
     depth = x.shape[-1]
     if depth > MAX_DEPTH:
-        raise TinydsError(f"{g.name}: {op.name}: softmax over {depth} classes exceeds "
-                          f"{MAX_DEPTH}; split the softmax or run it in float on the host")
+        raise TinydsError(f"{g.name}: {op.name}: softmax over {depth} classes exceeds the "
+                          f"{MAX_DEPTH} TFLite int8 softmax supports; apply softmax on the host instead")
     return dict(rows=x.size // depth, depth=depth,
                 input_multiplier=int(op.attrs["input_multiplier"]),
                 input_left_shift=int(op.attrs["input_left_shift"]),
