@@ -75,9 +75,12 @@ def window_params(x, y, kernel, op: Op) -> dict:
                 clip_w=touches_padding(iw, ow, kw, sw, dw, pl))
 
 
-def quant_params(g: Graph, op: Op) -> dict:
+def quant_params(g: Graph, op: Op, channels: int) -> dict:
+    """Offsets, clamps and one multiplier/shift per output channel (a per-tensor pair
+    is repeated, so kernels always index by channel)."""
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    mult, shift = np.asarray(op.attrs["multiplier"]), np.asarray(op.attrs["shift"])
+    mult = np.broadcast_to(op.attrs["multiplier"], (channels,))
+    shift = np.broadcast_to(op.attrs["shift"], (channels,))
     return dict(input_offset=-int(x.zero_point[0]), output_offset=int(y.zero_point[0]),
                 act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
                 multiplier=int_list(mult), shift=int_list(shift))
@@ -109,7 +112,7 @@ def c_params(g: Graph, op: Op) -> dict:
     x, w, bias, y = operands(g, op)
     weight_zero_point(g, op)
     p = window_params(x, y, w.shape[1:3], op)
-    p.update(quant_params(g, op))
+    p.update(quant_params(g, op, p["out_c"]))
     if w.shape[3] != p["in_c"]:
         raise TinydsError(f"{g.name}: {op.name}: grouped conv2d (weight has {w.shape[3]} of "
                           f"{p['in_c']} input channels) is not supported; use groups=1 or "

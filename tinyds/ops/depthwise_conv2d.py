@@ -36,7 +36,7 @@ def c_params(g: Graph, op: Op) -> dict:
     x, w, bias, y = operands(g, op)
     weight_zero_point(g, op)
     p = window_params(x, y, w.shape[1:3], op)
-    p.update(quant_params(g, op))
+    p.update(quant_params(g, op, p["out_c"]))
     p["depth_multiplier"] = int(op.attrs["depth_multiplier"])
     folded = None
     if not (p["clip_h"] or p["clip_w"]):

@@ -27,7 +27,7 @@ def c_params(g: Graph, op: Op) -> dict:
     """Everything templates/ops/fully_connected.c.j2 needs. The input offset is always
     folded into the bias when it fits int32 (an FC reads no padding)."""
     _, w, bias, _ = operands(g, op)
-    p = quant_params(g, op)
+    p = quant_params(g, op, w.shape[0])
     p["filter_offset"] = -weight_zero_point(g, op)
     p["out_c"], p["depth"] = w.shape
     w_sums = w.astype(np.int64).sum(axis=1) + p["filter_offset"] * w.shape[1]

@@ -1,0 +1,167 @@
+"""Shared fixtures for op tests.
+
+`opkit.graph(...)` builds a one-op quantized graph from int8 weights and float
+scales (requant.derive_int_params fills the integer params, as for real models).
+`opkit.run_kernels(cases)` renders many single-op graphs' kernels into ONE C
+file, compiles it once per build (optimised, and ASan+UBSan) with verify's flags
+and streams every case's batch through it: a 40-case sweep costs two gcc calls.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tinyds import data_dir, ops, verify
+from tinyds.codegen import environment
+from tinyds.ir import Graph, Op, Tensor
+from tinyds.requant import derive_int_params
+from tinyds.window import output_size
+
+CACHE = Path(tempfile.gettempdir()) / f"tinyds-opkit-{os.getuid()}"
+ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2"]
+
+
+def _act(name, shape, scale, zp):
+    return Tensor(name, tuple(shape), "int8", scale=np.array([scale], np.float32),
+                  zero_point=np.array([zp], np.int64))
+
+
+def graph(op_type, x_shape, w, bias, attrs, *, s_in, zp_in, s_w, s_out, zp_out, w_zp=0) -> Graph:
+    """One conv2d / depthwise_conv2d / fully_connected layer as a quantized Graph."""
+    w = np.asarray(w, np.int8)
+    axis = 3 if op_type == "depthwise_conv2d" else 0
+    s_w = np.broadcast_to(np.asarray(s_w, np.float32), (w.shape[axis],)).copy()
+    if op_type == "fully_connected":
+        y_shape = (1, w.shape[0])
+    else:
+        kh, kw = w.shape[1:3]
+        (sh, sw), (dh, dw), (pt, pl, pb, pr) = attrs["stride"], attrs["dilation"], attrs["padding"]
+        out_c = w.shape[3] if op_type == "depthwise_conv2d" else w.shape[0]
+        y_shape = (1, output_size(x_shape[1], kh, sh, dh, pt, pb),
+                   output_size(x_shape[2], kw, sw, dw, pl, pr), out_c)
+    x = _act("x", x_shape, s_in, zp_in)
+    y = _act("y", y_shape, s_out, zp_out)
+    wt = Tensor("w", w.shape, "int8", data=w, scale=s_w,
+                zero_point=np.full(w.shape[axis], w_zp, np.int64), axis=axis)
+    tensors = [x, wt, y]
+    if bias is not None:
+        b_scale = (np.float64(s_in) * s_w.astype(np.float64)).astype(np.float32)
+        tensors.append(Tensor("b", (w.shape[axis],), "int32", data=np.asarray(bias, np.int32),
+                              scale=b_scale, zero_point=np.zeros(w.shape[axis], np.int64),
+                              axis=0))
+    op = Op(op_type, "layer", ["x", "w", "b" if bias is not None else ""], ["y"], dict(attrs))
+    return derive_int_params(Graph("t", {t.name: t for t in tensors}, [op], ["x"], ["y"]))
+
+
+def same_padding(size, kernel, stride, dilation):
+    """TFLite SAME: out = ceil(size / stride), extra padding goes after (bottom/right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _render(cases) -> str:
+    env = environment()
+    kernels, table = [], []
+    for i, (g, _) in enumerate(cases):
+        op = g.ops[0]
+        fn = f"case{i}_{op.type}"
+        kernels.append(env.get_template(f"ops/{op.type}.c.j2").render(
+            fn=fn, prefix="t", **ops.get(op.type).c_params(g, op)))
+        table.append(f"    {{{fn}, {g.input.size}, {g.output.size}}},")
+    return "\n".join([
+        "#include <stdint.h>", "#include <stdio.h>", "#include <stdlib.h>",
+        '#include "tinyds_common.h"', "", *kernels, "",
+        "typedef void (*kernel_fn)(const int8_t *restrict, int8_t *restrict);",
+        "static const struct { kernel_fn fn; size_t in_size, out_size; } cases[] = {",
+        *table, "};", "",
+        "/* stdin: per case, a uint32 vector count then the vectors; stdout: the outputs. */",
+        "int main(void)",
+        "{",
+        "    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {",
+        "        uint32_t n;",
+        "        if (fread(&n, sizeof n, 1, stdin) != 1) return 1;",
+        "        int8_t *in = malloc(cases[c].in_size), *out = malloc(cases[c].out_size);",
+        "        if (!in || !out) return 1;",
+        "        for (uint32_t v = 0; v < n; v++) {",
+        "            if (fread(in, 1, cases[c].in_size, stdin) != cases[c].in_size) return 1;",
+        "            cases[c].fn(in, out);",
+        "            fwrite(out, 1, cases[c].out_size, stdout);",
+        "        }",
+        "        free(in);",
+        "        free(out);",
+        "    }",
+        "    return 0;",
+        "}", ""])
+
+
+def _compile(src: str, build: str) -> Path:
+    d = CACHE / hashlib.sha256((src + build + repr(verify.BUILDS)).encode()).hexdigest()[:24]
+    exe = d / "kernels"
+    if not exe.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "kernels.c").write_text(src)
+        shutil.copy(data_dir("templates") / "tinyds_common.h", d / "tinyds_common.h")
+        res = subprocess.run([verify.compiler(), *verify.CFLAGS, *verify.BUILDS[build],
+                              str(d / "kernels.c"), "-o", str(d / "tmp")],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[:4000]
+        os.replace(d / "tmp", exe)
+    return exe
+
+
+def run_kernels(cases, sanitize=True) -> list[np.ndarray]:
+    """cases: [(graph, x int8 batch)]; returns the C outputs shaped like reference.run."""
+    src = _render(cases)
+    stdin = b"".join(np.uint32(len(x)).tobytes() + np.ascontiguousarray(x, np.int8).tobytes()
+                     for _, x in cases)
+    results = {}
+    for build in (["release", "sanitize"] if sanitize else ["release"]):
+        res = subprocess.run([str(_compile(src, build))], input=stdin, capture_output=True,
+                             env={**os.environ, **verify.SANITIZER_ENV})
+        assert res.returncode == 0, res.stderr.decode()[:4000]
+        results[build] = np.frombuffer(res.stdout, np.int8)
+    if sanitize:
+        np.testing.assert_array_equal(results["sanitize"], results["release"])
+    outs, pos = [], 0
+    for g, x in cases:
+        n = len(x) * g.output.size
+        outs.append(results["release"][pos:pos + n].reshape(len(x), *g.output.shape[1:]))
+        pos += n
+    assert pos == results["release"].size
+    return outs
+
+
+def arm_compiles(cases) -> str:
+    """Compile the kernels (no main) with arm-none-eabi-gcc for Cortex-M4; returns stderr."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed")
+    src = _render(cases)
+    src = src[:src.index("/* stdin")].replace("static const struct", "const struct")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "k.c").write_text(src)
+        shutil.copy(data_dir("templates") / "tinyds_common.h", Path(tmp, "tinyds_common.h"))
+        res = subprocess.run(["arm-none-eabi-gcc", *verify.CFLAGS, *ARM_FLAGS, "-c",
+                              str(Path(tmp, "k.c")), "-o", str(Path(tmp, "k.o"))],
+                             capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[:4000]
+    return res.stderr
+
+
+def quantize(y_float, s_out, zp_out, act_min, act_max) -> np.ndarray:
+    """Round-to-nearest float requantization: the independent check of the integer path."""
+    return np.clip(np.round(y_float / np.float64(s_out)) + zp_out, act_min, act_max).astype(np.int64)
+
+
+@pytest.fixture
+def opkit():
+    return SimpleNamespace(graph=graph, same_padding=same_padding, run_kernels=run_kernels,
+                           arm_compiles=arm_compiles, quantize=quantize)

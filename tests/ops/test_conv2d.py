@@ -1,0 +1,164 @@
+"""conv2d: integer reference vs PyTorch float, generated C vs reference bit for bit."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinyds import fixedpoint
+from tinyds.ops import conv2d
+
+ACTS = ("none", "relu", "relu6")
+
+
+def random_case(opkit, rng, *, pointwise=False, small=False, padding_style=None):
+    """A random conv2d layer + input batch. small: tiny weights and inputs near the zero
+    point so the effective scale s_in*s_w/s_out is > 1 (left-shift path) without wrap."""
+    kh, kw = (1, 1) if pointwise else rng.integers(1, 8, 2)
+    sh, sw = (1, 1) if pointwise else rng.integers(1, 4, 2)
+    dh, dw = (1, 1) if pointwise else rng.integers(1, 3, 2)
+    ic, oc = int(rng.integers(1, 10)), int(rng.integers(1, 11))
+    h = int(rng.integers((kh - 1) * dh + 1, (kh - 1) * dh + 9))
+    w_ = int(rng.integers((kw - 1) * dw + 1, (kw - 1) * dw + 9))
+    style = "valid" if pointwise else (padding_style or rng.choice(["valid", "torch", "same", "wide"]))
+    if style == "valid":
+        pad = (0, 0, 0, 0)
+    elif style == "torch":           # PyTorch: the same padding on both sides
+        ph, pw = int(rng.integers(0, (kh - 1) * dh // 2 + 2)), int(rng.integers(0, (kw - 1) * dw // 2 + 2))
+        pad = (ph, pw, ph, pw)
+    elif style == "same":            # TFLite SAME: the odd pixel goes bottom/right
+        (pt, pb), (pl, pr) = opkit.same_padding(h, kh, sh, dh), opkit.same_padding(w_, kw, sw, dw)
+        pad = (pt, pl, pb, pr)
+    else:                            # borders whose windows may see only padding
+        pad = tuple(int(v) for v in rng.integers(0, 4, 4))
+    attrs = dict(stride=(int(sh), int(sw)), dilation=(int(dh), int(dw)), padding=pad,
+                 activation=str(rng.choice(ACTS)))
+    zp_in = int(rng.integers(-128, 128))
+    if small:
+        w = rng.integers(-2, 3, (oc, kh, kw, ic))
+        x = np.clip(zp_in + rng.integers(-3, 4, (4, h, w_, ic)), -128, 127)
+        spread = 3.0 * np.sqrt(w.size / oc)
+    else:
+        w = rng.integers(-127, 128, (oc, kh, kw, ic))
+        x = rng.integers(-128, 128, (4, h, w_, ic))
+        spread = 75.0 * 73.0 * np.sqrt(w.size / oc)
+    s_in = float(10 ** rng.uniform(-3, 0))
+    s_w = 10 ** rng.uniform(-3, -1, oc)
+    # aim the accumulator's spread at ~40 output steps, give or take 3x
+    real = 40.0 / spread * 10 ** rng.uniform(-0.5, 0.5)
+    s_out = s_in * float(np.mean(s_w)) / real
+    bias = rng.integers(-4 * int(spread), 4 * int(spread) + 1, oc) if rng.random() < 0.7 else None
+    g = opkit.graph("conv2d", (1, h, w_, ic), w, bias, attrs, s_in=s_in, zp_in=zp_in, s_w=s_w,
+                    s_out=s_out, zp_out=int(rng.integers(-128, 128)))
+    return g, x.astype(np.int8)
+
+
+def torch_float(opkit, g, x):
+    """Dequantize, F.conv2d in float64, requantize with round-to-nearest."""
+    op = g.ops[0]
+    s_in, zp_in = g.input.qparams
+    wt = g.tensors["w"]
+    s_w = wt.scale.astype(np.float64)
+    xf = torch.tensor((x.astype(np.float64) - zp_in) * s_in).permute(0, 3, 1, 2)
+    wf = torch.tensor(wt.data.astype(np.float64) * s_w[:, None, None, None]).permute(0, 3, 1, 2)
+    bf = torch.tensor(g.tensors["b"].data * s_in * s_w) if "b" in g.tensors else None
+    pt, pl, pb, pr = op.attrs["padding"]
+    y = F.conv2d(F.pad(xf, (pl, pr, pt, pb)), wf, bf, stride=op.attrs["stride"],
+                 dilation=op.attrs["dilation"])
+    return opkit.quantize(y.permute(0, 2, 3, 1).numpy(), *g.output.qparams,
+                          op.attrs["act_min"], op.attrs["act_max"])
+
+
+def test_reference_matches_torch_within_one_lsb(opkit):
+    rng = np.random.default_rng(1)
+    exact = total = inside = left_shifts = 0
+    for i in range(36):
+        g, x = random_case(opkit, rng, pointwise=i % 6 == 0, small=i % 3 == 1)
+        op = g.ops[0]
+        got = conv2d.reference(g, op, x).astype(np.int64)
+        want = torch_float(opkit, g, x)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1, f"case {i}: {op.attrs}"
+        exact += int((got == want).sum())
+        total += got.size
+        inside += int(((got > op.attrs["act_min"]) & (got < op.attrs["act_max"])).sum())
+        left_shifts += int((op.attrs["shift"] > 0).any())
+    assert exact / total > 0.97          # double rounding differs only on near-ties
+    assert inside / total > 0.5          # the cases exercise arithmetic, not just the clamps
+    assert left_shifts >= 6
+
+
+def test_reference_by_hand():
+    """2x2 input, one 2x2 filter, no padding: one output worked out on paper."""
+    from tinyds.ir import Graph, Op, Tensor
+    x = Tensor("x", (1, 2, 2, 1), "int8", scale=np.array([0.5], np.float32),
+               zero_point=np.array([-1]))
+    y = Tensor("y", (1, 1, 1, 1), "int8", scale=np.array([1.0], np.float32),
+               zero_point=np.array([3]))
+    w = Tensor("w", (1, 2, 2, 1), "int8", data=np.array([1, -2, 3, 4], np.int8).reshape(1, 2, 2, 1),
+               scale=np.array([0.25], np.float32), zero_point=np.zeros(1, np.int64), axis=0)
+    b = Tensor("b", (1,), "int32", data=np.array([10], np.int32))
+    op = Op("conv2d", "c", ["x", "w", "b"], ["y"], dict(
+        stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0), activation="none",
+        multiplier=np.array([1 << 30], np.int32), shift=np.array([-2], np.int32),
+        act_min=-128, act_max=127))
+    g = Graph("t", {t.name: t for t in (x, y, w, b)}, [op], ["x"], ["y"])
+    xs = np.array([5, 6, 7, 8], np.int8).reshape(1, 2, 2, 1)
+    # (5+1)*1 + (6+1)*-2 + (7+1)*3 + (8+1)*4 + 10 = 6 - 14 + 24 + 36 + 10 = 62
+    # multiplier 2^30 * 2^(-2-31) = 0.125: 62 * 0.125 = 7.75 -> 8, + zp 3 = 11
+    assert conv2d.reference(g, op, xs).item() == 11
+    # padding 1 all round: the top-left window sees only x[0,0] under w[1,1]:
+    # 6*4 + 10 = 34 -> 4.25 -> 4, + 3 = 7
+    op.attrs["padding"] = (1, 1, 1, 1)
+    assert conv2d.reference(g, op, xs)[0, 0, 0, 0] == 7
+    assert conv2d.macs(g, op) == 4
+
+
+def test_c_params_decisions(opkit):
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (4, 3, 3, 2))
+    common = dict(s_in=0.1, zp_in=7, s_w=0.01, s_out=0.2, zp_out=0)
+    # TFLite SAME, stride 2, even input: no top/left padding, bottom/right only
+    g = opkit.graph("conv2d", (1, 8, 8, 2), w, None, dict(stride=(2, 2), dilation=(1, 1),
+                    padding=(0, 0, 1, 1), activation="relu"), **common)
+    p = conv2d.c_params(g, g.ops[0])
+    assert (p["clip_h"], p["clip_w"], p["fold"], p["pointwise"]) == (True, True, False, False)
+    # padding that no window ever reaches (stride skips it) needs no bounds, so the offset folds
+    g = opkit.graph("conv2d", (1, 9, 8, 2), w, [1, 2, 3, 4], dict(
+        stride=(2, 2), dilation=(1, 1), padding=(0, 0, 1, 0), activation="none"), **common)
+    p = conv2d.c_params(g, g.ops[0])
+    assert g.output.shape == (1, 4, 3, 4)
+    assert (p["clip_h"], p["clip_w"], p["fold"]) == (False, False, True)
+    assert p["bias"] == [b - 7 * int(s) for b, s in zip([1, 2, 3, 4], w.sum(axis=(1, 2, 3)))]
+    g = opkit.graph("conv2d", (1, 5, 5, 2), w[:, :1, :1], None, dict(
+        stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0), activation="none"), **common)
+    assert conv2d.c_params(g, g.ops[0])["pointwise"]
+    assert conv2d.macs(g, g.ops[0]) == 25 * 4 * 2
+
+
+def sweep(opkit, seed, n):
+    rng = np.random.default_rng(seed)
+    return [random_case(opkit, rng, pointwise=i % 5 == 0, small=i % 4 == 3) for i in range(n)]
+
+
+def test_c_matches_reference_bit_exactly(opkit):
+    cases = sweep(opkit, 2, 40)
+    outs = opkit.run_kernels(cases)
+    mismatches = 0
+    for i, ((g, x), got) in enumerate(zip(cases, outs)):
+        want = conv2d.reference(g, g.ops[0], x)
+        mismatches += int((got != want).sum())
+        np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {g.ops[0].attrs}")
+    assert mismatches == 0
+
+
+def test_c_compiles_for_cortex_m4(opkit):
+    opkit.arm_compiles(sweep(opkit, 3, 8))
+
+
+def test_grouped_conv_is_rejected(opkit):
+    from tinyds.errors import TinydsError
+    g = opkit.graph("conv2d", (1, 4, 4, 4), np.ones((2, 1, 1, 2)), None, dict(
+        stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0), activation="none"),
+        s_in=0.1, zp_in=0, s_w=0.1, s_out=0.1, zp_out=0)
+    with pytest.raises(TinydsError, match="grouped conv2d"):
+        conv2d.c_params(g, g.ops[0])
