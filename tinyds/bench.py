@@ -150,7 +150,13 @@ def report(b: Bench) -> str:
 
 
 def bench(out_dir: Path, graph: Graph | None = None) -> str:
-    """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails."""
+    """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
+
+    graph: defaults to the quantized model generate saved in out/verify/."""
+    from tinyds import verify
+    bundle = Path(out_dir) / verify.BUNDLE
+    if graph is None and (bundle / "model.json").exists():
+        graph = verify.load_graph(bundle)
     b = measure(out_dir, graph)
     text = report(b)
     if not b.sample_ok:

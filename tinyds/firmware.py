@@ -7,9 +7,12 @@ of vectors cost one boot and no reflashing.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +102,60 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
                               f"{len(inputs)} vectors; it printed: {printed.strip()}")
         out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=np.int8)
     return out.reshape(len(inputs), output_size)
+
+
+@dataclass
+class QemuResult:
+    name: str
+    mcu: str
+    machine: str
+    vectors: int
+    mismatched_vectors: int
+    mismatched_bytes: int
+    first: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatched_vectors == 0
+
+    def text(self) -> str:
+        m = mcu_table.get(self.mcu)
+        where = f"; first: {self.first}" if self.first else ""
+        return "\n".join([
+            f"{self.name}: arm-none-eabi-gcc {' '.join(m.cflags)} {' '.join(CFLAGS)}: clean",
+            f"QEMU {self.machine}: {self.vectors} vectors through the firmware (semihosting)",
+            f"mismatches: {self.mismatched_vectors} vectors ({self.mismatched_bytes} bytes){where} "
+            f"-> {'OK' if self.ok else 'FAILED'} ({self.seconds:.1f} s)"])
+
+
+def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
+                mcu: str | None = None) -> QemuResult:
+    """`tinyds verify out/ --target qemu`: the library cross-built for the MCU's
+    core (or `mcu`'s) runs the stored calibration vectors, n_random random ones
+    and the extremes on the matching QEMU machine; every byte is compared with
+    the NumPy reference."""
+    from tinyds import codegen, verify
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    try:
+        meta = json.loads((out / codegen.MARKER).read_text())
+        name, mcu = meta["name"], mcu or meta["mcu"]
+    except (OSError, ValueError, KeyError):
+        raise TinydsError(f"{out}: not a tinyds output folder (no readable {codegen.MARKER}); "
+                          f"run tinyds generate MODEL -o {out} first") from None
+    bundle = out / verify.BUNDLE
+    qg = verify.load_graph(bundle)
+    stored = np.load(bundle / "vectors.npy", allow_pickle=False) if (bundle / "vectors.npy").exists() else None
+    x = verify.verify_inputs(qg, stored, n_random, seed)
+    got = run_vectors(out / "lib" / name, name, mcu, x.reshape(len(x), -1), qg.output.size)
+    want = verify.reference_outputs(qg, x)
+    bad = got != want
+    rows = np.flatnonzero(bad.any(axis=1))
+    first = ""
+    if len(rows):
+        i = int(rows[0])
+        j = int(np.flatnonzero(bad[i])[0])
+        first = f"vector {i} byte {j}: firmware {int(got[i, j])}, reference {int(want[i, j])}"
+    return QemuResult(name, mcu, mcu_table.get(mcu).qemu, len(x), len(rows), int(bad.sum()),
+                      first, time.perf_counter() - t0)

@@ -1,0 +1,81 @@
+"""Cross-built firmware on emulated Cortex-M: bit-exact vectors through
+semihosting on every QEMU core, TIM2 instruction counting, and the bench's
+sizes against arm-none-eabi-size."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_project import toy_library, toy_project, toy_ref
+from tinyds import bench, mcu as mcu_table
+from tinyds.firmware import FIRMWARE_DIR, build_elf, run_qemu, run_vectors
+
+pytestmark = pytest.mark.slow
+
+CORES = ["stm32f4", "cortex-m4", "cortex-m7", "cortex-m3", "cortex-m0plus"]
+
+
+@pytest.mark.parametrize("mcu", CORES)
+def test_stand_in_library_bit_exact_on_each_qemu_core(tmp_path, mcu):
+    x = np.random.default_rng(7).integers(-128, 128, (300, 64), dtype=np.int8)
+    x[0] = -128
+    x[1] = 127
+    y = run_vectors(toy_library(tmp_path / "toy"), "toy", mcu, x, 8)
+    np.testing.assert_array_equal(y, toy_ref(x))
+
+
+def test_m0plus_build_is_thumb1_only(tmp_path):
+    """The M0+ firmware that runs on the M3 machine really is ARMv6-M code."""
+    elf = build_elf(tmp_path, toy_library(tmp_path / "toy"), "toy", mcu_table.get("cortex-m0plus"),
+                    FIRMWARE_DIR / "vector_runner.c", defines=("TINYDS_CONSOLE_SEMIHOSTING",))
+    attrs = subprocess.run(["arm-none-eabi-readelf", "-A", str(elf)], capture_output=True,
+                           text=True).stdout
+    assert "Tag_CPU_arch: v6S-M" in attrs or "Tag_CPU_arch: v6-M" in attrs, attrs
+
+
+def _layer_counts(tmp_path: Path, nops: int) -> dict[str, int]:
+    lib = toy_library(tmp_path / f"lib{nops}", nops=nops)
+    main = tmp_path / "main.c"
+    out = tmp_path / f"out{nops}"
+    toy_project(out, "stm32f4")
+    main.write_text((out / "src" / "main.c").read_text())
+    elf = build_elf(tmp_path / f"b{nops}", lib, "toy", mcu_table.get("stm32f4"), main,
+                    machine=mcu_table.MACHINES["netduinoplus2"],
+                    defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
+    text = run_qemu(elf, "netduinoplus2", tmp_path, icount=True)
+    assert "sample match" in text
+    return {n: int(c) for n, c in re.findall(r"^layer \d+ (\w+) cycles (\d+)", text, re.M)}
+
+
+def test_tim2_under_icount_counts_exactly_one_per_instruction(tmp_path):
+    base = _layer_counts(tmp_path, 0)
+    more = _layer_counts(tmp_path, 1000)
+    assert more["nops"] - base["nops"] == 1000
+    assert more["negate"] == base["negate"] and more["mean8"] == base["mean8"]
+    assert 0 < base["nops"] < 40                     # just the profiling hook
+    assert base == _layer_counts(tmp_path, 0)        # deterministic
+
+
+def test_bench_sizes_agree_with_arm_none_eabi_size(tmp_path):
+    toy_project(tmp_path, "stm32f4")
+    b = bench.measure(tmp_path)
+    assert b.sample_ok and b.model == "toy" and b.mcu == "stm32f4"
+    assert [layer.name for layer in b.layers] == ["negate", "nops", "mean8"]
+    assert b.total_instructions >= sum(layer.instructions for layer in b.layers)
+    assert b.arena == 64
+    assert 0 < b.stack < mcu_table.STACK_BYTES
+    # Rebuild the same ELF and ask binutils for the Berkeley sizes.
+    elf = build_elf(tmp_path / "b", tmp_path / "lib" / "toy", "toy", mcu_table.get("stm32f4"),
+                    tmp_path / "src" / "main.c", machine=mcu_table.MACHINES["netduinoplus2"],
+                    defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
+    text, data, bss = map(int, subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True,
+                                              text=True).stdout.splitlines()[1].split()[:3])
+    assert b.flash == text + data
+    assert b.sections[".bss"] == bss and b.ram == data + bss + b.stack
+    assert b.model_bytes[".text"] > 0
+    report = bench.report(b)
+    assert "total (one inference)" in report and f"stack high-water {b.stack}" in report
