@@ -58,15 +58,17 @@ class _Reader:
     def __init__(self, path: Path):
         self.path = path
         self.S = schema()
-        buf = path.read_bytes()
         try:
+            buf = path.read_bytes()
+            if len(buf) < 8 or not self.S.Model.ModelBufferHasIdentifier(buf, 0):
+                raise ValueError("no TFL3 file identifier")
             self.model = self.S.ModelT.InitFromObj(self.S.Model.GetRootAsModel(buf, 0))
-        except Exception as e:  # a corrupt or non-TFLite file
+        except (OSError, ValueError, IndexError, TypeError) as e:
             raise TinydsError(f"{path}: not a readable .tflite flatbuffer ({e}); "
                               "pass a model written by the TFLite converter") from None
         self.buf = buf
-        if len(self.model.subgraphs) != 1:
-            raise TinydsError(f"{path}: {len(self.model.subgraphs)} subgraphs; "
+        if len(self.model.subgraphs or []) != 1:
+            raise TinydsError(f"{path}: {len(self.model.subgraphs or [])} subgraphs; "
                               "only single-subgraph models are supported")
         self.sg = self.model.subgraphs[0]
         self.opnames = {v: k for k, v in vars(self.S.BuiltinOperator).items()
