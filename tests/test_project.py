@@ -227,3 +227,35 @@ def test_pio_run_builds_offline_and_the_elf_runs(tmp_path):
                            text=True).stdout
     assert "Tag_ABI_VFP_args: VFP registers" in attrs  # core flags reached the linker
     check_demo_output(qemu_serial(elf, "netduinoplus2", 1), y)
+
+
+def big_conv_graph(channels: int):
+    """A one-layer quantized graph whose 3x3 conv weights take channels^2 * 9 bytes."""
+    from tinyds.ir import Graph, Op, Tensor
+    from tinyds.requant import derive_int_params
+
+    def act(name, shape):
+        return Tensor(name, shape, "int8", scale=np.array([0.05], np.float32),
+                      zero_point=np.array([0], np.int64))
+    w = np.random.default_rng(0).integers(-127, 128, (channels, 3, 3, channels), dtype=np.int8)
+    wt = Tensor("w", w.shape, "int8", data=w, scale=np.full(channels, 0.01, np.float32),
+                zero_point=np.zeros(channels, np.int64), axis=0)
+    op = Op("conv2d", "big_conv", ["x", "w", ""], ["y"],
+            {"stride": (1, 1), "dilation": (1, 1), "padding": (1, 1, 1, 1), "activation": "none"})
+    tensors = [act("x", (1, 4, 4, channels)), wt, act("y", (1, 4, 4, channels))]
+    return derive_int_params(Graph("big", {t.name: t for t in tensors}, [op], ["x"], ["y"]))
+
+
+def test_generate_refuses_a_model_too_big_before_writing(tmp_path):
+    from tinyds import codegen
+    out = tmp_path / "out"
+    with pytest.raises(TinydsError) as e:
+        codegen.generate(big_conv_graph(256), out, "big", mcu="stm32f4", source="big.pt")
+    msg = str(e.value)
+    assert msg.startswith("big.pt: ") and "does not fit stm32f4" in msg
+    assert re.search(r"flash (\d+) B > 524288 B", msg)
+    assert int(re.search(r"flash (\d+) B >", msg).group(1)) > 256 * 256 * 9
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # The same model fits the 1 MB stm32l4.
+    codegen.generate(big_conv_graph(256), out, "big", mcu="stm32l4")
+    assert (out / "lib" / "big" / "big.c").exists() and (out / "Makefile").exists()
