@@ -1,0 +1,240 @@
+"""The PyTorch test-model zoo: small nets covering every op the frontends lower.
+
+Every builder is deterministic (seeded) and returns (model in eval mode,
+example input of shape (1, C, H, W)). BatchNorm running stats are set from a
+pass over random data and then perturbed, so they are far from identity (BN
+folding is really exercised) yet keep activations well scaled, so outputs
+depend on the input (the quantization tests need classes to vary).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """The seed's block: depthwise conv (groups=in_channels) then 1x1 pointwise, both with bias."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1):
+        super().__init__()
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride,
+                                   padding=padding, groups=in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x):
+        return self.pointwise(self.depthwise(x))
+
+
+def _conv_bn(cin, cout, k, stride=1, padding=0, groups=1, act=nn.ReLU, bias=False):
+    layers = [nn.Conv2d(cin, cout, k, stride, padding, groups=groups, bias=bias), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, act()) if act else nn.Sequential(*layers)
+
+
+class DSStack(nn.Module):
+    """The seed's DepthwiseSeparableConv stacked, with ReLU between blocks."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            DepthwiseSeparableConv(3, 16), nn.ReLU(),
+            DepthwiseSeparableConv(16, 32, stride=2), nn.ReLU(),
+            DepthwiseSeparableConv(32, 32, kernel_size=5, padding=2), nn.ReLU(),
+            DepthwiseSeparableConv(32, 64, stride=2), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class DSCNN(nn.Module):
+    """KWS DS-CNN (MLPerf Tiny shape): 10x4 stride-2 conv, 4 DS blocks, global avg pool, FC 12."""
+
+    def __init__(self, num_classes=12, width=64):
+        super().__init__()
+        self.conv1 = _conv_bn(1, width, (10, 4), stride=2, padding=(5, 1), bias=True)
+        self.blocks = nn.Sequential(*[nn.Sequential(
+            _conv_bn(width, width, 3, padding=1, groups=width),   # depthwise
+            _conv_bn(width, width, 1),                            # pointwise
+        ) for _ in range(4)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = self.pool(self.blocks(self.conv1(x)))
+        return self.fc(x.view(x.size(0), -1))
+
+
+class MobileNetV1(nn.Module):
+    """MobileNetV1 with width multiplier alpha (0.25 -> 8..256 channels), ReLU6, 96x96x3 input."""
+
+    CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+
+    def __init__(self, alpha=0.25, num_classes=2):
+        super().__init__()
+        c = int(32 * alpha)
+        layers = [_conv_bn(3, c, 3, 2, 1, act=nn.ReLU6)]
+        for out, s in self.CFG:
+            o = int(out * alpha)
+            layers += [_conv_bn(c, c, 3, s, 1, groups=c, act=nn.ReLU6), _conv_bn(c, o, 1, act=nn.ReLU6)]
+            c = o
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hid = cin * expand
+        self.use_res = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            _conv_bn(cin, hid, 1, act=nn.ReLU6),
+            _conv_bn(hid, hid, 3, stride, 1, groups=hid, act=nn.ReLU6),
+            _conv_bn(hid, cout, 1, act=None),
+        )
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2-style: inverted residuals with adds, spatial mean, Linear; 64x64x3 input."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        cfg = [(16, 1, 1), (24, 2, 4), (24, 1, 4), (32, 2, 4), (32, 1, 4), (32, 1, 4), (48, 2, 4), (48, 1, 4)]
+        layers, c = [_conv_bn(3, 16, 3, 2, 1, act=nn.ReLU6)], 16
+        for out, s, e in cfg:
+            layers.append(InvertedResidual(c, out, s, e))
+            c = out
+        layers.append(_conv_bn(c, 128, 1, act=nn.ReLU6))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(128, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean([2, 3]))
+
+
+class OpMix(nn.Module):
+    """The corner cases: non-square kernels, no-bias convs, dilation, channel multiplier 2,
+    MaxPool, AvgPool with counted padding, 'same' padding on an even kernel, a strided
+    non-square conv, flatten of an HxWxC map into a Linear (NCHW order), keepdim mean,
+    adds of flat tensors, Linear without bias, softmax."""
+
+    def __init__(self, num_classes=6):
+        super().__init__()
+        self.stem = _conv_bn(3, 8, (3, 5), padding=(1, 2))                             # no bias
+        self.pool1 = nn.MaxPool2d(2)
+        self.dw = nn.Conv2d(8, 16, 3, padding=2, dilation=2, groups=8)                  # multiplier 2
+        self.act1 = nn.ReLU6()
+        self.avg = nn.AvgPool2d(3, stride=1, padding=1)                                # count_include_pad
+        self.same = nn.Conv2d(16, 16, 4, padding="same")                               # asymmetric
+        self.bn2 = nn.BatchNorm2d(16)
+        self.act2 = nn.ReLU(inplace=True)
+        self.dil = nn.Conv2d(16, 12, (3, 2), stride=(2, 1), dilation=(1, 2), bias=False)
+        self.avg2 = nn.AvgPool2d(2, stride=2, padding=1, count_include_pad=False)
+        self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc_flat = nn.Linear(12 * 2 * 3, num_classes)
+        self.fc_mean = nn.Linear(12, num_classes, bias=False)
+
+    def forward(self, x):
+        x = self.pool1(self.stem(x))
+        x = self.avg(self.act1(self.dw(x)))
+        x = self.act2(self.bn2(self.same(x)))
+        x = self.pool2(self.avg2(self.dil(x)))
+        a = self.fc_flat(torch.flatten(x, 1))
+        b = self.fc_mean(x.mean((2, 3), keepdim=True).flatten(1))
+        return F.softmax(a + b, dim=1)
+
+
+def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
+    """Seeded weights, then BN stats from real activations, perturbed (so BN is not identity)."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=1.0)
+            if m.bias is not None:
+                nn.init.uniform_(m.bias, -0.2, 0.2)
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None                       # cumulative average over the batches below
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.3, 0.3)
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(16, *shape[1:]))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.add_(0.1 * torch.randn(c) * m.running_var.sqrt())
+            m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.4))
+            m.momentum = 0.1
+    model.eval()
+    for lin in [m for m in model.modules() if isinstance(m, nn.Linear)]:
+        _center(model, lin, shape)
+    return model
+
+
+@torch.no_grad()
+def _center(model, lin: nn.Linear, shape):
+    """Give a Linear zero-mean outputs of std ~2 on random inputs, so the predicted
+    class depends on the input instead of on a constant offset."""
+    seen = []
+    hook = lin.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    model(torch.randn(64, *shape[1:]))
+    hook.remove()
+    x = seen[0]
+    mu = x.mean(0)
+    if lin.bias is None:       # no bias to absorb the offset: remove the mean direction instead
+        lin.weight -= torch.outer(lin.weight @ mu, mu) / (mu @ mu).clamp_min(1e-12)
+    lin.weight *= 2.0 / (x @ lin.weight.T).std(0).mean().clamp_min(1e-12)
+    if lin.bias is not None:
+        lin.bias.copy_(-(lin.weight @ mu) + 0.1 * torch.randn(lin.out_features))
+
+
+SHAPES = {"ds_stack": (1, 3, 32, 32), "dscnn": (1, 1, 49, 10), "mobilenet_v1": (1, 3, 96, 96),
+          "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20)}
+BUILDERS = {"ds_stack": DSStack, "dscnn": DSCNN, "mobilenet_v1": MobileNetV1,
+            "mobilenet_v2": MobileNetV2, "opmix": OpMix}
+NAMES = tuple(BUILDERS)
+
+
+def build(name: str, seed: int = 0):
+    """(model in eval mode, example input (1, C, H, W)) for a zoo entry."""
+    shape = SHAPES[name]
+    model = _randomize(BUILDERS[name](), shape, seed)
+    torch.manual_seed(seed + 1000)
+    return model, torch.randn(shape)
+
+
+def save_torchscript(model, example, path, scripted=False) -> Path:
+    m = torch.jit.script(model) if scripted else torch.jit.trace(model, example)
+    m.save(str(path))
+    return Path(path)
+
+
+def save_pt2(model, example, path) -> Path:
+    torch.export.save(torch.export.export(model, (example,)), str(path))
+    return Path(path)
+
+
+def save_all(name: str, tmp_dir, seed: int = 0) -> dict:
+    """Save one zoo model as traced .pt, scripted .pt and .pt2 in tmp_dir; returns paths + model."""
+    model, x = build(name, seed)
+    tmp_dir = Path(tmp_dir)
+    return {
+        "model": model, "input": x,
+        "traced": save_torchscript(model, x, tmp_dir / f"{name}_traced.pt"),
+        "scripted": save_torchscript(model, x, tmp_dir / f"{name}_scripted.pt", scripted=True),
+        "pt2": save_pt2(model, x, tmp_dir / f"{name}.pt2"),
+    }

@@ -1,0 +1,457 @@
+"""ATen ops -> float IR, shared by the TorchScript and torch.export frontends.
+
+Both frontends walk their own graph format, bind each op's arguments to the
+ATen schema names and call `Lowering.call`; everything about PyTorch semantics
+(NCHW -> NHWC, weight layouts, padding rules, flatten order) lives here once.
+Activations are tracked with their PyTorch (NCHW) shape; the IR tensor is NHWC.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TinydsError
+from ..ir import Graph, Op, Tensor
+from ..window import output_size
+
+
+@dataclass
+class Act:
+    """An activation: IR tensor `name`, PyTorch shape `shape` (batch 1).
+
+    A flattened NCHW map is stored in NHWC order; `perm[i]` is the IR index of
+    PyTorch flat index i (None when the orders agree)."""
+    name: str
+    shape: tuple
+    perm: np.ndarray | None = None
+
+
+@dataclass
+class Const:
+    """A parameter, buffer or constant tensor; `name` is its PyTorch path."""
+    data: np.ndarray
+    name: str
+
+
+def is_act(v) -> bool:
+    if isinstance(v, Act):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(is_act(x) for x in v)
+    return False
+
+
+def _pair(v, n=2):
+    if isinstance(v, (list, tuple)):
+        v = list(v)
+        return tuple(v * n) if len(v) == 1 else tuple(v)
+    return (v,) * n
+
+
+def _nhwc(shape):
+    return (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
+
+
+class Lowering:
+    def __init__(self, source: str, graph_name: str):
+        self.source = source
+        self.g = Graph(graph_name, {}, [], [], [], source_layout="NCHW")
+        self._names: set[str] = set()
+
+    # ---- graph building -------------------------------------------------
+    def fail(self, layer: str, problem: str) -> TinydsError:
+        return TinydsError(f"{self.source}: layer {layer}: {problem}")
+
+    def _unique(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._names:
+            name, i = f"{base}_{i}", i + 1
+        self._names.add(name)
+        return name
+
+    def _act(self, base: str, shape, perm=None) -> Act:
+        name = self._unique(base)
+        self.g.add_tensor(Tensor(name, _nhwc(shape)))
+        return Act(name, tuple(shape), perm)
+
+    def _const(self, base: str, data: np.ndarray) -> str:
+        name = self._unique(base)
+        self.g.add_tensor(Tensor(name, tuple(data.shape), data=np.ascontiguousarray(data, dtype=np.float32)))
+        return name
+
+    def _emit(self, type_: str, layer: str, inputs, shape, attrs=None, perm=None) -> Act:
+        out = self._act(layer, shape, perm)
+        self.g.ops.append(Op(type_, self._unique_op(layer), list(inputs), [out.name], dict(attrs or {})))
+        return out
+
+    def _unique_op(self, layer: str) -> str:
+        used = {op.name for op in self.g.ops}
+        name, i = layer, 1
+        while name in used:
+            name, i = f"{layer}_{i}", i + 1
+        return name
+
+    def input(self, name: str, shape) -> Act:
+        shape = (1,) + tuple(int(s) for s in shape[1:])
+        if len(shape) not in (2, 4):
+            raise TinydsError(f"{self.source}: input {name}: shape {shape} is not (N,C,H,W) or (N,F); "
+                              "tinyds supports image-like 4-D inputs and flat 2-D inputs")
+        act = self._act(name, shape)
+        self.g.inputs.append(act.name)
+        return act
+
+    def finish(self, outputs) -> Graph:
+        for out in outputs:
+            if not isinstance(out, Act):
+                raise TinydsError(f"{self.source}: the model output is not a tensor computed from the input")
+            if out.perm is not None:
+                raise TinydsError(f"{self.source}: the model output is a flattened NCHW feature map, whose "
+                                  "element order differs in NHWC; end the model with a Linear or pooling layer")
+            if out.name in self.g.inputs:
+                raise TinydsError(f"{self.source}: the model output is its input; nothing to compute")
+            self.g.outputs.append(out.name)
+        return self.g
+
+    def check_finite(self, layer: str, *consts) -> None:
+        for c in consts:
+            if isinstance(c, Const) and not np.all(np.isfinite(c.data)):
+                raise self.fail(layer, f"{c.name} contains NaN or Inf; retrain or fix the weights before converting")
+
+    # ---- dispatch -------------------------------------------------------
+    def call(self, kind: str, args: dict, layer: str):
+        """Lower one ATen op (`kind` without namespace/overload, in-place '_' stripped)."""
+        handler = HANDLERS.get(kind)
+        if handler is None:
+            raise self.fail(layer or kind, f"unsupported op aten::{kind}; supported: {', '.join(SUPPORTED)}")
+        return handler(self, args, layer or kind)
+
+    def _expect_act(self, v, layer, what="input"):
+        if not isinstance(v, Act):
+            raise self.fail(layer, f"{what} must be an activation tensor, got a constant; "
+                                   "constant-only branches are not supported")
+        return v
+
+    def _expect_4d(self, x: Act, layer: str, kind: str) -> Act:
+        if len(x.shape) != 4:
+            raise self.fail(layer, f"{kind} needs an (N,C,H,W) input, got shape {x.shape}")
+        return x
+
+
+# ---- handlers: one per ATen op family --------------------------------------
+
+def _conv(lo: Lowering, a, layer):
+    x = lo._expect_4d(lo._expect_act(a["input"], layer), layer, "conv2d")
+    w, b = a["weight"], a.get("bias")
+    if a.get("transposed", False):
+        raise lo.fail(layer, "unsupported op aten::conv_transpose2d; supported: " + ", ".join(SUPPORTED))
+    lo.check_finite(layer, w, b)
+    wd = np.asarray(w.data, dtype=np.float64)
+    if wd.ndim != 4:
+        raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
+    o, ipg, kh, kw = wd.shape
+    groups = int(a.get("groups", 1))
+    stride, dilation = _pair(a["stride"]), _pair(a["dilation"])
+    c = x.shape[1]
+    if ipg * groups != c:
+        raise lo.fail(layer, f"expects {ipg * groups} input channels but gets {c}; check the input shape")
+    pad = a["padding"]
+    if isinstance(pad, str):
+        if pad == "valid":
+            padding = (0, 0, 0, 0)
+        else:   # 'same' (stride 1): PyTorch puts the odd extra pixel at the bottom/right
+            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+            padding = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
+    else:
+        ph, pw = _pair(pad)
+        padding = (ph, pw, ph, pw)
+    oh = output_size(x.shape[2], kh, stride[0], dilation[0], padding[0], padding[2])
+    ow = output_size(x.shape[3], kw, stride[1], dilation[1], padding[1], padding[3])
+    attrs = dict(stride=stride, dilation=dilation, padding=padding, activation="none")
+    if groups == 1:
+        kind, wt = "conv2d", wd.transpose(0, 2, 3, 1)                 # (O,KH,KW,I)
+    elif groups == c and o % c == 0:
+        kind, wt = "depthwise_conv2d", wd.transpose(1, 2, 3, 0)       # (1,KH,KW,C*M)
+        attrs["depth_multiplier"] = o // c
+    else:
+        raise lo.fail(layer, f"grouped convolution (groups={groups}, in_channels={c}) is not supported; "
+                             "use groups=1 or groups=in_channels (depthwise)")
+    base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
+    inputs = [x.name, lo._const(base + ".weight", wt)]
+    inputs.append(lo._const(base + ".bias", np.asarray(b.data)) if isinstance(b, Const) else "")
+    return lo._emit(kind, layer, inputs, (1, o, oh, ow), attrs)
+
+
+def _batch_norm(lo: Lowering, a, layer):
+    x = lo._expect_act(a["input"], layer)
+    if x.perm is not None:
+        raise lo.fail(layer, "batch norm on a flattened NCHW feature map is not supported")
+    if a.get("training", False):
+        raise lo.fail(layer, "batch norm in training mode; call model.eval() before exporting")
+    c = x.shape[1]
+    mean, var = a["running_mean"], a["running_var"]
+    if not isinstance(mean, Const) or not isinstance(var, Const):
+        raise lo.fail(layer, "batch norm without running statistics (track_running_stats=False) "
+                             "cannot be folded; export with track_running_stats=True")
+    gamma = a.get("weight") if isinstance(a.get("weight"), Const) else Const(np.ones(c), "weight")
+    beta = a.get("bias") if isinstance(a.get("bias"), Const) else Const(np.zeros(c), "bias")
+    lo.check_finite(layer, mean, var, gamma, beta)
+    names = [lo._const(f"{layer}.{k}", np.asarray(v.data))
+             for k, v in (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta))]
+    return lo._emit("batch_norm", layer, [x.name] + names, x.shape, {"eps": float(a["eps"])})
+
+
+def _native_batch_norm(lo, a, layer):
+    """_native_batch_norm_legit_no_training returns (out, save_mean, save_invstd)."""
+    return (_batch_norm(lo, dict(a, training=False), layer), None, None)
+
+
+def _unary(type_):
+    def lower(lo: Lowering, a, layer):
+        x = lo._expect_act(a["self"], layer)
+        return lo._emit(type_, layer, [x.name], x.shape, perm=x.perm)
+    return lower
+
+
+def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
+    if lo_v == 0 and hi_v is None:
+        return _unary("relu")(lo, {"self": x}, layer)
+    if lo_v == 0 and hi_v == 6:
+        return _unary("relu6")(lo, {"self": x}, layer)
+    raise lo.fail(layer, f"unsupported op aten::{kind}({lo_v}, {hi_v}); only clamps to [0, inf) (ReLU) "
+                         "and [0, 6] (ReLU6) are supported")
+
+
+def _hardtanh(lo, a, layer):
+    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min_val"], a["max_val"], "hardtanh")
+
+
+def _clamp(lo, a, layer):
+    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a.get("min"), a.get("max"), "clamp")
+
+
+def _pool_geometry(lo, layer, x, a, kind):
+    kernel = _pair(a["kernel_size"])
+    stride = _pair(a["stride"]) if a.get("stride") not in (None, []) else kernel
+    ph, pw = _pair(a.get("padding", 0))
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = (output_size(h, kernel[0], stride[0], 1, ph, ph), output_size(w, kernel[1], stride[1], 1, pw, pw))
+    if a.get("ceil_mode", False):
+        ceil = tuple(min(math.ceil((n + 2 * p - k) / s) + 1, (n + p - 1) // s + 1)
+                     for n, k, s, p in ((h, kernel[0], stride[0], ph), (w, kernel[1], stride[1], pw)))
+        if ceil != (oh, ow):
+            raise lo.fail(layer, f"{kind} with ceil_mode=True changes the output size here; "
+                                 "use ceil_mode=False (or pad the input explicitly)")
+    return kernel, stride, (ph, pw, ph, pw), (1, x.shape[1], oh, ow)
+
+
+def _max_pool(lo: Lowering, a, layer):
+    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "max_pool2d")
+    if _pair(a.get("dilation", 1)) != (1, 1):
+        raise lo.fail(layer, "max_pool2d with dilation is not supported; use dilation=1")
+    kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "max_pool2d")
+    return lo._emit("max_pool2d", layer, [x.name], shape,
+                    dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
+
+
+def _max_pool_with_indices(lo, a, layer):
+    return (_max_pool(lo, a, layer), None)
+
+
+def _avg_pool(lo: Lowering, a, layer):
+    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "avg_pool2d")
+    if a.get("divisor_override") is not None:
+        raise lo.fail(layer, "avg_pool2d with divisor_override is not supported; remove it")
+    kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "avg_pool2d")
+    if any(padding) and a.get("count_include_pad", True):
+        # TFLite averages over in-bounds taps only; PyTorch's default counts the zero padding.
+        n, c, h, w = x.shape
+        x = lo._emit("pad", layer + ".pad", [x.name], (n, c, h + 2 * padding[0], w + 2 * padding[1]),
+                     {"padding": padding})
+        padding = (0, 0, 0, 0)
+    return lo._emit("avg_pool2d", layer, [x.name], shape,
+                    dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
+
+
+def _global_avg(lo, layer, x: Act):
+    h, w = x.shape[2], x.shape[3]
+    return lo._emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
+                    dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
+
+
+def _adaptive_avg_pool(lo: Lowering, a, layer):
+    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "adaptive_avg_pool2d")
+    oh, ow = _pair(a["output_size"])
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = oh or h, ow or w
+    if (oh, ow) == (1, 1):
+        return _global_avg(lo, layer, x)
+    if (oh, ow) == (h, w):
+        return x
+    if h % oh or w % ow:
+        raise lo.fail(layer, f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} has uneven windows; "
+                             "use output size 1 or a divisor of the input size")
+    k = (h // oh, w // ow)
+    return lo._emit("avg_pool2d", layer, [x.name], (1, x.shape[1], oh, ow),
+                    dict(kernel=k, stride=k, padding=(0, 0, 0, 0), activation="none"))
+
+
+def _mean(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    dims = a.get("dim")
+    dims = sorted(d % len(x.shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
+    if len(x.shape) != 4 or dims != [2, 3]:
+        raise lo.fail(layer, f"mean over dims {dims} of a {len(x.shape)}-D tensor is not supported; "
+                             "only the spatial mean over dims [2, 3] (global average pooling) is")
+    out = _global_avg(lo, layer, x)
+    return out if a.get("keepdim", False) else _reshape_to(lo, layer + ".squeeze", out, (1, x.shape[1]))
+
+
+def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
+    """View/reshape/flatten to `shape` (a full PyTorch shape, batch 1)."""
+    shape = tuple(int(s) for s in shape)
+    if shape == x.shape:
+        return x
+    if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
+        raise lo.fail(layer, f"cannot reshape {x.shape} to {shape}; only batch-1 reshapes are supported")
+    spatial = lambda s: len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)  # noqa: E731 NCHW == NHWC order
+    if len(x.shape) == 4 and len(shape) == 2:
+        perm = None
+        if not spatial(x.shape):
+            _, c, h, w = x.shape
+            perm = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+        return lo._emit("reshape", layer, [x.name], shape, {"shape": shape}, perm=perm)
+    if len(x.shape) == 2 and x.perm is None and (len(shape) == 2 or spatial(shape)):
+        return lo._emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+    if len(x.shape) == 4 and len(shape) == 4 and spatial(x.shape) and spatial(shape):
+        return lo._emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+    raise lo.fail(layer, f"reshape {x.shape} -> {shape} is not supported; supported: flatten of (N,C,H,W) "
+                         "to (N,C*H*W) and reshapes that keep NCHW and NHWC element order the same")
+
+
+def _resolve_shape(lo, layer, x: Act, size):
+    size = [int(s) for s in size]
+    if size and -1 in size:
+        known = int(np.prod([s for s in size if s != -1]))
+        size[size.index(-1)] = int(np.prod(x.shape)) // max(known, 1)
+    return size
+
+
+def _view(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    size = a.get("size", a.get("shape"))
+    return _reshape_to(lo, layer, x, _resolve_shape(lo, layer, x, size))
+
+
+def _flatten(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    n = len(x.shape)
+    s, e = a.get("start_dim", 0) % n, a.get("end_dim", -1) % n
+    s = max(s, 1)      # batch is 1: flattening it in changes nothing but the leading dim
+    shape = x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
+    return _reshape_to(lo, layer, x, shape)
+
+
+def _squeeze(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    dims = a.get("dim")
+    dims = range(len(x.shape)) if dims is None else (dims if isinstance(dims, (list, tuple)) else [dims])
+    dims = {d % len(x.shape) for d in dims if d % len(x.shape) != 0}
+    return _reshape_to(lo, layer, x, [s for i, s in enumerate(x.shape) if not (i in dims and s == 1)])
+
+
+def _unsqueeze(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    d = a["dim"] % (len(x.shape) + 1)
+    return _reshape_to(lo, layer, x, x.shape[:d] + (1,) + x.shape[d:])
+
+
+def _fc(lo: Lowering, layer, x: Act, w: Const, b, wdata=None):
+    if len(x.shape) != 2:
+        raise lo.fail(layer, f"Linear needs a flat (N,F) input, got {x.shape}; add a flatten before it")
+    lo.check_finite(layer, w, b)
+    wd = np.asarray(w.data if wdata is None else wdata, dtype=np.float64)
+    if wd.ndim != 2 or wd.shape[1] != x.shape[1]:
+        raise lo.fail(layer, f"weight shape {wd.shape} does not match input features {x.shape[1]}")
+    if x.perm is not None:
+        # The input holds NHWC-ordered features; move each weight column to its NHWC position.
+        wn = np.empty_like(wd)
+        wn[:, x.perm] = wd
+        wd = wn
+    base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
+    inputs = [x.name, lo._const(base + ".weight", wd)]
+    inputs.append(lo._const(base + ".bias", np.asarray(b.data).reshape(-1)) if isinstance(b, Const) else "")
+    return lo._emit("fully_connected", layer, inputs, (1, wd.shape[0]), {"activation": "none"})
+
+
+def _linear(lo, a, layer):
+    return _fc(lo, layer, lo._expect_act(a["input"], layer), a["weight"], a.get("bias"))
+
+
+def _addmm(lo, a, layer):
+    if a.get("beta", 1) != 1 or a.get("alpha", 1) != 1:
+        raise lo.fail(layer, "addmm with beta or alpha != 1 is not supported")
+    w = a["mat2"]
+    if not isinstance(w, Const):
+        raise lo.fail(layer, "matrix product of two activations is not supported")
+    return _fc(lo, layer, lo._expect_act(a["mat1"], layer), w, a["self"], wdata=np.asarray(w.data).T)
+
+
+def _matmul(lo, a, layer):
+    w = a["other"]
+    if not isinstance(w, Const) or np.asarray(w.data).ndim != 2:
+        raise lo.fail(layer, "matmul is only supported as activation @ constant 2-D matrix (a Linear)")
+    return _fc(lo, layer, lo._expect_act(a["self"], layer), w, None, wdata=np.asarray(w.data).T)
+
+
+def _add(lo: Lowering, a, layer):
+    x, y = a["self"], a["other"]
+    if a.get("alpha", 1) != 1:
+        raise lo.fail(layer, "add with alpha != 1 is not supported")
+    if isinstance(x, Act) and isinstance(y, Act):
+        if x.shape != y.shape or (x.perm is None) != (y.perm is None):
+            raise lo.fail(layer, f"add of shapes {x.shape} and {y.shape} (broadcasting) is not supported")
+        return lo._emit("add", layer, [x.name, y.name], x.shape, {"activation": "none"}, perm=x.perm)
+    act, c = (x, y) if isinstance(x, Act) else (y, x)
+    # matmul + add: fold the constant into the bias of the fully_connected that produced `act`.
+    prod = lo.g.ops[-1] if lo.g.ops else None
+    if (isinstance(c, Const) and prod is not None and prod.outputs == [act.name]
+            and prod.type == "fully_connected" and prod.inputs[2] == ""
+            and np.asarray(c.data).size == act.shape[1] and len(lo.g.consumers(act.name)) == 0):
+        lo.check_finite(layer, c)
+        prod.inputs[2] = lo._const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
+        return act
+    raise lo.fail(layer, "add of a constant is only supported as the bias after a matmul")
+
+
+def _softmax(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    if x.perm is not None:
+        raise lo.fail(layer, "softmax on a flattened NCHW feature map is not supported")
+    if a["dim"] % len(x.shape) != 1:
+        raise lo.fail(layer, f"softmax over dim {a['dim']} of shape {x.shape} is not supported; "
+                             "use dim=1 (classes / channels)")
+    return lo._emit("softmax", layer, [x.name], x.shape, {"beta": 1.0})
+
+
+def _identity(lo, a, layer):
+    return a.get("input", a.get("self"))
+
+
+HANDLERS = {
+    "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
+    "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
+    "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
+    "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
+    "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
+    "flatten": _flatten, "view": _view, "reshape": _view, "_unsafe_view": _view,
+    "squeeze": _squeeze, "unsqueeze": _unsqueeze,
+    "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
+    "add": _add, "softmax": _softmax, "_softmax": _softmax,
+    "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
+    "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
+}
+SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "batch_norm", "relu", "relu6/hardtanh(0,6)",
+             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
+             "linear", "add", "softmax", "dropout")
