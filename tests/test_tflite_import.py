@@ -30,8 +30,8 @@ def small_graph(seed: int = 0) -> Graph:
 
     pad -> conv 3x3/2 with explicit (non SAME/VALID) padding -> depthwise x2
     dilated SAME relu6 -> two 1x1 branches -> add relu -> max pool -> avg pool
-    SAME -> mean (requantizing) -> reshape -> fc -> softmax. Output scales are
-    set from the accumulator spread so few values saturate.
+    SAME -> mean (requantizing) -> reshape -> fc -> softmax. Weight scales are
+    set from each output scale so few values saturate.
     """
     rng = np.random.default_rng(seed)
     g = Graph("small", {}, [], ["x"], [])
@@ -40,21 +40,22 @@ def small_graph(seed: int = 0) -> Graph:
         return g.add_tensor(Tensor(name, tuple(shape), "int8", scale=np.array([scale], np.float32),
                                    zero_point=np.array([zp], np.int64)))
 
-    def weighted(op_type, name, x, w_shape, axis, out_shape, attrs, relu=False):
+    def weighted(op_type, name, x, w_shape, axis, out_shape, attrs, s_out, zp_out):
+        """Weight scales follow from the wanted output scale: ~3 sigma of the accumulator."""
         xt = g.tensors[x]
         w = rng.integers(-127, 128, w_shape).astype(np.int8)
-        s_w = rng.uniform(0.002, 0.02, w_shape[axis]).astype(np.float32)
         depth = int(np.prod(w_shape)) // w_shape[axis]
         depth = depth if op_type != "depthwise_conv2d" else int(np.prod(w_shape[1:3]))
         s_in = float(xt.scale[0])
-        s_out = 3 * np.sqrt(depth) * UNIFORM_STD * UNIFORM_STD * s_in * float(s_w.mean()) / 127
+        s_w_mean = s_out * 127 / (3 * np.sqrt(depth) * UNIFORM_STD * UNIFORM_STD * s_in)
+        s_w = (s_w_mean * rng.uniform(0.5, 1.5, w_shape[axis])).astype(np.float32)
         g.add_tensor(Tensor(name + "/w", w.shape, "int8", data=w, scale=s_w,
                             zero_point=np.zeros(len(s_w), np.int64), axis=axis))
         b_scale = (np.float64(s_in) * s_w.astype(np.float64)).astype(np.float32)
         g.add_tensor(Tensor(name + "/b", (len(s_w),), "int32",
                             data=rng.integers(-3000, 3000, len(s_w)).astype(np.int32),
                             scale=b_scale, zero_point=np.zeros(len(s_w), np.int64), axis=0))
-        act(name, out_shape, s_out, -128 if relu else int(rng.integers(-20, 20)))
+        act(name, out_shape, s_out, zp_out)
         g.ops.append(Op(op_type, name, [x, name + "/w", name + "/b"], [name], attrs))
         return name
 
@@ -63,16 +64,16 @@ def small_graph(seed: int = 0) -> Graph:
     g.ops.append(Op("pad", "pad", ["x"], ["pad"], {"padding": (1, 0, 0, 2)}))
     conv = weighted("conv2d", "conv", "pad", (8, 3, 3, 3), 0, (1, 10, 10, 8),
                     {"stride": (2, 2), "dilation": (1, 1), "padding": (0, 1, 1, 0),
-                     "activation": "relu"}, relu=True)
+                     "activation": "relu"}, 0.05, -128)
     dw = weighted("depthwise_conv2d", "dw", conv, (1, 3, 3, 16), 3, (1, 10, 10, 16),
                   {"stride": (1, 1), "dilation": (2, 2), "padding": (2, 2, 2, 2),
-                   "depth_multiplier": 2, "activation": "relu6"})
+                   "depth_multiplier": 2, "activation": "relu6"}, 6 / 255, -128)
     a = weighted("conv2d", "pw_a", dw, (16, 1, 1, 16), 0, (1, 10, 10, 16),
                  {"stride": (1, 1), "dilation": (1, 1), "padding": (0, 0, 0, 0),
-                  "activation": "none"})
+                  "activation": "none"}, 0.08, 3)
     b = weighted("conv2d", "pw_b", dw, (16, 1, 1, 16), 0, (1, 10, 10, 16),
                  {"stride": (1, 1), "dilation": (1, 1), "padding": (0, 0, 0, 0),
-                  "activation": "relu"}, relu=True)
+                  "activation": "relu"}, 0.06, -128)
     s_add = 1.5 * max(float(g.tensors[a].scale[0]), float(g.tensors[b].scale[0]))
     act("add", (1, 10, 10, 16), s_add, -128)
     g.ops.append(Op("add", "add", [a, b], ["add"], {"activation": "relu"}))
@@ -89,7 +90,7 @@ def small_graph(seed: int = 0) -> Graph:
     act("flat", (1, 16), s_add * 0.6, -100)
     g.ops.append(Op("reshape", "flat", ["mean"], ["flat"], {"shape": (1, 16)}))
     logits = weighted("fully_connected", "fc", "flat", (10, 16), 0, (1, 10),
-                      {"activation": "none"})
+                      {"activation": "none"}, 0.1, 5)
     act("prob", (1, 10), 1 / 256, -128)
     g.ops.append(Op("softmax", "softmax", [logits], ["prob"], {"beta": 1.0}))
     g.outputs = ["prob"]

@@ -85,3 +85,72 @@ def test_reference_equals_tflm_on_every_tensor(name):
     print(f"\n{name}: {len(xs)} inputs, {len(compared)} tensors, {total} bytes compared, "
           f"{sum(bad.values())} differ")
     assert not any(bad.values()), {t: b for t, b in bad.items() if b}
+
+
+def _tflm_all(interp, xs, index: dict[str, int], names) -> dict[str, np.ndarray]:
+    """Every named tensor TFLM computed for each input of xs, stacked on axis 0."""
+    out = {n: [] for n in names}
+    for n in range(len(xs)):
+        interp.set_input(xs[n:n + 1], 0)
+        interp.invoke()
+        for t in names:
+            out[t].append(interp.GetTensor(index[t], 0)["tensor_data"].reshape(-1))
+    return {t: np.stack(v) for t, v in out.items()}
+
+
+def test_tflm_runs_our_quantization_like_our_reference():
+    """export_tflite of a graph using every op: TFLM re-derives all integer params from
+    our float32 scales, so agreement on every tensor means requant.py is TFLM's Prepare."""
+    from test_tflite_import import small_graph
+    from tinyds.export_tflite import export_tflite
+
+    g = small_graph(seed=3)
+    buf = export_tflite(g)
+    S = schema()
+    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(buf, 0))
+    index = {t.name.decode(): i for i, t in enumerate(m.subgraphs[0].tensors)}
+    names = [op.outputs[0] for op in g.ops]
+    interp = runtime.Interpreter.from_bytes(
+        buf, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    rng = np.random.default_rng(7)
+    xs = np.concatenate([rng.integers(-128, 128, (300, *g.input.shape[1:]), dtype=np.int8),
+                         np.full((1, *g.input.shape[1:]), -128, np.int8),
+                         np.full((1, *g.input.shape[1:]), 127, np.int8)])
+    theirs = _tflm_all(interp, xs, index, names)
+    ours = reference.run_all(g, xs)
+    bad = {t: int(np.count_nonzero(theirs[t] != ours[t].reshape(len(xs), -1))) for t in names}
+    assert not any(bad.values()), bad
+
+
+@pytest.mark.parametrize("name", ["kws_ref_model", "vww_96_int8"])
+def test_generated_c_equals_tflm(name):
+    from oputil import run_c
+
+    path = _model(name)
+    g = load_tflite(path)
+    xs = inputs_for(name, g.input.shape)
+    interp = runtime.Interpreter.from_file(str(path))
+    theirs = []
+    for n in range(len(xs)):
+        interp.set_input(xs[n:n + 1], 0)
+        interp.invoke()
+        theirs.append(interp.get_output(0)[0])
+    got = run_c(g, xs, sanitize=False)
+    bad = int(np.count_nonzero(got != np.stack(theirs)))
+    print(f"\n{name}: generated C vs TFLM on {len(xs)} inputs: {bad} bytes differ")
+    assert bad == 0
+
+
+@pytest.mark.parametrize("name", ["kws_ref_model", "vww_96_int8"])
+def test_tflm_arena_size(name):
+    """TFLM's smallest working arena; its head (tensor memory) bounds any planner from below
+    by the largest op's input + output."""
+    from tinyds.export_tflite import tflm_arena_size
+
+    path = _model(name)
+    g = load_tflite(path)
+    sizes = tflm_arena_size(path.read_bytes())
+    print(f"\n{name}: TFLM arena {sizes}")
+    largest = max(sum(g.tensors[t].nbytes for t in op.inputs + op.outputs
+                      if t and not g.tensors[t].is_const) for op in g.ops)
+    assert largest <= sizes["head"] <= sizes["total"]
