@@ -50,14 +50,16 @@ def calib_to_nhwc(g: Graph, calib) -> np.ndarray:
     return x
 
 
-def load_graph(module_or_path, allow_pickle: bool = False, example_input=None) -> tuple[Graph, str]:
+def load_graph(module_or_path, allow_pickle: bool = False, example_input=None,
+               input_shape=None) -> tuple[Graph, str]:
     """Float graph and the default model name (file stem or class name)."""
     from . import frontends
     if isinstance(module_or_path, (str, Path)):
         path = Path(module_or_path)
         if not path.is_file():
-            raise TinydsError(f"{path}: model file not found")
-        return frontends.load(path, allow_pickle=allow_pickle), path.stem
+            raise TinydsError(f"{path}: model file not found; check the path")
+        shape = {} if input_shape is None else {"input_shape": tuple(input_shape)}
+        return frontends.load(path, allow_pickle=allow_pickle, **shape), path.stem
     if example_input is None:
         raise TinydsError(f"{type(module_or_path).__name__}: an nn.Module needs an example input "
                           "(or calib) to trace its shapes; pass calib=")
@@ -65,10 +67,12 @@ def load_graph(module_or_path, allow_pickle: bool = False, example_input=None) -
 
 
 def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: str | None = None,
-            method: str = "minmax", allow_pickle: bool = False, log=print) -> ConvertResult:
+            method: str = "minmax", allow_pickle: bool = False, input_shape=None,
+            log=print) -> ConvertResult:
     """Model (nn.Module, or a .pt/.pt2/.tflite path) -> out/ with the C library and project.
 
     calib: float batch in the model's own layout ((N, C, H, W) for PyTorch) or a .npy path.
+    input_shape: (1, C, H, W) for a scripted TorchScript file, which does not record it.
     """
     from . import mcu as mcu_table
     mcu_table.get(mcu)                     # an unknown MCU fails before any slow work
@@ -80,7 +84,7 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     if calib is not None and not isinstance(module_or_path, (str, Path)):
         import torch
         example = torch.as_tensor(np.asarray(calib[:1], dtype=np.float32))
-    g, stem = load_graph(module_or_path, allow_pickle, example)
+    g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
     name = name or codegen.sanitize_name(stem)
     if g.is_quantized:                     # an int8 .tflite: nothing to calibrate
         qg, report = g, None

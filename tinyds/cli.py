@@ -11,8 +11,18 @@ from .errors import TinydsError
 def _generate(args) -> int:
     from .api import convert
     convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
-            method=args.calib_method, allow_pickle=args.allow_pickle)
+            method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape)
     return 0
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,32,32") from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,32,32")
+    return dims
 
 
 def _verify(args) -> int:
@@ -36,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="C symbol prefix (default: the model file's stem)")
     g.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
+    g.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
+                   help="input shape for a scripted TorchScript model (traced ones record it)")
     g.set_defaults(run=_generate)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")
