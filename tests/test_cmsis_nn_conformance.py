@@ -89,3 +89,21 @@ def test_generated_c_matches_cmsis_nn(case):
     g = build_graph(case)
     got = run_c(g, ARRAYS[CASES[case]["input"]])
     np.testing.assert_array_equal(got, ARRAYS[CASES[case]["expected"]], err_msg=case)
+
+
+CONV_CASES = sorted(k for k, c in CASES.items() if c["group"] in ("depthwise", "conv1x1", "network"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_generated_c_matches_cmsis_nn_in_qemu(case, tmp_path):
+    """The conv / depthwise kernels cross-built for Cortex-M4 and run in QEMU."""
+    from tinyds.codegen import generate_library
+    from tinyds.firmware import run_vectors
+
+    g = build_graph(case)
+    generate_library(g, tmp_path / "lib", "conf")
+    x = ARRAYS[CASES[case]["input"]]
+    want = ARRAYS[CASES[case]["expected"]]
+    got = run_vectors(tmp_path / "lib", "conf", "stm32f4", x, g.output.size)
+    np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=case)
