@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from test_project import toy_library, toy_project, toy_ref
-from tinyds import bench, mcu as mcu_table
+from tinyds import bench, mcu as mcu_table, verify
 from tinyds.firmware import FIRMWARE_DIR, build_elf, run_qemu, run_vectors
 
 pytestmark = pytest.mark.slow
@@ -79,3 +79,67 @@ def test_bench_sizes_agree_with_arm_none_eabi_size(tmp_path):
     assert b.model_bytes[".text"] > 0
     report = bench.report(b)
     assert "total (one inference)" in report and f"stack high-water {b.stack}" in report
+
+
+# ---- real generated models: the MLPerf Tiny int8 KWS DS-CNN and VWW MobileNetV1-0.25
+
+MLPERF = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"
+# Hand count for the DS-CNN: conv 10x4x1->64 on 25x5, 4 x (dw 3x3x64 + pw 64->64) on 25x5, FC 64->12.
+KWS_MACS = 25 * 5 * 64 * 40 + 4 * (25 * 5 * 64 * 9 + 25 * 5 * 64 * 64) + 64 * 12
+
+
+def kws_sample() -> np.ndarray:
+    """The real quantized utterance in MLPerf Tiny's kws_input_data.cc."""
+    text = (MLPERF / "kws_input_data.cc").read_text()
+    body = text[text.index("g_kws_inputs"):]
+    body = body[body.index("{") + 1:body.index("}")]
+    return np.array([int(v) for v in re.findall(r"-?\d+", body)], np.int8).reshape(1, 49, 10, 1)
+
+
+def generated(tmp_path_factory, model: str, mcu: str, vectors=None) -> Path:
+    from tinyds import codegen
+    from tinyds.frontends.tflite import load_tflite
+    path = MLPERF / f"{model}.tflite"
+    if not path.exists():
+        pytest.skip(f"{path} is missing: the MLPerf Tiny models live in ../shared")
+    out = tmp_path_factory.mktemp(model) / "out"
+    codegen.generate(load_tflite(path), out, model.split("_")[0], mcu=mcu, vectors=vectors,
+                     source=path.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def kws_out(tmp_path_factory):
+    return generated(tmp_path_factory, "kws_ref_model", "stm32f4", vectors=kws_sample())
+
+
+@pytest.fixture(scope="module")
+def vww_out(tmp_path_factory):
+    return generated(tmp_path_factory, "vww_96_int8", "stm32f4")
+
+
+@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus", "cortex-m3", "cortex-m7"])
+def test_kws_bit_exact_in_qemu(kws_out, mcu):
+    from tinyds.firmware import verify_qemu
+    r = verify_qemu(kws_out, n_random=200, mcu=mcu)
+    print(r.text())
+    assert r.vectors == 204 and r.mismatched_vectors == 0, r.text()
+
+
+@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
+def test_mobilenet_bit_exact_in_qemu(vww_out, mcu):
+    from tinyds.firmware import verify_qemu
+    r = verify_qemu(vww_out, n_random=20, mcu=mcu)
+    print(r.text())
+    assert r.vectors == 23 and r.mismatched_vectors == 0, r.text()
+
+
+def test_kws_bench(kws_out):
+    text = bench.bench(kws_out)
+    print(text)
+    b = bench.measure(kws_out, graph=verify.load_graph(kws_out / verify.BUNDLE))
+    assert b.sample_ok and b.macs == KWS_MACS
+    assert [layer.op for layer in b.layers][:3] == ["conv2d", "depthwise_conv2d", "conv2d"]
+    assert all(layer.instructions > layer.macs // 4 for layer in b.layers)
+    assert b.flash < 512 * 1024 and b.ram < 128 * 1024
+    assert b.model_bytes[".rodata"] > 20000          # ~23k int8 weights live in flash

@@ -259,3 +259,17 @@ def test_generate_refuses_a_model_too_big_before_writing(tmp_path):
     # The same model fits the 1 MB stm32l4.
     codegen.generate(big_conv_graph(256), out, "big", mcu="stm32l4")
     assert (out / "lib" / "big" / "big.c").exists() and (out / "Makefile").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcu", sorted(mcu_table.MCUS))
+def test_every_mcu_project_builds_warning_free(tmp_path, mcu):
+    toy_project(tmp_path, mcu)
+    res = subprocess.run(["make", "-C", str(tmp_path), "WARN=-Wall -Wextra -Werror"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    m = mcu_table.get(mcu)
+    syms = subprocess.run(["arm-none-eabi-nm", str(tmp_path / "build/firmware.elf")],
+                          capture_output=True, text=True).stdout
+    vectors = int(re.search(r"^([0-9a-f]+) R tinyds_vectors$", syms, re.M).group(1), 16)
+    assert vectors == m.flash_origin                  # the vector table sits where the core boots

@@ -56,7 +56,7 @@ class MCU:
     board: str             # human name of the board the table targets
     pio_platform: str | None
     pio_board: str | None
-    console: str           # UART driver in firmware/console.c: stm32f4_usart2, cmsdk_uart0, nrf52_uarte0, semihosting
+    console: str           # UART driver in firmware/board.c (TINYDS_CONSOLE_<upper>)
     qemu: str              # key of MACHINES used to verify and benchmark this core
 
     @property
@@ -82,15 +82,15 @@ MCUS = {m.name: m for m in [
     MCU("stm32f4", "cortex-m4f", True, True, 0x08000000, 512 * K, 0x20000000, 128 * K,
         "ST Nucleo-F411RE", "ststm32", "nucleo_f411re", "stm32f4_usart2", "netduinoplus2"),
     MCU("stm32f7", "cortex-m7f", True, True, 0x08000000, 1024 * K, 0x20000000, 320 * K,
-        "ST Nucleo-F746ZG", "ststm32", "nucleo_f746zg", "semihosting", "mps2-an500"),
+        "ST Nucleo-F746ZG", "ststm32", "nucleo_f746zg", "stm32f7_usart3", "mps2-an500"),
     # H7: the 128 KB DTCM at 0x20000000 only, the AXI SRAM is not used.
     MCU("stm32h7", "cortex-m7d", True, True, 0x08000000, 2048 * K, 0x20000000, 128 * K,
-        "ST Nucleo-H743ZI", "ststm32", "nucleo_h743zi", "semihosting", "mps2-an500"),
+        "ST Nucleo-H743ZI", "ststm32", "nucleo_h743zi", "stm32h7_usart3", "mps2-an500"),
     # L4: SRAM1 only (SRAM2 sits at 0x10000000).
     MCU("stm32l4", "cortex-m4f", True, True, 0x08000000, 1024 * K, 0x20000000, 96 * K,
-        "ST Nucleo-L476RG", "ststm32", "nucleo_l476rg", "semihosting", "mps2-an386"),
+        "ST Nucleo-L476RG", "ststm32", "nucleo_l476rg", "stm32l4_usart2", "mps2-an386"),
     MCU("nrf52840", "cortex-m4f", True, True, 0x00000000, 1024 * K, 0x20000000, 256 * K,
-        "Nordic nRF52840-DK", "nordicnrf52", "nrf52840_dk", "nrf52_uarte0", "mps2-an386"),
+        "Nordic nRF52840-DK", "nordicnrf52", "nrf52840_dk", "nrf52_uart0", "mps2-an386"),
     # RP2040 has no internal flash: code runs from XIP QSPI flash at 0x10000000,
     # which needs the 256-byte boot2 stage that this bare-metal project does not ship.
     MCU("rp2040", "cortex-m0plus", False, False, 0x10000000, 2048 * K, 0x20000000, 264 * K,
