@@ -154,3 +154,35 @@ def test_tflm_arena_size(name):
     largest = max(sum(g.tensors[t].nbytes for t in op.inputs + op.outputs
                       if t and not g.tensors[t].is_const) for op in g.ops)
     assert largest <= sizes["head"] <= sizes["total"]
+
+
+@pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "opmix"])
+def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
+    """`export-tflite` of each PyTorch test model: TFLM on that file equals our reference on
+    every tensor, so our quantizer's arithmetic is TFLite's."""
+    import torch
+
+    import models
+    from tinyds import frontends, passes, quantize
+    from tinyds.export_tflite import export_tflite
+
+    model, example = models.build(zoo_name)
+    torch.manual_seed(1)
+    calib = torch.randn(32, *example.shape[1:])
+    g = passes.optimize(frontends.from_module(model, example))
+    qg, _ = quantize.quantize(g, calib.permute(0, 2, 3, 1).numpy())
+    buf = export_tflite(qg)
+    S = schema()
+    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(buf, 0))
+    index = {t.name.decode(): i for i, t in enumerate(m.subgraphs[0].tensors)}
+    names = [op.outputs[0] for op in qg.ops]
+    interp = runtime.Interpreter.from_bytes(
+        buf, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    xs = np.concatenate([quantize.quantize_input(qg, calib.permute(0, 2, 3, 1).numpy()),
+                         np.random.default_rng(2).integers(-128, 128, (100, *qg.input.shape[1:]),
+                                                           dtype=np.int8)])
+    theirs = _tflm_all(interp, xs, index, names)
+    ours = reference.run_all(qg, xs)
+    bad = {t: int(np.count_nonzero(theirs[t] != ours[t].reshape(len(xs), -1))) for t in names}
+    print(f"\n{zoo_name}: {len(xs)} inputs, {len(names)} tensors, {sum(bad.values())} bytes differ")
+    assert not any(bad.values()), bad
