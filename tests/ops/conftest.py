@@ -68,6 +68,59 @@ def same_padding(size, kernel, stride, dilation):
     return total // 2, total - total // 2
 
 
+def random_window(rng, *, pointwise=False, padding_style=None) -> tuple[tuple, dict]:
+    """Random spatial geometry for conv/depthwise sweeps: ((h, w, kh, kw), attrs).
+
+    Kernels 1-7 (non-square too), strides 1-3, dilations 1-2, odd sizes, and padding
+    styles: none, PyTorch symmetric, TFLite SAME (extra row/column after), and
+    "wide" borders where whole windows see only padding.
+    """
+    kh, kw = (1, 1) if pointwise else (int(k) for k in rng.integers(1, 8, 2))
+    sh, sw = (1, 1) if pointwise else (int(s) for s in rng.integers(1, 4, 2))
+    dh, dw = (1, 1) if pointwise else (int(d) for d in rng.integers(1, 3, 2))
+    h = int(rng.integers((kh - 1) * dh + 1, (kh - 1) * dh + 9))
+    w = int(rng.integers((kw - 1) * dw + 1, (kw - 1) * dw + 9))
+    style = "valid" if pointwise else (padding_style or rng.choice(["valid", "torch", "same", "wide"]))
+    if style == "valid":
+        pad = (0, 0, 0, 0)
+    elif style == "torch":
+        ph = int(rng.integers(0, (kh - 1) * dh // 2 + 2))
+        pw = int(rng.integers(0, (kw - 1) * dw // 2 + 2))
+        pad = (ph, pw, ph, pw)
+    elif style == "same":
+        (pt, pb), (pl, pr) = same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw)
+        pad = (pt, pl, pb, pr)
+    else:
+        pad = tuple(int(v) for v in rng.integers(0, 4, 4))
+    attrs = dict(stride=(sh, sw), dilation=(dh, dw), padding=pad,
+                 activation=str(rng.choice(["none", "relu", "relu6"])))
+    return (h, w, kh, kw), attrs
+
+
+def random_scales(rng, taps: int, channels: int, small: bool) -> dict:
+    """Scales aimed so the accumulator's spread maps to ~40 output steps (x/÷ 3).
+
+    small: the caller draws weights in [-2, 2] and inputs within 3 of the zero point,
+    so the effective scale s_in*s_w/s_out exceeds 1 (the left-shift path) while the
+    shifted accumulator still fits int32. Returns graph() keyword args + "spread".
+    """
+    spread = (3.0 if small else 75.0 * 73.0) * np.sqrt(taps)
+    s_in = float(10 ** rng.uniform(-3, 0))
+    s_w = 10 ** rng.uniform(-3, -1, channels)
+    real = 40.0 / spread * 10 ** rng.uniform(-0.5, 0.5)
+    return dict(s_in=s_in, zp_in=int(rng.integers(-128, 128)), s_w=s_w,
+                s_out=s_in * float(np.mean(s_w)) / real, zp_out=int(rng.integers(-128, 128)),
+                spread=spread)
+
+
+def random_operands(rng, w_shape, x_shape, zp_in, small: bool):
+    """int8 weights and an input batch; small: see random_scales."""
+    if small:
+        return (rng.integers(-2, 3, w_shape),
+                np.clip(zp_in + rng.integers(-3, 4, x_shape), -128, 127).astype(np.int8))
+    return rng.integers(-127, 128, w_shape), rng.integers(-128, 128, x_shape).astype(np.int8)
+
+
 def _render(cases) -> str:
     env = environment()
     kernels, table = [], []
@@ -164,4 +217,6 @@ def quantize(y_float, s_out, zp_out, act_min, act_max) -> np.ndarray:
 @pytest.fixture
 def opkit():
     return SimpleNamespace(graph=graph, same_padding=same_padding, run_kernels=run_kernels,
-                           arm_compiles=arm_compiles, quantize=quantize)
+                           arm_compiles=arm_compiles, quantize=quantize,
+                           random_window=random_window, random_scales=random_scales,
+                           random_operands=random_operands)

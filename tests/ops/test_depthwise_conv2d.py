@@ -1,0 +1,104 @@
+"""depthwise_conv2d: integer reference vs PyTorch float, generated C vs reference bit for bit."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tinyds.ir import Graph, Op, Tensor
+from tinyds.ops import depthwise_conv2d
+
+
+def random_case(opkit, rng, *, small=False, channels=None, multiplier=None):
+    """A random depthwise layer (channel multiplier 1-3) and a batch of 4 inputs."""
+    (h, w_, kh, kw), attrs = opkit.random_window(rng)
+    c = channels or int(rng.integers(1, 11))
+    m = multiplier or int(rng.choice([1, 1, 2, 3]))
+    attrs["depth_multiplier"] = m
+    q = opkit.random_scales(rng, kh * kw, c * m, small)
+    spread = int(q.pop("spread"))
+    w, x = opkit.random_operands(rng, (1, kh, kw, c * m), (4, h, w_, c), q["zp_in"], small)
+    bias = rng.integers(-4 * spread, 4 * spread + 1, c * m) if rng.random() < 0.7 else None
+    return opkit.graph("depthwise_conv2d", (1, h, w_, c), w, bias, attrs, **q), x
+
+
+def torch_float(opkit, g, x):
+    """Dequantize, grouped F.conv2d (groups = C) in float64, requantize round-to-nearest."""
+    op = g.ops[0]
+    s_in, zp_in = g.input.qparams
+    wt = g.tensors["w"]
+    s_w = wt.scale.astype(np.float64)
+    xf = torch.tensor((x.astype(np.float64) - zp_in) * s_in).permute(0, 3, 1, 2)
+    # (1, KH, KW, C*M) -> (C*M, 1, KH, KW); torch's group of output o is input o // M
+    wf = torch.tensor(wt.data.astype(np.float64) * s_w).permute(3, 0, 1, 2)
+    bf = torch.tensor(g.tensors["b"].data * s_in * s_w) if "b" in g.tensors else None
+    pt, pl, pb, pr = op.attrs["padding"]
+    y = F.conv2d(F.pad(xf, (pl, pr, pt, pb)), wf, bf, stride=op.attrs["stride"],
+                 dilation=op.attrs["dilation"], groups=x.shape[3])
+    return opkit.quantize(y.permute(0, 2, 3, 1).numpy(), *g.output.qparams,
+                          op.attrs["act_min"], op.attrs["act_max"])
+
+
+def test_reference_matches_torch_within_one_lsb(opkit):
+    rng = np.random.default_rng(11)
+    exact = total = inside = left_shifts = multipliers = 0
+    for i in range(36):
+        g, x = random_case(opkit, rng, small=i % 3 == 1)
+        op = g.ops[0]
+        got = depthwise_conv2d.reference(g, op, x).astype(np.int64)
+        want = torch_float(opkit, g, x)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1, f"case {i}: {op.attrs}"
+        exact += int((got == want).sum())
+        total += got.size
+        inside += int(((got > op.attrs["act_min"]) & (got < op.attrs["act_max"])).sum())
+        left_shifts += int((op.attrs["shift"] > 0).any())
+        multipliers += op.attrs["depth_multiplier"] > 1
+    assert exact / total > 0.97
+    assert inside / total > 0.35
+    assert left_shifts >= 6 and multipliers >= 6
+
+
+def test_reference_by_hand():
+    """Two input channels, multiplier 2, 1x2 kernel, left padding 1: worked on paper."""
+    x = Tensor("x", (1, 1, 2, 2), "int8", scale=np.array([1.0], np.float32),
+               zero_point=np.array([2]))
+    y = Tensor("y", (1, 1, 2, 4), "int8", scale=np.array([1.0], np.float32),
+               zero_point=np.array([0]))
+    w = Tensor("w", (1, 1, 2, 4), "int8",
+               data=np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.int8).reshape(1, 1, 2, 4),
+               scale=np.ones(4, np.float32), zero_point=np.zeros(4, np.int64), axis=3)
+    op = Op("depthwise_conv2d", "d", ["x", "w", ""], ["y"], dict(
+        stride=(1, 1), dilation=(1, 1), padding=(0, 1, 0, 0), depth_multiplier=2,
+        activation="none", multiplier=np.full(4, 1 << 30, np.int32),
+        shift=np.full(4, 1, np.int32), act_min=-128, act_max=127))   # real scale 1.0
+    g = Graph("t", {t.name: t for t in (x, y, w)}, [op], ["x"], ["y"])
+    xs = np.array([[3, 4], [5, 6]], np.int8).reshape(1, 1, 2, 2)    # pixels (c0, c1)
+    # x - zp: pixel0 = (1, 2), pixel1 = (3, 4). Output channel c*2+m reads channel c.
+    # out px0 (left tap is padding): w[kx=1] * px0 -> 5*1, 6*1, 7*2, 8*2
+    # out px1: w[0]*px0 + w[1]*px1 -> 1*1+5*3, 2*1+6*3, 3*2+7*4, 4*2+8*4
+    want = [[5, 6, 14, 16], [16, 20, 34, 40]]
+    assert depthwise_conv2d.reference(g, op, xs).reshape(2, 4).tolist() == want
+    assert depthwise_conv2d.macs(g, op) == 2 * 8
+
+
+def sweep(opkit, seed, n):
+    rng = np.random.default_rng(seed)
+    cases = [random_case(opkit, rng, small=i % 4 == 3) for i in range(n - 4)]
+    # the 4-channel blocks and their tails, and a deep multiplier
+    cases += [random_case(opkit, rng, channels=c, multiplier=m)
+              for c, m in ((4, 1), (9, 1), (16, 1), (3, 8))]
+    return cases
+
+
+def test_c_matches_reference_bit_exactly(opkit):
+    cases = sweep(opkit, 12, 40)
+    outs = opkit.run_kernels(cases)
+    mismatches = 0
+    for i, ((g, x), got) in enumerate(zip(cases, outs)):
+        want = depthwise_conv2d.reference(g, g.ops[0], x)
+        mismatches += int((got != want).sum())
+        np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {g.ops[0].attrs}")
+    assert mismatches == 0
+
+
+def test_c_compiles_for_cortex_m4(opkit):
+    opkit.arm_compiles(sweep(opkit, 13, 8))
