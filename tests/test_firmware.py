@@ -96,12 +96,13 @@ def kws_sample() -> np.ndarray:
     return np.array([int(v) for v in re.findall(r"-?\d+", body)], np.int8).reshape(1, 49, 10, 1)
 
 
-def generated(tmp_path_factory, model: str, mcu: str, vectors=None) -> Path:
+def generated(tmp_path_factory, model: str, mcu: str, sample: bool = False) -> Path:
     from tinyds import codegen
     from tinyds.frontends.tflite import load_tflite
     path = MLPERF / f"{model}.tflite"
     if not path.exists():
         pytest.skip(f"{path} is missing: the MLPerf Tiny models live in ../shared")
+    vectors = kws_sample() if sample else None
     out = tmp_path_factory.mktemp(model) / "out"
     codegen.generate(load_tflite(path), out, model.split("_")[0], mcu=mcu, vectors=vectors,
                      source=path.name)
@@ -110,7 +111,7 @@ def generated(tmp_path_factory, model: str, mcu: str, vectors=None) -> Path:
 
 @pytest.fixture(scope="module")
 def kws_out(tmp_path_factory):
-    return generated(tmp_path_factory, "kws_ref_model", "stm32f4", vectors=kws_sample())
+    return generated(tmp_path_factory, "kws_ref_model", "stm32f4", sample=True)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,8 @@ def test_kws_bench(kws_out):
     text = bench.bench(kws_out)
     print(text)
     b = bench.measure(kws_out, graph=verify.load_graph(kws_out / verify.BUNDLE))
-    assert b.sample_ok and b.macs == KWS_MACS
+    weighted = ("conv2d", "depthwise_conv2d", "fully_connected")
+    assert b.sample_ok and sum(la.macs for la in b.layers if la.op in weighted) == KWS_MACS
     assert [layer.op for layer in b.layers][:3] == ["conv2d", "depthwise_conv2d", "conv2d"]
     assert all(layer.instructions > layer.macs // 4 for layer in b.layers)
     assert b.flash < 512 * 1024 and b.ram < 128 * 1024
