@@ -1,10 +1,10 @@
-"""MEAN over H and W int8, as TFLM's reduce kernel (EvalIntegerMean).
+"""MEAN over H and W int8, as current TFLM's reduce kernel (EvalIntegerMean ->
+QuantizedMeanOrSum): the int32 sum minus zp_in * count, requantized by
+s_in / s_out with 1/count folded into the multiplier, plus zp_out, clamped.
 
-Two paths, chosen as TFLM chooses them:
-  - input and output share scale and zero point: int32 sum of the raw values,
-    C-truncating division by the count (no rounding, no zero-point handling);
-  - otherwise QuantizedMeanOrSum: the sum minus zp_in * count, requantized by
-    s_in / s_out with 1/count folded into the multiplier, plus zp_out, clamped.
+Current TFLM takes this path even when input and output share quantization
+(older releases divided the raw sum with truncation there); the TFLite Micro
+runtime in tests agrees with this module on both kinds of layers.
 """
 from __future__ import annotations
 
@@ -36,24 +36,18 @@ def params(g: Graph, op: Op) -> dict:
                           f"over H and W of NHWC (axes 1, 2) is")
     _, h, w, c = x.shape
     (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
-    p = dict(in_h=h, in_w=w, channels=c, count=h * w,
-             requantize=not (np.float32(s_in) == np.float32(s_out) and zp_in == zp_out),
-             input_zp=zp_in, output_zp=zp_out, multiplier=0, shift=0)
-    if p["requantize"]:
-        p["multiplier"], p["shift"] = folded_multiplier(s_in, s_out, h * w)
-    return p
+    multiplier, shift = folded_multiplier(s_in, s_out, h * w)
+    return dict(in_h=h, in_w=w, channels=c, count=h * w, input_zp=zp_in, output_zp=zp_out,
+                multiplier=multiplier, shift=shift)
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     p = params(g, op)
     total = x.astype(np.int64).sum(axis=(1, 2))
-    if p["requantize"]:
-        shifted = wrap_int32(total - p["input_zp"] * p["count"])
-        out = multiply_by_quantized_multiplier(shifted, p["multiplier"], p["shift"]) + p["output_zp"]
-        out = np.clip(out, -128, 127)
-    else:
-        out = np.sign(total) * (np.abs(total) // p["count"])  # C division truncates
-    return out.astype(np.int8).reshape((x.shape[0], *g.tensors[op.outputs[0]].shape[1:]))
+    shifted = wrap_int32(total - p["input_zp"] * p["count"])
+    out = multiply_by_quantized_multiplier(shifted, p["multiplier"], p["shift"]) + p["output_zp"]
+    out = np.clip(out, -128, 127).astype(np.int8)
+    return out.reshape((x.shape[0], *g.tensors[op.outputs[0]].shape[1:]))
 
 
 def c_params(g: Graph, op: Op) -> dict:
