@@ -118,6 +118,17 @@ def test_c_matches_reference_bit_exactly(opkit):
     assert mismatches == 0
 
 
+def test_c_without_folded_offset(opkit, monkeypatch):
+    """The kernel variant that adds the input offset per MAC (used when the folded
+    bias would leave int32) on layers that would normally fold it."""
+    monkeypatch.setattr(conv2d, "fold_bias", lambda *args: None)
+    rng = np.random.default_rng(24)
+    cases = [random_case(opkit, rng, pointwise=i % 2 == 0) for i in range(10)]
+    assert not any(conv2d.c_params(g, g.ops[0])["fold"] for g, _ in cases)
+    for (g, x), got in zip(cases, opkit.run_kernels(cases)):
+        np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x))
+
+
 def test_c_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(sweep(opkit, 3, 8))
 

@@ -7,9 +7,9 @@ from tinyds.ir import Graph, Op, Tensor
 from tinyds.ops import depthwise_conv2d
 
 
-def random_case(opkit, rng, *, small=False, channels=None, multiplier=None):
+def random_case(opkit, rng, *, small=False, channels=None, multiplier=None, padding_style=None):
     """A random depthwise layer (channel multiplier 1-3) and a batch of 4 inputs."""
-    (h, w_, kh, kw), attrs = opkit.random_window(rng)
+    (h, w_, kh, kw), attrs = opkit.random_window(rng, padding_style=padding_style)
     c = channels or int(rng.integers(1, 11))
     m = multiplier or int(rng.choice([1, 1, 2, 3]))
     attrs["depth_multiplier"] = m
@@ -98,6 +98,17 @@ def test_c_matches_reference_bit_exactly(opkit):
         mismatches += int((got != want).sum())
         np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {g.ops[0].attrs}")
     assert mismatches == 0
+
+
+def test_c_without_folded_offset(opkit, monkeypatch):
+    """The kernel variant that adds the input offset per MAC (used when the folded
+    bias would leave int32) on layers that would normally fold it."""
+    monkeypatch.setattr(depthwise_conv2d, "fold_bias", lambda *args: None)
+    rng = np.random.default_rng(24)
+    cases = [random_case(opkit, rng, padding_style="valid") for i in range(10)]
+    assert not any(depthwise_conv2d.c_params(g, g.ops[0])["fold"] for g, _ in cases)
+    for (g, x), got in zip(cases, opkit.run_kernels(cases)):
+        np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x))
 
 
 def test_c_compiles_for_cortex_m4(opkit):
