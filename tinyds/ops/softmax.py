@@ -1,7 +1,7 @@
 """SOFTMAX int8 -> int8 (output scale 1/256, zero point -128), as TFLM's
 reference_ops::Softmax with gemmlowp fixed point.
 
-Per row: d = x - max(x); rows entries with d < diff_min contribute nothing and
+Per row: d = x - max(x); entries with d < diff_min contribute nothing and
 output -128. The others are rescaled to Q5.26 (input_multiplier,
 input_left_shift), exponentiated in Q0.31 by gemmlowp's exp_on_negative_values,
 summed in Q12.19; the sum's reciprocal comes from one_over_one_plus_x_for_x_in_0_1
