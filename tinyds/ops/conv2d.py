@@ -83,7 +83,8 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
     shift = np.broadcast_to(op.attrs["shift"], (channels,))
     return dict(input_offset=-int(x.zero_point[0]), output_offset=int(y.zero_point[0]),
                 act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
-                multiplier=int_list(mult), shift=int_list(shift))
+                multiplier=int_list(mult), shift=int_list(shift),
+                left_shift=bool((shift > 0).any()))   # else the cheaper right-shift-only requantize
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
