@@ -235,8 +235,9 @@ def test_generate_then_verify(tmp_path, capsys):
     meta = json.loads((out / codegen.MARKER).read_text())
     assert meta["name"] == "res" and meta["arena_bytes"] == res.arena_bytes
     v = verify.verify(out)
-    assert v.ok and v.vectors == 1000 + 40 + 3 and v.calibration == 40
-    assert [c.build for c in v.checks] == ["release", "sanitize"]
+    assert v.ok and v.vectors == 3 + 40 + 1000 and v.calibration == 40
+    assert [(c.build, c.vectors) for c in v.checks] == [("release", 1043),
+                                                         ("sanitize", verify.SANITIZE_VECTORS)]
     assert main(["verify", str(out)]) == 0
     assert "mismatches: 0 -> OK" in capsys.readouterr().out
 
@@ -248,8 +249,8 @@ def test_verify_catches_a_wrong_byte(tmp_path, capsys):
     c.write_text(c.read_text().replace("    return 0;\n}", "    output[5] ^= 1;\n    return 0;\n}"))
     v = verify.verify(out, n_random=100)
     assert not v.ok
-    assert all(ch.mismatched_vectors == v.vectors and ch.mismatched_bytes == v.vectors for ch in v.checks)
-    assert "byte 5" in v.checks[0].first
+    assert all(ch.mismatched_vectors == ch.vectors == ch.mismatched_bytes for ch in v.checks)
+    assert v.checks[0].first.startswith("vector 0 byte 5: ")
     assert main(["verify", str(out), "--vectors", "100"]) == 1
     assert "FAILED" in capsys.readouterr().out
 

@@ -30,9 +30,13 @@ REFERENCE_CHUNK = 128
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 BUILDS = {
     "release": ["-O2"],
-    "sanitize": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+    "sanitize": ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
                  "-fno-sanitize-recover=all"],
 }
+# Instrumented code runs ~10x slower; memory errors in kernels with static shapes
+# do not depend on the data, so the sanitizer gets the extremes, the calibration
+# vectors and random ones up to this many, the -O2 build every vector.
+SANITIZE_VECTORS = 256
 # Leak checking needs ptrace, which containers often forbid; the harness frees what it allocates.
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
                  "UBSAN_OPTIONS": "print_stacktrace=1"}
@@ -163,6 +167,7 @@ def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
 @dataclass
 class BuildCheck:
     build: str
+    vectors: int
     mismatched_vectors: int
     mismatched_bytes: int
     first: str                # where the first mismatch is, "" if none
@@ -188,11 +193,11 @@ class VerifyResult:
     def text(self) -> str:
         lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS)}: clean "
                  f"(-O2, and -fsanitize=address,undefined)",
-                 f"vectors run: {self.vectors} ({self.random} random int8, "
-                 f"{self.calibration} quantized calibration, 3 extremes) per build"]
+                 f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
+                 f"calibration, {self.random} random int8)"]
         for c in self.checks:
             where = f"; first: {c.first}" if c.first else ""
-            lines.append(f"{c.build}: {c.mismatched_vectors} mismatching vectors "
+            lines.append(f"{c.build}: {c.vectors} vectors run, {c.mismatched_vectors} mismatching "
                          f"({c.mismatched_bytes} bytes){where}")
         lines.append(f"mismatches: {self.mismatches} -> {'OK' if self.ok else 'FAILED'} "
                      f"({self.seconds:.1f} s)")
@@ -200,12 +205,13 @@ class VerifyResult:
 
 
 def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray:
-    """Stored calibration vectors, random int8, and the all -128 / 0 / 127 extremes."""
+    """The all -128 / 0 / 127 extremes, stored calibration vectors, then random int8."""
     shape = tuple(qg.input.shape[1:])
     rng = np.random.default_rng(seed)
-    parts = [] if stored is None else [np.asarray(stored, np.int8).reshape(-1, *shape)]
+    parts = [np.stack([np.full(shape, v, np.int8) for v in (-128, 0, 127)])]
+    if stored is not None:
+        parts.append(np.asarray(stored, np.int8).reshape(-1, *shape))
     parts.append(rng.integers(-128, 128, (n_random, *shape), dtype=np.int8))
-    parts.append(np.stack([np.full(shape, v, np.int8) for v in (-128, 0, 127)]))
     return np.concatenate(parts)
 
 
@@ -215,6 +221,7 @@ def reference_outputs(qg: Graph, x: np.ndarray) -> np.ndarray:
 
 
 def _check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
+    want = want[:len(got)]
     bad = got != want
     rows = np.flatnonzero(bad.any(axis=1))
     first = ""
@@ -222,7 +229,7 @@ def _check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
         i = int(rows[0])
         j = int(np.flatnonzero(bad[i])[0])
         first = f"vector {i} byte {j}: C {int(got[i, j])}, reference {int(want[i, j])}"
-    return BuildCheck(build, len(rows), int(bad.sum()), first)
+    return BuildCheck(build, len(got), len(rows), int(bad.sum()), first)
 
 
 def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResult:
@@ -242,7 +249,9 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
     x = verify_inputs(qg, stored, n_random, seed)
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(2) as pool:
         exes = pool.map(lambda b: compile_host(lib_dir, name, Path(tmp) / b, b), BUILDS)
-        runs = {b: pool.submit(run_host, exe, x, qg.output.size) for b, exe in zip(BUILDS, exes)}
+        subset = {"release": x, "sanitize": x[:SANITIZE_VECTORS]}
+        runs = {b: pool.submit(run_host, exe, subset[b], qg.output.size)
+                for b, exe in zip(BUILDS, exes)}
         want = reference_outputs(qg, x)
         checks = [_check(b, f.result(), want) for b, f in runs.items()]
     n_cal = 0 if stored is None else len(stored)
