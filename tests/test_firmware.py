@@ -145,3 +145,30 @@ def test_kws_bench(kws_out):
     assert all(layer.instructions > layer.macs // 4 for layer in b.layers)
     assert b.flash < 512 * 1024 and b.ram < 128 * 1024
     assert b.model_bytes[".rodata"] > 20000          # ~23k int8 weights live in flash
+
+
+# ---- the PyTorch path: zoo models through tinyds.convert, then into QEMU
+
+@pytest.fixture(scope="module")
+def torch_outs(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    import models
+    import tinyds
+
+    def make(name: str) -> Path:
+        model, x = models.build(name)
+        torch.manual_seed(1)
+        calib = torch.randn(64, *x.shape[1:]).numpy()
+        out = tmp_path_factory.mktemp(name) / "out"
+        tinyds.convert(model, calib=calib, mcu="stm32f4", out=out, name=name, log=lambda s: None)
+        return out
+    return {name: make(name) for name in ("dscnn", "mobilenet_v2")}
+
+
+@pytest.mark.parametrize("name, n_random", [("dscnn", 200), ("mobilenet_v2", 20)])
+@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
+def test_torch_models_bit_exact_in_qemu(torch_outs, name, n_random, mcu):
+    from tinyds.firmware import verify_qemu
+    r = verify_qemu(torch_outs[name], n_random=n_random, mcu=mcu)
+    print(r.text())
+    assert r.vectors == 64 + n_random + 3 and r.mismatched_vectors == 0, r.text()
