@@ -8,6 +8,8 @@ depend on the input (the quantization tests need classes to vary).
 """
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import torch
@@ -210,7 +212,13 @@ NAMES = tuple(BUILDERS)
 
 
 def build(name: str, seed: int = 0):
-    """(model in eval mode, example input (1, C, H, W)) for a zoo entry."""
+    """(model in eval mode, example input (1, C, H, W)) for a zoo entry; a fresh copy each call."""
+    model, x = _built(name, seed)
+    return copy.deepcopy(model), x.clone()
+
+
+@functools.lru_cache(maxsize=None)
+def _built(name, seed):
     shape = SHAPES[name]
     model = _randomize(BUILDERS[name](), shape, seed)
     torch.manual_seed(seed + 1000)
@@ -218,7 +226,7 @@ def build(name: str, seed: int = 0):
 
 
 def save_torchscript(model, example, path, scripted=False) -> Path:
-    m = torch.jit.script(model) if scripted else torch.jit.trace(model, example)
+    m = torch.jit.script(model) if scripted else torch.jit.trace(model, example, check_trace=False)
     m.save(str(path))
     return Path(path)
 
