@@ -78,6 +78,7 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     mcu_table.get(mcu)                     # an unknown MCU fails before any slow work
     if name is not None:
         codegen.check_name(name)
+    codegen.check_out_dir(Path(out))       # refuse a user's folder before any slow work
     if isinstance(calib, (str, Path)):
         calib = load_calib(calib)
     example = None

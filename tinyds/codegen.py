@@ -174,7 +174,7 @@ class GenerateResult:
         return self.library.weight_bytes
 
 
-def _check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path) -> None:
     """Only an empty folder or an earlier tinyds output may be replaced."""
     if not out.exists() and not out.is_symlink():
         return
@@ -217,7 +217,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     files, lib = render_library(qg, name, source)
     mcu_table.check_fits(mcu, lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers,
                          lib.arena_bytes + lib.input_size + lib.output_size, source or qg.name)
-    _check_out_dir(out)
+    check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:

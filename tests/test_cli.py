@@ -1,0 +1,154 @@
+"""`tinyds generate` / `tinyds verify` from the user's side: every bad input
+exits 2 with one `tinyds: error:` line and no traceback, and leaves no output
+folder behind; good input generates and verifies. Bad files are built here."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from tinyds.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Tiny(nn.Module):
+    """Conv + BN + ReLU6, a depthwise-separable block, global pool, FC."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.pw = nn.Conv2d(4, 6, 1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.clamp(self.bn(self.conv(x)), 0, 6)
+        x = torch.relu(self.pw(self.dw(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Sigmoid(Tiny):
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
+
+
+SHAPE = (1, 1, 8, 8)
+
+
+def traced(model: nn.Module, path: Path) -> Path:
+    torch.jit.save(torch.jit.trace(model.eval(), torch.zeros(SHAPE)), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("inputs")
+    good = traced(Tiny(), d / "tiny.pt")
+    data = good.read_bytes()
+    (d / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (d / "corrupt.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    torch.save(Tiny().state_dict(), d / "weights.pt")
+    torch.save(Tiny(), d / "pickled.pt")
+    traced(Sigmoid(), d / "sigmoid.pt")
+    nan = Tiny()
+    with torch.no_grad():
+        nan.pw.weight[2, 1, 0, 0] = float("nan")
+    traced(nan, d / "nan.pt")
+    rng = np.random.default_rng(1)
+    np.save(d / "calib.npy", rng.standard_normal((64, *SHAPE[1:])).astype(np.float32))
+    np.save(d / "calib_nhwc.npy", rng.standard_normal((64, 8, 8, 1)).astype(np.float32))
+    np.save(d / "calib_object.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    (d / "calib_text.npy").write_text("not numpy")
+    return {p.name: p for p in d.iterdir()}
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def assert_one_line_error(rc, err, *words):
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tinyds: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w.lower() in lines[0].lower(), (w, lines[0])
+
+
+BAD = [
+    # (case, model file, extra args, words the message must contain)
+    ("missing file", "nope.pt", [], ["nope.pt"]),
+    ("corrupt", "corrupt.pt", [], ["corrupt.pt"]),
+    ("truncated", "truncated.pt", [], ["truncated.pt"]),
+    ("state_dict", "weights.pt", [], ["weights.pt", "architecture"]),
+    ("pickle without opt-in", "pickled.pt", [], ["pickled.pt", "--allow-pickle"]),
+    ("unsupported op", "sigmoid.pt", ["--calib", "calib.npy"], ["sigmoid"]),
+    ("NaN weights", "nan.pt", ["--calib", "calib.npy"], ["NaN"]),
+    ("calib layout", "tiny.pt", ["--calib", "calib_nhwc.npy"], ["(N, 1, 8, 8)"]),
+    ("calib pickled", "tiny.pt", ["--calib", "calib_object.npy"], ["calib_object.npy"]),
+    ("calib not npy", "tiny.pt", ["--calib", "calib_text.npy"], ["calib_text.npy"]),
+    ("calib missing", "tiny.pt", ["--calib", "nope.npy"], ["nope.npy"]),
+    ("unknown mcu", "tiny.pt", ["--mcu", "z80"], ["z80", "stm32f4"]),
+    ("bad name", "tiny.pt", ["--name", "my-net"], ["my-net", "identifier"]),
+]
+
+
+@pytest.mark.parametrize("case, model, extra, words", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_one_line_exit_2_and_no_output(case, model, extra, words, files, tmp_path, capsys):
+    resolve = lambda a: files.get(a, a)                   # noqa: E731
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, "generate", resolve(model), *map(resolve, extra), "-o", out)
+    assert_one_line_error(rc, err, *words)
+    assert list(tmp_path.iterdir()) == []                 # no output folder, no temp folder
+
+
+def test_existing_user_folder_is_refused_untouched(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    rc, _, err = run(capsys, "generate", files["tiny.pt"], "--calib", files["calib.npy"], "-o", out)
+    assert_one_line_error(rc, err, "not a tinyds output")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_verify_of_a_folder_that_is_not_output(tmp_path, capsys):
+    rc, _, err = run(capsys, "verify", tmp_path)
+    assert_one_line_error(rc, err, "not a tinyds output", "tinyds generate")
+
+
+def test_generate_and_verify(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, "generate", files["tiny.pt"], "--calib", files["calib.npy"],
+                          "-o", out)
+    assert rc == 0, err
+    assert "SYNTHETIC" not in err and "top-1 agreement" in stdout and "arena" in stdout
+    assert (out / "lib" / "tiny" / "tiny.h").is_file()
+    rc, stdout, _ = run(capsys, "verify", out)
+    assert rc == 0 and "mismatches: 0 -> OK" in stdout
+
+
+def test_without_calib_warns_loudly(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, "generate", files["tiny.pt"], "-o", out, "--name", "smoke")
+    assert rc == 0
+    assert "WARNING" in err and "SYNTHETIC" in err
+    assert (out / "lib" / "smoke" / "smoke.c").is_file()
+
+
+def test_the_installed_command_prints_no_traceback(files, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "tinyds", "generate", str(files["weights.pt"]),
+                          "-o", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert_one_line_error(res.returncode, res.stderr, "architecture")
+    assert res.stdout == "" and not (tmp_path / "out").exists()
