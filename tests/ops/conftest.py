@@ -209,6 +209,19 @@ def arm_compiles(cases) -> str:
     return res.stderr
 
 
+def run_qemu(cases, tmp_path, mcu="stm32f4") -> list[np.ndarray]:
+    """Each case's library cross-built for `mcu` and run in QEMU (the DSP paths on M4)."""
+    from tinyds.codegen import generate_library
+    from tinyds.firmware import run_vectors
+    outs = []
+    for i, (g, x) in enumerate(cases):
+        lib = tmp_path / f"case{i}"
+        generate_library(g, lib, "k")
+        y = run_vectors(lib, "k", mcu, x.reshape(len(x), -1), g.output.size)
+        outs.append(y.reshape(len(x), *g.output.shape[1:]))
+    return outs
+
+
 def quantize(y_float, s_out, zp_out, act_min, act_max) -> np.ndarray:
     """Round-to-nearest float requantization: the independent check of the integer path."""
     return np.clip(np.round(y_float / np.float64(s_out)) + zp_out, act_min, act_max).astype(np.int64)
@@ -219,4 +232,4 @@ def opkit():
     return SimpleNamespace(graph=graph, same_padding=same_padding, run_kernels=run_kernels,
                            arm_compiles=arm_compiles, quantize=quantize,
                            random_window=random_window, random_scales=random_scales,
-                           random_operands=random_operands)
+                           random_operands=random_operands, run_qemu=run_qemu)

@@ -140,3 +140,12 @@ def test_grouped_conv_is_rejected(opkit):
         s_in=0.1, zp_in=0, s_w=0.1, s_out=0.1, zp_out=0)
     with pytest.raises(TinydsError, match="grouped conv2d"):
         conv2d.c_params(g, g.ops[0])
+
+
+@pytest.mark.slow
+def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
+    """The Cortex-M4 build, where the DSP (SXTB16/SMLAD) loops are compiled in."""
+    rng = np.random.default_rng(5)
+    cases = [random_case(opkit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(15)]
+    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
+        np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")

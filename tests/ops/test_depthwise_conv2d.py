@@ -1,5 +1,6 @@
 """depthwise_conv2d: integer reference vs PyTorch float, generated C vs reference bit for bit."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -113,3 +114,11 @@ def test_c_without_folded_offset(opkit, monkeypatch):
 
 def test_c_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(sweep(opkit, 13, 8))
+
+
+@pytest.mark.slow
+def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
+    """The Cortex-M4 build, where the DSP (SXTB16/SMLAD) loops are compiled in."""
+    cases = sweep(opkit, 15, 12)
+    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
+        np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
