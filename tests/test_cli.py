@@ -152,3 +152,14 @@ def test_the_installed_command_prints_no_traceback(files, tmp_path):
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert_one_line_error(res.returncode, res.stderr, "architecture")
     assert res.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_python_api_converts_a_module_in_hand(tmp_path, capsys):
+    import tinyds
+    from tinyds import verify
+    calib = np.random.default_rng(2).standard_normal((32, *SHAPE[1:])).astype(np.float32)
+    res = tinyds.convert(Tiny().eval(), calib, mcu="cortex-m4", out=tmp_path / "out")
+    assert res.name == "Tiny" and res.report.agreement >= 90.0
+    assert f"arena {res.arena_bytes} bytes" in capsys.readouterr().out
+    v = verify.verify(res.out_dir, n_random=200)
+    assert v.ok and v.calibration == 32
