@@ -145,8 +145,12 @@ def _pool(w: _Writer, g: Graph, op: Op) -> None:
     w.op(op.type, [w.tensor(x)], [w.tensor(g.tensors[op.outputs[0]])], opts, "Pool2DOptions")
 
 
+def _out(w: _Writer, g: Graph, op: Op) -> list[int]:
+    """op's output operand; called after its inputs so tensors are numbered in data order."""
+    return [w.tensor(g.tensors[op.outputs[0]])]
+
+
 def _emit(w: _Writer, g: Graph, op: Op) -> None:
-    out = lambda: [w.tensor(g.tensors[op.outputs[0]])]  # noqa: E731 (outputs after inputs)
     act = ACTIVATION_CODES[op.attrs.get("activation", "none")]
     if op.type in ("conv2d", "depthwise_conv2d"):
         _conv(w, g, op)
@@ -154,30 +158,30 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         _pool(w, g, op)
     elif op.type == "fully_connected":
         ins = [w.tensor(g.tensors[n]) if n else -1 for n in op.inputs]
-        w.op("fully_connected", ins, out(),
+        w.op("fully_connected", ins, _out(w, g, op),
              w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
              "FullyConnectedOptions")
     elif op.type == "add":
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
-        w.op("add", ins, out(), w.options("AddOptionsT", fusedActivationFunction=act),
+        w.op("add", ins, _out(w, g, op), w.options("AddOptionsT", fusedActivationFunction=act),
              "AddOptions")
     elif op.type == "reshape":
         x = w.tensor(g.tensors[op.inputs[0]])
         shape = list(op.attrs["shape"])
-        w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], out(),
+        w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], _out(w, g, op),
              w.options("ReshapeOptionsT", newShape=shape), "ReshapeOptions")
     elif op.type == "pad":
         t, l, b, r = op.attrs["padding"]
         x = w.tensor(g.tensors[op.inputs[0]])
         w.op("pad", [x, w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])],
-             out(), w.options("PadOptionsT"), "PadOptions")
+             _out(w, g, op), w.options("PadOptionsT"), "PadOptions")
     elif op.type == "mean":
         x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], out(),
+        w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], _out(w, g, op),
              w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
              "ReducerOptions")
     elif op.type == "softmax":
-        w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], out(),
+        w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
              w.options("SoftmaxOptionsT", beta=float(op.attrs.get("beta", 1.0))), "SoftmaxOptions")
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "

@@ -110,7 +110,7 @@ class _Reader:
                            f"{kind.get(t.type, t.type)}", "only int8 models (int32 bias) import")
         return TYPES[t.type]
 
-    def tensor(self, idx: int, where: str, const_ok=False) -> str:
+    def tensor(self, idx: int, where: str) -> str:
         """Add TFLite tensor idx to the Graph (once); returns its IR name."""
         name = self.names[idx]
         if name in self.g.tensors:
@@ -124,6 +124,9 @@ class _Reader:
         scale = np.asarray(q.scale, np.float32)
         zp = np.asarray(q.zeroPoint, np.int64)
         data = self.data(idx)
+        if data is None and len(scale) != 1:
+            raise self.err(where, f"activation {name!r} has per-channel quantization",
+                           "activations must be quantized per tensor")
         self.g.add_tensor(Tensor(name, tuple(int(s) for s in t.shape), dtype, data=data,
                                  scale=scale, zero_point=zp,
                                  axis=int(q.quantizedDimension) if data is not None else None))
