@@ -163,3 +163,21 @@ def test_python_api_converts_a_module_in_hand(tmp_path, capsys):
     assert f"arena {res.arena_bytes} bytes" in capsys.readouterr().out
     v = verify.verify(res.out_dir, n_random=200)
     assert v.ok and v.calibration == 32
+
+
+KWS_TFLITE = REPO.parent / "shared" / "models" / "mlperf-tiny" / "kws_ref_model.tflite"
+
+
+@pytest.mark.skipif(not KWS_TFLITE.exists(), reason="the MLPerf Tiny models live in ../shared")
+def test_int8_tflite_calib_becomes_verify_vectors(tmp_path, capsys):
+    good = tmp_path / "calib.npy"
+    np.save(good, np.random.default_rng(3).standard_normal((12, 49, 10, 1)).astype(np.float32) * 20)
+    bad = tmp_path / "calib_nchw.npy"
+    np.save(bad, np.zeros((12, 1, 49, 10), np.float32))
+    rc, _, err = run(capsys, "generate", KWS_TFLITE, "--calib", bad, "-o", tmp_path / "out")
+    assert_one_line_error(rc, err, "(N, 49, 10, 1)")
+    assert not (tmp_path / "out").exists()
+    rc, _, err = run(capsys, "generate", KWS_TFLITE, "--calib", good, "-o", tmp_path / "out")
+    assert rc == 0 and "SYNTHETIC" not in err
+    rc, stdout, _ = run(capsys, "verify", tmp_path / "out", "--vectors", "20")
+    assert rc == 0 and "12 quantized calibration" in stdout

@@ -87,17 +87,23 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
         example = torch.as_tensor(np.asarray(calib[:1], dtype=np.float32))
     g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
     name = name or codegen.sanitize_name(stem)
-    if g.is_quantized:                     # an int8 .tflite: nothing to calibrate
+    from . import quantize
+    x = None if calib is None else calib_to_nhwc(g, calib)
+    if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
         qg, report = g, None
+        if x is not None and tuple(np.shape(x)[1:]) != tuple(qg.input.shape[1:]):
+            raise TinydsError(f"calibration data has shape {np.shape(x)}, expected "
+                              f"(N, {', '.join(map(str, qg.input.shape[1:]))}) (NHWC, as the "
+                              ".tflite input); pass a float32 batch of model inputs")
+        vectors = None if x is None else quantize.quantize_input(qg, x)
     else:
-        from . import passes, quantize
+        from . import passes
         g = passes.optimize(g)
         if calib is None:
             print(SYNTHETIC_WARNING, file=sys.stderr)
-        x = None if calib is None else calib_to_nhwc(g, calib)
         qg, report = quantize.quantize(g, x, method)
         log(report.text())
-    vectors = None if report is None or report.synthetic else quantize.quantize_input(qg, x)
+        vectors = None if x is None else quantize.quantize_input(qg, x)
     res = codegen.generate(qg, out, name, mcu, vectors, source=str(module_or_path)
                            if isinstance(module_or_path, (str, Path)) else stem)
     lib = res.library
