@@ -14,6 +14,9 @@ from .conv2d import (fold_bias, int_list, operands, quant_params, requantize,
                      weight_zero_point, window_params)
 
 
+MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
+
+
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     xt, w, bias, _ = operands(g, op)
     weight_zero_point(g, op)
@@ -32,19 +35,23 @@ def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 
 def c_params(g: Graph, op: Op) -> dict:
-    """Everything templates/ops/depthwise_conv2d.c.j2 needs, as literals."""
+    """Everything templates/ops/depthwise_conv2d.c.j2 needs, as literals.
+
+    Pixels whose whole window is inside the input ("interior": all of them when
+    the layer never touches padding) run unrolled taps with the input offset
+    folded into `bias_folded`; border pixels run bounded loops on the raw bias.
+    """
     x, w, bias, y = operands(g, op)
     weight_zero_point(g, op)
     p = window_params(x, y, w.shape[1:3], op)
     p.update(quant_params(g, op, p["out_c"]))
     p["depth_multiplier"] = int(op.attrs["depth_multiplier"])
-    folded = None
-    if not (p["clip_h"] or p["clip_w"]):
-        folded = fold_bias(bias, w.astype(np.int64).sum(axis=(0, 1, 2)), p["input_offset"])
+    folded = fold_bias(bias, w.astype(np.int64).sum(axis=(0, 1, 2)), p["input_offset"])
     p["fold"] = folded is not None
-    b = folded if folded is not None else bias
-    p["bias"] = int_list(b) if b is not None else None
+    p["bias_folded"] = int_list(folded) if folded is not None else None
+    p["bias"] = int_list(bias) if bias is not None else None
     p["weights"] = int_list(w)
+    p["unroll"] = p["k_h"] * p["k_w"] <= MAX_UNROLLED_TAPS
     return p
 
 
