@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -238,8 +239,19 @@ def test_generate_then_verify(tmp_path, capsys):
     assert v.ok and v.vectors == 3 + 40 + 1000 and v.calibration == 40
     assert [(c.build, c.vectors) for c in v.checks] == [("release", 1043),
                                                          ("sanitize", verify.SANITIZE_VECTORS)]
+    if shutil.which(verify.ARM_CC):
+        assert v.target.startswith("res: compiled with arm-none-eabi-gcc -mcpu=cortex-m4")
     assert main(["verify", str(out)]) == 0
     assert "mismatches: 0 -> OK" in capsys.readouterr().out
+
+
+def test_verify_refuses_c_with_a_warning(tmp_path):
+    out = tmp_path / "out"
+    _generate(out)
+    c = out / "lib" / "res" / "res.c"
+    c.write_text(c.read_text().replace("    return 0;\n}", "    int unused;\n    return 0;\n}"))
+    with pytest.raises(TinydsError, match="compile .* failed: .*unused"):
+        verify.verify(out, n_random=10)
 
 
 def test_verify_catches_a_wrong_byte(tmp_path, capsys):

@@ -28,6 +28,7 @@ MAX_STORED_VECTORS = 1000
 REFERENCE_CHUNK = 128
 
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
+ARM_CC = "arm-none-eabi-gcc"
 BUILDS = {
     "release": ["-O2"],
     "sanitize": ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
@@ -67,6 +68,21 @@ def compile_host(lib_dir, name: str, build_dir, build: str = "release") -> Path:
         first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip())
         raise TinydsError(f"{lib_dir / (name + '.c')}: host compile ({build}) failed: {first}")
     return exe
+
+
+def compile_target(lib_dir: Path, name: str, mcu: str, build_dir: Path) -> str:
+    """Compile the library for the MCU with arm-none-eabi-gcc, same warnings, if installed."""
+    from . import mcu as mcu_table
+    if shutil.which(ARM_CC) is None:
+        return f"{ARM_CC} not installed: cross-compile for {mcu} skipped"
+    flags = mcu_table.get(mcu).cflags
+    cmd = [ARM_CC, *flags, *CFLAGS, "-O2", "-c", str(lib_dir / f"{name}.c"), "-I", str(lib_dir),
+           "-o", str(build_dir / f"{name}_{mcu}.o")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip())
+        raise TinydsError(f"{lib_dir / (name + '.c')}: {ARM_CC} for {mcu} failed: {first}")
+    return f"{name}: compiled with {ARM_CC} {' '.join(flags)} {' '.join(CFLAGS)}: clean"
 
 
 def run_host(exe, x: np.ndarray, output_size: int) -> np.ndarray:
@@ -180,6 +196,7 @@ class VerifyResult:
     random: int
     calibration: int
     checks: list[BuildCheck]
+    target: str               # what the cross-compile for the MCU said
     seconds: float
 
     @property
@@ -193,6 +210,7 @@ class VerifyResult:
     def text(self) -> str:
         lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS)}: clean "
                  f"(-O2, and -fsanitize=address,undefined)",
+                 self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
                  f"calibration, {self.random} random int8)"]
         for c in self.checks:
@@ -247,12 +265,16 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
     stored = np.load(bundle / "vectors.npy", allow_pickle=False) if (bundle / "vectors.npy").exists() else None
     lib_dir = out / "lib" / name
     x = verify_inputs(qg, stored, n_random, seed)
-    with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(2) as pool:
-        exes = pool.map(lambda b: compile_host(lib_dir, name, Path(tmp) / b, b), BUILDS)
-        subset = {"release": x, "sanitize": x[:SANITIZE_VECTORS]}
-        runs = {b: pool.submit(run_host, exe, subset[b], qg.output.size)
-                for b, exe in zip(BUILDS, exes)}
-        want = reference_outputs(qg, x)
+    subset = {"release": x, "sanitize": x[:SANITIZE_VECTORS]}
+
+    def build_and_run(b: str) -> np.ndarray:
+        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], qg.output.size)
+
+    with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:
+        runs = {b: pool.submit(build_and_run, b) for b in BUILDS}
+        cross = pool.submit(compile_target, lib_dir, name, meta.get("mcu", "stm32f4"), Path(tmp))
+        want = reference_outputs(qg, x)          # meanwhile, in this thread
         checks = [_check(b, f.result(), want) for b, f in runs.items()]
+        target = cross.result()
     n_cal = 0 if stored is None else len(stored)
-    return VerifyResult(name, len(x), n_random, n_cal, checks, time.perf_counter() - t0)
+    return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0)
