@@ -58,6 +58,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     torch.save(Tiny().state_dict(), d / "weights.pt")
     torch.save(Tiny(), d / "pickled.pt")
     traced(Sigmoid(), d / "sigmoid.pt")
+    torch.jit.script(Tiny().eval()).save(str(d / "scripted.pt"))
     nan = Tiny()
     with torch.no_grad():
         nan.pw.weight[2, 1, 0, 0] = float("nan")
@@ -136,6 +137,20 @@ def test_generate_and_verify(files, tmp_path, capsys):
     assert (out / "lib" / "tiny" / "tiny.h").is_file()
     rc, stdout, _ = run(capsys, "verify", out)
     assert rc == 0 and "mismatches: 0 -> OK" in stdout
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("pickled.pt", ["--allow-pickle", "--input-shape", "1,1,8,8"]),
+    ("scripted.pt", ["--input-shape", "1x1x8x8"]),
+])
+def test_models_that_need_an_input_shape(model, extra, files, tmp_path, capsys):
+    argv = ["generate", files[model], "--calib", files["calib.npy"], "-o", tmp_path / "out"]
+    rc, _, err = run(capsys, *argv, *[a for a in extra if a != "--input-shape" and "8" not in a])
+    assert_one_line_error(rc, err, model, "--input-shape")
+    assert not (tmp_path / "out").exists()
+    rc, _, err = run(capsys, *argv, *extra)
+    assert rc == 0, err
+    assert (tmp_path / "out" / "lib" / model[:-3] / f"{model[:-3]}.c").is_file()
 
 
 def test_without_calib_warns_loudly(files, tmp_path, capsys):
