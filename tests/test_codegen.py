@@ -306,6 +306,10 @@ def test_failed_generate_leaves_nothing_behind(tmp_path, monkeypatch):
         with pytest.raises(TinydsError, match="simulated"):
             _generate(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")            # -o file/out: its parent is a file
+    with pytest.raises(TinydsError, match="cannot create the output folder"):
+        _generate(tmp_path / "file" / "out")
+    (tmp_path / "file").unlink()
     # a model too big for the MCU is refused before anything is written
     big = residual_graph(200, 200, 8)
     with pytest.raises(TinydsError, match="does not fit"):

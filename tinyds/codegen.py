@@ -219,8 +219,12 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     mcu_table.check_fits(mcu, lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers,
                          lib.arena_bytes + lib.input_size + lib.output_size, source or qg.name)
     check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    except OSError as e:
+        raise TinydsError(f"{out}: cannot create the output folder ({e.strerror}); "
+                          "choose another -o") from None
     try:
         lib_dir = tmp / "lib" / name
         lib_dir.mkdir(parents=True)
@@ -234,6 +238,10 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers}, indent=2) + "\n")
         _replace_dir(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TinydsError(f"{out}: cannot write the output ({e}); check the disk and "
+                          "permissions, or choose another -o") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
