@@ -196,3 +196,24 @@ def test_int8_tflite_calib_becomes_verify_vectors(tmp_path, capsys):
     assert rc == 0 and "SYNTHETIC" not in err
     rc, stdout, _ = run(capsys, "verify", tmp_path / "out", "--vectors", "20")
     assert rc == 0 and "12 quantized calibration" in stdout
+
+
+ZOO = ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "opmix"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["traced", "pt2"])
+@pytest.mark.parametrize("zoo_name", ZOO)
+def test_zoo_models_generate_and_verify_bit_exact(zoo_name, fmt, tmp_path, capsys):
+    """Every test-zoo net, from TorchScript and from torch.export, through the CLI:
+    the generated C must match the reference on every byte (verify exits 0)."""
+    import models
+    paths = models.save_all(zoo_name, tmp_path)
+    calib = tmp_path / "calib.npy"
+    np.save(calib, models.sample_inputs(models.SHAPES[zoo_name], 64, seed=5).numpy())
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, "generate", paths[fmt], "--calib", calib, "-o", out, "--name", "net")
+    assert rc == 0, err
+    assert "top-1 agreement" in stdout
+    rc, stdout, _ = run(capsys, "verify", out, "--vectors", "1000" if fmt == "traced" else "200")
+    assert rc == 0 and "mismatches: 0 -> OK" in stdout, stdout
