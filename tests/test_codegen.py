@@ -190,7 +190,7 @@ int main(void)
 
 @pytest.mark.parametrize("text, name", [
     ("kws", "kws"), ("my-model.v2", "my_model_v2"), ("3x3 net", "m_3x3_net"),
-    ("int", "m_int"), ("---", "model"), ("ünïcode", "n_code")])
+    ("int", "m_int"), ("---", "model"), ("ünïcode", "n_code"), ("tinyds_common", "m_tinyds_common")])
 def test_sanitize_name(text, name):
     assert codegen.sanitize_name(text) == name
 
@@ -199,6 +199,13 @@ def test_sanitize_name(text, name):
 def test_check_name_refuses_non_identifiers(bad):
     with pytest.raises(TinydsError, match="not a C identifier"):
         codegen.check_name(bad)
+
+
+def test_check_name_refuses_the_runtimes_names():
+    # NAME.h == tinyds_common.h would overwrite the helpers in lib/NAME/
+    with pytest.raises(TinydsError, match="reserved"):
+        codegen.check_name("tinyds_common")
+    assert codegen.check_name("kws_v2") == "kws_v2"
 
 
 def test_saved_model_round_trips_without_pickle(tmp_path):

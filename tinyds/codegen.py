@@ -52,9 +52,14 @@ def sanitize_name(text: str) -> str:
     name = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
     if not name:
         return "model"
-    if name[0].isdigit() or name in C_KEYWORDS:
+    if name[0].isdigit() or name in C_KEYWORDS or _reserved(name):
         name = "m_" + name
     return name
+
+
+def _reserved(name: str) -> bool:
+    """tinyds_* files and symbols belong to the runtime (tinyds_common.h, src/tinyds_board.h, ...)."""
+    return name.lower().startswith("tinyds")
 
 
 def check_name(name: str) -> str:
@@ -62,6 +67,9 @@ def check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z][0-9A-Za-z_]*", name) or name in C_KEYWORDS:
         raise TinydsError(f"--name {name}: not a C identifier; use letters, digits and '_', "
                           f"starting with a letter (e.g. {sanitize_name(name)})")
+    if _reserved(name):
+        raise TinydsError(f"--name {name}: names starting with 'tinyds' are reserved for the "
+                          f"runtime's own files and symbols; use e.g. {sanitize_name(name)}")
     return name
 
 
