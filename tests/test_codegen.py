@@ -157,6 +157,13 @@ int main(void)
     assert int(lines[7]) == codegen.render_library(g, "kws_v2")[1].arena_bytes
 
 
+def test_float_only_op_is_a_clear_error():
+    g = residual_graph()
+    g.ops[2].type = "batch_norm"
+    with pytest.raises(TinydsError, match="block.2: no C kernel for batch_norm"):
+        codegen.render_library(g, "m")
+
+
 def test_kernels_use_no_float_and_no_malloc(tmp_path):
     codegen.generate_library(residual_graph(), tmp_path, "m")
     c = (tmp_path / "m.c").read_text()

@@ -125,15 +125,20 @@ def render_library(qg: Graph, name: str, source: str = "") -> tuple[dict[str, st
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": ""}
         if not is_alias(qg, op):
             fn = f"{name}_l{i}_{op.type}"
-            kernels.append(env.get_template(f"ops/{op.type}.c.j2").render(
-                fn=fn, prefix=name, **ops.get(op.type).c_params(qg, op)))
+            try:
+                template = env.get_template(f"ops/{op.type}.c.j2")
+            except jinja2.TemplateNotFound:
+                raise TinydsError(f"{qg.name}: {op.name}: no C kernel for {op.type}; run "
+                                  "tinyds.passes.optimize before quantizing") from None
+            kernels.append(template.render(fn=fn, prefix=name, **ops.get(op.type).c_params(qg, op)))
             args = [_pointer(p, t, name) for t in op.inputs if t and not qg.tensors[t].is_const]
             layer["call"] = f"{fn}({', '.join(args + [_pointer(p, op.outputs[0], name)])})"
         layers.append(layer)
     x, y = qg.input, qg.output
     (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
     ctx = dict(
-        name=name, NAME=name.upper(), source=source or qg.name, layers=layers, kernels=kernels,
+        name=name, NAME=name.upper(), source=(source or qg.name).replace("*/", "* /"),
+        layers=layers, kernels=kernels,
         input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),
         input_size=x.size, output_size=y.size, arena_size=p.arena_size,
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
@@ -162,7 +167,6 @@ def generate_library(qg: Graph, lib_dir, name: str, source: str = "") -> Library
 def harness_source(name: str) -> str:
     """C main() that streams a file of input vectors through NAME_run (host verify)."""
     return environment().get_template("harness/harness.c.j2").render(name=name, NAME=name.upper())
-
 
 
 @dataclass
