@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from tinyds.cli import main
+from tinyds.errors import TinydsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,6 +179,12 @@ def test_python_api_converts_a_module_in_hand(tmp_path, capsys):
     assert f"arena {res.arena_bytes} bytes" in capsys.readouterr().out
     v = verify.verify(res.out_dir, n_random=200)
     assert v.ok and v.calibration == 32
+    with pytest.raises(TinydsError, match="input shape"):
+        tinyds.convert(Tiny().eval(), out=tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+    capsys.readouterr()
+    res = tinyds.convert(Tiny().eval(), input_shape=SHAPE, out=tmp_path / "out3", name="smoke")
+    assert "SYNTHETIC" in capsys.readouterr().err and res.report.synthetic
 
 
 KWS_TFLITE = REPO.parent / "shared" / "models" / "mlperf-tiny" / "kws_ref_model.tflite"

@@ -61,8 +61,8 @@ def load_graph(module_or_path, allow_pickle: bool = False, example_input=None,
         shape = {} if input_shape is None else {"input_shape": tuple(input_shape)}
         return frontends.load(path, allow_pickle=allow_pickle, **shape), path.stem
     if example_input is None:
-        raise TinydsError(f"{type(module_or_path).__name__}: an nn.Module needs an example input "
-                          "(or calib) to trace its shapes; pass calib=")
+        raise TinydsError(f"{type(module_or_path).__name__}: an nn.Module needs its input shape "
+                          "to trace; pass calib= or input_shape=(1, C, H, W)")
     return frontends.from_module(module_or_path, example_input), type(module_or_path).__name__
 
 
@@ -82,9 +82,10 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     if isinstance(calib, (str, Path)):
         calib = load_calib(calib)
     example = None
-    if calib is not None and not isinstance(module_or_path, (str, Path)):
+    if not isinstance(module_or_path, (str, Path)) and (calib is not None or input_shape):
         import torch
-        example = torch.as_tensor(np.asarray(calib[:1], dtype=np.float32))
+        example = (torch.zeros(tuple(input_shape)) if input_shape else
+                   torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
     g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
     name = name or codegen.sanitize_name(stem)
     from . import quantize
