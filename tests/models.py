@@ -1,10 +1,12 @@
 """The PyTorch test-model zoo: small nets covering every op the frontends lower.
 
-Every builder is deterministic (seeded) and returns (model in eval mode,
-example input of shape (1, C, H, W)). BatchNorm running stats are set from a
-pass over random data and then perturbed, so they are far from identity (BN
-folding is really exercised) yet keep activations well scaled, so outputs
-depend on the input (the quantization tests need classes to vary).
+`build(name)` is deterministic (seeded) and returns (model in eval mode, example
+input (1, C, H, W)); `inputs(name, n)` draws inputs like those the model was
+set up on (standard normal). BatchNorm running stats come from a pass over such
+inputs and are then perturbed, so they are far from identity (BN folding is
+really exercised) yet keep activations well scaled; each Linear reads the main
+directions of its input features with zero-mean logits, so the predicted class
+depends on the input (the quantization tests need classes to vary).
 """
 from __future__ import annotations
 
@@ -158,6 +160,16 @@ class OpMix(nn.Module):
         return F.softmax(a + b, dim=1)
 
 
+def sample_inputs(shape, n: int, seed: int = 0) -> torch.Tensor:
+    """n standard-normal inputs of `shape` (batch replaced by n), seeded."""
+    return torch.randn((n,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed))
+
+
+def inputs(name: str, n: int, seed: int = 0) -> torch.Tensor:
+    """n inputs for zoo model `name`, drawn like the data its BN statistics came from."""
+    return sample_inputs(SHAPES[name], n, seed)
+
+
 def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
     """Seeded weights, then BN stats from real activations, perturbed (so BN is not identity)."""
     torch.manual_seed(seed)
@@ -173,8 +185,8 @@ def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
             nn.init.uniform_(m.bias, -0.3, 0.3)
     model.train()
     with torch.no_grad():
-        for _ in range(4):
-            model(torch.randn(16, *shape[1:]))
+        for i in range(4):
+            model(sample_inputs(shape, 16, seed=seed * 100 + i))
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             c = m.num_features
@@ -189,19 +201,26 @@ def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
 
 @torch.no_grad()
 def _center(model, lin: nn.Linear, shape):
-    """Give a Linear zero-mean outputs of std ~2 on random inputs, so the predicted
-    class depends on the input instead of on a constant offset."""
+    """Make a Linear read the principal directions of its input features, like a trained head:
+    zero-mean logits of std ~2 that follow the strongest input-dependent variation (so the
+    class depends on the input and on more than quantization noise)."""
     seen = []
     hook = lin.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
-    model(torch.randn(64, *shape[1:]))
+    model(sample_inputs(shape, 256, seed=12345))
     hook.remove()
     x = seen[0]
     mu = x.mean(0)
-    if lin.bias is None:       # no bias to absorb the offset: remove the mean direction instead
-        lin.weight -= torch.outer(lin.weight @ mu, mu) / (mu @ mu).clamp_min(1e-12)
-    lin.weight *= 2.0 / (x @ lin.weight.T).std(0).mean().clamp_min(1e-12)
+    _, _, vt = torch.linalg.svd(x - mu, full_matrices=False)
+    k = min(lin.out_features, vt.shape[0])
+    w = torch.zeros_like(lin.weight)
+    w[:k] = vt[:k] * torch.sign(torch.randn(k, 1))
+    w[k:] = torch.randn(lin.out_features - k, lin.in_features) / lin.in_features ** 0.5
+    if lin.bias is None:       # no bias to absorb the mean: remove the mean direction instead
+        w -= torch.outer(w @ mu, mu) / (mu @ mu).clamp_min(1e-12)
+    w *= 2.0 / ((x - mu) @ w.T).std(0, keepdim=True).T.clamp_min(1e-12)
+    lin.weight.copy_(w)
     if lin.bias is not None:
-        lin.bias.copy_(-(lin.weight @ mu) + 0.1 * torch.randn(lin.out_features))
+        lin.bias.copy_(-(w @ mu) + 0.1 * torch.randn(lin.out_features))
 
 
 SHAPES = {"ds_stack": (1, 3, 32, 32), "dscnn": (1, 1, 49, 10), "mobilenet_v1": (1, 3, 96, 96),
