@@ -72,9 +72,10 @@ def _lower(model, shape, tmp_path=None, via="traced"):
     x = torch.randn(shape)
     if via == "module":
         return frontends.from_module(model, x), model, x
-    f = models.save_torchscript(model, x, tmp_path / "m.pt") if via == "traced" else \
-        models.save_pt2(model, x, tmp_path / "m.pt2")
-    return frontends.load(f), model, x
+    if via == "pt2":
+        return frontends.load(models.save_pt2(model, x, tmp_path / "m.pt2")), model, x
+    f = models.save_torchscript(model, x, tmp_path / "m.pt", scripted=via == "scripted")
+    return frontends.load(f, input_shape=shape), model, x
 
 
 def test_weight_layouts_and_names(tmp_path):
@@ -132,7 +133,7 @@ def test_ceil_mode_accepted_only_when_it_changes_nothing(tmp_path):
         _lower(nn.Sequential(nn.Conv2d(1, 2, 1), nn.MaxPool2d(2, ceil_mode=True)), (1, 1, 7, 8), tmp_path)
 
 
-@pytest.mark.parametrize("via", ["traced", "pt2", "module"])
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2", "module"])
 def test_global_pool_variants(tmp_path, via):
     class M(nn.Module):
         def __init__(self):
@@ -160,7 +161,7 @@ def test_matmul_plus_bias_becomes_linear(tmp_path):
         def forward(self, x):
             return self.fc(F.relu(torch.flatten(x, 1) @ self.w + self.b))
 
-    for via in ("traced", "pt2", "module"):
+    for via in ("traced", "scripted", "pt2", "module"):
         g, m, x = _lower(M(), (1, 6, 1, 1), tmp_path, via)
         assert [op.type for op in g.ops if op.type != "reshape"] == ["fully_connected", "relu", "fully_connected"]
         assert assert_close(passes.optimize(g), m, x) < 1e-5
@@ -176,14 +177,15 @@ def test_residual_add_and_relu6_clamp(tmp_path):
             y = self.a(x)
             y = y + F.relu6(self.b(y))
             y += x
+            y.add_(self.a(y))                           # mutated in place, read below
             return torch.clamp(y, 0, 6)
 
     torch.manual_seed(1)
     m = M()
     m.a.weight.data *= 4
-    for via in ("traced", "pt2"):
+    for via in ("traced", "scripted", "pt2"):
         g, m, x = _lower(m, (1, 4, 5, 5), tmp_path, via)
-        assert [op.type for op in g.ops] == ["conv2d", "conv2d", "relu6", "add", "add", "relu6"]
+        assert [op.type for op in g.ops] == ["conv2d", "conv2d", "relu6", "add", "add", "conv2d", "add", "relu6"]
         assert_close(passes.optimize(g), m, x * 3)
 
 

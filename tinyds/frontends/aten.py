@@ -300,7 +300,8 @@ def _adaptive_avg_pool(lo: Lowering, a, layer):
 def _mean(lo: Lowering, a, layer):
     x = lo._expect_act(a["self"], layer)
     dims = a.get("dim")
-    dims = sorted(d % len(x.shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
+    dims = list(range(len(x.shape))) if dims is None else dims if isinstance(dims, (list, tuple)) else [dims]
+    dims = sorted(d % len(x.shape) for d in dims)
     if len(x.shape) != 4 or dims != [2, 3]:
         raise lo.fail(layer, f"mean over dims {dims} of a {len(x.shape)}-D tensor is not supported; "
                              "only the spatial mean over dims [2, 3] (global average pooling) is")

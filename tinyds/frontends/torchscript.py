@@ -175,7 +175,10 @@ def _eval(node, env, lo: Lowering) -> list:
     names = [a.name for a in torch._C.parse_schema(node.schema()).arguments]
     bound = dict(zip(names, args))
     layer = _layer_name(node) or _param_layer(args)
-    out = lo.call(op[:-1] if op.endswith("_") and not op.startswith("_") else op, bound, layer)
+    inplace = op.endswith("_") and not op.startswith("_")
+    out = lo.call(op[:-1] if inplace else op, bound, layer)
+    if inplace:     # later readers of the mutated value must see the result
+        env[node.inputsAt(0).unique()] = out
     return list(out) if isinstance(out, tuple) else [out]
 
 
