@@ -22,9 +22,10 @@ PERCENTILE = 99.99
 HIST_BINS = 8192
 INT32_MAX = (1 << 31) - 1
 WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
-# TFLite requires these outputs to reuse the input's scale and zero point
-# (mean: our choice, so the kernel needs no rescale and requant.py no params).
-SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "mean")
+# TFLite requires these outputs to reuse the input's scale and zero point. MEAN
+# gets its own (as TFLite's converter does): the global average has a narrower
+# range than its input, and the rescaling path rounds where the shared one truncates.
+SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad")
 SOFTMAX_PARAMS = (np.float32(1 / 256), -128)
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
 # A tensor that never left 0 during calibration still needs a usable scale;
@@ -61,13 +62,22 @@ def activation_params(lo: float, hi: float) -> tuple[np.float32, int]:
 
 @dataclass
 class Observer:
-    """Range of one activation tensor: exact min/max, then (if needed) a histogram over it."""
+    """One activation tensor: exact min/max and batch mean, then (if needed) a histogram."""
     lo: float = math.inf
     hi: float = -math.inf
+    total: np.ndarray | float = 0.0
+    count: int = 0
     hist: np.ndarray | None = None
 
     def see_range(self, x: np.ndarray) -> None:
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        self.total = self.total + x.sum(axis=0)
+        self.count += len(x)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """E[x] over the calibration batch, shape (1, *tensor shape[1:])."""
+        return (self.total / self.count)[None]
 
     def see_hist(self, x: np.ndarray) -> None:
         if self.hi <= self.lo:
@@ -229,42 +239,80 @@ def _act_tensor(t: Tensor, scale, zp: int) -> Tensor:
                   zero_point=np.array([zp], np.int64))
 
 
-def _build(g: Graph, ranges: dict[str, tuple[float, float]]) -> Graph:
+def _build(g: Graph, ranges: dict[str, tuple[float, float]],
+           means: dict[str, np.ndarray] | None) -> Graph:
     x = g.input
     tensors = {x.name: _act_tensor(x, *activation_params(*ranges[x.name]))}
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
     for op in g.ops:
         y = g.tensors[op.outputs[0]]
         first_in = tensors[op.inputs[0]]
-        if op.type in SHARED_PARAMS:
+        if op.type in SHARED_PARAMS and not _is_global_pool(g, op):
             params = first_in.qparams
         elif op.type == "softmax":
             params = SOFTMAX_PARAMS
         else:
             params = activation_params(*ranges[y.name])
         tensors[y.name] = _act_tensor(y, *params)
+        inputs = list(op.inputs)
         if op.type in WEIGHTED:
-            _quantize_weighted(g, op, tensors, first_in.scale[0])
+            mean = None if means is None else means[op.inputs[0]]
+            inputs = inputs[:2] + [_quantize_weighted(g, op, tensors, first_in.scale[0], mean)]
         else:
             for name in op.inputs[1:]:
                 if name and g.tensors[name].is_const:
                     raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
                                       "supported; only conv/depthwise/linear carry constants")
-        qg.ops.append(Op(op.type, op.name, list(op.inputs), list(op.outputs), dict(op.attrs)))
+        if _is_global_pool(g, op):
+            qg.ops.append(Op("mean", op.name, inputs, list(op.outputs), {"axes": (1, 2), "keepdims": True}))
+        else:
+            qg.ops.append(Op(op.type, op.name, inputs, list(op.outputs), dict(op.attrs)))
     return requant.derive_int_params(qg)
 
 
-def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32) -> None:
+def _is_global_pool(g: Graph, op: Op) -> bool:
+    """An avg pool over the whole H x W is TFLite MEAN (what Keras' GlobalAveragePooling2D
+    converts to): it gets its own output scale instead of the input's wider one."""
+    if op.type != "avg_pool2d" or op.attrs.get("activation", "none") != "none":
+        return False
+    _, h, w, _ = g.tensors[op.inputs[0]].shape
+    return tuple(op.attrs["kernel"]) == (h, w) and not any(op.attrs["padding"])
+
+
+def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32, mean_x) -> str:
+    """Weights and bias of one conv/depthwise/FC op, the bias corrected when mean_x is
+    given (which adds a bias tensor to a bias-free op); returns the bias tensor's name."""
     w = g.tensors[op.inputs[1]]
     b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
     axis = 3 if op.type == "depthwise_conv2d" else 0
     qw, s_w = quantize_weights(w.data, axis, None if b is None else b.data, s_in)
     tensors[w.name] = Tensor(w.name, w.shape, "int8", data=qw, scale=s_w,
                              zero_point=np.zeros(len(s_w), np.int64), axis=axis)
-    if b is not None:
-        qb, s_b = quantize_bias(b.data, s_in, s_w)
-        tensors[b.name] = Tensor(b.name, b.shape, "int32", data=qb, scale=s_b,
-                                 zero_point=np.zeros(len(s_b), np.int64), axis=0)
+    bias = np.zeros(len(s_w)) if b is None else b.data.astype(np.float64)
+    if mean_x is not None:
+        shape = [1] * w.data.ndim
+        shape[axis] = -1
+        bias = bias - _mean_output_shift(g, op, qw * s_w.reshape(shape) - w.data, mean_x)
+    if b is not None or mean_x is not None:
+        name = b.name if b is not None else f"{op.name}_bias"
+        qb, s_b = quantize_bias(bias, s_in, s_w)
+        tensors[name] = Tensor(name, (len(s_w),), "int32", data=qb, scale=s_b,
+                               zero_point=np.zeros(len(s_b), np.int64), axis=0)
+        return name
+    return ""
+
+
+def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> np.ndarray:
+    """Per-channel mean of what the weight rounding error dw adds to the output.
+
+    The op is linear before its activation, so E[op(x; dw)] = op(E[x]; dw): one
+    float run on the calibration mean gives it (Nagel et al. 2019, bias correction).
+    """
+    wt = Tensor("dw", dw.shape, data=dw)
+    probe = Op(op.type, op.name, [op.inputs[0], "dw", ""], ["y"], {**op.attrs, "activation": "none"})
+    tiny = Graph("probe", {op.inputs[0]: g.tensors[op.inputs[0]], "dw": wt}, [probe], [op.inputs[0]], ["y"])
+    y = float_ref.run(tiny, mean_x)["y"]
+    return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
 
 # ---------------------------------------------------------------- float vs int8
@@ -369,11 +417,14 @@ def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -
     return rng.standard_normal((n, *g.input.shape[1:])).astype(np.float32)
 
 
-def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax"):
+def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
+             bias_correction: bool = True):
     """Quantize an optimized float graph; returns (quantized graph, Report).
 
     method: "minmax" (TFLite's default), "percentile" (clip each tail at
     99.99%) or "mse" (per-tensor clipping that minimises quantization MSE).
+    bias_correction folds the mean output shift caused by weight rounding back
+    into the bias; it matters most where outputs vary little between inputs.
     """
     if method not in METHODS:
         raise TinydsError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
@@ -382,7 +433,7 @@ def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax"):
     x = synthetic_calibration(g) if synthetic else _check_calib(g, calib_nhwc)
     obs = _observe(g, x, method)
     ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
-    qg = _build(g, ranges)
+    qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None)
     report = Report(method, synthetic, compare(g, qg, x), qg,
                     {name: (o.lo, o.hi) for name, o in obs.items()})
     return qg, report
