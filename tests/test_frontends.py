@@ -189,6 +189,32 @@ def test_residual_add_and_relu6_clamp(tmp_path):
         assert_close(passes.optimize(g), m, x * 3)
 
 
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2"])
+def test_zero_pad_and_batchnorm1d_after_linear(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pad = nn.ZeroPad2d((1, 2, 0, 3))
+            self.conv = nn.Conv2d(2, 3, 3)
+            self.fc = nn.Linear(3, 4)
+            self.bn = nn.BatchNorm1d(4)
+
+        def forward(self, x):
+            y = self.conv(F.pad(self.pad(x), [1, 1, 1, 1])).mean([2, 3])
+            return torch.clamp_min(self.bn(self.fc(y)), 0.0)
+
+    m = M()
+    m.bn.running_mean.uniform_(-1, 1)
+    m.bn.running_var.uniform_(0.5, 2)
+    g, m, x = _lower(m, (1, 2, 5, 4), tmp_path, via)
+    pads = [op.attrs["padding"] for op in g.ops if op.type == "pad"]
+    assert pads == [(0, 1, 3, 2), (1, 1, 1, 1)]                    # (top, left, bottom, right)
+    opt = passes.optimize(g)
+    assert [op.type for op in opt.ops if op.type != "reshape"] == ["pad", "pad", "conv2d", "avg_pool2d",
+                                                                   "fully_connected"]
+    assert_close(opt, m, x * 2)
+
+
 # ---- errors ---------------------------------------------------------------
 
 def test_unsupported_op_names_op_layer_and_supported(tmp_path):

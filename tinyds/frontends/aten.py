@@ -231,6 +231,23 @@ def _clamp(lo, a, layer):
     return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a.get("min"), a.get("max"), "clamp")
 
 
+def _clamp_min(lo, a, layer):
+    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min"], None, "clamp_min")
+
+
+def _pad(lo: Lowering, a, layer):
+    """F.pad / nn.ZeroPad2d with zeros on H and W: the IR pad op."""
+    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "pad")
+    pad = [int(p) for p in a["pad"]] + [0] * 4
+    if a.get("mode", "constant") != "constant" or (a.get("value") or 0) != 0 or any(pad[4:]) or min(pad) < 0:
+        raise lo.fail(layer, f"padding {a['pad']} ({a.get('mode', 'constant')}, value {a.get('value')}) "
+                             "is not supported; only non-negative zero padding of H and W is")
+    left, right, top, bottom = pad[:4]
+    n, c, h, w = x.shape
+    return lo._emit("pad", layer, [x.name], (n, c, h + top + bottom, w + left + right),
+                    {"padding": (top, left, bottom, right)})
+
+
 def _pool_geometry(lo, layer, x, a, kind):
     kernel = _pair(a["kernel_size"])
     stride = _pair(a["stride"]) if a.get("stride") not in (None, []) else kernel
@@ -444,6 +461,7 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
+    "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
     "flatten": _flatten, "view": _view, "reshape": _view, "_unsafe_view": _view,
@@ -455,4 +473,4 @@ HANDLERS = {
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "batch_norm", "relu", "relu6/hardtanh(0,6)",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
-             "linear", "add", "softmax", "dropout")
+             "linear", "add", "softmax", "zero pad", "dropout")
