@@ -140,6 +140,39 @@ def test_generate_and_verify(files, tmp_path, capsys):
     assert rc == 0 and "mismatches: 0 -> OK" in stdout
 
 
+def test_export_tflite_is_the_quantization_generate_uses(files, tmp_path, capsys):
+    from tinyds import reference
+    from tinyds.frontends.tflite import load_tflite
+    from tinyds.verify import load_graph
+    out, tfl = tmp_path / "out", tmp_path / "tiny.tflite"
+    assert run(capsys, "generate", files["tiny.pt"], "--calib", files["calib.npy"], "-o", out)[0] == 0
+    rc, stdout, err = run(capsys, "export-tflite", files["tiny.pt"], "--calib", files["calib.npy"],
+                          "-o", tfl)
+    assert rc == 0, err
+    x = np.random.default_rng(3).integers(-128, 128, (200, 8, 8, 1), dtype=np.int8)
+    generated = reference.run_all(load_graph(out / "verify"), x)
+    exported = reference.run_all(load_tflite(tfl), x)
+    assert len(generated) == len(exported)
+    for (_, a), (_, b) in zip(generated.items(), exported.items()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_verify_on_qemu_and_bench(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(capsys, "generate", files["tiny.pt"], "--calib", files["calib.npy"], "-o", out)[0] == 0
+    rc, stdout, err = run(capsys, "verify", out, "--target", "qemu", "--vectors", "50")
+    assert rc == 0, err
+    assert "mismatches: 0 vectors (0 bytes) -> OK" in stdout
+    rc, stdout, err = run(capsys, "bench", out)
+    assert rc == 0, err
+    lines = {line.split()[1]: line.split() for line in stdout.splitlines()
+             if line.strip()[:1].isdigit()}
+    # conv: 8*8*4 outputs x 9 taps x 1 channel; pointwise 8*8*6 x 4
+    assert lines["conv"][4] == str(8 * 8 * 4 * 9) and lines["pw"][4] == str(8 * 8 * 6 * 4)
+    assert int(lines["conv"][5]) > 0 and "sample output: matches the reference" in stdout
+
+
 @pytest.mark.parametrize("model, extra", [
     ("pickled.pt", ["--allow-pickle", "--input-shape", "1,1,8,8"]),
     ("scripted.pt", ["--input-shape", "1x1x8x8"]),

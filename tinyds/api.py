@@ -66,6 +66,44 @@ def load_graph(module_or_path, allow_pickle: bool = False, example_input=None,
     return frontends.from_module(module_or_path, example_input), type(module_or_path).__name__
 
 
+@dataclass
+class Quantized:
+    qg: Graph
+    stem: str                 # default model name
+    report: object            # tinyds.quantize.Report, None for an int8 .tflite
+    vectors: np.ndarray | None  # the calibration batch quantized, for verify
+
+
+def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pickle: bool = False,
+                   input_shape=None, log=print) -> Quantized:
+    """load -> optimize -> quantize: the one quantization that generate and export-tflite share."""
+    if isinstance(calib, (str, Path)):
+        calib = load_calib(calib)
+    example = None
+    if not isinstance(module_or_path, (str, Path)) and (calib is not None or input_shape):
+        import torch
+        example = (torch.zeros(tuple(input_shape)) if input_shape else
+                   torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
+    g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
+    from . import quantize
+    x = None if calib is None else calib_to_nhwc(g, calib)
+    if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
+        qg, report = g, None
+        if x is not None and tuple(np.shape(x)[1:]) != tuple(qg.input.shape[1:]):
+            raise TinydsError(f"calibration data has shape {np.shape(x)}, expected "
+                              f"(N, {', '.join(map(str, qg.input.shape[1:]))}) (NHWC, as the "
+                              ".tflite input); pass a float32 batch of model inputs")
+    else:
+        from . import passes
+        g = passes.optimize(g)
+        if calib is None:
+            print(SYNTHETIC_WARNING, file=sys.stderr)
+        qg, report = quantize.quantize(g, x, method)
+        log(report.text())
+    vectors = None if x is None else quantize.quantize_input(qg, x)
+    return Quantized(qg, stem, report, vectors)
+
+
 def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: str | None = None,
             method: str = "minmax", allow_pickle: bool = False, input_shape=None,
             log=print) -> ConvertResult:
@@ -79,36 +117,12 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     if name is not None:
         codegen.check_name(name)
     codegen.check_out_dir(Path(out))       # refuse a user's folder before any slow work
-    if isinstance(calib, (str, Path)):
-        calib = load_calib(calib)
-    example = None
-    if not isinstance(module_or_path, (str, Path)) and (calib is not None or input_shape):
-        import torch
-        example = (torch.zeros(tuple(input_shape)) if input_shape else
-                   torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
-    g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
-    name = name or codegen.sanitize_name(stem)
-    from . import quantize
-    x = None if calib is None else calib_to_nhwc(g, calib)
-    if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
-        qg, report = g, None
-        if x is not None and tuple(np.shape(x)[1:]) != tuple(qg.input.shape[1:]):
-            raise TinydsError(f"calibration data has shape {np.shape(x)}, expected "
-                              f"(N, {', '.join(map(str, qg.input.shape[1:]))}) (NHWC, as the "
-                              ".tflite input); pass a float32 batch of model inputs")
-        vectors = None if x is None else quantize.quantize_input(qg, x)
-    else:
-        from . import passes
-        g = passes.optimize(g)
-        if calib is None:
-            print(SYNTHETIC_WARNING, file=sys.stderr)
-        qg, report = quantize.quantize(g, x, method)
-        log(report.text())
-        vectors = None if x is None else quantize.quantize_input(qg, x)
-    res = codegen.generate(qg, out, name, mcu, vectors, source=str(module_or_path)
-                           if isinstance(module_or_path, (str, Path)) else stem)
+    q = quantize_model(module_or_path, calib, method, allow_pickle, input_shape, log)
+    name = name or codegen.sanitize_name(q.stem)
+    res = codegen.generate(q.qg, out, name, mcu, q.vectors, source=str(module_or_path)
+                           if isinstance(module_or_path, (str, Path)) else q.stem)
     lib = res.library
     log(f"{name}: arena {lib.arena_bytes} bytes (peak of the liveness plan; "
         f"{lib.plan.unshared_size} without reuse), weights {lib.weight_bytes} bytes, "
         f"{lib.num_layers} layers -> {res.out_dir}")
-    return ConvertResult(res.out_dir, name, lib.arena_bytes, lib.weight_bytes, report, qg)
+    return ConvertResult(res.out_dir, name, lib.arena_bytes, lib.weight_bytes, q.report, q.qg)

@@ -1,9 +1,12 @@
-"""`tinyds generate` and `tinyds verify`. Any TinydsError becomes one line on
+"""tinyds: a small CNN -> int8 C99 for Cortex-M, bit-exact with its NumPy reference.
+
+Subcommands generate, verify, bench and export-tflite. Any TinydsError becomes one line on
 stderr and exit status 2; everything else about the work lives in api/verify."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import TinydsError
 
@@ -26,33 +29,67 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _verify(args) -> int:
-    from .verify import verify
-    res = verify(args.out, n_random=args.vectors)
+    if args.target == "qemu":
+        from .firmware import verify_qemu
+        res = verify_qemu(Path(args.out), n_random=args.vectors or 200, mcu=args.mcu)
+    else:
+        from .verify import RANDOM_VECTORS, verify
+        res = verify(args.out, n_random=args.vectors or RANDOM_VECTORS)
     print(res.text())
     return 0 if res.ok else 1
+
+
+def _bench(args) -> int:
+    from .bench import bench
+    print(bench(Path(args.out)))
+    return 0
+
+
+def _export_tflite(args) -> int:
+    from .api import quantize_model
+    from .export_tflite import write_tflite
+    q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
+                       allow_pickle=args.allow_pickle, input_shape=args.input_shape)
+    print(f"wrote {write_tflite(q.qg, args.out)}")
+    return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """What generate and export-tflite share: they must quantize identically."""
+    p.add_argument("model", help="TorchScript .pt, torch.export .pt2, int8 .tflite "
+                   "(or a pickled nn.Module with --allow-pickle)")
+    p.add_argument("--calib", help=".npy float32 batch of real inputs in the model's layout, "
+                   "e.g. (N, C, H, W) for PyTorch")
+    p.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load a torch.save()d nn.Module; unpickling runs the file's code")
+    p.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
+                   help="input shape for a scripted TorchScript model (traced ones record it)")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinyds", description=__doc__.split(".")[0])
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="model -> int8 C library and firmware project")
-    g.add_argument("model", help="TorchScript .pt, torch.export .pt2, int8 .tflite "
-                   "(or a pickled nn.Module with --allow-pickle)")
+    _model_args(g)
     g.add_argument("--mcu", default="stm32f4", help="target MCU (default stm32f4)")
-    g.add_argument("--calib", help=".npy float32 batch of real inputs in the model's layout, "
-                   "e.g. (N, C, H, W) for PyTorch")
-    g.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
     g.add_argument("-o", "--out", default="out", help="output folder (default out/)")
     g.add_argument("--name", help="C symbol prefix (default: the model file's stem)")
-    g.add_argument("--allow-pickle", action="store_true",
-                   help="load a torch.save()d nn.Module; unpickling runs the file's code")
-    g.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
-                   help="input shape for a scripted TorchScript model (traced ones record it)")
     g.set_defaults(run=_generate)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")
-    v.add_argument("--vectors", type=int, default=1000, help="random int8 vectors (default 1000)")
+    v.add_argument("--target", choices=("host", "qemu"), default="host",
+                   help="host: gcc on this machine; qemu: the firmware on an emulated Cortex-M")
+    v.add_argument("--mcu", help="with --target qemu: build for this MCU (default: generate's)")
+    v.add_argument("--vectors", type=int, help="random int8 vectors (default 1000 host, 200 qemu)")
     v.set_defaults(run=_verify)
+    b = sub.add_parser("bench", help="instruction counts per layer under QEMU, flash and RAM bytes")
+    b.add_argument("out", help="a folder written by tinyds generate")
+    b.set_defaults(run=_bench)
+    e = sub.add_parser("export-tflite", help="write the tinyds-quantized model as an int8 .tflite")
+    _model_args(e)
+    e.add_argument("-o", "--out", required=True, help="the .tflite file to write")
+    e.set_defaults(run=_export_tflite)
     return p
 
 
