@@ -105,27 +105,31 @@ def _percentile(obs: Observer, p: float = PERCENTILE) -> tuple[float, float]:
 
 
 def _mse(obs: Observer) -> tuple[float, float]:
-    """Shrink [lo, hi] by the factor that minimises the expected squared quantization error.
+    """The clip range [lo, hi] that minimises the expected squared quantization error.
 
     Per histogram bin: uniform rounding noise s^2/12 inside the range, the squared
-    distance to the clip bound outside it.
+    distance to the clip bound outside it. Each end is shrunk in turn (coordinate
+    descent), so an outlier on one side does not cost the other side its range.
     """
     if obs.hist is None:
         return obs.lo, obs.hi
     edges = obs.edges()
     centers = (edges[:-1] + edges[1:]) / 2
-    best, best_err = (obs.lo, obs.hi), math.inf
-    for alpha in np.linspace(1.0, 0.05, 96):
-        lo, hi = min(float(obs.lo * alpha), 0.0), max(float(obs.hi * alpha), 0.0)
+    alphas = np.linspace(1.0, 0.02, 99)[:, None]
+
+    def error(lo, hi):                 # lo, hi: (K, 1) candidate ranges -> (K,) errors
         s = (hi - lo) / 255.0
-        if s <= 0:
-            continue
         clipped = np.clip(centers, lo, hi)
-        err = np.where(clipped == centers, s * s / 12.0, (centers - clipped) ** 2)
-        total = float(obs.hist @ err)
-        if total < best_err:
-            best, best_err = (lo, hi), total
-    return best
+        return np.where(clipped == centers, s * s / 12.0, (centers - clipped) ** 2) @ obs.hist
+
+    lo_max, hi_max = min(obs.lo, 0.0), max(obs.hi, 0.0)
+    lo, hi = lo_max, hi_max
+    for _ in range(3):
+        if hi_max > 0:
+            hi = hi_max * float(alphas[np.argmin(error(np.full_like(alphas, lo), hi_max * alphas)), 0])
+        if lo_max < 0:
+            lo = lo_max * float(alphas[np.argmin(error(lo_max * alphas, np.full_like(alphas, hi))), 0])
+    return lo, hi
 
 
 RANGE_FNS = {"minmax": _minmax, "percentile": _percentile, "mse": _mse}
