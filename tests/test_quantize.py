@@ -184,6 +184,41 @@ def test_large_bias_widens_weight_scale_instead_of_saturating():
     assert np.allclose(qb * s_b.astype(np.float64), b, rtol=1e-6)
 
 
+MLPERF = Path("/work/shared/models/mlperf-tiny")
+
+
+@pytest.mark.parametrize("float_model, int8_model", [
+    ("kws_ref_model_float32.tflite", "kws_ref_model.tflite"),
+    ("vww_96_float.tflite", "vww_96_int8.tflite"),
+])
+def test_weights_and_bias_match_the_tflite_converter(float_model, int8_model):
+    """MLPerf Tiny ships each model in float32 and as TFLite's int8 conversion of it: our
+    per-channel weights and our int32 biases (at the converter's scales) equal its bytes."""
+    if not (MLPERF / int8_model).exists():
+        pytest.skip("MLPerf Tiny models not available")
+    from tinyds.frontends import tflite
+    try:
+        floats = tflite._Reader(MLPERF / float_model)
+    except TinydsError as e:
+        pytest.skip(str(e))
+    index = {name: i for i, name in enumerate(floats.names)}
+    qg = tflite.load_tflite(MLPERF / int8_model)
+    checked = 0
+    for op in qg.ops:
+        if op.type not in ("conv2d", "depthwise_conv2d"):   # FC is per-tensor in these files
+            continue
+        x, w, b = (qg.tensors[n] for n in op.inputs[:3])
+        fw, fb = floats.data(index[w.name]), floats.data(index[b.name])
+        qb, s_b = Q.quantize_bias(fb, x.scale[0], w.scale)
+        assert np.array_equal(qb, b.data) and np.array_equal(s_b, b.scale), op.name
+        if fw.dtype == np.float32:                           # kws keeps some conv weights int8
+            qw, s_w = Q.quantize_weights(fw, w.axis, fb, x.scale[0])
+            assert np.array_equal(qw, w.data), op.name
+            assert np.allclose(s_w, w.scale, rtol=1e-6, atol=0), op.name
+            checked += 1
+    assert checked >= 4
+
+
 # ---------------------------------------------------------------- graph structure
 
 def test_graph_params_and_op_constraints(rng):
