@@ -1,10 +1,14 @@
 """Float IR -> quantized IR (TFLite int8 scheme) and the float-vs-int8 report.
 
 Activations: per-tensor asymmetric int8 from ranges observed over a calibration
-batch run through the float interpreter. Weights: per-channel symmetric int8.
-Bias: int32 at scale s_in * s_w[c]. Every formula below mirrors what TFLite's
-post-training quantizer (tensorflow/lite/tools/optimize) computes, in float32
-where it uses float32, so a graph quantized here matches one quantized there.
+batch run through the float interpreter (min/max, or percentile/MSE clipping).
+Weights: per-channel symmetric int8. Bias: int32 at scale s_in * s_w[c]. The
+formulas mirror TFLite's post-training quantizer (tensorflow/lite/tools/optimize)
+in float32 where it uses float32: test_quantize checks our weights and biases
+against the converter's bytes in the MLPerf Tiny models. Two deliberate extras:
+bias correction (the mean output shift from weight rounding goes back into the
+float bias before it is quantized) and a global average pool becoming MEAN with
+its own output scale, both for float-vs-int8 agreement.
 """
 from __future__ import annotations
 
