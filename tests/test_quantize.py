@@ -276,6 +276,22 @@ def test_bias_correction_removes_the_mean_error(rng):
     assert errs[True].mean() < errs[False].mean() / 2
 
 
+def test_bias_correction_with_tensor_names_like_its_own(rng):
+    """Torch module attributes become tensor names: a layer called 'dw' or 'y' must work."""
+    b = Builder((1, 6, 6, 3), rng)
+    b.conv(4)
+    g = b.g
+    for old, new in ((g.inputs[0], "dw"), (g.ops[0].outputs[0], "y")):
+        g.tensors[new] = g.tensors.pop(old)
+        g.tensors[new].name = new
+        for op in g.ops:
+            op.inputs = [new if n == old else n for n in op.inputs]
+            op.outputs = [new if n == old else n for n in op.outputs]
+    g.inputs, g.outputs = ["dw"], ["y"]
+    _, report = Q.quantize(g, rng.standard_normal((16, 6, 6, 3)))
+    assert report.snr_db > 30
+
+
 def test_global_avg_pool_becomes_mean_with_its_own_scale(rng):
     """TFLite's MEAN: the pooled range is narrower than the input's, so a finer scale."""
     b = Builder((1, 6, 6, 3), rng)

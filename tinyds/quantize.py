@@ -317,10 +317,11 @@ def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> 
     The op is linear before its activation, so E[op(x; dw)] = op(E[x]; dw): one
     float run on the calibration mean gives it (Nagel et al. 2019, bias correction).
     """
-    wt = Tensor("dw", dw.shape, data=dw)
-    probe = Op(op.type, op.name, [op.inputs[0], "dw", ""], ["y"], {**op.attrs, "activation": "none"})
-    tiny = Graph("probe", {op.inputs[0]: g.tensors[op.inputs[0]], "dw": wt}, [probe], [op.inputs[0]], ["y"])
-    y = float_ref.run(tiny, mean_x)["y"]
+    w_name = op.inputs[1]
+    probe = Op(op.type, op.name, [op.inputs[0], w_name, ""], list(op.outputs),
+               {**op.attrs, "activation": "none"})
+    errors = Graph("probe", {w_name: Tensor(w_name, dw.shape, data=dw)}, [probe], [], [])
+    y = float_ref.KERNELS[op.type](errors, probe, mean_x)
     return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
 
