@@ -265,3 +265,56 @@ def save_all(name: str, tmp_dir, seed: int = 0) -> dict:
         "scripted": save_torchscript(model, x, tmp_dir / f"{name}_scripted.pt", scripted=True),
         "pt2": save_pt2(model, x, tmp_dir / f"{name}.pt2"),
     }
+
+
+class SyntheticTask:
+    """A learnable classification task for a zoo input shape: each class is a smooth random
+    pattern (a low-resolution field upsampled), drawn at a random amplitude under heavy noise.
+    Nets trained on it have real class margins, the way deployed models do, and still make
+    mistakes (the noise is set so accuracy stays below 100%): the honest ground on which to
+    judge int8 agreement, which a random net's near-tied logits cannot give."""
+
+    def __init__(self, shape, classes: int, seed: int = 0, noise: float = 2.5):
+        c, h, w = shape[1:]
+        g = torch.Generator().manual_seed(seed)
+        low = torch.randn((classes, c, max(2, h // 6), max(2, w // 6)), generator=g)
+        self.prototypes = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+        self.noise = noise
+
+    def draw(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randint(0, self.prototypes.shape[0], (n,), generator=g)
+        amplitude = 0.5 + torch.rand((n, 1, 1, 1), generator=g)
+        noise = torch.randn((n,) + self.prototypes.shape[1:], generator=g)
+        return self.prototypes[y] * amplitude + self.noise * noise, y
+
+
+TRAIN_STEPS = 150
+
+
+def trained(name: str, seed: int = 0):
+    """(model trained briefly on its SyntheticTask, the task): a fresh copy each call."""
+    model, task = _trained(name, seed)
+    return copy.deepcopy(model), task
+
+
+@functools.lru_cache(maxsize=None)
+def _trained(name, seed):
+    torch.manual_seed(seed)
+    model = BUILDERS[name]()
+    classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    task = SyntheticTask(SHAPES[name], classes, seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # deterministic sums, and no thread thrash on a loaded 2-core box
+    try:
+        for step in range(TRAIN_STEPS):
+            x, y = task.draw(32, seed=1_000_000 + step)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), task
