@@ -1,6 +1,6 @@
-"""quantize.py: TFLite int8 parameter formulas, weight/bias quantization, graph
-constraints, calibration methods, the report, bad input, and the agreement bar
-on hand-built float graphs, TFLite's own conversions of the MLPerf Tiny models, and the
+"""quantize.py: TFLite int8 parameter formulas, weight/bias quantization (checked against
+TFLite's own conversions of the MLPerf Tiny models), graph constraints, calibration
+methods, the report, bad input, and float-vs-int8 agreement on hand-built graphs and the
 bundled trained digits example (the zoo's agreement bar is tests/test_agreement.py)."""
 from __future__ import annotations
 
