@@ -184,7 +184,7 @@ def test_large_bias_widens_weight_scale_instead_of_saturating():
     assert np.allclose(qb * s_b.astype(np.float64), b, rtol=1e-6)
 
 
-MLPERF = Path("/work/shared/models/mlperf-tiny")
+MLPERF = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"
 
 
 @pytest.mark.parametrize("float_model, int8_model", [
@@ -290,24 +290,6 @@ def test_bias_correction_with_tensor_names_like_its_own(rng):
     g.inputs, g.outputs = ["dw"], ["y"]
     _, report = Q.quantize(g, rng.standard_normal((16, 6, 6, 3)))
     assert report.snr_db > 30
-
-
-def test_classifier_logits_clipped_far_below_the_top_class(rng):
-    """Logits that never come near the winner must not cost the top classes int8 steps."""
-    b = Builder((1, 4, 4, 8), rng)
-    b.head(5)
-    fc = b.g.ops[-1]
-    b.g.tensors[fc.inputs[2]].data = np.array([0, 0, 0, -60, -80], np.float32)  # two hopeless classes
-    x = rng.standard_normal((256, 4, 4, 8))
-    plain, _ = Q.quantize(b.g, x, logit_window=None)
-    qg, report = Q.quantize(b.g, x)
-    top = float_ref.run(b.g, x)[b.g.outputs[0]].max(axis=1).min()
-    assert plain.output.scale[0] > 2 * qg.output.scale[0]
-    assert report.logit_clip == pytest.approx(top - Q.LOGIT_WINDOW) and "clipped" in report.text()
-    held_out = rng.standard_normal((400, 4, 4, 8))
-    assert Q.compare(b.g, qg, held_out).agreement >= Q.compare(b.g, plain, held_out).agreement
-    # a conv output is not a classifier's logits
-    assert Q.quantize(one_conv(rng, act="none"), None)[1].logit_clip is None
 
 
 def test_global_avg_pool_becomes_mean_with_its_own_scale(rng):

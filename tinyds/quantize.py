@@ -32,10 +32,6 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad")
 SOFTMAX_PARAMS = (np.float32(1 / 256), -128)
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
-# Classifier logits further than this below a sample's top logit change neither its
-# argmax nor its softmax (exp(-16) < 1e-6); clipping them there buys int8 resolution
-# near the top, where near-tied classes otherwise round to the same int8 value.
-LOGIT_WINDOW = 16.0
 # A tensor that never left 0 during calibration still needs a usable scale;
 # [0, 1] keeps downstream multipliers ordinary if real data is not all zero.
 DEGENERATE_RANGE = 1.0
@@ -77,11 +73,9 @@ class Observer:
     total: np.ndarray | float = 0.0
     count: int = 0
     hist: np.ndarray | None = None
-    lowest_top: float = math.inf      # min over samples of the sample's largest value
 
     def see_range(self, x: np.ndarray) -> None:
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
-        self.lowest_top = min(self.lowest_top, float(x.reshape(len(x), -1).max(axis=1).min()))
         self.total = self.total + x.sum(axis=0)
         self.count += len(x)
 
@@ -393,7 +387,6 @@ class Report:
     comparison: Comparison
     qg: Graph = field(repr=False)
     observed: dict[str, tuple[float, float]] = field(repr=False)
-    logit_clip: float | None = None       # where the classifier's logits were clipped
 
     @property
     def agreement(self) -> float:
@@ -425,23 +418,10 @@ class Report:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         data = "SYNTHETIC calibration data" if self.synthetic else "calibration data"
-        if self.logit_clip is not None:
-            lines.append(f"logits clipped below {self.logit_clip:.3g}, far under every top class, "
-                         "for int8 resolution near the top; the output SNR counts them as error")
         lines.append(f"float vs int8 on {self.comparison.samples} samples of {data} "
                      f"({self.method}): top-1 agreement {self.agreement:.2f}%, "
                      f"output SNR {self.snr_db:.1f} dB")
         return "\n".join(lines)
-
-
-def _logits(g: Graph) -> str | None:
-    """The classifier's logits: the graph output of a linear layer, or a final softmax's input."""
-    op = g.producer(g.outputs[0])
-    if op is not None and op.type == "softmax":
-        op = g.producer(op.inputs[0])
-    if op is None or op.type != "fully_connected" or op.attrs.get("activation", "none") != "none":
-        return None
-    return op.outputs[0]
 
 
 def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -> np.ndarray:
@@ -451,16 +431,13 @@ def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -
 
 
 def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
-             bias_correction: bool = True, logit_window: float | None = LOGIT_WINDOW):
+             bias_correction: bool = True):
     """Quantize an optimized float graph; returns (quantized graph, Report).
 
     method: "minmax" (TFLite's default), "percentile" (clip each tail at
     99.99%) or "mse" (per-tensor clipping that minimises quantization MSE).
     bias_correction folds the mean output shift caused by weight rounding back
     into the bias; it matters most where outputs vary little between inputs.
-    logit_window: a classifier's logits are clipped this far below the lowest
-    top-class logit seen in calibration (None: plain range), trading output SNR
-    on irrelevant low logits for fewer int8 ties between the top classes.
     """
     if method not in METHODS:
         raise TinydsError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
@@ -469,12 +446,7 @@ def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
     x = synthetic_calibration(g) if synthetic else _check_calib(g, calib_nhwc)
     obs = _observe(g, x, method)
     ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
-    logits = _logits(g) if logit_window is not None else None
-    logit_clip = None
-    if logits is not None and ranges[logits][0] < obs[logits].lowest_top - logit_window:
-        logit_clip = obs[logits].lowest_top - logit_window
-        ranges[logits] = (logit_clip, ranges[logits][1])
     qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None)
     report = Report(method, synthetic, compare(g, qg, x[:REPORT_SAMPLES]), qg,
-                    {name: (o.lo, o.hi) for name, o in obs.items()}, logit_clip)
+                    {name: (o.lo, o.hi) for name, o in obs.items()})
     return qg, report
