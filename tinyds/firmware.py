@@ -7,7 +7,6 @@ of vectors cost one boot and no reflashing.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyds import mcu as mcu_table
+from tinyds import verify
 from tinyds.errors import TinydsError
 from tinyds.mcu import MCU, Machine
 from tinyds.project import FIRMWARE_DIR, link_script, model_glue
@@ -106,14 +106,19 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
 
 @dataclass
 class QemuResult:
-    name: str
-    mcu: str
     machine: str
-    vectors: int
-    mismatched_vectors: int
-    mismatched_bytes: int
-    first: str
+    mcu: str
+    name: str
+    check: verify.BuildCheck
     seconds: float
+
+    @property
+    def vectors(self) -> int:
+        return self.check.vectors
+
+    @property
+    def mismatched_vectors(self) -> int:
+        return self.check.mismatched_vectors
 
     @property
     def ok(self) -> bool:
@@ -121,11 +126,12 @@ class QemuResult:
 
     def text(self) -> str:
         m = mcu_table.get(self.mcu)
-        where = f"; first: {self.first}" if self.first else ""
+        c = self.check
+        where = f"; first: {c.first}" if c.first else ""
         return "\n".join([
             f"{self.name}: arm-none-eabi-gcc {' '.join(m.cflags)} {' '.join(CFLAGS)}: clean",
-            f"QEMU {self.machine}: {self.vectors} vectors through the firmware (semihosting)",
-            f"mismatches: {self.mismatched_vectors} vectors ({self.mismatched_bytes} bytes){where} "
+            f"QEMU {self.machine}: {c.vectors} vectors through the firmware (semihosting)",
+            f"mismatches: {c.mismatched_vectors} vectors ({c.mismatched_bytes} bytes){where} "
             f"-> {'OK' if self.ok else 'FAILED'} ({self.seconds:.1f} s)"])
 
 
@@ -135,27 +141,10 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
     core (or `mcu`'s) runs the stored calibration vectors, n_random random ones
     and the extremes on the matching QEMU machine; every byte is compared with
     the NumPy reference."""
-    from tinyds import codegen, verify
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    try:
-        meta = json.loads((out / codegen.MARKER).read_text())
-        name, mcu = meta["name"], mcu or meta["mcu"]
-    except (OSError, ValueError, KeyError):
-        raise TinydsError(f"{out}: not a tinyds output folder (no readable {codegen.MARKER}); "
-                          f"run tinyds generate MODEL -o {out} first") from None
-    bundle = out / verify.BUNDLE
-    qg = verify.load_graph(bundle)
-    stored = np.load(bundle / "vectors.npy", allow_pickle=False) if (bundle / "vectors.npy").exists() else None
-    x = verify.verify_inputs(qg, stored, n_random, seed)
-    got = run_vectors(out / "lib" / name, name, mcu, x.reshape(len(x), -1), qg.output.size)
-    want = verify.reference_outputs(qg, x)
-    bad = got != want
-    rows = np.flatnonzero(bad.any(axis=1))
-    first = ""
-    if len(rows):
-        i = int(rows[0])
-        j = int(np.flatnonzero(bad[i])[0])
-        first = f"vector {i} byte {j}: firmware {int(got[i, j])}, reference {int(want[i, j])}"
-    return QemuResult(name, mcu, mcu_table.get(mcu).qemu, len(x), len(rows), int(bad.sum()),
-                      first, time.perf_counter() - t0)
+    o = verify.load_output(out_dir)
+    mcu = mcu or o.mcu
+    x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
+    got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size)
+    check = verify.check("firmware", got, verify.reference_outputs(o.qg, x))
+    return QemuResult(mcu_table.get(mcu).qemu, mcu, o.name, check, time.perf_counter() - t0)

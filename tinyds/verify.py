@@ -238,7 +238,7 @@ def reference_outputs(qg: Graph, x: np.ndarray) -> np.ndarray:
         len(x[i:i + REFERENCE_CHUNK]), -1) for i in range(0, len(x), REFERENCE_CHUNK)])
 
 
-def _check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
+def check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
     want = want[:len(got)]
     bad = got != want
     rows = np.flatnonzero(bad.any(axis=1))
@@ -246,24 +246,43 @@ def _check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
     if len(rows):
         i = int(rows[0])
         j = int(np.flatnonzero(bad[i])[0])
-        first = f"vector {i} byte {j}: C {int(got[i, j])}, reference {int(want[i, j])}"
+        first = f"vector {i} byte {j}: {build} {int(got[i, j])}, reference {int(want[i, j])}"
     return BuildCheck(build, len(got), len(rows), int(bad.sum()), first)
+
+
+@dataclass
+class Output:
+    """A folder written by `tinyds generate`, as the verifiers need it."""
+    dir: Path
+    name: str
+    mcu: str
+    qg: Graph
+    stored: np.ndarray | None     # the quantized calibration vectors, if generate had any
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.dir / "lib" / self.name
+
+
+def load_output(out_dir) -> Output:
+    out = Path(out_dir)
+    try:
+        meta = json.loads((out / MARKER).read_text())
+        name, mcu = meta["name"], meta.get("mcu", "stm32f4")
+    except (OSError, ValueError, KeyError):
+        raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER}); "
+                          f"run tinyds generate MODEL -o {out} first") from None
+    bundle = out / BUNDLE
+    vectors = bundle / "vectors.npy"
+    stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
+    return Output(out, name, mcu, load_graph(bundle), stored)
 
 
 def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResult:
     """Compile out_dir's library twice, run every vector, compare with the reference."""
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    try:
-        meta = json.loads((out / MARKER).read_text())
-        name = meta["name"]
-    except (OSError, ValueError, KeyError):
-        raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER}); "
-                          "run tinyds generate MODEL -o {out} first".replace("{out}", str(out))) from None
-    bundle = out / BUNDLE
-    qg = load_graph(bundle)
-    stored = np.load(bundle / "vectors.npy", allow_pickle=False) if (bundle / "vectors.npy").exists() else None
-    lib_dir = out / "lib" / name
+    o = load_output(out_dir)
+    name, qg, stored, lib_dir = o.name, o.qg, o.stored, o.lib_dir
     x = verify_inputs(qg, stored, n_random, seed)
     subset = {"release": x, "sanitize": x[:SANITIZE_VECTORS]}
 
@@ -272,9 +291,9 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
 
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:
         runs = {b: pool.submit(build_and_run, b) for b in BUILDS}
-        cross = pool.submit(compile_target, lib_dir, name, meta.get("mcu", "stm32f4"), Path(tmp))
+        cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
-        checks = [_check(b, f.result(), want) for b, f in runs.items()]
+        checks = [check(b, f.result(), want) for b, f in runs.items()]
         target = cross.result()
     n_cal = 0 if stored is None else len(stored)
     return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0)
