@@ -3,7 +3,6 @@ drawn like the calibration data, for the DS-CNN and MobileNet-style zoo nets.
 
 Judged on nets trained briefly on a SyntheticTask (models.trained): a random net's logits
 are near-tied for most inputs, so its "agreement" measures noise, not quantization."""
-import numpy as np
 import pytest
 
 import models

@@ -193,6 +193,14 @@ def run_kernels(cases, sanitize=True) -> list[np.ndarray]:
     return outs
 
 
+def assert_c_matches_reference(cases) -> None:
+    """Every case's generated C output equals its op's integer reference, byte for byte."""
+    for i, ((g, x), got) in enumerate(zip(cases, run_kernels(cases))):
+        op = g.ops[0]
+        np.testing.assert_array_equal(got, ops.get(op.type).reference(g, op, x),
+                                      err_msg=f"case {i}: {op.type} {op.attrs}")
+
+
 def arm_compiles(cases) -> str:
     """Compile the kernels (no main) with arm-none-eabi-gcc for Cortex-M4; returns stderr."""
     if shutil.which("arm-none-eabi-gcc") is None:
@@ -230,6 +238,7 @@ def quantize(y_float, s_out, zp_out, act_min, act_max) -> np.ndarray:
 @pytest.fixture
 def opkit():
     return SimpleNamespace(graph=graph, same_padding=same_padding, run_kernels=run_kernels,
+                           assert_c_matches_reference=assert_c_matches_reference,
                            arm_compiles=arm_compiles, quantize=quantize,
                            random_window=random_window, random_scales=random_scales,
                            random_operands=random_operands, run_qemu=run_qemu)

@@ -92,13 +92,7 @@ def sweep(opkit, seed, n):
 
 def test_c_matches_reference_bit_exactly(opkit):
     cases = sweep(opkit, 12, 40)
-    outs = opkit.run_kernels(cases)
-    mismatches = 0
-    for i, ((g, x), got) in enumerate(zip(cases, outs)):
-        want = depthwise_conv2d.reference(g, g.ops[0], x)
-        mismatches += int((got != want).sum())
-        np.testing.assert_array_equal(got, want, err_msg=f"case {i}: {g.ops[0].attrs}")
-    assert mismatches == 0
+    opkit.assert_c_matches_reference(cases)
 
 
 def test_c_without_folded_offset(opkit, monkeypatch):
@@ -108,8 +102,7 @@ def test_c_without_folded_offset(opkit, monkeypatch):
     rng = np.random.default_rng(24)
     cases = [random_case(opkit, rng, padding_style="valid") for i in range(10)]
     assert not any(depthwise_conv2d.c_params(g, g.ops[0])["fold"] for g, _ in cases)
-    for (g, x), got in zip(cases, opkit.run_kernels(cases)):
-        np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x))
+    opkit.assert_c_matches_reference(cases)
 
 
 def test_c_compiles_for_cortex_m4(opkit):

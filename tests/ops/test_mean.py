@@ -67,8 +67,7 @@ def test_generated_c_matches_reference(opkit):
         cases.append((g, rng.integers(-128, 128, (64, *g.input.shape[1:])).astype(np.int8)))
     g = random_graph(rng, requantize=True, shape=(1, 25, 5, 64))
     cases.append((g, np.stack([np.full((25, 5, 64), v, np.int8) for v in (-128, 127)])))
-    for (g, x), got in zip(cases, opkit.run_kernels(cases)):
-        np.testing.assert_array_equal(got, mean.reference(g, g.ops[0], x))
+    opkit.assert_c_matches_reference(cases)
     opkit.arm_compiles(cases[:4])
 
 
