@@ -149,6 +149,19 @@ def report(b: Bench) -> str:
     return "\n".join(lines)
 
 
+def tflm_arena_line(graph: Graph, arena: int) -> str:
+    """The same quantized model's arena in TensorFlow Lite Micro, for comparison."""
+    try:
+        from tinyds.export_tflite import export_tflite, tflm_arena_size
+        tflm = tflm_arena_size(export_tflite(graph))
+    except ImportError:
+        return "TFLM arena: not measured (pip install 'tinyds[tflite]' to compare)"
+    except TinydsError as e:
+        return f"TFLM arena: not measured ({e})"
+    return (f"TFLM arena for the same model: {tflm['head']} B of tensors "
+            f"({tflm['total']} B with its host-side bookkeeping); tinyds: {arena} B")
+
+
 def bench(out_dir: Path, graph: Graph | None = None) -> str:
     """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
 
@@ -159,6 +172,8 @@ def bench(out_dir: Path, graph: Graph | None = None) -> str:
         graph = verify.load_graph(bundle)
     b = measure(out_dir, graph)
     text = report(b)
+    if graph is not None:
+        text += "\n" + tflm_arena_line(graph, b.arena)
     if not b.sample_ok:
         raise TinydsError(f"{out_dir}: bench: the firmware's output differs from the reference "
                           f"sample; run `tinyds verify {out_dir} --target qemu`\n{text}")
