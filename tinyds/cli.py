@@ -14,7 +14,8 @@ from .errors import TinydsError
 def _generate(args) -> int:
     from .api import convert
     convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
-            method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape)
+            method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape,
+            optimize=args.optimize)
     return 0
 
 
@@ -75,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--mcu", default="stm32f4", help="target MCU (default stm32f4)")
     g.add_argument("-o", "--out", default="out", help="output folder (default out/)")
     g.add_argument("--name", help="C symbol prefix (default: the model file's stem)")
+    g.add_argument("--optimize", choices=("speed", "size"), default="speed",
+                   help="speed (default): int16 weight streams and SMLAD kernels on DSP cores, "
+                   "falling back per layer to int8 when flash would not fit; size: int8 weights")
     g.set_defaults(run=_generate)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")

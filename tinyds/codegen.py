@@ -17,11 +17,12 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from . import __version__, data_dir, mcu as mcu_table, ops, reference
+from . import __version__, data_dir, kernels as kernel_choice, mcu as mcu_table, reference
 from .errors import TinydsError
 from .ir import Graph
-from .planner import Plan, is_alias, plan
+from .planner import Plan, is_alias, plan, scratch_name
 
+RUNTIME_HEADERS = ("tinyds_common.h", "tinyds_dsp.h")
 MARKER = "tinyds.json"      # marks a folder as tinyds output, which generate may replace
 # Thumb-2 code per layer, for the fits-in-flash check before anything is written:
 # arm-none-eabi-gcc -O2 -mcpu=cortex-m4 gives ~890 B/layer for the MLPerf KWS
@@ -45,6 +46,7 @@ class Library:
     input_size: int
     output_size: int
     num_layers: int
+    kernels: list = None   # per op: the kernels.Kernel chosen (None for a reshape)
 
 
 def sanitize_name(text: str) -> str:
@@ -99,11 +101,20 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True, autoescape=False)
 
 
-def weight_bytes(g: Graph) -> int:
-    """Flash used by constants: tensors plus the per-channel requant arrays."""
-    consts = {n for op in g.ops for n in op.inputs if n and g.tensors[n].is_const}
-    tables = sum(v.nbytes for op in g.ops for v in op.attrs.values() if isinstance(v, np.ndarray))
-    return sum(g.tensors[n].nbytes for n in consts) + tables
+def weight_bytes(g: Graph, chosen=None) -> int:
+    """Flash used by constants: tensors plus the per-channel requant arrays; a fast
+    kernel's int16 weight stream counts 4 bytes per word."""
+    total = 0
+    for i, op in enumerate(g.ops):
+        k = chosen[i] if chosen else None
+        consts = [n for n in op.inputs if n and g.tensors[n].is_const]
+        if k is not None and k.fast:
+            total += 4 * (len(k.params["words"]) + len(k.params["bias"]) + len(k.params["mult"]))
+            total += 0 if k.params["fast"] else 4 * len(k.params["shift"])
+            continue
+        total += sum(g.tensors[n].nbytes for n in consts)
+        total += sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray))
+    return total
 
 
 def _pointer(p: Plan, tensor: str, name: str) -> str:
@@ -113,32 +124,40 @@ def _pointer(p: Plan, tensor: str, name: str) -> str:
     return where
 
 
-def render_library(qg: Graph, name: str, source: str = "") -> tuple[dict[str, str], Library]:
-    """The library's files as text, plus its figures. Nothing is written."""
+def render_library(qg: Graph, name: str, source: str = "",
+                   target: kernel_choice.Target = kernel_choice.Target()
+                   ) -> tuple[dict[str, str], Library]:
+    """The library's files as text, plus its figures. Nothing is written.
+
+    target: the core's features and --optimize, which pick each layer's kernel."""
     if not qg.is_quantized:
         raise TinydsError(f"{qg.name}: graph is not quantized; run tinyds.quantize.quantize first")
     env = environment()
-    p = plan(qg)
+    chosen = [None if is_alias(qg, op) else kernel_choice.choose(qg, op, target) for op in qg.ops]
+    p = plan(qg, chosen)
     layers, kernels = [], []
-    for i, op in enumerate(qg.ops):
+    for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": ""}
-        if not is_alias(qg, op):
+        if k is not None:
             fn = f"{name}_l{i}_{op.type}"
             try:
-                template = env.get_template(f"ops/{op.type}.c.j2")
+                template = env.get_template(f"ops/{k.template}.c.j2")
             except jinja2.TemplateNotFound:
                 raise TinydsError(f"{qg.name}: {op.name}: no C kernel for {op.type}; run "
                                   "tinyds.passes.optimize before quantizing") from None
-            kernels.append(template.render(fn=fn, prefix=name, **ops.get(op.type).c_params(qg, op)))
+            kernels.append(template.render(fn=fn, prefix=name, **k.params))
             args = [_pointer(p, t, name) for t in op.inputs if t and not qg.tensors[t].is_const]
-            layer["call"] = f"{fn}({', '.join(args + [_pointer(p, op.outputs[0], name)])})"
+            args.append(_pointer(p, op.outputs[0], name))
+            if k.scratch:
+                args.append(_pointer(p, scratch_name(i), name))
+            layer["call"] = f"{fn}({', '.join(args)})"
         layers.append(layer)
     x, y = qg.input, qg.output
     (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
     ctx = dict(
         name=name, NAME=name.upper(), source=(source or qg.name).replace("*/", "* /"),
-        layers=layers, kernels=kernels,
+        layers=layers, kernels=kernels, dsp=any(k is not None and k.fast for k in chosen),
         input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),
         input_size=x.size, output_size=y.size, arena_size=p.arena_size,
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
@@ -147,15 +166,18 @@ def render_library(qg: Graph, name: str, source: str = "") -> tuple[dict[str, st
     files = {
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),
-        "tinyds_common.h": (data_dir("templates") / "tinyds_common.h").read_text(),
     }
-    lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg), x.size, y.size, len(qg.ops))
+    for header in RUNTIME_HEADERS:
+        files[header] = (data_dir("templates") / header).read_text()
+    lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg, chosen), x.size, y.size,
+                  len(qg.ops), chosen)
     return files, lib
 
 
-def generate_library(qg: Graph, lib_dir, name: str, source: str = "") -> Library:
-    """Write NAME.c, NAME.h and tinyds_common.h into lib_dir (created if needed)."""
-    files, lib = render_library(qg, name, source)
+def generate_library(qg: Graph, lib_dir, name: str, source: str = "",
+                     target: kernel_choice.Target = kernel_choice.Target()) -> Library:
+    """Write NAME.c, NAME.h and the runtime headers into lib_dir (created if needed)."""
+    files, lib = render_library(qg, name, source, target)
     lib_dir = Path(lib_dir)
     lib_dir.mkdir(parents=True, exist_ok=True)
     for fname, text in files.items():
@@ -216,8 +238,41 @@ def _sample(qg: Graph, vectors) -> np.ndarray:
     return rng.integers(-128, 128, (1, *qg.input.shape[1:]), dtype=np.int8)
 
 
+def _flash_need(lib: Library) -> int:
+    return lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers
+
+
+def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = ""):
+    """render_library for an MCU; under "speed", layers whose int16 weight streams
+    would overflow the MCU's flash fall back to int8 ("size"), largest first."""
+    target = kernel_choice.Target.for_mcu(mcu, optimize)
+    files, lib = render_library(qg, name, source, target)
+    budget = mcu_table.get(mcu).flash - mcu_table.RUNTIME_FLASH_BYTES
+    fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
+                  key=lambda i: -len(lib.kernels[i].params["words"]))
+    size_layers = set()
+    while _flash_need(lib) > budget and fast:
+        size_layers.add(fast.pop(0))
+        target = kernel_choice.Target(target.dsp, optimize, frozenset(size_layers))
+        files, lib = render_library(qg, name, source, target)
+    return files, lib
+
+
+def kernel_report(qg: Graph, lib: Library) -> str:
+    """One line per layer: which kernel runs it and why (printed by generate)."""
+    lines = []
+    for op, k in zip(qg.ops, lib.kernels):
+        if k is None:
+            continue
+        kind = "fast" if k.fast else "portable"
+        place = f", in place ({k.inplace})" if k.inplace else ""
+        lines.append(f"  {op.name[:32]:<32} {op.type:<17} {kind}{': ' + k.note if k.note else ''}"
+                     f"{place}")
+    return "\n".join(lines)
+
+
 def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
-             source: str = "") -> GenerateResult:
+             source: str = "", optimize: str = "speed") -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
 
@@ -227,8 +282,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     """
     from . import project, verify
     out = Path(out_dir).resolve()
-    files, lib = render_library(qg, name, source)
-    mcu_table.check_fits(mcu, lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers,
+    files, lib = render_for_mcu(qg, name, mcu, optimize, source)
+    mcu_table.check_fits(mcu, _flash_need(lib),
                          lib.arena_bytes + lib.input_size + lib.output_size, source or qg.name)
     check_out_dir(out)
     try:
@@ -248,7 +303,9 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         (tmp / MARKER).write_text(json.dumps({
             "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
-            "weight_bytes": lib.weight_bytes, "layers": lib.num_layers}, indent=2) + "\n")
+            "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
+            "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast]},
+            indent=2) + "\n")
         _replace_dir(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -83,3 +83,46 @@ def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, shift) 
     """TFLite MultiplyByQuantizedMultiplierSmallerThanOneExp (shift <= 0), used by ADD."""
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier),
                                   -np.asarray(shift, dtype=np.int64))
+
+
+def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc_bound):
+    """Constants that make SMMLA + SSAT equal TFLite's requantization, or None.
+
+    TFLite computes t = floor((acc*m + 2^30) / 2^31), r = t / 2^e rounded half
+    away from zero (e = -shift), out = clamp(r + zp). For t >= 0 that rounding
+    is floor((t + 2^(e-1)) / 2^e); for t < 0 both roundings give r <= 0, which
+    the clamp maps to act_min whenever act_min >= zp (a fused ReLU). Nesting the
+    floors, out = floor((acc*m + 2^30 + 2^(30+e) + zp*2^(31+e)) / 2^(31+e)).
+    Scaling the channel's weights and bias by 2^s with s = E + 1 - e turns the
+    denominator into 2^(32+E): SMMLA gives floor(acc'*m / 2^32) + k with
+    k = 2^(s-2) + 2^(E-1) + zp*2^E, and ASR #E floors the rest. One E serves
+    the whole layer, so it is an immediate.
+
+    Conditions: act_min >= zp; every live channel shifts right (e >= 1);
+    |w|*2^s fits int16 (SMLAD operands) and the accumulator bound times 2^s fits
+    int32. A dead channel (multiplier 0) outputs clamp(zp): m = 0, k = zp*2^E.
+    Returns dict(scale_bits, exponent, mult, k) per channel, or None.
+    """
+    m = np.asarray(multiplier, np.int64)
+    e = -np.asarray(shift, np.int64)
+    live = m != 0
+    if act_min < zero_point or (e[live] < 1).any():
+        return None
+    big_e = int(e[live].max()) + 1 if live.any() else 2
+    s = np.where(live, big_e + 1 - e, 0)
+    if (s > 16).any():
+        return None
+    if ((np.asarray(w_absmax, np.int64) << s) > 32767).any():
+        return None
+    if ((np.asarray(acc_bound, np.int64) << s) > INT32_MAX).any():
+        return None
+    k = np.where(live, (1 << np.maximum(s - 2, 0)) + (1 << (big_e - 1)), 0) + (zero_point << big_e)
+    if k.min() < INT32_MIN or k.max() > INT32_MAX:
+        return None
+    return dict(scale_bits=s, exponent=big_e, mult=m, k=k)
+
+
+def fast_requantize(acc_scaled, mult, k, exponent: int) -> np.ndarray:
+    """What SMMLA + ASR + SSAT #8 compute (before the act clamp), for checking fast_requant."""
+    hi = (np.asarray(acc_scaled, np.int64) * np.asarray(mult, np.int64)) >> 32
+    return np.clip((hi + np.asarray(k, np.int64)) >> exponent, -128, 127)

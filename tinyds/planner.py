@@ -6,6 +6,14 @@ in one static arena. A reshape is only a new view, so its output shares its
 input's buffer. Buffers whose lifetimes do not overlap share arena bytes;
 placement is TFLM's greedy-by-size strategy (largest first, lowest offset that
 does not collide with a buffer alive at the same time).
+
+Two things go beyond TFLM. A kernel may need scratch bytes during its call
+(a buffer alive for that one layer). And a kernel that can work in place
+(kernels.Kernel.inplace) writes its output over its input when the input dies
+there: "channels" at the same offset; "pixels" (pixel p's input is read before
+its output is written) at the same offset when the output is no wider, else
+placed lower by out_size - in_size, so that output pixel p never reaches input
+pixel p + 1. Such buffers form a group that is placed as one block.
 """
 from __future__ import annotations
 
@@ -25,6 +33,24 @@ class Buffer:
     last: int                # index of the last op that reads it (len(ops): the graph output)
     where: str = "arena"     # "input" | "output" | "arena"
     offset: int = 0          # arena offset when where == "arena"
+
+
+@dataclass
+class Group:
+    """Buffers at fixed offsets from each other (an in-place chain), placed as one block."""
+    members: list[tuple[Buffer, int]]     # (buffer, offset within the block)
+
+    @property
+    def size(self) -> int:
+        return max(off + b.size for b, off in self.members)
+
+    @property
+    def first(self) -> int:
+        return min(b.first for b, _ in self.members)
+
+    @property
+    def last(self) -> int:
+        return max(b.last for b, _ in self.members)
 
 
 @dataclass
@@ -78,21 +104,58 @@ def _buffers(g: Graph) -> list[Buffer]:
     return list(groups.values())
 
 
-def _overlap_in_time(a: Buffer, b: Buffer) -> bool:
-    return a.first <= b.last and b.first <= a.last
+def scratch_name(i: int) -> str:
+    return f"scratch:{i}"
 
 
-def plan(g: Graph) -> Plan:
-    """Place every activation tensor of g; the arena holds everything but the I/O buffers."""
+def _groups(g: Graph, buffers: list[Buffer], kernels) -> list[Group]:
+    """One group per arena buffer, then in-place layers merge their output's group
+    into their input's (the input must die in that layer)."""
+    by_tensor = {t: b for b in buffers for t in b.tensors}
+    group = {id(b): Group([(b, 0)]) for b in buffers if b.where == "arena"}
+    for i, op in enumerate(g.ops):
+        k = kernels[i] if kernels else None
+        if k is None or not k.inplace:
+            continue
+        src, dst = by_tensor[op.inputs[0]], by_tensor[op.outputs[0]]
+        if src.where != "arena" or dst.where != "arena" or src.last != i or src is dst:
+            continue
+        gs, gd = group[id(src)], group[id(dst)]
+        if gs is gd or len(gd.members) != 1:
+            continue
+        base = dict((id(b), off) for b, off in gs.members)[id(src)]
+        lower = max(0, dst.size - src.size) if k.inplace == "pixels" else 0
+        if k.inplace == "channels" and dst.size > src.size:
+            continue
+        gs.members.append((dst, base - _align(lower)))
+        low = min(off for _, off in gs.members)
+        if low < 0:     # the widened output starts before the block: shift the block
+            gs.members = [(b, off - low) for b, off in gs.members]
+        group[id(dst)] = gs
+    unique = {id(gr): gr for gr in group.values()}
+    return list(unique.values())
+
+
+def plan(g: Graph, kernels=None) -> Plan:
+    """Place every activation tensor of g; the arena holds everything but the I/O buffers.
+
+    kernels: per op, the chosen kernels.Kernel (or None for no code), for
+    scratch bytes and in-place layers; without it every layer is out of place."""
     buffers = _buffers(g)
-    placed: list[Buffer] = []
-    for b in sorted((b for b in buffers if b.where == "arena"), key=lambda b: (-b.size, b.first)):
+    for i, k in enumerate(kernels or []):
+        if k is not None and k.scratch:
+            buffers.append(Buffer([scratch_name(i)], k.scratch, i, i))
+    placed: list[tuple[int, Group]] = []
+    for gr in sorted(_groups(g, buffers, kernels), key=lambda gr: (-gr.size, gr.first)):
         offset = 0
-        for other in sorted((o for o in placed if _overlap_in_time(b, o)), key=lambda o: o.offset):
-            if offset + b.size <= other.offset:
+        alive = sorted((o for o in placed if gr.first <= o[1].last and o[1].first <= gr.last),
+                       key=lambda o: o[0])
+        for other_off, other in alive:
+            if offset + gr.size <= other_off:
                 break
-            offset = max(offset, _align(other.offset + other.size))
-        b.offset = offset
-        placed.append(b)
-    arena = max((b.offset + b.size for b in placed), default=0)
+            offset = max(offset, _align(other_off + other.size))
+        placed.append((offset, gr))
+        for b, off in gr.members:
+            b.offset = offset + off
+    arena = max((off + gr.size for off, gr in placed), default=0)
     return Plan(buffers, _align(arena), {t: b for b in buffers for t in b.tensors})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TinydsError
+from .. import fixedpoint
 from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
 from ..ir import Graph, Op
 from ..window import taps
@@ -133,3 +134,92 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     w, y = g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
     return int(np.prod(y.shape[1:3])) * w.size
+
+
+def pair_index(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which taps form each int16-pair word of a run of k taps (-1: a zero half).
+
+    The pairing of templates/tinyds_dsp.h: (t0, t2), (t1, t3) per group of four
+    -- what SXTB16 and SXTB16 ROR #8 extract from one word -- then (t0, t1),
+    (t2, -1) for a tail of up to three."""
+    lo, hi = [], []
+    i = 0
+    while i + 4 <= k:
+        lo += [i, i + 1]
+        hi += [i + 2, i + 3]
+        i += 4
+    while i < k:
+        lo.append(i)
+        hi.append(i + 1 if i + 1 < k else -1)
+        i += 2
+    return np.array(lo, np.int64), np.array(hi, np.int64)
+
+
+def gemm_steps(k: int) -> int:
+    """Pair words per pixel in the GEMM core: even (two steps per loop pass), at least 2."""
+    return max(2, -(-k // 4) * 2)
+
+
+def pack_pairs(v: np.ndarray, steps: int) -> np.ndarray:
+    """(rows, k) int16 values -> (rows, steps) uint32 pair words, zero-padded."""
+    lo, hi = pair_index(v.shape[1])
+    v = np.concatenate([v.astype(np.int64), np.zeros((len(v), 1), np.int64)], axis=1)
+    words = (v[:, lo] & 0xFFFF) | ((v[:, hi] & 0xFFFF) << 16)
+    out = np.zeros((len(v), steps), np.int64)
+    out[:, :words.shape[1]] = words
+    return out
+
+
+def gemm_weights(w_rows: np.ndarray, steps: int) -> np.ndarray:
+    """(out_c, k) int16 weights -> the stream tinyds_gemm_4x2 reads: per block of
+    four channels, per step, the four channels' pair words."""
+    words = pack_pairs(w_rows, steps)                   # (out_c, steps)
+    return words.reshape(-1, 4, steps).transpose(0, 2, 1).ravel()
+
+
+def gemm_requant(g: Graph, op: Op, w_rows: np.ndarray, bias: np.ndarray, p: dict) -> dict:
+    """Requantization of the GEMM core: the 2-instruction form when exact (weights
+    and bias scaled by 2^s per channel), else TFLite's per channel. Returns the
+    template's literals plus the scaled int16 weights and int32 bias."""
+    w_abs = np.abs(w_rows.astype(np.int64))
+    acc_bound = np.abs(bias) + 128 * w_abs.sum(axis=1)
+    fast = fixedpoint.fast_requant(p["multiplier"], p["shift"], p["output_offset"],
+                                   p["act_min"], w_abs.max(axis=1), acc_bound)
+    if fast is None:
+        return dict(fast=False, exponent=0, w=w_rows, b=bias,
+                    mult=p["multiplier"], requant="TFLite per channel (SMULL)")
+    s = fast["scale_bits"]
+    mk = np.stack([fast["mult"], fast["k"]], axis=1).ravel()
+    return dict(fast=True, exponent=fast["exponent"], w=w_rows.astype(np.int64) << s[:, None],
+                b=bias << s, mult=int_list(mk), requant="SMMLA+SSAT")
+
+
+def fast_params(g: Graph, op: Op) -> dict | None:
+    """Literals for templates/ops/conv2d_s16.c.j2, or None where it cannot run.
+
+    Any conv2d whose output channels come in fours and whose input offset folds
+    into the bias: pixels go in pairs, through im2col (padding taps hold the
+    input zero point, which the folded offset cancels) unless pointwise, then
+    through the shared int16 GEMM core."""
+    x, w, bias, y = operands(g, op)
+    if weight_zero_point(g, op) or w.shape[0] % 4 or w.shape[3] != x.shape[3]:
+        return None
+    p = window_params(x, y, w.shape[1:3], op)
+    p.update(quant_params(g, op, p["out_c"]))
+    w_rows = w.reshape(w.shape[0], -1).astype(np.int64)
+    folded = fold_bias(bias, w_rows.sum(axis=1), p["input_offset"])
+    if folded is None:
+        return None
+    taps = w_rows.shape[1]
+    steps = gemm_steps(taps)
+    rq = gemm_requant(g, op, w_rows, folded, p)
+    p.update(
+        pointwise=(w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
+                   and not any(op.attrs["padding"])),
+        taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], fast=rq["fast"],
+        exponent=rq["exponent"], mult=rq["mult"], requant=rq["requant"],
+        bias=int_list(rq["b"]), words=[f"0x{v:08x}" for v in gemm_weights(rq["w"], steps)],
+        input_zero_point=-p["input_offset"])
+    rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)
+    p["scratch"] = 8 * steps + rows
+    return p

@@ -1,0 +1,243 @@
+/* tinyds fast-kernel core: int16-pair MACs (SMLAD), the 2-instruction
+ * requantization (SMMLA + SSAT) and the 4-channel x 2-pixel GEMM block that
+ * the fast conv2d kernels share.
+ *
+ * On cores with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4/M7) the
+ * primitives are the ACLE intrinsics and the GEMM inner loop is a small inline
+ * assembly block; everywhere else (the host that `tinyds verify` compiles on,
+ * Cortex-M0+/M3) each primitive has a portable C twin with the same result bit
+ * for bit, so the host check runs the very algorithm the MCU runs: the same
+ * packed weights, the same pairing of inputs, the same requantization. The
+ * twins compute in uint32 where the instruction wraps, so no C overflow is UB.
+ *
+ * Layout contract with tinyds/ops/conv2d.py (pack_pairs / pack_weights):
+ * a run of K int8 taps becomes ceil(K/2) int16-pair words, each group of four
+ * taps t0..t3 as (t0, t2), (t1, t3) -- what SXTB16 and SXTB16 ROR #8 extract
+ * from one little-endian word -- and a tail of 1-3 taps as (t0, t1), (t2, 0).
+ */
+#ifndef TINYDS_DSP_H
+#define TINYDS_DSP_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "tinyds_common.h"
+
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+
+#if defined(__GNUC__)
+/* Layer functions stay separate: inlined into NAME_run, eight accumulators spill. */
+#define TINYDS_NOINLINE __attribute__((noinline))
+#else
+#define TINYDS_NOINLINE
+#endif
+
+/* acc + lo(x)*lo(y) + hi(x)*hi(y), the int16 halves signed. */
+static inline int32_t tinyds_smlad(uint32_t x, uint32_t y, int32_t acc)
+{
+#if defined(__ARM_FEATURE_DSP)
+    return __smlad(x, y, acc);
+#else
+    int32_t lo = (int32_t)(int16_t)(x & 0xFFFF) * (int16_t)(y & 0xFFFF);
+    int32_t hi = (int32_t)(int16_t)(x >> 16) * (int16_t)(y >> 16);
+    return (int32_t)((uint32_t)acc + (uint32_t)lo + (uint32_t)hi);
+#endif
+}
+
+/* acc + lo(x)*lo(y): one int16 tap (SMLABB). */
+static inline int32_t tinyds_smlabb(uint32_t x, uint32_t y, int32_t acc)
+{
+#if defined(__ARM_FEATURE_DSP)
+    return __smlabb(x, y, acc);
+#else
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(x & 0xFFFF) * (int16_t)(y & 0xFFFF)));
+#endif
+}
+
+/* Bytes 0 and 2 of w, sign-extended into the two int16 halves. */
+static inline uint32_t tinyds_sxtb16(uint32_t w)
+{
+#if defined(__ARM_FEATURE_DSP)
+    return __sxtb16(w);
+#else
+    return (uint32_t)(uint16_t)(int16_t)(int8_t)(w & 0xFF)
+         | (uint32_t)(uint16_t)(int16_t)(int8_t)((w >> 16) & 0xFF) << 16;
+#endif
+}
+
+/* Bytes 1 and 3 of w. GCC does not fold __sxtb16(ror(w, 8)) into one
+ * instruction, so the rotate form is written out. */
+static inline uint32_t tinyds_sxtb16_ror8(uint32_t w)
+{
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(w));
+    return r;
+#else
+    return tinyds_sxtb16(w >> 8);
+#endif
+}
+
+/* k + high word of acc * m (SMMLA). */
+static inline int32_t tinyds_smmla(int32_t acc, int32_t m, int32_t k)
+{
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+    int32_t r;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(r) : "r"(acc), "r"(m), "r"(k));
+    return r;
+#else
+    return (int32_t)((uint32_t)k + (uint32_t)(int32_t)(((int64_t)acc * m) >> 32));
+#endif
+}
+
+/* Saturate to int8 (SSAT #8). */
+static inline int32_t tinyds_ssat8(int32_t x)
+{
+#if defined(__ARM_FEATURE_DSP)
+    return __ssat(x, 8);
+#else
+    return x < -128 ? -128 : (x > 127 ? 127 : x);
+#endif
+}
+
+static inline uint32_t tinyds_pack16(int32_t lo, int32_t hi)
+{
+    return (uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16;
+}
+
+/* k int8 taps of a and of b -> interleaved int16-pair words: x[2j] from a,
+ * x[2j+1] from b, j < ceil(k/2), in the pairing described at the top; then
+ * zero words up to `steps` pairs (their weights are zero). */
+static inline void tinyds_expand2(const int8_t *a, const int8_t *b, int k, int steps, uint32_t *x)
+{
+    uint32_t *end = x + 2 * steps;
+    int i = 0;
+    for (; i + 4 <= k; i += 4) {
+        uint32_t wa, wb;
+        memcpy(&wa, a + i, 4);
+        memcpy(&wb, b + i, 4);
+        x[0] = tinyds_sxtb16(wa);
+        x[1] = tinyds_sxtb16(wb);
+        x[2] = tinyds_sxtb16_ror8(wa);
+        x[3] = tinyds_sxtb16_ror8(wb);
+        x += 4;
+    }
+    for (; i < k; i += 2) {
+        int last = i + 1 == k;
+        x[0] = tinyds_pack16(a[i], last ? 0 : a[i + 1]);
+        x[1] = tinyds_pack16(b[i], last ? 0 : b[i + 1]);
+        x += 2;
+    }
+    while (x < end) {
+        *x++ = 0;
+    }
+}
+
+/* How a GEMM block turns its eight accumulators into int8.
+ * fast: out = clamp(SSAT8((SMMLA(acc, m, k)) >> e)), exact because the weights
+ *   and bias were scaled by 2^s per channel at generation time (see
+ *   tinyds/requant_fast.py for the derivation and its conditions).
+ * otherwise: TFLite's MultiplyByQuantizedMultiplier per channel. */
+typedef struct {
+    const int32_t *bias;       /* per output channel: initial accumulator */
+    const int32_t *mult;       /* fast: (m, k) pairs; generic: multipliers */
+    const int32_t *shift;      /* generic only: TFLite shifts */
+    int32_t exponent;          /* fast only: the layer's right shift e */
+    int32_t zero_point;        /* generic only */
+    int32_t act_min, act_max;
+    int32_t fast;
+} tinyds_requant;
+
+static inline int8_t tinyds_out(const tinyds_requant *q, int32_t acc, int c)
+{
+    int32_t y;
+    if (q->fast) {
+        y = tinyds_ssat8(tinyds_smmla(acc, q->mult[2 * c], q->mult[2 * c + 1]) >> q->exponent);
+    } else {
+        y = tinyds_requantize(acc, q->mult[c], q->shift[c]) + q->zero_point;
+    }
+    return (int8_t)(y < q->act_min ? q->act_min : (y > q->act_max ? q->act_max : y));
+}
+
+/* Two pixels through `out_c` (a multiple of 4) output channels: x holds
+ * `steps` (even) int16-pair words per pixel, interleaved by tinyds_expand2;
+ * w holds, per block of four channels and per step, the four channels'
+ * weight pairs. Writes out_c bytes at oa and at ob (ob may equal oa when both
+ * pixels are the same one). */
+static TINYDS_NOINLINE void tinyds_gemm_4x2(const uint32_t *x, int steps, const uint32_t *w,
+                                            int out_c, const tinyds_requant *q,
+                                            int8_t *oa, int8_t *ob)
+{
+    const uint32_t *x_end = x + 2 * steps;
+    for (int c = 0; c < out_c; c += 4) {
+        int32_t a0 = q->bias[c], a1 = q->bias[c + 1], a2 = q->bias[c + 2], a3 = q->bias[c + 3];
+        int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
+        const uint32_t *xp = x;
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+        /* Two steps per pass: per step one LDRD of the two pixels' pairs, two
+         * LDRD of the four channels' weight pairs, eight SMLAD. Fourteen
+         * registers are live; the end pointer is re-read from memory into a
+         * weight register once they are dead. */
+        uint32_t xa, xb, w0, w1;
+        __asm__ volatile(
+            "1:\n\t"
+            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
+            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"
+            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"
+            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"
+            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
+            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"
+            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"
+            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"
+            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"
+            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
+            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"
+            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"
+            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"
+            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
+            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"
+            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"
+            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"
+            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"
+            "ldr    %[w0], %[end]\n\t"
+            "cmp    %[xp], %[w0]\n\t"
+            "bne    1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+              [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [b3] "+r"(b3),
+              [xp] "+r"(xp), [wp] "+r"(w),
+              [xa] "=&r"(xa), [xb] "=&r"(xb), [w0] "=&r"(w0), [w1] "=&r"(w1)
+            : [end] "m"(x_end)
+            : "cc", "memory");
+#else
+        while (xp != x_end) {
+            const uint32_t xa = xp[0], xb = xp[1];
+            a0 = tinyds_smlad(xa, w[0], a0);
+            b0 = tinyds_smlad(xb, w[0], b0);
+            a1 = tinyds_smlad(xa, w[1], a1);
+            b1 = tinyds_smlad(xb, w[1], b1);
+            a2 = tinyds_smlad(xa, w[2], a2);
+            b2 = tinyds_smlad(xb, w[2], b2);
+            a3 = tinyds_smlad(xa, w[3], a3);
+            b3 = tinyds_smlad(xb, w[3], b3);
+            xp += 2;
+            w += 4;
+        }
+#endif
+        oa[c] = tinyds_out(q, a0, c);
+        oa[c + 1] = tinyds_out(q, a1, c + 1);
+        oa[c + 2] = tinyds_out(q, a2, c + 2);
+        oa[c + 3] = tinyds_out(q, a3, c + 3);
+        ob[c] = tinyds_out(q, b0, c);
+        ob[c + 1] = tinyds_out(q, b1, c + 1);
+        ob[c + 2] = tinyds_out(q, b2, c + 2);
+        ob[c + 3] = tinyds_out(q, b3, c + 3);
+    }
+}
+
+#endif /* TINYDS_DSP_H */

@@ -1,0 +1,70 @@
+"""Which C kernel runs each layer -- decided here, at generation time, from the
+core and the layer's shape and parameters (CMSIS-NN's one wrapper that picks
+the kernel, moved out of the firmware).
+
+Every op has a portable kernel, templates/ops/<op>.c.j2. On cores with the DSP
+extension and with `optimize="speed"`, conv2d and depthwise_conv2d layers that
+meet a fast kernel's conditions run templates/ops/<op>_s16.c.j2 instead: int16
+weight streams (about twice the flash of int8) and SMLAD. The fast kernels'
+C twins (tinyds_dsp.h) are what `tinyds verify` runs on the host.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import ops
+from .errors import TinydsError
+from .ir import Graph, Op
+
+OPTIMIZE = ("speed", "size")
+
+
+@dataclass(frozen=True)
+class Target:
+    dsp: bool = False            # ARMv7E-M DSP extension (Cortex-M4/M7)
+    optimize: str = "speed"      # "size": int8 weights everywhere (portable kernels)
+    size_layers: frozenset = frozenset()   # op indices kept at "size" under "speed" (flash)
+
+    @classmethod
+    def for_mcu(cls, mcu: str, optimize: str = "speed") -> "Target":
+        from . import mcu as mcu_table
+        if optimize not in OPTIMIZE:
+            raise TinydsError(f"--optimize {optimize}: choose one of {', '.join(OPTIMIZE)}")
+        return cls(dsp=mcu_table.get(mcu).dsp, optimize=optimize)
+
+
+@dataclass
+class Kernel:
+    template: str                # templates/ops/<template>.c.j2
+    params: dict = field(repr=False)
+    scratch: int = 0             # arena bytes the kernel uses only during its call
+    # How the output may share the input's bytes (planner.py):
+    #   "pixels": pixel by pixel in order, each pixel's input read before its output is written
+    #   "channels": channel by channel, same layout (C_out == C_in)
+    inplace: str | None = None
+    note: str = ""               # what the report says about this choice
+
+    @property
+    def fast(self) -> bool:
+        return self.template.endswith("_s16")
+
+
+def portable(g: Graph, op: Op) -> Kernel:
+    return Kernel(op.type, ops.get(op.type).c_params(g, op))
+
+
+def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
+    """The kernel for one layer (never for a reshape, which emits no code)."""
+    fast = (target.dsp and target.optimize == "speed"
+            and g.ops.index(op) not in target.size_layers)
+    if fast and op.type == "conv2d":
+        p = ops.get("conv2d").fast_params(g, op)
+        if p is not None:
+            return Kernel("conv2d_s16", p, p["scratch"], "pixels" if p["pointwise"] else None,
+                          f"SMLAD int16, requant {p['requant']}")
+    if fast and op.type == "depthwise_conv2d":
+        p = ops.get("depthwise_conv2d").fast_params(g, op)
+        if p is not None:
+            return Kernel("depthwise_conv2d_s16", p, p["scratch"], "channels",
+                          f"SMLAD int16 plane, requant {p['requant']}")
+    return portable(g, op)
