@@ -109,7 +109,7 @@ def weight_bytes(g: Graph, chosen=None) -> int:
         k = chosen[i] if chosen else None
         consts = [n for n in op.inputs if n and g.tensors[n].is_const]
         if k is not None and k.fast:
-            total += 4 * (len(k.params["words"]) + len(k.params["bias"]) + len(k.params["mult"]))
+            total += 4 * (len(k.params["stream"]) + len(k.params["bias"]) + len(k.params["mult"]))
             total += 0 if k.params["fast"] else 4 * len(k.params["shift"])
             continue
         total += sum(g.tensors[n].nbytes for n in consts)
@@ -249,7 +249,7 @@ def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", sour
     files, lib = render_library(qg, name, source, target)
     budget = mcu_table.get(mcu).flash - mcu_table.RUNTIME_FLASH_BYTES
     fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
-                  key=lambda i: -len(lib.kernels[i].params["words"]))
+                  key=lambda i: -len(lib.kernels[i].params["stream"]))
     size_layers = set()
     while _flash_need(lib) > budget and fast:
         size_layers.add(fast.pop(0))

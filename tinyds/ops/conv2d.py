@@ -218,7 +218,7 @@ def fast_params(g: Graph, op: Op) -> dict | None:
                    and not any(op.attrs["padding"])),
         taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], fast=rq["fast"],
         exponent=rq["exponent"], mult=rq["mult"], requant=rq["requant"],
-        bias=int_list(rq["b"]), words=[f"0x{v:08x}" for v in gemm_weights(rq["w"], steps)],
+        bias=int_list(rq["b"]), stream=[f"0x{v:08x}" for v in gemm_weights(rq["w"], steps)],
         input_zero_point=-p["input_offset"])
     rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)
     p["scratch"] = 8 * steps + rows

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import Graph, Op
 from ..window import taps
-from .conv2d import (fold_bias, int_list, operands, quant_params, requantize,
+from .conv2d import (fold_bias, gemm_requant, int_list, operands, quant_params, requantize,
                      weight_zero_point, window_params)
 
 
@@ -58,3 +58,49 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     w, y = g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
     return int(np.prod(y.shape[1:3])) * w.size
+
+
+def fast_params(g: Graph, op: Op) -> dict | None:
+    """Literals for templates/ops/depthwise_conv2d_s16.c.j2, or None where it cannot run.
+
+    One channel at a time is gathered into a column-major int16 plane whose
+    border holds the input zero point (the folded input offset cancels it), so
+    there is no border code and output channel c may overwrite input channel c
+    (in place). Vertical taps pair up in 32-bit words of a column: with stride 1,
+    rows (y, y+1) of two vertically adjacent outputs come from the same words
+    (weights A_j = (w[2j], w[2j+1]) for the upper output, B_j = (w[2j-1], w[2j])
+    for the lower); with an even stride, one output per step from word-aligned
+    rows. Needs depth multiplier 1 and vertical dilation 1."""
+    x, w, bias, y = operands(g, op)
+    (sh, _), (dh, _) = op.attrs["stride"], op.attrs["dilation"]
+    if weight_zero_point(g, op) or op.attrs["depth_multiplier"] != 1 or dh != 1:
+        return None
+    if sh != 1 and sh % 2:
+        return None
+    p = window_params(x, y, w.shape[1:3], op)
+    p.update(quant_params(g, op, p["out_c"]))
+    kh, kw, c = p["k_h"], p["k_w"], p["out_c"]
+    taps = w[0].reshape(kh * kw, c).T.reshape(c, kh, kw).astype(np.int64)   # (C, KH, KW)
+    folded = fold_bias(bias, taps.sum(axis=(1, 2)), p["input_offset"])
+    if folded is None:
+        return None
+    w_rows = taps.reshape(c, -1)
+    rq = gemm_requant(g, op, w_rows, folded, p)
+    wt = rq["w"].reshape(c, kh, kw)
+    pairs = sh == 1
+    words = -(-(kh + 1) // 2) if pairs else -(-kh // 2)        # words read per column
+    padded = np.zeros((c, 2 * words + 2, kw), np.int64)
+    padded[:, 1:kh + 1] = wt                                   # padded[:, t + 1] = w[t]
+    a = [(padded[:, 2 * j + 1], padded[:, 2 * j + 2]) for j in range(words)]
+    b = [(padded[:, 2 * j], padded[:, 2 * j + 1]) for j in range(words)] if pairs else []
+    stream = np.stack([(lo & 0xFFFF) | ((hi & 0xFFFF) << 16) for lo, hi in a + b], axis=1)
+    stream = stream.transpose(0, 2, 1).reshape(c, -1)           # per channel: per kx, A then B
+    last_row = ((p["out_h"] + 1) // 2 * 2 - 2 if pairs else (p["out_h"] - 1) * sh) + 2 * words
+    rows = (last_row + 1) // 2 * 2
+    cols = (p["out_w"] - 1) * p["stride_w"] + (kw - 1) * p["dil_w"] + 1
+    p.update(pairs=pairs, words=words, rows=rows, cols=cols, fast=rq["fast"],
+             exponent=rq["exponent"], mult=rq["mult"], requant=rq["requant"],
+             bias=int_list(rq["b"]), stream=[f"0x{v:08x}" for v in stream.ravel()],
+             words_per_channel=stream.shape[1], input_zero_point=-p["input_offset"],
+             scratch=2 * rows * cols)
+    return p
