@@ -28,10 +28,13 @@
 #endif
 
 #if defined(__GNUC__)
-/* Layer functions stay separate: inlined into NAME_run, eight accumulators spill. */
+/* Layer functions stay separate: inlined into NAME_run, eight accumulators spill.
+ * TINYDS_CORE: a shared core, emitted once, silently dropped when unused. */
 #define TINYDS_NOINLINE __attribute__((noinline))
+#define TINYDS_CORE static __attribute__((noinline, unused))
 #else
 #define TINYDS_NOINLINE
+#define TINYDS_CORE static
 #endif
 
 /* acc + lo(x)*lo(y) + hi(x)*hi(y), the int16 halves signed. */
@@ -135,109 +138,126 @@ static inline void tinyds_expand2(const int8_t *a, const int8_t *b, int k, int s
     }
 }
 
-/* How a GEMM block turns its eight accumulators into int8.
- * fast: out = clamp(SSAT8((SMMLA(acc, m, k)) >> e)), exact because the weights
- *   and bias were scaled by 2^s per channel at generation time (see
- *   tinyds/requant_fast.py for the derivation and its conditions).
- * otherwise: TFLite's MultiplyByQuantizedMultiplier per channel. */
-typedef struct {
-    const int32_t *bias;       /* per output channel: initial accumulator */
-    const int32_t *mult;       /* fast: (m, k) pairs; generic: multipliers */
-    const int32_t *shift;      /* generic only: TFLite shifts */
-    int32_t exponent;          /* fast only: the layer's right shift e */
-    int32_t zero_point;        /* generic only */
-    int32_t act_min, act_max;
-    int32_t fast;
-} tinyds_requant;
-
-static inline int8_t tinyds_out(const tinyds_requant *q, int32_t acc, int c)
+/* The 2-instruction requantization: SSAT8((SMMLA(acc, m, k)) >> e). Exact
+ * because the weights and bias were scaled by 2^s per channel at generation
+ * time (tinyds/fixedpoint.py::fast_requant has the derivation and conditions). */
+static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t e)
 {
-    int32_t y;
-    if (q->fast) {
-        y = tinyds_ssat8(tinyds_smmla(acc, q->mult[2 * c], q->mult[2 * c + 1]) >> q->exponent);
-    } else {
-        y = tinyds_requantize(acc, q->mult[c], q->shift[c]) + q->zero_point;
-    }
-    return (int8_t)(y < q->act_min ? q->act_min : (y > q->act_max ? q->act_max : y));
+    return (int8_t)tinyds_ssat8(tinyds_smmla(acc, mk[0], mk[1]) >> e);
 }
 
-/* Two pixels through `out_c` (a multiple of 4) output channels: x holds
- * `steps` (even) int16-pair words per pixel, interleaved by tinyds_expand2;
- * w holds, per block of four channels and per step, the four channels'
- * weight pairs. Writes out_c bytes at oa and at ob (ob may equal oa when both
- * pixels are the same one). */
-static TINYDS_NOINLINE void tinyds_gemm_4x2(const uint32_t *x, int steps, const uint32_t *w,
-                                            int out_c, const tinyds_requant *q,
-                                            int8_t *oa, int8_t *ob)
-{
-    const uint32_t *x_end = x + 2 * steps;
-    for (int c = 0; c < out_c; c += 4) {
-        int32_t a0 = q->bias[c], a1 = q->bias[c + 1], a2 = q->bias[c + 2], a3 = q->bias[c + 3];
-        int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
-        const uint32_t *xp = x;
+/* The eight accumulators a0..a3 (pixel a), b0..b3 (pixel b) of the enclosing
+ * scope += the pair words from xp to x_end times four channels' weight pairs
+ * at w (advanced past them). Steps are even. */
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-        /* Two steps per pass: per step one LDRD of the two pixels' pairs, two
-         * LDRD of the four channels' weight pairs, eight SMLAD. Fourteen
-         * registers are live; the end pointer is re-read from memory into a
-         * weight register once they are dead. */
-        uint32_t xa, xb, w0, w1;
-        __asm__ volatile(
-            "1:\n\t"
-            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
-            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"
-            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"
-            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"
-            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
-            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"
-            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"
-            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"
-            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"
-            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
-            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"
-            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"
-            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"
-            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"
-            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"
-            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"
-            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"
-            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"
-            "ldr    %[w0], %[end]\n\t"
-            "cmp    %[xp], %[w0]\n\t"
-            "bne    1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-              [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [b3] "+r"(b3),
-              [xp] "+r"(xp), [wp] "+r"(w),
-              [xa] "=&r"(xa), [xb] "=&r"(xb), [w0] "=&r"(w0), [w1] "=&r"(w1)
-            : [end] "m"(x_end)
-            : "cc", "memory");
+/* Two steps per pass: per step one LDRD of the two pixels' pairs, two LDRD of
+ * the four channels' weight pairs, eight SMLAD. Fourteen registers are live,
+ * so the end pointer is re-read from memory into a dead weight register. */
+#define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
+        uint32_t xa_, xb_, w0_, w1_;                                        \
+        const uint32_t *end_ = (x_end);                                     \
+        __asm__ volatile(                                                   \
+            "1:\n\t"                                                        \
+            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"                         \
+            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"                         \
+            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"                         \
+            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"                         \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"                         \
+            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"                         \
+            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"                         \
+            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"                         \
+            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"                         \
+            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"                         \
+            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"                         \
+            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"                         \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"                         \
+            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"                         \
+            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"                         \
+            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"                         \
+            "ldr    %[w0], %[end]\n\t"                                      \
+            "cmp    %[xp], %[w0]\n\t"                                       \
+            "bne    1b\n\t"                                                 \
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),   \
+              [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [b3] "+r"(b3),   \
+              [xp] "+r"(xp), [wp] "+r"(w),                                  \
+              [xa] "=&r"(xa_), [xb] "=&r"(xb_), [w0] "=&r"(w0_), [w1] "=&r"(w1_) \
+            : [end] "m"(end_)                                               \
+            : "cc", "memory");                                              \
+    } while (0)
 #else
-        while (xp != x_end) {
-            const uint32_t xa = xp[0], xb = xp[1];
-            a0 = tinyds_smlad(xa, w[0], a0);
-            b0 = tinyds_smlad(xb, w[0], b0);
-            a1 = tinyds_smlad(xa, w[1], a1);
-            b1 = tinyds_smlad(xb, w[1], b1);
-            a2 = tinyds_smlad(xa, w[2], a2);
-            b2 = tinyds_smlad(xb, w[2], b2);
-            a3 = tinyds_smlad(xa, w[3], a3);
-            b3 = tinyds_smlad(xb, w[3], b3);
-            xp += 2;
-            w += 4;
-        }
+#define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
+        while ((xp) != (x_end)) {                                           \
+            const uint32_t xa_ = (xp)[0], xb_ = (xp)[1];                    \
+            a0 = tinyds_smlad(xa_, (w)[0], a0);                             \
+            b0 = tinyds_smlad(xb_, (w)[0], b0);                             \
+            a1 = tinyds_smlad(xa_, (w)[1], a1);                             \
+            b1 = tinyds_smlad(xb_, (w)[1], b1);                             \
+            a2 = tinyds_smlad(xa_, (w)[2], a2);                             \
+            b2 = tinyds_smlad(xb_, (w)[2], b2);                             \
+            a3 = tinyds_smlad(xa_, (w)[3], a3);                             \
+            b3 = tinyds_smlad(xb_, (w)[3], b3);                             \
+            (xp) += 2;                                                      \
+            (w) += 4;                                                       \
+        }                                                                   \
+    } while (0)
 #endif
-        oa[c] = tinyds_out(q, a0, c);
-        oa[c + 1] = tinyds_out(q, a1, c + 1);
-        oa[c + 2] = tinyds_out(q, a2, c + 2);
-        oa[c + 3] = tinyds_out(q, a3, c + 3);
-        ob[c] = tinyds_out(q, b0, c);
-        ob[c + 1] = tinyds_out(q, b1, c + 1);
-        ob[c + 2] = tinyds_out(q, b2, c + 2);
-        ob[c + 3] = tinyds_out(q, b3, c + 3);
+
+/* Two pixels through out_c (a multiple of 4) output channels: x holds `steps`
+ * (even) pair words per pixel, interleaved by tinyds_expand2; w holds, per
+ * block of four channels and per step, the four channels' weight pairs.
+ * Writes out_c bytes at oa and at ob (ob may equal oa: an odd last pixel).
+ * Three variants, so that no requantization choice is made per output:
+ *   fast: SMMLA + SSAT, act range [-128, 127] (a ReLU whose zero point is -128)
+ *   fast_clamp: the same, then clamped to [lo, hi]
+ *   tflite: MultiplyByQuantizedMultiplier per channel, + zp, clamped.
+ */
+#define TINYDS_GEMM_4X2_LOOP(STORE)                                         \
+    const uint32_t *x_end = x + 2 * steps;                                  \
+    for (int c = 0; c < out_c; c += 4) {                                    \
+        int32_t a0 = bias[c], a1 = bias[c + 1], a2 = bias[c + 2], a3 = bias[c + 3]; \
+        int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;                         \
+        const uint32_t *xp = x;                                             \
+        TINYDS_MAC_4X2(xp, x_end, w);                                       \
+        STORE(oa[c], a0, c); STORE(oa[c + 1], a1, c + 1);                   \
+        STORE(oa[c + 2], a2, c + 2); STORE(oa[c + 3], a3, c + 3);           \
+        STORE(ob[c], b0, c); STORE(ob[c + 1], b1, c + 1);                   \
+        STORE(ob[c + 2], b2, c + 2); STORE(ob[c + 3], b3, c + 3);           \
     }
+
+TINYDS_CORE void tinyds_gemm_4x2_fast(
+    const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
+    const int32_t *mk, int32_t e, int8_t *oa, int8_t *ob)
+{
+#define TINYDS_STORE_FAST(dst, acc, ch) dst = tinyds_requant_fast(acc, mk + 2 * (ch), e)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_FAST)
+#undef TINYDS_STORE_FAST
+}
+
+TINYDS_CORE void tinyds_gemm_4x2_fast_clamp(
+    const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
+    const int32_t *mk, int32_t e, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
+{
+#define TINYDS_STORE_CLAMP(dst, acc, ch) \
+    dst = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(acc, mk + 2 * (ch), e), lo), hi)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_CLAMP)
+#undef TINYDS_STORE_CLAMP
+}
+
+TINYDS_CORE void tinyds_gemm_4x2_tflite(
+    const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
+    const int32_t *mult, const int32_t *shift, int32_t zp, int32_t lo, int32_t hi,
+    int8_t *oa, int8_t *ob)
+{
+#define TINYDS_STORE_TFLITE(dst, acc, ch) \
+    dst = tinyds_clamp_s8(tinyds_requantize(acc, mult[ch], shift[ch]) + zp, lo, hi)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_TFLITE)
+#undef TINYDS_STORE_TFLITE
 }
 
 #endif /* TINYDS_DSP_H */

@@ -110,7 +110,7 @@ def weight_bytes(g: Graph, chosen=None) -> int:
         consts = [n for n in op.inputs if n and g.tensors[n].is_const]
         if k is not None and k.fast:
             total += 4 * (len(k.params["stream"]) + len(k.params["bias"]) + len(k.params["mult"]))
-            total += 0 if k.params["fast"] else 4 * len(k.params["shift"])
+            total += 4 * len(k.params["shift"]) if k.params["requant"] == "tflite" else 0
             continue
         total += sum(g.tensors[n].nbytes for n in consts)
         total += sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray))

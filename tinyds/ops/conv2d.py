@@ -179,19 +179,20 @@ def gemm_weights(w_rows: np.ndarray, steps: int) -> np.ndarray:
 
 def gemm_requant(g: Graph, op: Op, w_rows: np.ndarray, bias: np.ndarray, p: dict) -> dict:
     """Requantization of the GEMM core: the 2-instruction form when exact (weights
-    and bias scaled by 2^s per channel), else TFLite's per channel. Returns the
-    template's literals plus the scaled int16 weights and int32 bias."""
+    and bias scaled by 2^s per channel; "fast", or "fast_clamp" when the fused
+    activation range is narrower than int8), else "tflite" per channel. Returns
+    the kind, the template's literals and the (scaled) int16 weights and bias."""
     w_abs = np.abs(w_rows.astype(np.int64))
     acc_bound = np.abs(bias) + 128 * w_abs.sum(axis=1)
     fast = fixedpoint.fast_requant(p["multiplier"], p["shift"], p["output_offset"],
                                    p["act_min"], w_abs.max(axis=1), acc_bound)
     if fast is None:
-        return dict(fast=False, exponent=0, w=w_rows, b=bias,
-                    mult=p["multiplier"], requant="TFLite per channel (SMULL)")
+        return dict(kind="tflite", exponent=0, w=w_rows, b=bias, mult=p["multiplier"])
     s = fast["scale_bits"]
     mk = np.stack([fast["mult"], fast["k"]], axis=1).ravel()
-    return dict(fast=True, exponent=fast["exponent"], w=w_rows.astype(np.int64) << s[:, None],
-                b=bias << s, mult=int_list(mk), requant="SMMLA+SSAT")
+    full = p["act_min"] == -128 and p["act_max"] == 127
+    return dict(kind="fast" if full else "fast_clamp", exponent=fast["exponent"],
+                w=w_rows.astype(np.int64) << s[:, None], b=bias << s, mult=int_list(mk))
 
 
 def fast_params(g: Graph, op: Op) -> dict | None:
@@ -216,8 +217,8 @@ def fast_params(g: Graph, op: Op) -> dict | None:
     p.update(
         pointwise=(w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
                    and not any(op.attrs["padding"])),
-        taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], fast=rq["fast"],
-        exponent=rq["exponent"], mult=rq["mult"], requant=rq["requant"],
+        taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], requant=rq["kind"],
+        exponent=rq["exponent"], mult=rq["mult"],
         bias=int_list(rq["b"]), stream=[f"0x{v:08x}" for v in gemm_weights(rq["w"], steps)],
         input_zero_point=-p["input_offset"])
     rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)

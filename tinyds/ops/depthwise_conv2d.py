@@ -98,8 +98,8 @@ def fast_params(g: Graph, op: Op) -> dict | None:
     last_row = ((p["out_h"] + 1) // 2 * 2 - 2 if pairs else (p["out_h"] - 1) * sh) + 2 * words
     rows = (last_row + 1) // 2 * 2
     cols = (p["out_w"] - 1) * p["stride_w"] + (kw - 1) * p["dil_w"] + 1
-    p.update(pairs=pairs, words=words, rows=rows, cols=cols, fast=rq["fast"],
-             exponent=rq["exponent"], mult=rq["mult"], requant=rq["requant"],
+    p.update(pairs=pairs, words=words, rows=rows, cols=cols, requant=rq["kind"],
+             exponent=rq["exponent"], mult=rq["mult"],
              bias=int_list(rq["b"]), stream=[f"0x{v:08x}" for v in stream.ravel()],
              words_per_channel=stream.shape[1], input_zero_point=-p["input_offset"],
              scratch=2 * rows * cols)
