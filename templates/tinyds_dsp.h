@@ -49,15 +49,22 @@ static inline int32_t tinyds_smlad(uint32_t x, uint32_t y, int32_t acc)
 #endif
 }
 
-/* acc + lo(x)*lo(y): one int16 tap (SMLABB). */
-static inline int32_t tinyds_smlabb(uint32_t x, uint32_t y, int32_t acc)
-{
+/* acc + one int16 half of x times one half of y (SMLAxy: b = bottom, t = top). */
+#define TINYDS_HALF_B(v) ((int32_t)(int16_t)((v) & 0xFFFF))
+#define TINYDS_HALF_T(v) ((int32_t)(int16_t)((v) >> 16))
 #if defined(__ARM_FEATURE_DSP)
-    return __smlabb(x, y, acc);
+#define TINYDS_SMLAXY(xy, X, Y) \
+    static inline int32_t tinyds_smla##xy(uint32_t x, uint32_t y, int32_t acc) \
+    { return __smla##xy(x, y, acc); }
 #else
-    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(x & 0xFFFF) * (int16_t)(y & 0xFFFF)));
+#define TINYDS_SMLAXY(xy, X, Y) \
+    static inline int32_t tinyds_smla##xy(uint32_t x, uint32_t y, int32_t acc) \
+    { return (int32_t)((uint32_t)acc + (uint32_t)(TINYDS_HALF_##X(x) * TINYDS_HALF_##Y(y))); }
 #endif
-}
+TINYDS_SMLAXY(bb, B, B)
+TINYDS_SMLAXY(bt, B, T)
+TINYDS_SMLAXY(tb, T, B)
+TINYDS_SMLAXY(tt, T, T)
 
 /* Bytes 0 and 2 of w, sign-extended into the two int16 halves. */
 static inline uint32_t tinyds_sxtb16(uint32_t w)

@@ -60,6 +60,45 @@ def macs(g: Graph, op: Op) -> int:
     return int(np.prod(y.shape[1:3])) * w.size
 
 
+def column_macs(wt: np.ndarray, pairs: bool, words: int):
+    """The MAC instructions of one plane column and the weight words they read.
+
+    wt: (C, KH, KW) int16 weights. Data word j of a column holds rows (2j, 2j+1)
+    relative to the output's first row. The upper (or only) output needs tap
+    pairs (w[2j], w[2j+1]), the lower one (w[2j-1], w[2j]). A pair with both
+    taps is one SMLAD with a word of its own; a lone tap (the ends) borrows the
+    half of a word that already holds it (SMLAxy picks halves), so a 3x3 column
+    needs two weight words, not four. Returns ([(acc, instr, j, word)], stream
+    (C, n_words, KW) int64)."""
+    kh = wt.shape[1]
+    need = [("upper", j, 2 * j, 2 * j + 1) for j in range(words)]
+    if pairs:
+        need += [("lower", j, 2 * j - 1, 2 * j) for j in range(words)]
+    taps = lambda t: 0 <= t < kh                                  # noqa: E731
+    full = [(lo, hi) for _, _, lo, hi in need if taps(lo) and taps(hi)]
+    full = list(dict.fromkeys(full))
+    singles = []
+    macs = []
+    for acc, j, lo, hi in need:
+        if taps(lo) and taps(hi):
+            macs.append((acc, "smlad", j, full.index((lo, hi))))
+            continue
+        t, data_half = (lo, "b") if taps(lo) else (hi, "t")
+        if not taps(t):
+            continue
+        home = next(((i, "b" if a == t else "t") for i, (a, b) in enumerate(full) if t in (a, b)),
+                    None)
+        if home is None:
+            if (t, -1) not in singles:
+                singles.append((t, -1))
+            home = (len(full) + singles.index((t, -1)), "b")
+        macs.append((acc, f"smla{data_half}{home[1]}", j, home[0]))
+    padded = np.concatenate([wt, np.zeros_like(wt[:, :1])], axis=1)   # index -1: zero
+    stream = np.stack([(padded[:, lo] & 0xFFFF) | ((padded[:, hi] & 0xFFFF) << 16)
+                       for lo, hi in full + singles], axis=1)
+    return macs, stream
+
+
 def fast_params(g: Graph, op: Op) -> dict | None:
     """Literals for templates/ops/depthwise_conv2d_s16.c.j2, or None where it cannot run.
 
@@ -88,19 +127,16 @@ def fast_params(g: Graph, op: Op) -> dict | None:
     rq = gemm_requant(g, op, w_rows, folded, p)
     wt = rq["w"].reshape(c, kh, kw)
     pairs = sh == 1
-    words = -(-(kh + 1) // 2) if pairs else -(-kh // 2)        # words read per column
-    padded = np.zeros((c, 2 * words + 2, kw), np.int64)
-    padded[:, 1:kh + 1] = wt                                   # padded[:, t + 1] = w[t]
-    a = [(padded[:, 2 * j + 1], padded[:, 2 * j + 2]) for j in range(words)]
-    b = [(padded[:, 2 * j], padded[:, 2 * j + 1]) for j in range(words)] if pairs else []
-    stream = np.stack([(lo & 0xFFFF) | ((hi & 0xFFFF) << 16) for lo, hi in a + b], axis=1)
-    stream = stream.transpose(0, 2, 1).reshape(c, -1)           # per channel: per kx, A then B
+    words = -(-(kh + 1) // 2) if pairs else -(-kh // 2)        # data words read per column
+    macs, stream = column_macs(wt, pairs, words)
     last_row = ((p["out_h"] + 1) // 2 * 2 - 2 if pairs else (p["out_h"] - 1) * sh) + 2 * words
     rows = (last_row + 1) // 2 * 2
     cols = (p["out_w"] - 1) * p["stride_w"] + (kw - 1) * p["dil_w"] + 1
-    p.update(pairs=pairs, words=words, rows=rows, cols=cols, requant=rq["kind"],
+    p.update(pairs=pairs, words=words, rows=rows, cols=cols, requant=rq["kind"], macs=macs,
              exponent=rq["exponent"], mult=rq["mult"],
-             bias=int_list(rq["b"]), stream=[f"0x{v:08x}" for v in stream.ravel()],
-             words_per_channel=stream.shape[1], input_zero_point=-p["input_offset"],
+             bias=int_list(rq["b"]),
+             stream=[f"0x{v:08x}" for v in stream.transpose(0, 2, 1).reshape(c, -1).ravel()],
+             words_per_column=stream.shape[1], words_per_channel=stream.shape[1] * kw,
+             input_zero_point=-p["input_offset"],
              scratch=2 * rows * cols)
     return p
