@@ -155,38 +155,30 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
 
 /* The eight accumulators a0..a3 (pixel a), b0..b3 (pixel b) of the enclosing
  * scope += the pair words from xp to x_end times four channels' weight pairs
- * at w (advanced past them). Steps are even. */
+ * at w (advanced past them). Steps are a multiple of 4. */
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-/* Two steps per pass: per step one LDRD of the two pixels' pairs, two LDRD of
- * the four channels' weight pairs, eight SMLAD. Fourteen registers are live,
- * so the end pointer is re-read from memory into a dead weight register. */
+/* Four steps per pass: per step one LDRD of the two pixels' pairs, two LDRD
+ * of the four channels' weight pairs, eight SMLAD. Fourteen registers are
+ * live, so the end pointer is re-read from memory into a dead weight register. */
+#define TINYDS_MAC_STEP                                                     \
+            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"                         \
+            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"                         \
+            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"                         \
+            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"                         \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"                         \
+            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"                         \
+            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"                         \
+            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"                         \
+
 #define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
         uint32_t xa_, xb_, w0_, w1_;                                        \
         const uint32_t *end_ = (x_end);                                     \
         __asm__ volatile(                                                   \
             "1:\n\t"                                                        \
-            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
-            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"                         \
-            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"                         \
-            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"                         \
-            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"                         \
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
-            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"                         \
-            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"                         \
-            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"                         \
-            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"                         \
-            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
-            "smlad  %[a0], %[xa], %[w0], %[a0]\n\t"                         \
-            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"                         \
-            "smlad  %[a1], %[xa], %[w1], %[a1]\n\t"                         \
-            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"                         \
-            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
-            "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"                         \
-            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"                         \
-            "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"                         \
-            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"                         \
+            TINYDS_MAC_STEP TINYDS_MAC_STEP TINYDS_MAC_STEP TINYDS_MAC_STEP \
             "ldr    %[w0], %[end]\n\t"                                      \
             "cmp    %[xp], %[w0]\n\t"                                       \
             "bne    1b\n\t"                                                 \
@@ -216,7 +208,7 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
 #endif
 
 /* Two pixels through out_c (a multiple of 4) output channels: x holds `steps`
- * (even) pair words per pixel, interleaved by tinyds_expand2; w holds, per
+ * (a multiple of 4) pair words per pixel, interleaved by tinyds_expand2; w holds, per
  * block of four channels and per step, the four channels' weight pairs.
  * Writes out_c bytes at oa and at ob (ob may equal oa: an odd last pixel).
  * Three variants, so that no requantization choice is made per output:

@@ -156,8 +156,8 @@ def pair_index(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gemm_steps(k: int) -> int:
-    """Pair words per pixel in the GEMM core: even (two steps per loop pass), at least 2."""
-    return max(2, -(-k // 4) * 2)
+    """Pair words per pixel in the GEMM core: a multiple of 4 (four steps per loop pass)."""
+    return -(-k // 8) * 4
 
 
 def pack_pairs(v: np.ndarray, steps: int) -> np.ndarray:
