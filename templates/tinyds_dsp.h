@@ -112,6 +112,15 @@ static inline int32_t tinyds_ssat8(int32_t x)
 #endif
 }
 
+/* A 32-bit word of int16 data written as int16_t: memcpy keeps the compiler's
+ * type-based alias analysis from moving the load above those stores (one LDR). */
+static inline uint32_t tinyds_read32(const int16_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
 static inline uint32_t tinyds_pack16(int32_t lo, int32_t hi)
 {
     return (uint32_t)(uint16_t)lo | (uint32_t)(uint16_t)hi << 16;

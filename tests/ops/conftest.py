@@ -5,6 +5,9 @@ scales (requant.derive_int_params fills the integer params, as for real models).
 `opkit.run_kernels(cases)` renders many single-op graphs' kernels into ONE C
 file, compiles it once per build (optimised, and ASan+UBSan) with verify's flags
 and streams every case's batch through it: a 40-case sweep costs two gcc calls.
+`target` picks the kernels as generate would for a core (`DSP`: the fast int16
+kernels, run here through their C twins); `inplace` runs each kernel that may
+work in place with its output over its input, laid out as the planner does.
 """
 from __future__ import annotations
 
@@ -19,14 +22,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tinyds import data_dir, ops, verify
+from tinyds import codegen, data_dir, ops, verify
 from tinyds.codegen import environment
+from tinyds.kernels import Target, choose
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.requant import derive_int_params
 from tinyds.window import output_size
 
 CACHE = Path(tempfile.gettempdir()) / f"tinyds-opkit-{os.getuid()}"
 ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2"]
+DSP = Target(dsp=True)      # what generate picks for a Cortex-M4/M7
 
 
 def _act(name, shape, scale, zp):
@@ -121,18 +126,44 @@ def random_operands(rng, w_shape, x_shape, zp_in, small: bool):
     return rng.integers(-127, 128, w_shape), rng.integers(-128, 128, x_shape).astype(np.int8)
 
 
-def _render(cases) -> str:
+def _inplace_offsets(k, in_size: int, out_size: int) -> tuple[int, int]:
+    """(input, output) offsets in one buffer, as planner.plan places an in-place layer."""
+    lower = max(0, out_size - in_size) if k.inplace == "pixels" else 0
+    return (lower + 3) // 4 * 4, 0
+
+
+def _render(cases, target: Target = Target(), inplace: bool = False) -> str:
     env = environment()
     kernels, table = [], []
+    scratch = max(choose(g, g.ops[0], target).scratch for g, _ in cases)
     for i, (g, _) in enumerate(cases):
         op = g.ops[0]
+        k = choose(g, op, target)
         fn = f"case{i}_{op.type}"
-        kernels.append(env.get_template(f"ops/{op.type}.c.j2").render(
-            fn=fn, prefix="t", **ops.get(op.type).c_params(g, op)))
-        table.append(f"    {{{fn}, {g.input.size}, {g.output.size}}},")
+        kernels.append(env.get_template(f"ops/{k.template}.c.j2").render(
+            fn=fn, prefix="t", **k.params))
+        extra = ", scratch.bytes" if k.scratch else ""
+        if inplace and k.inplace:
+            in_off, out_off = _inplace_offsets(k, g.input.size, g.output.size)
+            size = max(in_off + g.input.size, out_off + g.output.size)
+            kernels.append("\n".join([
+                f"static void {fn}_run(const int8_t *restrict in, int8_t *restrict out)",
+                "{",
+                f"    static union {{ int32_t align; int8_t bytes[{size}]; }} buf;",
+                f"    memcpy(buf.bytes + {in_off}, in, {g.input.size});",
+                f"    {fn}(buf.bytes + {in_off}, buf.bytes + {out_off}{extra});",
+                f"    memcpy(out, buf.bytes + {out_off}, {g.output.size});",
+                "}"]))
+        else:
+            kernels.append(f"static void {fn}_run(const int8_t *restrict in, int8_t *restrict out)"
+                           f" {{ {fn}(in, out{extra}); }}")
+        table.append(f"    {{{fn}_run, {g.input.size}, {g.output.size}}},")
     return "\n".join([
-        "#include <stdint.h>", "#include <stdio.h>", "#include <stdlib.h>",
-        '#include "tinyds_common.h"', "", *kernels, "",
+        "#include <stdint.h>", "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
+        '#include "tinyds_common.h"', '#include "tinyds_dsp.h"', "",
+        f"static union {{ int32_t align; int8_t bytes[{scratch}]; }} scratch;" if scratch else "",
+        "",
+        *kernels, "",
         "typedef void (*kernel_fn)(const int8_t *restrict, int8_t *restrict);",
         "static const struct { kernel_fn fn; size_t in_size, out_size; } cases[] = {",
         *table, "};", "",
@@ -156,13 +187,19 @@ def _render(cases) -> str:
         "}", ""])
 
 
+def _copy_headers(d: Path) -> None:
+    for header in codegen.RUNTIME_HEADERS:
+        shutil.copy(data_dir("templates") / header, d / header)
+
+
 def _compile(src: str, build: str) -> Path:
-    d = CACHE / hashlib.sha256((src + build + repr(verify.BUILDS)).encode()).hexdigest()[:24]
+    headers = "".join((data_dir("templates") / h).read_text() for h in codegen.RUNTIME_HEADERS)
+    d = CACHE / hashlib.sha256((src + headers + build + repr(verify.BUILDS)).encode()).hexdigest()[:24]
     exe = d / "kernels"
     if not exe.exists():
         d.mkdir(parents=True, exist_ok=True)
         (d / "kernels.c").write_text(src)
-        shutil.copy(data_dir("templates") / "tinyds_common.h", d / "tinyds_common.h")
+        _copy_headers(d)
         res = subprocess.run([verify.compiler(), *verify.CFLAGS, *verify.BUILDS[build],
                               str(d / "kernels.c"), "-o", str(d / "tmp")],
                              capture_output=True, text=True)
@@ -171,9 +208,10 @@ def _compile(src: str, build: str) -> Path:
     return exe
 
 
-def run_kernels(cases, sanitize=True) -> list[np.ndarray]:
+def run_kernels(cases, sanitize=True, target: Target = Target(),
+                inplace: bool = False) -> list[np.ndarray]:
     """cases: [(graph, x int8 batch)]; returns the C outputs shaped like reference.run."""
-    src = _render(cases)
+    src = _render(cases, target, inplace)
     stdin = b"".join(np.uint32(len(x)).tobytes() + np.ascontiguousarray(x, np.int8).tobytes()
                      for _, x in cases)
     results = {}
@@ -193,23 +231,24 @@ def run_kernels(cases, sanitize=True) -> list[np.ndarray]:
     return outs
 
 
-def assert_c_matches_reference(cases) -> None:
+def assert_c_matches_reference(cases, target: Target = Target(), inplace: bool = False) -> None:
     """Every case's generated C output equals its op's integer reference, byte for byte."""
-    for i, ((g, x), got) in enumerate(zip(cases, run_kernels(cases))):
+    for i, ((g, x), got) in enumerate(zip(cases, run_kernels(cases, target=target,
+                                                            inplace=inplace))):
         op = g.ops[0]
         np.testing.assert_array_equal(got, ops.get(op.type).reference(g, op, x),
                                       err_msg=f"case {i}: {op.type} {op.attrs}")
 
 
-def arm_compiles(cases) -> str:
+def arm_compiles(cases, target: Target = Target()) -> str:
     """Compile the kernels (no main) with arm-none-eabi-gcc for Cortex-M4; returns stderr."""
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc not installed")
-    src = _render(cases)
+    src = _render(cases, target)
     src = src[:src.index("/* stdin")].replace("static const struct", "const struct")
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "k.c").write_text(src)
-        shutil.copy(data_dir("templates") / "tinyds_common.h", Path(tmp, "tinyds_common.h"))
+        _copy_headers(Path(tmp))
         res = subprocess.run(["arm-none-eabi-gcc", *verify.CFLAGS, *ARM_FLAGS, "-c",
                               str(Path(tmp, "k.c")), "-o", str(Path(tmp, "k.o"))],
                              capture_output=True, text=True)
@@ -217,14 +256,16 @@ def arm_compiles(cases) -> str:
     return res.stderr
 
 
-def run_qemu(cases, tmp_path, mcu="stm32f4") -> list[np.ndarray]:
-    """Each case's library cross-built for `mcu` and run in QEMU (the DSP paths on M4)."""
+def run_qemu(cases, tmp_path, mcu="stm32f4", target: Target | None = None) -> list[np.ndarray]:
+    """Each case's library cross-built for `mcu` and run in QEMU; kernels as generate
+    picks them for `mcu` unless `target` says otherwise."""
     from tinyds.codegen import generate_library
     from tinyds.firmware import run_vectors
+    target = target or Target.for_mcu(mcu)
     outs = []
     for i, (g, x) in enumerate(cases):
         lib = tmp_path / f"case{i}"
-        generate_library(g, lib, "k")
+        generate_library(g, lib, "k", target=target)
         y = run_vectors(lib, "k", mcu, x.reshape(len(x), -1), g.output.size)
         outs.append(y.reshape(len(x), *g.output.shape[1:]))
     return outs
@@ -241,4 +282,4 @@ def opkit():
                            assert_c_matches_reference=assert_c_matches_reference,
                            arm_compiles=arm_compiles, quantize=quantize,
                            random_window=random_window, random_scales=random_scales,
-                           random_operands=random_operands, run_qemu=run_qemu)
+                           random_operands=random_operands, run_qemu=run_qemu, DSP=DSP)

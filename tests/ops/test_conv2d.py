@@ -7,11 +7,14 @@ import torch.nn.functional as F
 from tinyds.ops import conv2d
 
 
-def random_case(opkit, rng, *, pointwise=False, small=False):
+def random_case(opkit, rng, *, pointwise=False, small=False, out_c=None, zp_out=None,
+                activation=None):
     """A random conv2d layer and a batch of 4 inputs (see conftest.random_*)."""
     (h, w_, kh, kw), attrs = opkit.random_window(rng, pointwise=pointwise)
-    ic, oc = int(rng.integers(1, 10)), int(rng.integers(1, 11))
+    ic, oc = int(rng.integers(1, 10)), out_c or int(rng.integers(1, 11))
+    attrs["activation"] = activation or attrs["activation"]
     q = opkit.random_scales(rng, kh * kw * ic, oc, small)
+    q["zp_out"] = q["zp_out"] if zp_out is None else zp_out
     spread = int(q.pop("spread"))
     w, x = opkit.random_operands(rng, (oc, kh, kw, ic), (4, h, w_, ic), q["zp_in"], small)
     bias = rng.integers(-4 * spread, 4 * spread + 1, oc) if rng.random() < 0.7 else None
@@ -139,5 +142,101 @@ def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
     """The Cortex-M4 build, where the DSP (SXTB16/SMLAD) loops are compiled in."""
     rng = np.random.default_rng(5)
     cases = [random_case(opkit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(15)]
+    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
+        np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
+
+
+def fast_sweep(opkit, seed, n):
+    """Layers the fast kernel takes (output channels in fours), spread over its
+    requantization variants: ReLU with zero point -128 ("fast"), ReLU/ReLU6 with
+    another zero point ("fast_clamp"), no activation or a left shift ("tflite")."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for i in range(n):
+        act, zp = [("relu", -128), ("relu", None), ("relu6", None), ("none", None)][i % 4]
+        cases.append(random_case(opkit, rng, pointwise=i % 3 == 0, small=i % 5 == 4,
+                                 out_c=int(rng.choice([4, 8, 12, 16])), zp_out=zp, activation=act))
+    return cases
+
+
+def kinds(opkit, cases):
+    from tinyds.kernels import choose
+    return [choose(g, g.ops[0], opkit.DSP).params.get("requant", "portable") for g, _ in cases]
+
+
+def test_fast_kernel_matches_reference(opkit):
+    """The int16 GEMM path through its C twins, out of place and in place."""
+    cases = fast_sweep(opkit, 30, 32)
+    assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "tflite"}
+    opkit.assert_c_matches_reference(cases, target=opkit.DSP)
+    opkit.assert_c_matches_reference(cases, target=opkit.DSP, inplace=True)
+
+
+def test_fast_kernel_selection(opkit):
+    """Which layers take the fast kernel, and which requantization, and why."""
+    from tinyds.kernels import Target, choose
+    rng = np.random.default_rng(31)
+    attrs = dict(stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0), activation="relu")
+    common = dict(s_in=0.05, zp_in=3, s_w=0.01, s_out=0.5)
+
+    def pick(w, target=opkit.DSP, **kw):
+        g = opkit.graph("conv2d", (1, 5, 5, w.shape[3]), w, None, {**attrs, **kw.pop("a", {})},
+                        **{**common, "zp_out": -128, **kw})
+        k = choose(g, g.ops[0], target)
+        return k.template, k.params.get("requant"), k.inplace
+
+    w = rng.integers(-127, 128, (8, 1, 1, 16))
+    assert pick(w) == ("conv2d_s16", "fast", "pixels")
+    assert pick(w, zp_out=-20) == ("conv2d_s16", "fast_clamp", "pixels")
+    assert pick(w, a={"activation": "none"}) == ("conv2d_s16", "fast", "pixels")   # -128 clamps
+    assert pick(w, a={"activation": "none"}, zp_out=-20)[1] == "tflite"
+    assert pick(w, s_out=0.0001)[1] == "tflite"                     # left shift: e < 1
+    assert pick(w, target=Target())[0] == "conv2d"                 # no DSP: portable
+    assert pick(w, target=Target(dsp=True, optimize="size"))[0] == "conv2d"
+    assert pick(w[:6])[0] == "conv2d"                               # 6 channels: not in fours
+    assert pick(rng.integers(-127, 128, (4, 3, 3, 2)), a={"padding": (1, 1, 1, 1)}) == (
+        "conv2d_s16", "fast", None)                                 # im2col: never in place
+
+
+def test_fast_requant_equals_tflite_near_ties():
+    """SMMLA + SSAT with generation-time constants == MultiplyByQuantizedMultiplier + zp,
+    clamped, on every accumulator around the rounding ties of real multipliers."""
+    from tinyds import fixedpoint
+    rng = np.random.default_rng(32)
+    checked = 0
+    for _ in range(200):
+        m = rng.integers(1 << 30, 1 << 31, 4)
+        m[0] = 1 << 30
+        shift = -(int(rng.integers(1, 10)) + rng.integers(0, 7, 4))   # a layer's spread <= 6
+        zp = int(rng.integers(-128, 100))
+        act_min, act_max = zp, int(rng.integers(zp, 128))
+        q = fixedpoint.fast_requant(m, shift, zp, act_min, np.full(4, 127), np.full(4, 1 << 16))
+        assert q is not None
+        # accumulators whose exact quotient lands within 2 of a half-way point
+        e = -shift
+        real = m / 2.0 ** (31 + e)
+        steps = rng.integers(-300, 300, (4, 64)) + 0.5
+        acc = np.round(steps / real[:, None])[:, :, None].astype(np.int64) + np.arange(-2, 3)
+        acc = acc.reshape(4, -1).T
+        want = np.clip(fixedpoint.multiply_by_quantized_multiplier(acc, m, shift) + zp,
+                       act_min, act_max)
+        got = np.clip(fixedpoint.fast_requantize(acc << q["scale_bits"], q["mult"], q["k"],
+                                                 q["exponent"]), act_min, act_max)
+        np.testing.assert_array_equal(got, want)
+        checked += acc.size
+    assert checked > 250_000
+    # no fused ReLU (act_min below the zero point): the floor rounding would differ
+    assert fixedpoint.fast_requant([1 << 30], [-3], 0, -128, [127], [1000]) is None
+
+
+def test_fast_kernel_compiles_for_cortex_m4(opkit):
+    opkit.arm_compiles(fast_sweep(opkit, 33, 8), target=opkit.DSP)
+
+
+@pytest.mark.slow
+def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
+    """The inline-assembly GEMM loop, SXTB16/SMMLA/SSAT on the emulated Cortex-M4."""
+    cases = fast_sweep(opkit, 34, 12)
+    assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "tflite"}
     for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
         np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")

@@ -115,3 +115,89 @@ def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
     cases = sweep(opkit, 15, 12)
     for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
         np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
+
+
+def fast_sweep(opkit, seed, n):
+    """Layers the fast kernel takes (multiplier 1, vertical dilation 1, vertical
+    stride 1 or even), over kernel sizes, strides, paddings and requant variants."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < n:
+        g, x = random_case(opkit, rng, multiplier=1, small=len(cases) % 5 == 4,
+                           channels=int(rng.integers(1, 13)))
+        op = g.ops[0]
+        (sh, sw), (dh, dw) = op.attrs["stride"], op.attrs["dilation"]
+        if dh == 1 and (sh == 1 or sh % 2 == 0):
+            if len(cases) % 3 == 0:      # a ReLU at zero point -128: the unclamped variant
+                g = relu_at_minus_128(opkit, g)
+            cases.append((g, x))
+    return cases
+
+
+def relu_at_minus_128(opkit, g):
+    op, wt = g.ops[0], g.tensors["w"]
+    attrs = {k: op.attrs[k] for k in ("stride", "dilation", "padding", "depth_multiplier")}
+    s_in, zp_in = g.input.qparams
+    bias = g.tensors["b"].data if "b" in g.tensors else None
+    return opkit.graph("depthwise_conv2d", g.input.shape, wt.data, bias,
+                       {**attrs, "activation": "relu"}, s_in=s_in, zp_in=zp_in, s_w=wt.scale,
+                       s_out=g.output.qparams[0], zp_out=-128)
+
+
+def fast_kinds(opkit, cases):
+    from tinyds.kernels import choose
+    return [choose(g, g.ops[0], opkit.DSP).params.get("requant", "portable") for g, _ in cases]
+
+
+def test_fast_kernel_matches_reference(opkit):
+    """The int16-plane path through its C twins, out of place and in place."""
+    cases = fast_sweep(opkit, 40, 36)
+    assert {"fast", "fast_clamp", "tflite"} <= set(fast_kinds(opkit, cases))
+    assert "portable" not in fast_kinds(opkit, cases)
+    opkit.assert_c_matches_reference(cases, target=opkit.DSP)
+    opkit.assert_c_matches_reference(cases, target=opkit.DSP, inplace=True)
+
+
+def test_fast_kernel_selection(opkit):
+    from tinyds.kernels import Target, choose
+    rng = np.random.default_rng(41)
+    common = dict(s_in=0.05, zp_in=3, s_w=0.01, s_out=0.05, zp_out=-128)
+
+    def pick(m=1, stride=(1, 1), dilation=(1, 1), target=opkit.DSP):
+        w = rng.integers(-127, 128, (1, 3, 3, 4 * m))
+        g = opkit.graph("depthwise_conv2d", (1, 9, 9, 4), w, None, dict(
+            stride=stride, dilation=dilation, padding=(1, 1, 1, 1), depth_multiplier=m,
+            activation="relu"), **common)
+        k = choose(g, g.ops[0], target)
+        return k.template, k.params.get("pairs"), k.inplace
+
+    assert pick() == ("depthwise_conv2d_s16", True, "channels")        # two rows per step
+    assert pick(stride=(2, 2)) == ("depthwise_conv2d_s16", False, "channels")
+    assert pick(stride=(1, 3), dilation=(1, 2))[0] == "depthwise_conv2d_s16"
+    assert pick(m=2)[0] == "depthwise_conv2d"
+    assert pick(stride=(3, 1))[0] == "depthwise_conv2d"
+    assert pick(dilation=(2, 1))[0] == "depthwise_conv2d"
+    assert pick(target=Target())[0] == "depthwise_conv2d"
+
+
+def test_fast_3x3_column_needs_two_weight_words():
+    """The lone end taps of a 3x3 column borrow halves: SMLAD, SMLABT / SMLATB, SMLAD."""
+    wt = np.arange(1, 10).reshape(1, 3, 3)
+    macs, stream = depthwise_conv2d.column_macs(wt, pairs=True, words=2)
+    assert stream.shape == (1, 2, 3)
+    # word 0 = (w0, w1), word 1 = (w1, w2) of column kx = 0: taps 1, 4, 7
+    assert stream[0, :, 0].tolist() == [1 | 4 << 16, 4 | 7 << 16]
+    assert macs == [("upper", "smlad", 0, 0), ("upper", "smlabt", 1, 1),
+                    ("lower", "smlatb", 0, 0), ("lower", "smlad", 1, 1)]
+
+
+def test_fast_kernel_compiles_for_cortex_m4(opkit):
+    opkit.arm_compiles(fast_sweep(opkit, 42, 8), target=opkit.DSP)
+
+
+@pytest.mark.slow
+def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
+    cases = fast_sweep(opkit, 43, 12)
+    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
+        np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x),
+                                      err_msg=f"case {i}")
