@@ -174,34 +174,38 @@ MODELS = {"cortex-m4": M4Model, "cortex-m7": M7Model}
 
 
 def model_for(cpu: str):
-    """The cost model of a core (`-mcpu` name), or None where there is none (M0+)."""
-    if cpu in ("cortex-m3", "cortex-m4"):
-        return M4Model()
-    if cpu == "cortex-m7":
-        return M7Model()
-    return None
+    """The cost model of a core (`-mcpu` name), or None: M0+ and M3 time their
+    multiplies and loads differently, and no model here pretends otherwise."""
+    return MODELS[cpu]() if cpu in MODELS else None
 
 
 class Decoder:
     """Decodes the ELF's loaded bytes at the addresses QEMU executes (capstone,
     Thumb M-profile), one address at a time, so literal pools never mislead it."""
 
-    def __init__(self, elf: Path):
+    def __init__(self, segments: list[tuple[int, bytes]], symbols: dict[str, int]):
+        """segments: (load address, bytes); symbols: function name -> address."""
         import capstone
-        from elftools.elf.elffile import ELFFile
         self._cs = capstone.Cs(capstone.CS_ARCH_ARM,
                                capstone.CS_MODE_THUMB | capstone.CS_MODE_MCLASS)
         self._cs.detail = True
         self._mem_op = capstone.arm.ARM_OP_MEM
         self._reg_op = capstone.arm.ARM_OP_REG
+        self._segments = segments
+        self.symbols = symbols
+        self._cache: dict[int, Insn] = {}
+
+    @classmethod
+    def from_elf(cls, elf: Path) -> "Decoder":
+        from elftools.elf.elffile import ELFFile
         with open(elf, "rb") as f:
             e = ELFFile(f)
-            self._segments = [(s["p_vaddr"], s.data()) for s in e.iter_segments()
-                              if s["p_type"] == "PT_LOAD" and s["p_filesz"]]
-            self.symbols = {s.name: s["st_value"] & ~1
-                            for s in e.get_section_by_name(".symtab").iter_symbols()
-                            if s["st_info"]["type"] == "STT_FUNC"}
-        self._cache: dict[int, Insn] = {}
+            segments = [(s["p_vaddr"], s.data()) for s in e.iter_segments()
+                        if s["p_type"] == "PT_LOAD" and s["p_filesz"]]
+            symbols = {s.name: s["st_value"] & ~1
+                       for s in e.get_section_by_name(".symtab").iter_symbols()
+                       if s["st_info"]["type"] == "STT_FUNC"}
+        return cls(segments, symbols)
 
     def __getitem__(self, addr: int) -> Insn:
         insn = self._cache.get(addr)
@@ -335,7 +339,7 @@ def estimate(elf: Path, model, machine: str = "netduinoplus2", marker: str = "ti
     """Run `elf` on QEMU `machine` with its execution log piped into TraceCost;
     returns the segments and what the firmware printed."""
     from tinyds.firmware import qemu_command
-    cost = TraceCost(Decoder(elf), model, marker)
+    cost = TraceCost(Decoder.from_elf(elf), model, marker)
     read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile("w+") as printed:
         cmd = qemu_command(elf, machine) + ["-d", "in_asm,exec,nochain", "-D", f"/dev/fd/{write_fd}"]
