@@ -151,7 +151,11 @@ def estimate_cycles(b: Bench, elf: Path) -> None:
         b.cycle_note = (f"no timing model for {mcu_table.get(b.mcu).cpu} here (the M4/M7 "
                         "models would misstate its multiplies and loads); instructions only")
         return
-    segments, _ = cycle_models.estimate(elf, model, BENCH_MACHINE)
+    try:
+        segments, _ = cycle_models.estimate(elf, model, BENCH_MACHINE)
+    except ImportError as e:
+        b.cycle_note = f"not estimated ({e.name} is missing: pip install 'tinyds[firmware]')"
+        return
     counted = [layer.instructions for layer in b.layers]
     traced = [s.instructions for s in segments[1:len(b.layers) + 1]]
     if traced != counted:

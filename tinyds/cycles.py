@@ -25,8 +25,9 @@ folded); VLDR/VSTR 2, VLDM/VSTM/VPUSH/VPOP 1+N words, VMLA/VFMA & co. 3,
 VDIV/VSQRT 14, other VFP 1; anything that redirects the flow (B, BL, BX, taken
 B<cond>/CBZ/CBNZ, POP/LDM/LDR into PC, TBB/TBH, ALU writing PC) pays P = 2 more
 cycles of pipeline refill (the TRM's P is 1-3). Not modelled: flash wait states
-and the ART accelerator, unaligned-access penalties, bus contention, interrupts;
-conditional instructions that fail their condition are costed as executed.
+and the ART accelerator, unaligned-access penalties, bus contention, interrupts,
+barrier drain (DSB/ISB/DMB cost 1); conditional instructions that fail their
+condition are costed as executed.
 
 Cortex-M7 model (M7Model), an approximation: Arm publishes no M7 timing table.
 The M7 is an in-order dual-issue core; this model issues two adjacent
