@@ -171,7 +171,7 @@ def test_verify_on_qemu_and_bench(files, tmp_path, capsys):
     # conv: 8*8*4 outputs x 9 taps x 1 channel; pointwise 8*8*6 x 4
     assert lines["conv"][4] == str(8 * 8 * 4 * 9) and lines["pw"][4] == str(8 * 8 * 6 * 4)
     assert int(lines["conv"][5]) > 0 and "sample output: matches the reference" in stdout
-    assert "TFLM arena for the same model:" in stdout
+    assert "TFLM arena for tinyds's .tflite export of the PyTorch model:" in stdout
 
 
 @pytest.mark.parametrize("model, extra", [

@@ -1,14 +1,20 @@
-"""`tinyds bench out/`: instructions per layer, flash and RAM of the real firmware.
+"""`tinyds bench out/`: instructions and estimated cycles per layer, flash and RAM of the real firmware.
 
 The project's own src/main.c is built for the MCU's core with TIM2 as its
 counter and run on QEMU netduinoplus2 under `-icount shift=0`, where TIM2
 (1 GHz, PSC 0) advances exactly once per executed instruction: the counts are
 deterministic instructions, not cycles. Each layer's count includes the
 profiling hook (a call and a timer read, about a dozen instructions).
-Sizes come from the ELF that ran; the stack figure is the painted high-water mark.
+Cycles come from a second, traced run of the same ELF costed by tinyds.cycles
+(Cortex-M4 TRM timings; an M7 approximation), whose per-layer instruction
+counts must equal TIM2's. Sizes come from the ELF that ran; the stack figure is
+the painted high-water mark. RAM counts what an application needs: the
+library's static RAM, the caller's input and output buffers (the demo keeps its
+sample input const, in flash; a real input is written at run time) and the stack.
 """
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
+from tinyds import cycles as cycle_models
 from tinyds import mcu as mcu_table
 from tinyds import ops as op_modules
 from tinyds.errors import TinydsError
@@ -34,6 +41,7 @@ class Layer:
     op: str = ""
     shape: tuple = ()
     macs: int = 0
+    cycles: int | None = None      # estimated, None when not estimated
 
 
 @dataclass
@@ -47,6 +55,10 @@ class Bench:
     arena: int
     stack: int
     sample_ok: bool
+    input_bytes: int = 0
+    output_bytes: int = 0
+    cycle_model: str = ""          # the model that estimated the cycles; "" when none did
+    cycle_note: str = ""           # why cycles were not estimated
     printed: str = field(repr=False, default="")
 
     @property
@@ -54,12 +66,23 @@ class Bench:
         return sum(layer.macs for layer in self.layers)
 
     @property
+    def cycles(self) -> int | None:
+        """Estimated cycles of all layers (run()'s own entry and exit excluded)."""
+        return sum(la.cycles for la in self.layers) if self.cycle_model else None
+
+    @property
     def flash(self) -> int:
         return sum(self.sections.get(s, 0) for s in FLASH_SECTIONS)
 
     @property
+    def library_ram(self) -> int:
+        """The model's own .data and .bss (its arena and any other static state)."""
+        return self.model_bytes.get(".data", 0) + self.model_bytes.get(".bss", 0)
+
+    @property
     def ram(self) -> int:
-        return self.sections.get(".data", 0) + self.sections.get(".bss", 0) + self.stack
+        """RAM an application needs: library statics, its input and output, the stack."""
+        return self.library_ram + self.input_bytes + self.output_bytes + self.stack
 
 
 def project_info(out_dir: Path) -> tuple[str, str]:
@@ -73,15 +96,22 @@ def project_info(out_dir: Path) -> tuple[str, str]:
     return name, mcu
 
 
-def elf_sizes(elf: Path, model: str) -> tuple[dict[str, int], dict[str, int]]:
-    """Section sizes, and the bytes of symbols named `model_*` per section."""
+def elf_sizes(elf: Path, model: str, lib_sources: set[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Section sizes, and the bytes per section of the model's own symbols: its
+    `model_*` globals and every static of its C files (lib_sources: file names)."""
     with open(elf, "rb") as f:
         e = ELFFile(f)
         sections = {s.name: s["sh_size"] for s in e.iter_sections() if s["sh_flags"] & 2}  # SHF_ALLOC
         names = {i: s.name for i, s in enumerate(e.iter_sections())}
         own: dict[str, int] = {}
+        source = ""
         for sym in e.get_section_by_name(".symtab").iter_symbols():
-            if sym.name.startswith(model + "_") and sym["st_size"] and isinstance(sym["st_shndx"], int):
+            if sym["st_info"]["type"] == "STT_FILE":
+                source = sym.name        # the locals that follow come from this file
+                continue
+            local = sym["st_info"]["bind"] == "STB_LOCAL"
+            mine = sym.name.startswith(model + "_") or (local and source in lib_sources)
+            if mine and sym["st_size"] and isinstance(sym["st_shndx"], int):
                 sec = names[sym["st_shndx"]]
                 own[sec] = own.get(sec, 0) + sym["st_size"]
     return sections, own
@@ -100,80 +130,163 @@ def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
             "sample match" in printed)
 
 
-def measure(out_dir: Path, graph: Graph | None = None) -> Bench:
+def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
+    """NAME_INPUT_SIZE and NAME_OUTPUT_SIZE from the library's header."""
+    header = (Path(out_dir) / "lib" / name / f"{name}.h").read_text()
+
+    def size(what: str) -> int:
+        m = re.search(rf"#define {name.upper()}_{what}_SIZE (\d+)", header)
+        if not m:
+            raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_SIZE; "
+                              "regenerate the folder with `tinyds generate`")
+        return int(m.group(1))
+    return size("INPUT"), size("OUTPUT")
+
+
+def estimate_cycles(b: Bench, elf: Path) -> None:
+    """Cost a traced run of `elf` with the MCU core's model into b's layers;
+    raises TinydsError if its instruction counts are not TIM2's."""
+    model = cycle_models.model_for(mcu_table.get(b.mcu).cpu)
+    if model is None:
+        b.cycle_note = (f"no timing model for {mcu_table.get(b.mcu).cpu} here (the M4/M7 "
+                        "models would misstate its multiplies and loads); instructions only")
+        return
+    try:
+        segments, _ = cycle_models.estimate(elf, model, BENCH_MACHINE)
+    except ImportError as e:
+        b.cycle_note = f"not estimated ({e.name} is missing: pip install 'tinyds[firmware]')"
+        return
+    counted = [layer.instructions for layer in b.layers]
+    traced = [s.instructions for s in segments[1:len(b.layers) + 1]]
+    if traced != counted:
+        raise TinydsError(f"bench: the traced run executed {traced} instructions per layer but TIM2 "
+                          f"counted {counted}; the cycle estimate would be wrong (use --no-cycles)")
+    for layer, seg in zip(b.layers, segments[1:]):
+        layer.cycles = seg.cycles
+    b.cycle_model = f"{model.name}, P={model.refill}"
+
+
+def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True) -> Bench:
     """Build out_dir's firmware for its MCU's core, run it under -icount, read the ELF.
 
     graph: the quantized graph the library came from, to label layers with op,
     output shape and MACs (one C layer per graph op, in order).
+    cycles: also trace the run and estimate cycles per layer (a few seconds more).
     """
     out_dir = Path(out_dir)
     name, mcu = project_info(out_dir)
     m = mcu_table.get(mcu)
+    lib_dir = out_dir / "lib" / name
     with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp:
-        elf = build_elf(Path(tmp), out_dir / "lib" / name, name, m, out_dir / "src" / "main.c",
+        elf = build_elf(Path(tmp), lib_dir, name, m, out_dir / "src" / "main.c",
                         machine=mcu_table.MACHINES[BENCH_MACHINE],
                         defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
         printed = run_qemu(elf, BENCH_MACHINE, Path(tmp), icount=True)
-        sections, own = elf_sizes(elf, name)
-    layers, total, arena, stack, ok = parse_output(printed)
+        sections, own = elf_sizes(elf, name, {c.name for c in lib_dir.glob("*.c")})
+        layers, total, arena, stack, ok = parse_output(printed)
+        b = Bench(name, mcu, layers, total, sections, own, arena, stack, ok,
+                  *io_sizes(out_dir, name), printed=printed)
+        if cycles:
+            estimate_cycles(b, elf)
+        else:
+            b.cycle_note = "not estimated (--no-cycles)"
     if graph is not None and len(graph.ops) == len(layers):
         for layer, op in zip(layers, graph.ops):
             layer.op = op.type
             layer.shape = tuple(graph.tensors[op.outputs[0]].shape)
             layer.macs = int(getattr(op_modules.get(op.type), "macs", lambda g, o: 0)(graph, op))
-    return Bench(name, mcu, layers, total, sections, own, arena, stack, ok, printed)
+    return b
 
 
-def report(b: Bench) -> str:
+def _ratio(a: int | None, b: int | None) -> str:
+    return f"{a / b:.3f}" if a and b else ""
+
+
+def report(b: Bench, clock_mhz: float | None = None) -> str:
+    """The bench table; milliseconds at clock_mhz (default: the MCU's maximum clock)."""
     m = mcu_table.get(b.mcu)
+    mhz = clock_mhz or m.max_mhz
+
+    def ms(cycles: int | None) -> str:
+        return f"{cycles / (mhz * 1e3):.3f}" if cycles is not None else ""
+
+    if b.cycle_model:
+        how = (f"cycles estimated ({b.cycle_model}) on QEMU's execution trace, zero-wait-state "
+               f"memory assumed (no flash wait states, caches or ART); ms at {mhz:g} MHz"
+               + ("" if clock_mhz else f" ({b.mcu}'s maximum; --clock-mhz to change)"))
+    else:
+        how = f"cycles: {b.cycle_note}"
     lines = [f"tinyds bench: {b.model} for {b.mcu} ({m.cpu}), QEMU {BENCH_MACHINE} -icount shift=0: "
-             "counts are executed instructions",
-             f"{'#':>3}  {'layer':<28} {'op':<17} {'output':<14} {'MACs':>10} {'instr':>11} {'MACs/instr':>10}"]
+             "counts are executed instructions", how,
+             f"{'#':>3}  {'layer':<28} {'op':<17} {'output':<14} {'MACs':>10} {'instr':>11} "
+             f"{'est.cycles':>11} {'MACs/cycle':>10} {'ms':>8}"]
     for layer in b.layers:
         shape = "x".join(str(d) for d in layer.shape[1:]) if layer.shape else ""
-        ratio = f"{layer.macs / layer.instructions:.3f}" if layer.macs and layer.instructions else ""
         lines.append(f"{layer.index:>3}  {layer.name[:28]:<28} {layer.op:<17} {shape:<14} "
-                     f"{layer.macs or '':>10} {layer.instructions:>11} {ratio:>10}")
-    ratio = f"{b.macs / b.total_instructions:.3f}" if b.macs else ""
+                     f"{layer.macs or '':>10} {layer.instructions:>11} "
+                     f"{'' if layer.cycles is None else layer.cycles:>11} "
+                     f"{_ratio(layer.macs, layer.cycles):>10} {ms(layer.cycles):>8}")
     lines.append(f"{'':>3}  {'total (one inference)':<28} {'':<17} {'':<14} "
-                 f"{b.macs or '':>10} {b.total_instructions:>11} {ratio:>10}")
+                 f"{b.macs or '':>10} {b.total_instructions:>11} "
+                 f"{'' if b.cycles is None else b.cycles:>11} "
+                 f"{_ratio(b.macs, b.cycles):>10} {ms(b.cycles):>8}")
     s = b.sections
     own = ", ".join(f"{k} {v}" for k, v in sorted(b.model_bytes.items()))
+    demo = s.get(".data", 0) + s.get(".bss", 0) - b.library_ram - b.output_bytes
     lines += [
+        f"MACs/instruction: {_ratio(b.macs, b.total_instructions) or '-'}; total instructions "
+        "span the whole run() call, total cycles the layers",
         f"flash: {b.flash} B of {m.flash} (.text {s.get('.text', 0)}, .rodata {s.get('.rodata', 0)}, "
         f".data {s.get('.data', 0)}, vectors {s.get('.isr_vector', 0)}); model symbols: {own}",
-        f"RAM: {b.ram} B of {m.ram} (.data {s.get('.data', 0)}, .bss {s.get('.bss', 0)} "
-        f"incl. arena {b.arena}, stack high-water {b.stack})",
+        f"RAM: {b.ram} B of {m.ram} = library static {b.library_ram} (arena {b.arena}) + input "
+        f"buffer {b.input_bytes} + output buffer {b.output_bytes} + stack high-water {b.stack}; "
+        f"the demo's other statics ({demo} B: profiling stamps) are not counted",
         "sample output: " + ("matches the reference" if b.sample_ok else "MISMATCH"),
     ]
     return "\n".join(lines)
 
 
-def tflm_arena_line(graph: Graph, arena: int) -> str:
-    """The same quantized model's arena in TensorFlow Lite Micro, for comparison."""
+def tflm_arena_line(out_dir: Path, graph: Graph | None, b: Bench) -> str:
+    """TensorFlow Lite Micro's arena for the user's own .tflite (tinyds.json's
+    source), or for tinyds's export of a PyTorch model, beside tinyds's RAM."""
+    from tinyds import codegen
+    marker = Path(out_dir) / codegen.MARKER
+    source = json.loads(marker.read_text()).get("source", "") if marker.is_file() else ""
     try:
         from tinyds.export_tflite import export_tflite, tflm_arena_size
-        tflm = tflm_arena_size(export_tflite(graph))
+        if source.endswith(".tflite"):
+            path = Path(source)
+            if not path.is_file():
+                return (f"TFLM arena: not measured: the original model {source}, recorded by "
+                        f"generate, is not at {path.resolve()}; run bench from where generate ran")
+            what, model = f"the original {path.name}", path.read_bytes()
+        elif graph is not None:
+            what, model = "tinyds's .tflite export of the PyTorch model", export_tflite(graph)
+        else:
+            return "TFLM arena: not measured: out/verify/ has no quantized model to export"
+        tflm = tflm_arena_size(model)
     except ImportError:
         return "TFLM arena: not measured (pip install 'tinyds[tflite]' to compare)"
     except TinydsError as e:
         return f"TFLM arena: not measured ({e})"
-    return (f"TFLM arena for the same model: {tflm['head']} B of tensors "
-            f"({tflm['total']} B with its host-side bookkeeping); tinyds: {arena} B")
+    return (f"TFLM arena for {what}: {tflm['head']} B of tensors incl. input and output "
+            f"({tflm['total']} B with its host-side bookkeeping); tinyds arena + input + output: "
+            f"{b.arena + b.input_bytes + b.output_bytes} B")
 
 
-def bench(out_dir: Path, graph: Graph | None = None) -> str:
+def bench(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
+          clock_mhz: float | None = None) -> str:
     """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
 
     graph: defaults to the quantized model generate saved in out/verify/."""
     from tinyds import verify
+    if clock_mhz is not None and not clock_mhz > 0:
+        raise TinydsError(f"--clock-mhz {clock_mhz:g}: must be a positive clock in MHz")
     bundle = Path(out_dir) / verify.BUNDLE
     if graph is None and (bundle / "model.json").exists():
         graph = verify.load_graph(bundle)
-    b = measure(out_dir, graph)
-    text = report(b)
-    if graph is not None:
-        text += "\n" + tflm_arena_line(graph, b.arena)
+    b = measure(out_dir, graph, cycles)
+    text = report(b, clock_mhz) + "\n" + tflm_arena_line(out_dir, graph, b)
     if not b.sample_ok:
         raise TinydsError(f"{out_dir}: bench: the firmware's output differs from the reference "
                           f"sample; run `tinyds verify {out_dir} --target qemu`\n{text}")

@@ -42,7 +42,7 @@ def _verify(args) -> int:
 
 def _bench(args) -> int:
     from .bench import bench
-    print(bench(Path(args.out)))
+    print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz))
     return 0
 
 
@@ -87,8 +87,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--mcu", help="with --target qemu: build for this MCU (default: generate's)")
     v.add_argument("--vectors", type=int, help="random int8 vectors (default 1000 host, 200 qemu)")
     v.set_defaults(run=_verify)
-    b = sub.add_parser("bench", help="instruction counts per layer under QEMU, flash and RAM bytes")
+    b = sub.add_parser("bench", help="instructions and estimated cycles per layer under QEMU, "
+                       "flash and RAM bytes")
     b.add_argument("out", help="a folder written by tinyds generate")
+    b.add_argument("--clock-mhz", type=float, help="core clock for milliseconds "
+                   "(default: the MCU's maximum)")
+    b.add_argument("--no-cycles", dest="cycles", action="store_false",
+                   help="skip the traced run that estimates cycles (instructions only)")
     b.set_defaults(run=_bench)
     e = sub.add_parser("export-tflite", help="write the tinyds-quantized model as an int8 .tflite")
     _model_args(e)

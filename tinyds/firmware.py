@@ -62,6 +62,13 @@ def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
     return elf
 
 
+def qemu_command(elf: Path, machine: str) -> list[str]:
+    """QEMU booting `elf` on `machine`, headless, with semihosting for output and exit."""
+    _need(QEMU)
+    return [QEMU, "-M", machine, "-nographic", "-monitor", "none", "-serial", "null",
+            "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+
+
 def run_qemu(elf: Path, machine: str, cwd: Path, icount: bool = False,
              timeout: float = 900) -> str:
     """Boot `elf` on a QEMU machine with semihosting; returns what it printed.
@@ -69,9 +76,7 @@ def run_qemu(elf: Path, machine: str, cwd: Path, icount: bool = False,
     icount: -icount shift=0, one virtual nanosecond per instruction, which makes
     netduinoplus2's 1 GHz TIM2 an exact instruction counter.
     """
-    _need(QEMU)
-    cmd = [QEMU, "-M", machine, "-nographic", "-monitor", "none", "-serial", "null",
-           "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+    cmd = qemu_command(elf, machine)
     if icount:
         cmd += ["-icount", "shift=0"]
     try:

@@ -58,6 +58,7 @@ class MCU:
     pio_board: str | None
     console: str           # UART driver in firmware/board.c (TINYDS_CONSOLE_<upper>)
     qemu: str              # key of MACHINES used to verify and benchmark this core
+    max_mhz: int           # highest core clock: bench's default for milliseconds
 
     @property
     def cflags(self) -> list[str]:
@@ -72,33 +73,35 @@ class MCU:
         return MACHINES[self.qemu]
 
 
-def _generic(name: str, core: str, fpu: bool, dsp: bool, qemu: str) -> MCU:
+def _generic(name: str, core: str, fpu: bool, dsp: bool, qemu: str, max_mhz: int) -> MCU:
     m = MACHINES[qemu]
     return MCU(name, core, fpu, dsp, m.flash_origin, m.flash, m.ram_origin, m.ram,
-               f"Arm MPS2 ({qemu})", None, None, "cmsdk_uart0", qemu)
+               f"Arm MPS2 ({qemu})", None, None, "cmsdk_uart0", qemu, max_mhz)
 
 
 MCUS = {m.name: m for m in [
     MCU("stm32f4", "cortex-m4f", True, True, 0x08000000, 512 * K, 0x20000000, 128 * K,
-        "ST Nucleo-F411RE", "ststm32", "nucleo_f411re", "stm32f4_usart2", "netduinoplus2"),
+        "ST Nucleo-F411RE", "ststm32", "nucleo_f411re", "stm32f4_usart2", "netduinoplus2", 100),
     MCU("stm32f7", "cortex-m7f", True, True, 0x08000000, 1024 * K, 0x20000000, 320 * K,
-        "ST Nucleo-F746ZG", "ststm32", "nucleo_f746zg", "stm32f7_usart3", "mps2-an500"),
+        "ST Nucleo-F746ZG", "ststm32", "nucleo_f746zg", "stm32f7_usart3", "mps2-an500", 216),
     # H7: the 128 KB DTCM at 0x20000000 only, the AXI SRAM is not used.
     MCU("stm32h7", "cortex-m7d", True, True, 0x08000000, 2048 * K, 0x20000000, 128 * K,
-        "ST Nucleo-H743ZI", "ststm32", "nucleo_h743zi", "stm32h7_usart3", "mps2-an500"),
+        "ST Nucleo-H743ZI", "ststm32", "nucleo_h743zi", "stm32h7_usart3", "mps2-an500", 480),
     # L4: SRAM1 only (SRAM2 sits at 0x10000000).
     MCU("stm32l4", "cortex-m4f", True, True, 0x08000000, 1024 * K, 0x20000000, 96 * K,
-        "ST Nucleo-L476RG", "ststm32", "nucleo_l476rg", "stm32l4_usart2", "mps2-an386"),
+        "ST Nucleo-L476RG", "ststm32", "nucleo_l476rg", "stm32l4_usart2", "mps2-an386", 80),
     MCU("nrf52840", "cortex-m4f", True, True, 0x00000000, 1024 * K, 0x20000000, 256 * K,
-        "Nordic nRF52840-DK", "nordicnrf52", "nrf52840_dk", "nrf52_uart0", "mps2-an386"),
+        "Nordic nRF52840-DK", "nordicnrf52", "nrf52840_dk", "nrf52_uart0", "mps2-an386", 64),
     # RP2040 has no internal flash: code runs from XIP QSPI flash at 0x10000000,
     # which needs the 256-byte boot2 stage that this bare-metal project does not ship.
     MCU("rp2040", "cortex-m0plus", False, False, 0x10000000, 2048 * K, 0x20000000, 264 * K,
-        "Raspberry Pi Pico", "raspberrypi", "pico", "semihosting", "mps2-an385"),
-    _generic("cortex-m0plus", "cortex-m0plus", False, False, "mps2-an385"),
-    _generic("cortex-m3", "cortex-m3", False, False, "mps2-an385"),
-    _generic("cortex-m4", "cortex-m4f", True, True, "mps2-an386"),
-    _generic("cortex-m7", "cortex-m7f", True, True, "mps2-an500"),
+        "Raspberry Pi Pico", "raspberrypi", "pico", "semihosting", "mps2-an385", 133),
+    # Generic cores: the clock of a common part with that core (SAMD21 48 MHz,
+    # STM32F103 72 MHz, STM32F407 168 MHz, STM32F746 216 MHz); --clock-mhz overrides.
+    _generic("cortex-m0plus", "cortex-m0plus", False, False, "mps2-an385", 48),
+    _generic("cortex-m3", "cortex-m3", False, False, "mps2-an385", 72),
+    _generic("cortex-m4", "cortex-m4f", True, True, "mps2-an386", 168),
+    _generic("cortex-m7", "cortex-m7f", True, True, "mps2-an500", 216),
 ]}
 
 # Stack reserved by the linker script; the benchmark reports the part really used.
