@@ -166,8 +166,9 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
  * scope += the pair words from xp to x_end times four channels' weight pairs
  * at w (advanced past them). Steps are a multiple of 4. */
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-/* Four steps per pass: per step one LDRD of the two pixels' pairs, two LDRD
- * of the four channels' weight pairs, eight SMLAD. Fourteen registers are
+/* Per step one LDRD of the two pixels' pairs, two LDRD of the four channels'
+ * weight pairs, eight SMLAD. Eight steps per loop pass, after one lone pass
+ * of four when the step count is not a multiple of 8. Fourteen registers are
  * live, so the end pointer is re-read from memory into a dead weight register. */
 #define TINYDS_MAC_STEP                                                     \
             "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
@@ -180,23 +181,31 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
             "smlad  %[a2], %[xa], %[w0], %[a2]\n\t"                         \
             "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"                         \
             "smlad  %[a3], %[xa], %[w1], %[a3]\n\t"                         \
-            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"                         \
-
-#define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
-        uint32_t xa_, xb_, w0_, w1_;                                        \
-        const uint32_t *end_ = (x_end);                                     \
-        __asm__ volatile(                                                   \
-            "1:\n\t"                                                        \
-            TINYDS_MAC_STEP TINYDS_MAC_STEP TINYDS_MAC_STEP TINYDS_MAC_STEP \
-            "ldr    %[w0], %[end]\n\t"                                      \
-            "cmp    %[xp], %[w0]\n\t"                                       \
-            "bne    1b\n\t"                                                 \
+            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"
+#define TINYDS_MAC_STEP4 TINYDS_MAC_STEP TINYDS_MAC_STEP TINYDS_MAC_STEP TINYDS_MAC_STEP
+#define TINYDS_MAC_OPERANDS                                                 \
             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),   \
               [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [b3] "+r"(b3),   \
               [xp] "+r"(xp), [wp] "+r"(w),                                  \
               [xa] "=&r"(xa_), [xb] "=&r"(xb_), [w0] "=&r"(w0_), [w1] "=&r"(w1_) \
             : [end] "m"(end_)                                               \
-            : "cc", "memory");                                              \
+            : "cc", "memory"
+
+#define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
+        uint32_t xa_, xb_, w0_, w1_;                                        \
+        const uint32_t *end_ = (x_end);                                     \
+        if (((end_ - (xp)) & 8) != 0) {                                     \
+            __asm__ volatile(TINYDS_MAC_STEP4 TINYDS_MAC_OPERANDS);         \
+        }                                                                   \
+        if ((xp) != end_) {                                                 \
+            __asm__ volatile(                                               \
+                "1:\n\t"                                                    \
+                TINYDS_MAC_STEP4 TINYDS_MAC_STEP4                           \
+                "ldr    %[w0], %[end]\n\t"                                  \
+                "cmp    %[xp], %[w0]\n\t"                                   \
+                "bne    1b\n\t"                                             \
+                TINYDS_MAC_OPERANDS);                                       \
+        }                                                                   \
     } while (0)
 #else
 #define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
