@@ -10,10 +10,12 @@ does not collide with a buffer alive at the same time).
 Two things go beyond TFLM. A kernel may need scratch bytes during its call
 (a buffer alive for that one layer). And a kernel that can work in place
 (kernels.Kernel.inplace) writes its output over its input when the input dies
-there: "channels" at the same offset; "pixels" (pixel p's input is read before
-its output is written) at the same offset when the output is no wider, else
-placed lower by out_size - in_size, so that output pixel p never reaches input
-pixel p + 1. Such buffers form a group that is placed as one block.
+there. "channels" (channel c of every pixel is read before output channel c is
+written): any whole number of pixels into the input; the planner puts its end
+on the input's end. "pixels" (pixel p's input is read before its output is
+written): from the same start when it is no wider, else ending at (or before)
+the input's end, so that output pixel p never reaches input pixel p + 1. Such
+buffers form a group that is placed as one block.
 """
 from __future__ import annotations
 
@@ -124,10 +126,15 @@ def _groups(g: Graph, buffers: list[Buffer], kernels) -> list[Group]:
         if gs is gd or len(gd.members) != 1:
             continue
         base = dict((id(b), off) for b, off in gs.members)[id(src)]
-        lower = max(0, dst.size - src.size) if k.inplace == "pixels" else 0
-        if k.inplace == "channels" and dst.size > src.size:
-            continue
-        gs.members.append((dst, base - _align(lower)))
+        if k.inplace == "channels":
+            if dst.size > src.size:
+                continue
+            # any whole number of pixels in: its end on the input's end, where the
+            # next widening layer can grow down into bytes already dead
+            shrink = src.size - dst.size
+            gs.members.append((dst, base + (shrink if shrink % ALIGN == 0 else 0)))
+        else:   # pixels: a wider output ends at (or before) the input's end
+            gs.members.append((dst, base - _align(max(0, dst.size - src.size))))
         low = min(off for _, off in gs.members)
         if low < 0:     # the widened output starts before the block: shift the block
             gs.members = [(b, off - low) for b, off in gs.members]
