@@ -143,17 +143,15 @@ def _groups(g: Graph, buffers: list[Buffer], kernels) -> list[Group]:
     return list(unique.values())
 
 
-def plan(g: Graph, kernels=None) -> Plan:
-    """Place every activation tensor of g; the arena holds everything but the I/O buffers.
-
-    kernels: per op, the chosen kernels.Kernel (or None for no code), for
-    scratch bytes and in-place layers; without it every layer is out of place."""
+def _place(g: Graph, kernels, inplace: bool) -> Plan:
     buffers = _buffers(g)
     for i, k in enumerate(kernels or []):
         if k is not None and k.scratch:
             buffers.append(Buffer([scratch_name(i)], k.scratch, i, i))
+    groups = (_groups(g, buffers, kernels) if inplace else
+              [Group([(b, 0)]) for b in buffers if b.where == "arena"])
     placed: list[tuple[int, Group]] = []
-    for gr in sorted(_groups(g, buffers, kernels), key=lambda gr: (-gr.size, gr.first)):
+    for gr in sorted(groups, key=lambda gr: (-gr.size, gr.first)):
         offset = 0
         alive = sorted((o for o in placed if gr.first <= o[1].last and o[1].first <= gr.last),
                        key=lambda o: o[0])
@@ -166,3 +164,16 @@ def plan(g: Graph, kernels=None) -> Plan:
             b.offset = offset + off
     arena = max((off + gr.size for off, gr in placed), default=0)
     return Plan(buffers, _align(arena), {t: b for b in buffers for t in b.tensors})
+
+
+def plan(g: Graph, kernels=None) -> Plan:
+    """Place every activation tensor of g; the arena holds everything but the I/O buffers.
+
+    kernels: per op, the chosen kernels.Kernel (or None for no code), for
+    scratch bytes and in-place layers; without it every layer is out of place.
+    A group holds its widest extent for its whole life, which can cost more than
+    it saves next to long-lived buffers (residual skips): the smaller plan wins."""
+    candidates = [_place(g, kernels, inplace=False)]
+    if any(k is not None and k.inplace for k in kernels or []):
+        candidates.append(_place(g, kernels, inplace=True))
+    return min(candidates, key=lambda p: p.arena_size)
