@@ -164,12 +164,19 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
 
 /* The eight accumulators a0..a3 (pixel a), b0..b3 (pixel b) of the enclosing
  * scope += the pair words from xp to x_end times four channels' weight pairs
- * at w (advanced past them). Steps are a multiple of 4. */
-#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+ * at w (advanced past them). Steps are a multiple of 4.
+ * The assembly loop needs 14 free registers: GCC only (clang keeps r7 as its
+ * frame pointer), and GCC's pre-allocation scheduler, on by default when tuning
+ * for Cortex-M7, must stay off in the functions that use it. Clang compiles the
+ * C loop below with the same intrinsics: slower, the same bytes. */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__clang__)
+#define TINYDS_GEMM_ATTR __attribute__((optimize("no-schedule-insns")))
 /* Per step one LDRD of the two pixels' pairs, two LDRD of the four channels'
  * weight pairs, eight SMLAD. Eight steps per loop pass, after one lone pass
  * of four when the step count is not a multiple of 8. Fourteen registers are
- * live, so the end pointer is re-read from memory into a dead weight register. */
+ * live in the loop, none left for the end pointer: it enters in w1 and waits
+ * on the stack (pushed and popped inside the statement, so no operand is
+ * addressed relative to sp meanwhile). */
 #define TINYDS_MAC_STEP                                                     \
             "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
             "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
@@ -186,28 +193,31 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
 #define TINYDS_MAC_OPERANDS                                                 \
             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),   \
               [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [b3] "+r"(b3),   \
-              [xp] "+r"(xp), [wp] "+r"(w),                                  \
-              [xa] "=&r"(xa_), [xb] "=&r"(xb_), [w0] "=&r"(w0_), [w1] "=&r"(w1_) \
-            : [end] "m"(end_)                                               \
+              [xp] "+r"(xp), [wp] "+r"(w), [w1] "+r"(w1_),                  \
+              [xa] "=&r"(xa_), [xb] "=&r"(xb_), [w0] "=&r"(w0_)             \
+            :                                                               \
             : "cc", "memory"
 
 #define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
-        uint32_t xa_, xb_, w0_, w1_;                                        \
-        const uint32_t *end_ = (x_end);                                     \
-        if (((end_ - (xp)) & 8) != 0) {                                     \
+        uint32_t xa_, xb_, w0_, w1_ = (uint32_t)(uintptr_t)(x_end);         \
+        if ((((const uint32_t *)(uintptr_t)w1_ - (xp)) & 8) != 0) {         \
             __asm__ volatile(TINYDS_MAC_STEP4 TINYDS_MAC_OPERANDS);         \
+            w1_ = (uint32_t)(uintptr_t)(x_end);                             \
         }                                                                   \
-        if ((xp) != end_) {                                                 \
+        if ((xp) != (x_end)) {                                              \
             __asm__ volatile(                                               \
+                "push   {%[w1]}\n\t"                                        \
                 "1:\n\t"                                                    \
                 TINYDS_MAC_STEP4 TINYDS_MAC_STEP4                           \
-                "ldr    %[w0], %[end]\n\t"                                  \
+                "ldr    %[w0], [sp]\n\t"                                    \
                 "cmp    %[xp], %[w0]\n\t"                                   \
                 "bne    1b\n\t"                                             \
+                "add    sp, sp, #4\n\t"                                     \
                 TINYDS_MAC_OPERANDS);                                       \
         }                                                                   \
     } while (0)
 #else
+#define TINYDS_GEMM_ATTR
 #define TINYDS_MAC_4X2(xp, x_end, w) do {                                   \
         while ((xp) != (x_end)) {                                           \
             const uint32_t xa_ = (xp)[0], xb_ = (xp)[1];                    \
@@ -247,7 +257,7 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
         STORE(ob[c + 2], b2, c + 2); STORE(ob[c + 3], b3, c + 3);           \
     }
 
-TINYDS_CORE void tinyds_gemm_4x2_fast(
+TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mk, int32_t e, int8_t *oa, int8_t *ob)
 {
@@ -256,7 +266,7 @@ TINYDS_CORE void tinyds_gemm_4x2_fast(
 #undef TINYDS_STORE_FAST
 }
 
-TINYDS_CORE void tinyds_gemm_4x2_fast_clamp(
+TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_clamp(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mk, int32_t e, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
 {
@@ -266,7 +276,7 @@ TINYDS_CORE void tinyds_gemm_4x2_fast_clamp(
 #undef TINYDS_STORE_CLAMP
 }
 
-TINYDS_CORE void tinyds_gemm_4x2_tflite(
+TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_tflite(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mult, const int32_t *shift, int32_t zp, int32_t lo, int32_t hi,
     int8_t *oa, int8_t *ob)
