@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TinydsError
-from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, wrap_int32
 from ..ir import Graph, Op
 from ..window import taps
 
@@ -52,6 +52,22 @@ def fold_bias(bias, w_sums: np.ndarray, input_offset: int):
     if folded.min() < INT32_MIN or folded.max() > INT32_MAX:
         return None
     return folded
+
+
+def wrapped_fold(bias, w_sums: np.ndarray, input_offset: int) -> list[int]:
+    """bias + input_offset * sum(w) per channel modulo 2^32, as int32: the start of
+    an accumulator that wraps like the reference's (exact even when the folded
+    value leaves int32), for kernels that never read padding."""
+    return int_list(wrap_int32((bias if bias is not None else 0)
+                               + input_offset * w_sums.astype(np.int64)))
+
+
+def blocked_weights(w2d: np.ndarray) -> list[int]:
+    """(rows, depth) int8 weights -> tinyds_dot4's order: uint8 (w + 128), four rows
+    interleaved per block ([block][n][row]), the last block padded with zero weights."""
+    rows, depth = w2d.shape
+    w = np.concatenate([w2d.astype(np.int64), np.zeros((-rows % 4, depth), np.int64)]) + 128
+    return int_list(w.reshape(-1, 4, depth).transpose(0, 2, 1))
 
 
 def int_list(a) -> list[int]:
@@ -118,15 +134,20 @@ def c_params(g: Graph, op: Op) -> dict:
         raise TinydsError(f"{g.name}: {op.name}: grouped conv2d (weight has {w.shape[3]} of "
                           f"{p['in_c']} input channels) is not supported; use groups=1 or "
                           "groups=in_channels")
+    w_sums = w.astype(np.int64).sum(axis=(1, 2, 3))
     folded = None
     if not (p["clip_h"] or p["clip_w"]):
-        folded = fold_bias(bias, w.astype(np.int64).sum(axis=(1, 2, 3)), p["input_offset"])
+        folded = fold_bias(bias, w_sums, p["input_offset"])
     p["fold"] = folded is not None
     b = folded if folded is not None else bias
     p["bias"] = int_list(b) if b is not None else None
     p["weights"] = int_list(w)
     p["pointwise"] = (w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
                       and not any(op.attrs["padding"]))
+    if p["pointwise"]:
+        # the portable path always folds (modulo 2^32); the DSP path needs fold
+        p["bias"] = wrapped_fold(bias, w_sums, p["input_offset"])
+        p["wblocks"] = blocked_weights(w.reshape(len(w), -1))
     return p
 
 
