@@ -97,10 +97,18 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     mult = np.broadcast_to(op.attrs["multiplier"], (channels,))
     shift = np.broadcast_to(op.attrs["shift"], (channels,))
+    left_shift = bool((shift > 0).any())
+    live = mult != 0
+    if not left_shift and ((shift[live] <= -1) & (shift[live] >= -31)).all():
+        # every live channel shifts right by 1..31: the cheapest rounding; a dead channel's
+        # result is 0 whatever its shift, so it gets one in range
+        requantize, shift = "tinyds_requantize_rs", np.where(live, shift, -1)
+    else:
+        requantize = "tinyds_requantize" if left_shift else "tinyds_requantize_lt1"
     return dict(input_offset=-int(x.zero_point[0]), output_offset=int(y.zero_point[0]),
                 act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
                 multiplier=int_list(mult), shift=int_list(shift),
-                left_shift=bool((shift > 0).any()))   # else the cheaper right-shift-only requantize
+                left_shift=left_shift, requantize=requantize)
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
