@@ -176,3 +176,13 @@ def test_c_with_shift_zero_channels(opkit):
     assert all(conv2d.c_params(g, g.ops[0])["requantize"] == "tinyds_requantize_lt1"
                for g, _ in cases)
     opkit.assert_c_matches_reference(cases)
+
+
+@pytest.mark.slow
+def test_c_matches_reference_on_cortex_m0plus_in_qemu(opkit, tmp_path):
+    """The ARMv6-M build: tinyds_dot4, the narrow requantization multiply, every
+    requantization choice."""
+    rng = np.random.default_rng(6)
+    cases = [random_case(opkit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(12)]
+    cases += [shift_zero_case(opkit, rng, pointwise=i % 2 == 0) for i in range(3)]
+    opkit.assert_qemu_matches_reference(cases, tmp_path, "cortex-m0plus")
