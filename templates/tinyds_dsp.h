@@ -27,15 +27,6 @@
 #include <arm_acle.h>
 #endif
 
-#if defined(__GNUC__)
-/* Layer functions stay separate: inlined into NAME_run, eight accumulators spill.
- * TINYDS_CORE: a shared core, emitted once, silently dropped when unused. */
-#define TINYDS_NOINLINE __attribute__((noinline))
-#define TINYDS_CORE static __attribute__((noinline, unused))
-#else
-#define TINYDS_NOINLINE
-#define TINYDS_CORE static
-#endif
 
 /* acc + lo(x)*lo(y) + hi(x)*hi(y), the int16 halves signed. */
 static inline int32_t tinyds_smlad(uint32_t x, uint32_t y, int32_t acc)
@@ -257,7 +248,7 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
         STORE(ob[c + 2], b2, c + 2); STORE(ob[c + 3], b3, c + 3);           \
     }
 
-TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast(
+static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mk, int32_t e, int8_t *oa, int8_t *ob)
 {
@@ -266,7 +257,7 @@ TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast(
 #undef TINYDS_STORE_FAST
 }
 
-TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_clamp(
+static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_clamp(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mk, int32_t e, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
 {
@@ -276,7 +267,7 @@ TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_clamp(
 #undef TINYDS_STORE_CLAMP
 }
 
-TINYDS_CORE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_tflite(
+static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_tflite(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mult, const int32_t *shift, int32_t zp, int32_t lo, int32_t hi,
     int8_t *oa, int8_t *ob)

@@ -80,8 +80,10 @@ def test_c_twin_matches_numpy(tmp_path):
         '#include <stdio.h>\n#include "tinyds_common.h"\n'
         "int main(void) {\n  long long x, m, s;\n"
         "  while (scanf(\"%lld %lld %lld\", &x, &m, &s) == 3) {\n"
-        "    printf(\"%d %d\\n\", (int)tinyds_requantize((int32_t)x, (int32_t)m, (int32_t)s),\n"
-        "           (int)tinyds_requantize_lt1((int32_t)x, (int32_t)m, (int32_t)(s > 0 ? -s : s)));\n"
+        "    const int32_t rs = s > 0 ? -s : (s < 0 ? s : -1);\n"
+        "    printf(\"%d %d %d\\n\", (int)tinyds_requantize((int32_t)x, (int32_t)m, (int32_t)s),\n"
+        "           (int)tinyds_requantize_lt1((int32_t)x, (int32_t)m, (int32_t)(s > 0 ? -s : s)),\n"
+        "           (int)tinyds_requantize_rs((int32_t)x, (int32_t)m, rs));\n"
         "  }\n  return 0;\n}\n")
     exe = tmp_path / "fp"
     subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
@@ -94,3 +96,52 @@ def test_c_twin_matches_numpy(tmp_path):
     lt1_shift = np.where(shift > 0, -shift, shift)
     assert got[:, 1].tolist() == fp.multiply_by_quantized_multiplier_smaller_than_one_exp(
         x, m, lt1_shift).tolist()
+    rs_shift = np.where(lt1_shift < 0, lt1_shift, -1)
+    assert got[:, 2].tolist() == fp.multiply_by_quantized_multiplier(x, m, rs_shift).tolist()
+
+
+def _narrow_cases(n, seed=3):
+    """int32 a (uniform, small, and the extremes) x multipliers b >= 0 (Q31 range, 0,
+    2^30, 2^31 - 1, and small values), every edge against every edge."""
+    rng = np.random.default_rng(seed)
+    edges_a = np.array([0, 1, -1, 2, -2, 0x7FFF, 0x8000, -0x8000, -0x8001, 0xFFFF, 0x10000,
+                        -0x10000, -0x10001, fp.INT32_MAX, fp.INT32_MIN, fp.INT32_MIN + 1,
+                        fp.INT32_MAX - 1, 1 << 30, -(1 << 30), 3, -3], np.int64)
+    edges_b = np.array([0, 1, 2, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 1 << 30, (1 << 30) + 1,
+                        fp.INT32_MAX, fp.INT32_MAX - 1, 0x7FFF0000, 0x4000FFFF], np.int64)
+    ea, eb = np.meshgrid(edges_a, edges_b)
+    a = rng.integers(fp.INT32_MIN, fp.INT32_MAX + 1, n, dtype=np.int64)
+    a[: n // 4] = rng.integers(-(1 << 22), 1 << 22, n // 4)
+    b = rng.integers(1 << 30, 1 << 31, n, dtype=np.int64)
+    b[: n // 8] = rng.integers(0, 1 << 31, n // 8)
+    # ties: a * b + 2^30 a multiple of 2^31 (b = 2^30 and a odd, either sign)
+    a[n // 8: n // 4] |= 1
+    b[n // 8: n // 4] = 1 << 30
+    return np.concatenate([ea.ravel(), a]), np.concatenate([eb.ravel(), b])
+
+
+def test_narrow_srdhm_matches_numpy(tmp_path):
+    """The ARMv6-M multiply (16-bit partial products) equals gemmlowp's rounding
+    doubling high multiply for any int32 a and any b >= 0, on the host; and the
+    right-shift rounding of tinyds_requantize_rs applied to its results (every
+    shift 1..31, so ties and INT32_MIN + 1 come round) equals RoundingDivideByPOT."""
+    a, b = _narrow_cases(1 << 21)
+    e = np.arange(len(a)) % 31 + 1
+    src = tmp_path / "narrow.c"
+    src.write_text(
+        '#include <stdio.h>\n#include "tinyds_common.h"\n'
+        "int main(void) {\n  int32_t abe[3];\n"
+        "  while (fread(abe, sizeof abe, 1, stdin) == 1) {\n"
+        "    const int32_t r = tinyds_srdhm_narrow(abe[0], abe[1]);\n"
+        "    const int32_t q[2] = {r, tinyds_rdbpot_rs(r, -abe[2])};\n"
+        "    fwrite(q, sizeof q, 1, stdout);\n  }\n  return 0;\n}\n")
+    exe = tmp_path / "narrow"
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+                    "-fsanitize=undefined", "-fno-sanitize-recover=all",
+                    f"-I{TEMPLATES}", str(src), "-o", str(exe)], check=True)
+    stdin = np.stack([a, b, e], axis=1).astype(np.int32).tobytes()
+    out = subprocess.run([str(exe)], input=stdin, capture_output=True, check=True).stdout
+    got = np.frombuffer(out, np.int32).reshape(-1, 2)
+    high = fp.saturating_rounding_doubling_high_mul(a, b)
+    np.testing.assert_array_equal(got[:, 0], high)
+    np.testing.assert_array_equal(got[:, 1], fp.rounding_divide_by_pot(high, e))

@@ -271,6 +271,14 @@ def run_qemu(cases, tmp_path, mcu="stm32f4", target: Target | None = None) -> li
     return outs
 
 
+def assert_qemu_matches_reference(cases, tmp_path, mcu) -> None:
+    """run_qemu's outputs equal each case's op reference, byte for byte."""
+    for i, ((g, x), got) in enumerate(zip(cases, run_qemu(cases, tmp_path, mcu))):
+        op = g.ops[0]
+        np.testing.assert_array_equal(got, ops.get(op.type).reference(g, op, x),
+                                      err_msg=f"case {i} on {mcu}: {op.type} {op.attrs}")
+
+
 def quantize(y_float, s_out, zp_out, act_min, act_max) -> np.ndarray:
     """Round-to-nearest float requantization: the independent check of the integer path."""
     return np.clip(np.round(y_float / np.float64(s_out)) + zp_out, act_min, act_max).astype(np.int64)
@@ -281,5 +289,6 @@ def opkit():
     return SimpleNamespace(graph=graph, same_padding=same_padding, run_kernels=run_kernels,
                            assert_c_matches_reference=assert_c_matches_reference,
                            arm_compiles=arm_compiles, quantize=quantize,
+                           assert_qemu_matches_reference=assert_qemu_matches_reference,
                            random_window=random_window, random_scales=random_scales,
                            random_operands=random_operands, run_qemu=run_qemu, DSP=DSP)

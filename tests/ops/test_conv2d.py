@@ -240,3 +240,48 @@ def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
     assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "tflite"}
     for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
         np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
+
+
+def test_sweeps_cover_every_requantize_and_kernel_choice(opkit):
+    """The bit-exact sweeps above run every requantization the generator picks
+    (left shift; right shifts >= 1) and both the pointwise and the windowed kernel;
+    test_c_with_shift_zero_channels runs the third (a live channel at shift 0)."""
+    picks = {(p["requantize"], p["pointwise"]) for p in
+             (conv2d.c_params(g, g.ops[0]) for g, _ in sweep(opkit, 2, 40))}
+    assert {r for r, _ in picks} == {"tinyds_requantize", "tinyds_requantize_rs"}
+    assert {pw for _, pw in picks} == {True, False}
+
+
+def shift_zero_case(opkit, rng, pointwise):
+    """Per-channel real multipliers in [0.55, 0.95] (shift 0), one at 0.3 (shift -1)
+    and, sometimes, a dead channel (multiplier 0): tinyds_requantize_lt1."""
+    (h, w_, kh, kw), attrs = opkit.random_window(rng, pointwise=pointwise)
+    ic, oc = int(rng.integers(1, 6)), int(rng.integers(2, 9))
+    real = rng.uniform(0.55, 0.95, oc)
+    real[0] = 0.3
+    if rng.random() < 0.5:
+        real[-1] = 0.0
+    s_in, s_out = 0.05, 0.02
+    w, x = opkit.random_operands(rng, (oc, kh, kw, ic), (4, h, w_, ic), 3, small=True)
+    bias = rng.integers(-20, 21, oc)
+    g = opkit.graph("conv2d", (1, h, w_, ic), w, bias, attrs, s_in=s_in, zp_in=3,
+                    s_w=real * s_out / s_in, s_out=s_out, zp_out=int(rng.integers(-20, 21)))
+    return g, x
+
+
+def test_c_with_shift_zero_channels(opkit):
+    rng = np.random.default_rng(31)
+    cases = [shift_zero_case(opkit, rng, pointwise=i % 2 == 0) for i in range(8)]
+    assert all(conv2d.c_params(g, g.ops[0])["requantize"] == "tinyds_requantize_lt1"
+               for g, _ in cases)
+    opkit.assert_c_matches_reference(cases)
+
+
+@pytest.mark.slow
+def test_c_matches_reference_on_cortex_m0plus_in_qemu(opkit, tmp_path):
+    """The ARMv6-M build: tinyds_dot4, the narrow requantization multiply, every
+    requantization choice."""
+    rng = np.random.default_rng(6)
+    cases = [random_case(opkit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(12)]
+    cases += [shift_zero_case(opkit, rng, pointwise=i % 2 == 0) for i in range(3)]
+    opkit.assert_qemu_matches_reference(cases, tmp_path, "cortex-m0plus")

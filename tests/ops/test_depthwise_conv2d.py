@@ -95,9 +95,29 @@ def test_c_matches_reference_bit_exactly(opkit):
     opkit.assert_c_matches_reference(cases)
 
 
+def test_sweep_runs_the_plane_path_and_big_planes_fall_back(opkit):
+    picks = [depthwise_conv2d.c_params(g, g.ops[0])["plane"] for g, _ in sweep(opkit, 12, 40)]
+    assert all(picks)
+    wide = opkit.graph("depthwise_conv2d", (1, 40, 40, 2), np.ones((1, 3, 3, 2)), None,
+                       dict(stride=(1, 1), dilation=(1, 1), padding=(1, 1, 1, 1),
+                            activation="none", depth_multiplier=1),
+                       s_in=0.1, zp_in=0, s_w=0.1, s_out=0.1, zp_out=0)
+    assert not depthwise_conv2d.c_params(wide, wide.ops[0])["plane"]
+
+
+def test_c_without_plane(opkit, monkeypatch):
+    """The per-pixel kernel (interior and border blocks) that layers whose plane
+    would exceed MAX_PLANE_BYTES run."""
+    monkeypatch.setattr(depthwise_conv2d, "MAX_PLANE_BYTES", 0)
+    cases = sweep(opkit, 16, 24)
+    assert not any(depthwise_conv2d.c_params(g, g.ops[0])["plane"] for g, _ in cases)
+    opkit.assert_c_matches_reference(cases)
+
+
 def test_c_without_folded_offset(opkit, monkeypatch):
-    """The kernel variant that adds the input offset per MAC (used when the folded
-    bias would leave int32) on layers that would normally fold it."""
+    """The per-pixel kernel variant that adds the input offset per MAC (used when the
+    folded bias would leave int32) on layers that would normally fold it."""
+    monkeypatch.setattr(depthwise_conv2d, "MAX_PLANE_BYTES", 0)
     monkeypatch.setattr(depthwise_conv2d, "fold_bias", lambda *args: None)
     rng = np.random.default_rng(24)
     cases = [random_case(opkit, rng, padding_style="valid") for i in range(10)]
@@ -201,3 +221,10 @@ def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
     for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
         np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x),
                                       err_msg=f"case {i}")
+
+
+@pytest.mark.slow
+def test_c_matches_reference_on_cortex_m0plus_in_qemu(opkit, tmp_path):
+    """The ARMv6-M build (narrow requantization multiply), plane and per-pixel kernels."""
+    cases = sweep(opkit, 17, 10)
+    opkit.assert_qemu_matches_reference(cases, tmp_path, "cortex-m0plus")

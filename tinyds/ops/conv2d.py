@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import TinydsError
 from .. import fixedpoint
-from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, wrap_int32
 from ..ir import Graph, Op
 from ..window import taps
 
@@ -55,6 +55,22 @@ def fold_bias(bias, w_sums: np.ndarray, input_offset: int):
     return folded
 
 
+def wrapped_fold(bias, w_sums: np.ndarray, input_offset: int) -> list[int]:
+    """bias + input_offset * sum(w) per channel modulo 2^32, as int32: the start of
+    an accumulator that wraps like the reference's (exact even when the folded
+    value leaves int32), for kernels that never read padding."""
+    return int_list(wrap_int32((bias if bias is not None else 0)
+                               + input_offset * w_sums.astype(np.int64)))
+
+
+def blocked_weights(w2d: np.ndarray) -> list[int]:
+    """(rows, depth) int8 weights -> tinyds_dot4's order: uint8 (w + 128), four rows
+    interleaved per block ([block][n][row]), the last block padded with zero weights."""
+    rows, depth = w2d.shape
+    w = np.concatenate([w2d.astype(np.int64), np.zeros((-rows % 4, depth), np.int64)]) + 128
+    return int_list(w.reshape(-1, 4, depth).transpose(0, 2, 1))
+
+
 def int_list(a) -> list[int]:
     return [int(v) for v in np.asarray(a).ravel()]
 
@@ -82,10 +98,18 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     mult = np.broadcast_to(op.attrs["multiplier"], (channels,))
     shift = np.broadcast_to(op.attrs["shift"], (channels,))
+    left_shift = bool((shift > 0).any())
+    live = mult != 0
+    if not left_shift and ((shift[live] <= -1) & (shift[live] >= -31)).all():
+        # every live channel shifts right by 1..31: the cheapest rounding; a dead channel's
+        # result is 0 whatever its shift, so it gets one in range
+        requantize, shift = "tinyds_requantize_rs", np.where(live, shift, -1)
+    else:
+        requantize = "tinyds_requantize" if left_shift else "tinyds_requantize_lt1"
     return dict(input_offset=-int(x.zero_point[0]), output_offset=int(y.zero_point[0]),
                 act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
                 multiplier=int_list(mult), shift=int_list(shift),
-                left_shift=bool((shift > 0).any()))   # else the cheaper right-shift-only requantize
+                left_shift=left_shift, requantize=requantize)
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -119,15 +143,20 @@ def c_params(g: Graph, op: Op) -> dict:
         raise TinydsError(f"{g.name}: {op.name}: grouped conv2d (weight has {w.shape[3]} of "
                           f"{p['in_c']} input channels) is not supported; use groups=1 or "
                           "groups=in_channels")
+    w_sums = w.astype(np.int64).sum(axis=(1, 2, 3))
     folded = None
     if not (p["clip_h"] or p["clip_w"]):
-        folded = fold_bias(bias, w.astype(np.int64).sum(axis=(1, 2, 3)), p["input_offset"])
+        folded = fold_bias(bias, w_sums, p["input_offset"])
     p["fold"] = folded is not None
     b = folded if folded is not None else bias
     p["bias"] = int_list(b) if b is not None else None
     p["weights"] = int_list(w)
     p["pointwise"] = (w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
                       and not any(op.attrs["padding"]))
+    if p["pointwise"]:
+        # the portable path always folds (modulo 2^32); the DSP path needs fold
+        p["bias"] = wrapped_fold(bias, w_sums, p["input_offset"])
+        p["wblocks"] = blocked_weights(w.reshape(len(w), -1))
     return p
 
 

@@ -11,10 +11,11 @@ import numpy as np
 from ..ir import Graph, Op
 from ..window import taps
 from .conv2d import (fold_bias, gemm_requant, int_list, operands, quant_params, requantize,
-                     weight_zero_point, window_params)
+                     weight_zero_point, window_params, wrapped_fold)
 
 
 MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
+MAX_PLANE_BYTES = 1024     # the plane path's stack buffer: one channel's window extent
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -52,6 +53,16 @@ def c_params(g: Graph, op: Op) -> dict:
     p["bias"] = int_list(bias) if bias is not None else None
     p["weights"] = int_list(w)
     p["unroll"] = p["k_h"] * p["k_w"] <= MAX_UNROLLED_TAPS
+    # plane: rows/columns of padded input that some window reads, and the input part of them
+    p["plane_h"] = (p["out_h"] - 1) * p["stride_h"] + (p["k_h"] - 1) * p["dil_h"] + 1
+    p["plane_w"] = (p["out_w"] - 1) * p["stride_w"] + (p["k_w"] - 1) * p["dil_w"] + 1
+    p["gather_h"] = min(p["in_h"], p["plane_h"] - p["pad_top"])
+    p["gather_w"] = min(p["in_w"], p["plane_w"] - p["pad_left"])
+    p["plane"] = p["unroll"] and p["plane_h"] * p["plane_w"] <= MAX_PLANE_BYTES
+    if p["plane"]:
+        w_sums = w.astype(np.int64).sum(axis=(0, 1, 2))
+        p["bias_plane"] = wrapped_fold(bias, w_sums, p["input_offset"] - 128)
+        p["wtaps"] = int_list(w.reshape(-1, p["out_c"]).T)
     return p
 
 
