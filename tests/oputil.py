@@ -1,6 +1,6 @@
 """Run a quantized graph's generated C on the host, for bit-exact tests.
 
-`run_c(qg, x)` renders the C library, compiles it with the verify harness
+`run_c(qg, x)` renders the C library (portable kernels, or those `target` picks), compiles it with the verify harness
 (-Wall -Wextra -Werror, once optimised and once under ASan+UBSan), streams the
 whole batch through one process per build and returns the outputs shaped like
 `tinyds.reference.run`. Builds are cached by a hash of the generated sources,
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyds import codegen, verify
+from tinyds.kernels import Target
 
 CACHE = Path(tempfile.gettempdir()) / f"tinyds-oputil-{os.getuid()}"
 NAME = "t"
@@ -33,9 +34,10 @@ def _key(files: dict[str, str]) -> str:
     return h.hexdigest()[:24]
 
 
-def build_c(qg, sanitize: bool = True) -> dict[str, Path]:
-    """Compile qg's C (cached); returns {build: executable}."""
-    files, _ = codegen.render_library(qg, NAME)
+def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, Path]:
+    """Compile qg's C (cached) with the kernels generate picks for `target`;
+    returns {build: executable}."""
+    files, _ = codegen.render_library(qg, NAME, target=target)
     builds = ["release", "sanitize"] if sanitize else ["release"]
     d = CACHE / _key(files)
     if not all((d / f"{NAME}_{b}").exists() for b in builds):
@@ -57,12 +59,14 @@ def build_c(qg, sanitize: bool = True) -> dict[str, Path]:
     return {b: d / f"{NAME}_{b}" for b in builds}
 
 
-def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True) -> np.ndarray:
+def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
+          target: Target = Target()) -> np.ndarray:
     """Generated C output for a batch (N, *input_shape[1:]) int8, shaped (N, *output_shape[1:])."""
     x = np.asarray(x_int8_batch)
     assert x.dtype == np.int8, x.dtype
     assert x.shape[1:] == tuple(qg.input.shape[1:]), (x.shape, qg.input.shape)
-    outs = {b: verify.run_host(exe, x, qg.output.size) for b, exe in build_c(qg, sanitize).items()}
+    outs = {b: verify.run_host(exe, x, qg.output.size)
+            for b, exe in build_c(qg, sanitize, target).items()}
     y = outs["release"]
     if sanitize:
         np.testing.assert_array_equal(outs["sanitize"], y, err_msg="-O2 and sanitizer builds differ")

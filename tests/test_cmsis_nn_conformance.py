@@ -14,6 +14,7 @@ import pytest
 from oputil import run_c
 from tinyds import reference
 from tinyds.ir import Graph, Op, Tensor
+from tinyds.kernels import Target, choose
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cmsis_nn"
 CASES = json.loads((FIXTURE / "cmsis_nn_s8.json").read_text())
@@ -84,11 +85,20 @@ def test_reference_matches_cmsis_nn(case):
                            f"{tuple(bad[0])}: got {got[tuple(bad[0])]} want {want[tuple(bad[0])]}")
 
 
+@pytest.mark.parametrize("dsp", [False, True], ids=["portable", "fast"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_generated_c_matches_cmsis_nn(case):
+def test_generated_c_matches_cmsis_nn(case, dsp):
+    """The portable kernels, and the fast ones (through their C twins) where they apply."""
     g = build_graph(case)
-    got = run_c(g, ARRAYS[CASES[case]["input"]])
+    got = run_c(g, ARRAYS[CASES[case]["input"]], target=Target(dsp=dsp))
     np.testing.assert_array_equal(got, ARRAYS[CASES[case]["expected"]], err_msg=case)
+
+
+def test_fast_kernels_take_most_conformance_layers():
+    """The fast-kernel sweep above is not vacuous: most conv/depthwise folders use them."""
+    fast = [choose(g, op, Target(dsp=True)).fast for g in map(build_graph, CONV_CASES)
+            for op in g.ops if op.type in ("conv2d", "depthwise_conv2d")]
+    assert sum(fast) >= len(fast) // 2, f"{sum(fast)} of {len(fast)}"
 
 
 CONV_CASES = sorted(k for k, c in CASES.items() if c["group"] in ("depthwise", "conv1x1", "network"))
@@ -97,12 +107,13 @@ CONV_CASES = sorted(k for k, c in CASES.items() if c["group"] in ("depthwise", "
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_generated_c_matches_cmsis_nn_in_qemu(case, tmp_path):
-    """The conv / depthwise kernels cross-built for Cortex-M4 and run in QEMU."""
+    """The conv / depthwise kernels cross-built for Cortex-M4 (the fast kernels where
+    they apply, as generate picks them) and run in QEMU."""
     from tinyds.codegen import generate_library
     from tinyds.firmware import run_vectors
 
     g = build_graph(case)
-    generate_library(g, tmp_path / "lib", "conf")
+    generate_library(g, tmp_path / "lib", "conf", target=Target.for_mcu("stm32f4"))
     x = ARRAYS[CASES[case]["input"]]
     want = ARRAYS[CASES[case]["expected"]]
     got = run_vectors(tmp_path / "lib", "conf", "stm32f4", x, g.output.size)
