@@ -141,12 +141,8 @@ def render_library(qg: Graph, name: str, source: str = "",
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": ""}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
-            try:
-                template = env.get_template(f"ops/{k.template}.c.j2")
-            except jinja2.TemplateNotFound:
-                raise TinydsError(f"{qg.name}: {op.name}: no C kernel for {op.type}; run "
-                                  "tinyds.passes.optimize before quantizing") from None
-            kernels.append(template.render(fn=fn, prefix=name, **k.params))
+            kernels.append(env.get_template(f"ops/{k.template}.c.j2").render(
+                fn=fn, prefix=name, **k.params))
             args = [_pointer(p, t, name) for t in op.inputs if t and not qg.tensors[t].is_const]
             args.append(_pointer(p, op.outputs[0], name))
             if k.scratch:

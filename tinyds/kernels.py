@@ -50,7 +50,12 @@ class Kernel:
 
 
 def portable(g: Graph, op: Op) -> Kernel:
-    return Kernel(op.type, ops.get(op.type).c_params(g, op))
+    try:
+        module = ops.get(op.type)
+    except (KeyError, ModuleNotFoundError):
+        raise TinydsError(f"{g.name}: {op.name}: no C kernel for {op.type}; run "
+                          "tinyds.passes.optimize before quantizing") from None
+    return Kernel(op.type, module.c_params(g, op))
 
 
 def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
