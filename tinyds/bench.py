@@ -131,8 +131,10 @@ def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
 
 
 def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
-    """NAME_INPUT_SIZE and NAME_OUTPUT_SIZE from the library's header."""
+    """The caller's input and output buffers from the library's header: NAME_INPUT_SIZE
+    (0 when the input lives in the arena, NAME_INPUT_IN_ARENA) and NAME_OUTPUT_SIZE."""
     header = (Path(out_dir) / "lib" / name / f"{name}.h").read_text()
+    in_arena = re.search(rf"#define {name.upper()}_INPUT_IN_ARENA 1\b", header)
 
     def size(what: str) -> int:
         m = re.search(rf"#define {name.upper()}_{what}_SIZE (\d+)", header)
@@ -140,7 +142,7 @@ def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
             raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_SIZE; "
                               "regenerate the folder with `tinyds generate`")
         return int(m.group(1))
-    return size("INPUT"), size("OUTPUT")
+    return (0 if in_arena else size("INPUT")), size("OUTPUT")
 
 
 def estimate_cycles(b: Bench, elf: Path) -> None:
@@ -239,7 +241,7 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
         f"flash: {b.flash} B of {m.flash} (.text {s.get('.text', 0)}, .rodata {s.get('.rodata', 0)}, "
         f".data {s.get('.data', 0)}, vectors {s.get('.isr_vector', 0)}); model symbols: {own}",
         f"RAM: {b.ram} B of {m.ram} = library static {b.library_ram} (arena {b.arena}) + input "
-        f"buffer {b.input_bytes} + output buffer {b.output_bytes} + stack high-water {b.stack}; "
+        f"buffer {b.input_bytes}{' (input in the arena)' if b.input_bytes == 0 else ''} + output buffer {b.output_bytes} + stack high-water {b.stack}; "
         f"the demo's other statics ({demo} B: profiling stamps) are not counted",
         "sample output: " + ("matches the reference" if b.sample_ok else "MISMATCH"),
     ]

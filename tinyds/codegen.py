@@ -158,7 +158,8 @@ def render_library(qg: Graph, name: str, source: str = "",
         input_size=x.size, output_size=y.size, arena_size=p.arena_size,
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
         output_scale=_c_float(s_out), output_zero_point=zp_out,
-        copy_through=p.location(qg.outputs[0])[0] == "input")
+        copy_through=p.location(qg.outputs[0])[0] == "input",
+        input_in_arena=p.input_in_arena, input_offset=p.location(qg.inputs[0])[1])
     files = {
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),

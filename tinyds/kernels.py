@@ -41,8 +41,11 @@ class Kernel:
     # How the output may share the input's bytes (planner.py):
     #   "pixels": pixel by pixel in order, each pixel's input read before its output is written
     #   "channels": channel by channel, same layout (C_out == C_in)
+    #   "window": pixel pairs whose input windows are staged first; the output may
+    #             start at most inplace_offset bytes past the input's start
     inplace: str | None = None
     note: str = ""               # what the report says about this choice
+    inplace_offset: int = 0
 
     @property
     def fast(self) -> bool:
@@ -65,8 +68,8 @@ def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
     if fast and op.type == "conv2d":
         p = ops.get("conv2d").fast_params(g, op)
         if p is not None:
-            return Kernel("conv2d_s16", p, p["scratch"], "pixels" if p["pointwise"] else None,
-                          f"SMLAD int16, requant {p['requant']}")
+            return Kernel("conv2d_s16", p, p["scratch"], "pixels" if p["pointwise"] else "window",
+                          f"SMLAD int16, requant {p['requant']}", p["inplace_offset"] or 0)
     if fast and op.type == "depthwise_conv2d":
         p = ops.get("depthwise_conv2d").fast_params(g, op)
         if p is not None:

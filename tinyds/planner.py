@@ -60,10 +60,16 @@ class Plan:
     buffers: list[Buffer]
     arena_size: int
     by_tensor: dict[str, Buffer] = field(default_factory=dict)
+    input_in_arena: bool = False    # the graph input lives in the arena (NAME_input())
 
     def location(self, tensor: str) -> tuple[str, int]:
         b = self.by_tensor[tensor]
         return b.where, b.offset
+
+    @property
+    def ram(self) -> int:
+        """Arena plus the caller's input buffer when the input is not in the arena."""
+        return self.arena_size + (0 if self.input_in_arena else self.buffers[0].size)
 
     @property
     def unshared_size(self) -> int:
@@ -80,7 +86,8 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _buffers(g: Graph) -> list[Buffer]:
+def _buffers(g: Graph, input_in_arena: bool = False) -> list[Buffer]:
+    """Buffers in order of first appearance: the graph input's comes first."""
     root = {g.inputs[0]: g.inputs[0]}
     for op in g.ops:
         out = op.outputs[0]
@@ -98,7 +105,7 @@ def _buffers(g: Graph) -> list[Buffer]:
                 b.last = max(b.last, i)
     for b in groups.values():
         b.last = max(b.last, b.first)  # an unread output is still written
-    groups[root[g.inputs[0]]].where = "input"
+    groups[root[g.inputs[0]]].where = "arena" if input_in_arena else "input"
     out = groups[root[g.outputs[0]]]
     out.last = len(g.ops)
     if out.where != "input":
@@ -133,8 +140,10 @@ def _groups(g: Graph, buffers: list[Buffer], kernels) -> list[Group]:
             # next widening layer can grow down into bytes already dead
             shrink = src.size - dst.size
             gs.members.append((dst, base + (shrink if shrink % ALIGN == 0 else 0)))
-        else:   # pixels: a wider output ends at (or before) the input's end
+        elif k.inplace == "pixels":   # a wider output ends at (or before) the input's end
             gs.members.append((dst, base - _align(max(0, dst.size - src.size))))
+        else:                         # window: at most inplace_offset past the input's start
+            gs.members.append((dst, base - _align(max(0, -k.inplace_offset))))
         low = min(off for _, off in gs.members)
         if low < 0:     # the widened output starts before the block: shift the block
             gs.members = [(b, off - low) for b, off in gs.members]
@@ -143,8 +152,8 @@ def _groups(g: Graph, buffers: list[Buffer], kernels) -> list[Group]:
     return list(unique.values())
 
 
-def _place(g: Graph, kernels, inplace: bool) -> Plan:
-    buffers = _buffers(g)
+def _place(g: Graph, kernels, inplace: bool, input_in_arena: bool = False) -> Plan:
+    buffers = _buffers(g, input_in_arena)
     for i, k in enumerate(kernels or []):
         if k is not None and k.scratch:
             buffers.append(Buffer([scratch_name(i)], k.scratch, i, i))
@@ -163,7 +172,8 @@ def _place(g: Graph, kernels, inplace: bool) -> Plan:
         for b, off in gr.members:
             b.offset = offset + off
     arena = max((off + gr.size for off, gr in placed), default=0)
-    return Plan(buffers, _align(arena), {t: b for b in buffers for t in b.tensors})
+    return Plan(buffers, _align(arena), {t: b for b in buffers for t in b.tensors},
+                input_in_arena)
 
 
 def plan(g: Graph, kernels=None) -> Plan:
@@ -172,8 +182,15 @@ def plan(g: Graph, kernels=None) -> Plan:
     kernels: per op, the chosen kernels.Kernel (or None for no code), for
     scratch bytes and in-place layers; without it every layer is out of place.
     A group holds its widest extent for its whole life, which can cost more than
-    it saves next to long-lived buffers (residual skips): the smaller plan wins."""
+    it saves next to long-lived buffers (residual skips): the smaller plan wins.
+    When the first layer can run in place, the graph input may live in the arena
+    too (the caller writes it at NAME_input()): chosen when the arena grows by
+    less than the input buffer it saves."""
     candidates = [_place(g, kernels, inplace=False)]
     if any(k is not None and k.inplace for k in kernels or []):
         candidates.append(_place(g, kernels, inplace=True))
-    return min(candidates, key=lambda p: p.arena_size)
+        first = kernels[0] if kernels else None
+        out_is_input = g.outputs[0] in _buffers(g)[0].tensors
+        if first is not None and first.inplace and not out_is_input:
+            candidates.append(_place(g, kernels, inplace=True, input_in_arena=True))
+    return min(candidates, key=lambda p: p.ram)

@@ -252,4 +252,25 @@ def fast_params(g: Graph, op: Op) -> dict | None:
         input_zero_point=-p["input_offset"])
     rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)
     p["scratch"] = 8 * steps + rows
+    p["inplace_offset"] = None if p["pointwise"] else window_inplace_offset(p)
     return p
+
+
+def window_inplace_offset(p: dict) -> int:
+    """How far (bytes, may be negative) the output may start past the input's start
+    when the im2col kernel runs in place: pixels go in pairs whose windows are
+    both staged before their outputs are written, so the outputs of pixels up to
+    q must end before the first input byte any later pixel reads."""
+    oy, ox = np.divmod(np.arange(p["out_h"] * p["out_w"]), p["out_w"])
+    first = np.full(oy.shape, np.iinfo(np.int64).max)
+    for ky in range(p["k_h"]):
+        iy = oy * p["stride_h"] - p["pad_top"] + ky * p["dil_h"]
+        for kx in range(p["k_w"]):
+            ix = ox * p["stride_w"] - p["pad_left"] + kx * p["dil_w"]
+            ok = (iy >= 0) & (iy < p["in_h"]) & (ix >= 0) & (ix < p["in_w"])
+            first = np.where(ok, np.minimum(first, (iy * p["in_w"] + ix) * p["in_c"]), first)
+    later = np.minimum.accumulate(first[::-1])[::-1]          # first byte read by pixel >= r
+    ends = np.arange(2, len(first), 2)        # q + 1 after each pair (q - 1, q) but the last
+    if len(ends) == 0:
+        return 0
+    return int((later[ends] - ends * p["out_c"]).min())
