@@ -43,6 +43,8 @@ class Kernel:
     #   "channels": channel by channel, same layout (C_out == C_in)
     #   "window": pixel pairs whose input windows are staged first; the output may
     #             start at most inplace_offset bytes past the input's start
+    #   "window_reverse": the same, last pair first; the output may start no
+    #             less than inplace_offset bytes past the input's start
     inplace: str | None = None
     note: str = ""               # what the report says about this choice
     inplace_offset: int = 0
@@ -68,8 +70,9 @@ def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
     if fast and op.type == "conv2d":
         p = ops.get("conv2d").fast_params(g, op)
         if p is not None:
-            return Kernel("conv2d_s16", p, p["scratch"], "pixels" if p["pointwise"] else "window",
-                          f"SMLAD int16, requant {p['requant']}", p["inplace_offset"] or 0)
+            mode = "pixels" if p["pointwise"] else ("window_reverse" if p["reverse"] else "window")
+            return Kernel("conv2d_s16", p, p["scratch"], mode,
+                          f"SMLAD int16, requant {p['requant']}", p["inplace_offset"])
     if fast and op.type == "depthwise_conv2d":
         p = ops.get("depthwise_conv2d").fast_params(g, op)
         if p is not None:

@@ -14,8 +14,10 @@ there. "channels" (channel c of every pixel is read before output channel c is
 written): any whole number of pixels into the input; the planner puts its end
 on the input's end. "pixels" (pixel p's input is read before its output is
 written): from the same start when it is no wider, else ending at (or before)
-the input's end, so that output pixel p never reaches input pixel p + 1. Such
-buffers form a group that is placed as one block.
+the input's end, so that output pixel p never reaches input pixel p + 1.
+"window"/"window_reverse" (im2col, pixel pairs forward or backward): within the
+offset the kernel computed from its windows. Such buffers form a group that is
+placed as one block.
 """
 from __future__ import annotations
 
@@ -142,8 +144,10 @@ def _groups(g: Graph, buffers: list[Buffer], kernels) -> list[Group]:
             gs.members.append((dst, base + (shrink if shrink % ALIGN == 0 else 0)))
         elif k.inplace == "pixels":   # a wider output ends at (or before) the input's end
             gs.members.append((dst, base - _align(max(0, dst.size - src.size))))
-        else:                         # window: at most inplace_offset past the input's start
+        elif k.inplace == "window":   # at most inplace_offset past the input's start
             gs.members.append((dst, base - _align(max(0, -k.inplace_offset))))
+        else:                         # window_reverse: at least inplace_offset past it
+            gs.members.append((dst, base + _align(k.inplace_offset)))
         low = min(off for _, off in gs.members)
         if low < 0:     # the widened output starts before the block: shift the block
             gs.members = [(b, off - low) for b, off in gs.members]

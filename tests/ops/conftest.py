@@ -128,8 +128,12 @@ def random_operands(rng, w_shape, x_shape, zp_in, small: bool):
 
 def _inplace_offsets(k, in_size: int, out_size: int) -> tuple[int, int]:
     """(input, output) offsets in one buffer, as planner.plan places an in-place layer."""
-    lower = max(0, out_size - in_size) if k.inplace == "pixels" else 0
-    return (lower + 3) // 4 * 4, 0
+    align = lambda n: (n + 3) // 4 * 4                      # noqa: E731
+    rel = {"pixels": -align(max(0, out_size - in_size)), "channels": 0,
+           "window": -align(max(0, -k.inplace_offset)),
+           "window_reverse": align(k.inplace_offset)}[k.inplace]
+    in_off = max(0, -rel)
+    return in_off, in_off + rel
 
 
 def _render(cases, target: Target = Target(), inplace: bool = False) -> str:

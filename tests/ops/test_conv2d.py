@@ -166,8 +166,11 @@ def kinds(opkit, cases):
 
 def test_fast_kernel_matches_reference(opkit):
     """The int16 GEMM path through its C twins, out of place and in place."""
+    from tinyds.kernels import choose
     cases = fast_sweep(opkit, 30, 32)
     assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "tflite"}
+    modes = {choose(g, g.ops[0], opkit.DSP).inplace for g, _ in cases}
+    assert modes == {"pixels", "window", "window_reverse"}, modes
     opkit.assert_c_matches_reference(cases, target=opkit.DSP)
     opkit.assert_c_matches_reference(cases, target=opkit.DSP, inplace=True)
 
@@ -194,8 +197,12 @@ def test_fast_kernel_selection(opkit):
     assert pick(w, target=Target())[0] == "conv2d"                 # no DSP: portable
     assert pick(w, target=Target(dsp=True, optimize="size"))[0] == "conv2d"
     assert pick(w[:6])[0] == "conv2d"                               # 6 channels: not in fours
+    # im2col: in place within the offset its windows allow, forward when the output is
+    # the bigger one, last pair first when it is the smaller (it then ends near the input's end)
     assert pick(rng.integers(-127, 128, (4, 3, 3, 2)), a={"padding": (1, 1, 1, 1)}) == (
-        "conv2d_s16", "fast", None)                                 # im2col: never in place
+        "conv2d_s16", "fast", "window")
+    assert pick(rng.integers(-127, 128, (4, 3, 3, 16)), a={"stride": (2, 2)}) == (
+        "conv2d_s16", "fast", "window_reverse")
 
 
 def test_fast_requant_equals_tflite_near_ties():

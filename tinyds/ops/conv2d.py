@@ -252,25 +252,36 @@ def fast_params(g: Graph, op: Op) -> dict | None:
         input_zero_point=-p["input_offset"])
     rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)
     p["scratch"] = 8 * steps + rows
-    p["inplace_offset"] = None if p["pointwise"] else window_inplace_offset(p)
+    p["reverse"], p["inplace_offset"] = (False, 0) if p["pointwise"] else window_inplace(p)
     return p
 
 
-def window_inplace_offset(p: dict) -> int:
-    """How far (bytes, may be negative) the output may start past the input's start
-    when the im2col kernel runs in place: pixels go in pairs whose windows are
-    both staged before their outputs are written, so the outputs of pixels up to
-    q must end before the first input byte any later pixel reads."""
+def window_inplace(p: dict) -> tuple[bool, int]:
+    """How the im2col kernel may run in place: (reverse, offset), the output's start
+    relative to the input's start in bytes.
+
+    Pixels go in pairs whose windows are both staged before their outputs are
+    written. Forward, the outputs of pixels up to q must end before the first
+    input byte any later pixel reads: offset is the highest start allowed.
+    Reverse (last pair first), the outputs of pixels from p on must start after
+    the last input byte any earlier pixel reads: offset is the lowest start
+    allowed. Reverse when the output is smaller than the input, so that it ends
+    near the input's end, where a widening next layer can grow down."""
     oy, ox = np.divmod(np.arange(p["out_h"] * p["out_w"]), p["out_w"])
     first = np.full(oy.shape, np.iinfo(np.int64).max)
+    last = np.full(oy.shape, -1)
     for ky in range(p["k_h"]):
         iy = oy * p["stride_h"] - p["pad_top"] + ky * p["dil_h"]
         for kx in range(p["k_w"]):
             ix = ox * p["stride_w"] - p["pad_left"] + kx * p["dil_w"]
             ok = (iy >= 0) & (iy < p["in_h"]) & (ix >= 0) & (ix < p["in_w"])
-            first = np.where(ok, np.minimum(first, (iy * p["in_w"] + ix) * p["in_c"]), first)
-    later = np.minimum.accumulate(first[::-1])[::-1]          # first byte read by pixel >= r
-    ends = np.arange(2, len(first), 2)        # q + 1 after each pair (q - 1, q) but the last
-    if len(ends) == 0:
-        return 0
-    return int((later[ends] - ends * p["out_c"]).min())
+            at = (iy * p["in_w"] + ix) * p["in_c"]
+            first = np.where(ok, np.minimum(first, at), first)
+            last = np.where(ok, np.maximum(last, at + p["in_c"] - 1), last)
+    starts = np.arange(2, len(first), 2)      # pair starts after the first pair
+    oc = p["out_c"]
+    if len(oy) * oc < p["in_h"] * p["in_w"] * p["in_c"]:
+        before = np.maximum.accumulate(last)                    # last byte read by pixel <= r
+        return True, int((before[starts - 1] + 1 - starts * oc).max()) if len(starts) else 0
+    after = np.minimum.accumulate(first[::-1])[::-1]            # first byte read by pixel >= r
+    return False, int((after[starts] - starts * oc).min()) if len(starts) else 0
