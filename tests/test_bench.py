@@ -164,8 +164,9 @@ def test_bench_reports_cycles_ms_and_honest_ram(kws):
     b = bench.measure(out, verify.load_graph(out / verify.BUNDLE))
     assert b.cycle_model == "Cortex-M4, P=2"
     assert [la.cycles for la in b.layers] == [s.cycles for s in kws[2][1:14]]
-    assert (b.input_bytes, b.output_bytes, b.library_ram) == (49 * 10, 12, b.arena)
-    assert b.ram == b.arena + 490 + 12 + b.stack
+    # the first conv runs over its input, so KWS's input lives in the arena (NAME_input())
+    assert (b.input_bytes, b.output_bytes, b.library_ram) == (0, 12, b.arena)
+    assert b.ram == b.arena + 12 + b.stack
     text = bench.report(b, clock_mhz=50)
     conv = next(line for line in text.splitlines() if "conv_2d_0" in line).split()
     assert conv[6] == str(b.layers[0].cycles)
@@ -173,7 +174,7 @@ def test_bench_reports_cycles_ms_and_honest_ram(kws):
     assert conv[8] == f"{b.layers[0].cycles / 50e3:.3f}"        # ms at 50 MHz
     assert "zero-wait-state memory assumed" in text and "ms at 50 MHz" in text
     assert f"RAM: {b.ram} B of 131072 = library static {b.arena} (arena {b.arena}) + input " \
-           f"buffer 490 + output buffer 12 + stack high-water {b.stack}" in text
+           f"buffer 0 (input in the arena) + output buffer 12 + stack high-water {b.stack}" in text
 
 
 @pytest.mark.slow
@@ -209,3 +210,12 @@ def test_tflm_measured_on_the_original_tflite(files, tmp_path, capsys):  # noqa:
     assert rc == 0, err
     assert f"TFLM arena: not measured: the original model {tfl}, recorded by generate, " \
            "is not at" in stdout
+
+
+def test_io_sizes_count_the_input_only_outside_the_arena(tmp_path):
+    lib = tmp_path / "lib" / "m"
+    lib.mkdir(parents=True)
+    for in_arena, want in ((0, (490, 12)), (1, (0, 12))):
+        (lib / "m.h").write_text(f"#define M_INPUT_SIZE 490\n#define M_OUTPUT_SIZE 12\n"
+                                 f"#define M_INPUT_IN_ARENA {in_arena}\n")
+        assert bench.io_sizes(tmp_path, "m") == want
