@@ -73,10 +73,20 @@ def test_vectorised_matches_scalar_spec():
     assert got.tolist() == want
 
 
+def _build(tmp_path, name: str, source: str, sanitize: str) -> Path:
+    """Compile a one-file C test program against tinyds_common.h, warnings as errors."""
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    exe = tmp_path / name
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
+                    f"-fsanitize={sanitize}", "-fno-sanitize-recover=all",
+                    f"-I{TEMPLATES}", str(src), "-o", str(exe)], check=True)
+    return exe
+
+
 def test_c_twin_matches_numpy(tmp_path):
     x, m, shift = _random_cases(5000, seed=2)
-    src = tmp_path / "fp.c"
-    src.write_text(
+    exe = _build(tmp_path, "fp",
         '#include <stdio.h>\n#include "tinyds_common.h"\n'
         "int main(void) {\n  long long x, m, s;\n"
         "  while (scanf(\"%lld %lld %lld\", &x, &m, &s) == 3) {\n"
@@ -84,11 +94,7 @@ def test_c_twin_matches_numpy(tmp_path):
         "    printf(\"%d %d %d\\n\", (int)tinyds_requantize((int32_t)x, (int32_t)m, (int32_t)s),\n"
         "           (int)tinyds_requantize_lt1((int32_t)x, (int32_t)m, (int32_t)(s > 0 ? -s : s)),\n"
         "           (int)tinyds_requantize_rs((int32_t)x, (int32_t)m, rs));\n"
-        "  }\n  return 0;\n}\n")
-    exe = tmp_path / "fp"
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
-                    "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                    f"-I{TEMPLATES}", str(src), "-o", str(exe)], check=True)
+        "  }\n  return 0;\n}\n", "address,undefined")
     stdin = "\n".join(f"{a} {b} {c}" for a, b, c in zip(x, m, shift))
     out = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, check=True).stdout
     got = np.array([list(map(int, line.split())) for line in out.splitlines()])
@@ -127,18 +133,13 @@ def test_narrow_srdhm_matches_numpy(tmp_path):
     shift 1..31, so ties and INT32_MIN + 1 come round) equals RoundingDivideByPOT."""
     a, b = _narrow_cases(1 << 21)
     e = np.arange(len(a)) % 31 + 1
-    src = tmp_path / "narrow.c"
-    src.write_text(
+    exe = _build(tmp_path, "narrow",
         '#include <stdio.h>\n#include "tinyds_common.h"\n'
         "int main(void) {\n  int32_t abe[3];\n"
         "  while (fread(abe, sizeof abe, 1, stdin) == 1) {\n"
         "    const int32_t r = tinyds_srdhm_narrow(abe[0], abe[1]);\n"
         "    const int32_t q[2] = {r, tinyds_rdbpot_rs(r, -abe[2])};\n"
-        "    fwrite(q, sizeof q, 1, stdout);\n  }\n  return 0;\n}\n")
-    exe = tmp_path / "narrow"
-    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror",
-                    "-fsanitize=undefined", "-fno-sanitize-recover=all",
-                    f"-I{TEMPLATES}", str(src), "-o", str(exe)], check=True)
+        "    fwrite(q, sizeof q, 1, stdout);\n  }\n  return 0;\n}\n", "undefined")
     stdin = np.stack([a, b, e], axis=1).astype(np.int32).tobytes()
     out = subprocess.run([str(exe)], input=stdin, capture_output=True, check=True).stdout
     got = np.frombuffer(out, np.int32).reshape(-1, 2)
