@@ -100,3 +100,24 @@ def test_library_compiles_warning_free(tmp_path, label, cmd, target):
                           str(tmp_path / "m.c"), "-I", str(tmp_path), "-o", str(tmp_path / "m.o")],
                          capture_output=True, text=True)
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr[:3000]
+
+
+def test_kws_kernel_code_fits_8_kb(tmp_path):
+    """Issue 7's budget: all of the KWS library's code (layer functions, shared GEMM
+    cores, NAME_run), Cortex-M4 -O2, in at most 8 KB of .text."""
+    from elftools.elf.elffile import ELFFile
+    from tinyds.frontends.tflite import load_tflite
+    path = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny" / "kws_ref_model.tflite"
+    if not path.exists():
+        pytest.skip(f"SKIPPED LOUDLY: {path} missing (../shared holds the MLPerf Tiny models)")
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("SKIPPED: arm-none-eabi-gcc not installed")
+    files, _ = codegen.render_for_mcu(load_tflite(path), "kws", "stm32f4")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    obj = tmp_path / "kws.o"
+    subprocess.run(["arm-none-eabi-gcc", *mcu_table.get("stm32f4").cflags, "-std=c99", "-O2",
+                    "-c", str(tmp_path / "kws.c"), "-I", str(tmp_path), "-o", str(obj)], check=True)
+    with open(obj, "rb") as f:
+        text = sum(s["sh_size"] for s in ELFFile(f).iter_sections() if s.name.startswith(".text"))
+    assert 2000 < text <= 8 * 1024, text
