@@ -137,11 +137,24 @@ def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
         np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
 
 
+def wide_case(opkit, rng, width, stride):
+    """A 3x3 layer on a wide input: the plane gather's unrolled loop and its tail."""
+    c = 5
+    w = rng.integers(-127, 128, (1, 3, 3, c))
+    q = opkit.random_scales(rng, 9, c, False)
+    q.pop("spread")
+    x = rng.integers(-128, 128, (3, 6, width, c)).astype(np.int8)
+    return opkit.graph("depthwise_conv2d", (1, 6, width, c), w, rng.integers(-500, 500, c),
+                       dict(stride=(stride, stride), dilation=(1, 1), padding=(1, 1, 1, 1),
+                            depth_multiplier=1, activation="relu"), **q), x
+
+
 def fast_sweep(opkit, seed, n):
     """Layers the fast kernel takes (multiplier 1, vertical dilation 1, vertical
-    stride 1 or even), over kernel sizes, strides, paddings and requant variants."""
+    stride 1 or even), over kernel sizes, strides, paddings and requant variants,
+    and two wide inputs (more than 16 columns to gather)."""
     rng = np.random.default_rng(seed)
-    cases = []
+    cases = [wide_case(opkit, rng, 37, 1), wide_case(opkit, rng, 48, 2)]
     while len(cases) < n:
         g, x = random_case(opkit, rng, multiplier=1, small=len(cases) % 5 == 4,
                            channels=int(rng.integers(1, 13)))
