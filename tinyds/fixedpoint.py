@@ -85,7 +85,7 @@ def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, shift) 
                                   -np.asarray(shift, dtype=np.int64))
 
 
-def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc_bound):
+def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc_lo, acc_hi):
     """Constants that make SMMLA + SSAT equal TFLite's requantization, or None.
 
     TFLite computes t = floor((acc*m + 2^30) / 2^31), r = t / 2^e rounded half
@@ -98,14 +98,21 @@ def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc
     k = 2^(s-2) + 2^(E-1) + zp*2^E, and ASR #E floors the rest. One E serves
     the whole layer, so it is an immediate.
 
-    Conditions: act_min >= zp; every live channel shifts right (e >= 1);
-    |w|*2^s fits int16 (SMLAD operands) and the accumulator bound times 2^s fits
-    int32. A dead channel (multiplier 0) outputs clamp(zp): m = 0, k = zp*2^E.
-    Returns dict(scale_bits, exponent, mult, k) per channel, or None.
+    acc_lo, acc_hi: per channel, the lowest and highest accumulator any int8
+    input can produce. Conditions: act_min >= zp; every live channel shifts right
+    (e >= 1); |w|*2^s fits int16 (SMLAD operands) and |acc|*2^s fits int32. A
+    channel whose r is the same at both ends of its range (multiplier 0, or a
+    tiny multiplier under a large bias: real layers have channels whose shift is
+    20 beyond their neighbours') is a constant: m = 0, k = (r + zp)*2^E, and it
+    takes no part in E. Returns dict(scale_bits, exponent, mult, k) per channel,
+    or None.
     """
     m = np.asarray(multiplier, np.int64)
     e = -np.asarray(shift, np.int64)
-    live = m != 0
+    lo, hi = np.asarray(acc_lo, np.int64), np.asarray(acc_hi, np.int64)
+    r_lo = multiply_by_quantized_multiplier(lo, m, -e)
+    r_hi = multiply_by_quantized_multiplier(hi, m, -e)
+    live = r_lo != r_hi
     if act_min < zero_point or (e[live] < 1).any():
         return None
     big_e = int(e[live].max()) + 1 if live.any() else 2
@@ -114,12 +121,14 @@ def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc
         return None
     if ((np.asarray(w_absmax, np.int64) << s) > 32767).any():
         return None
-    if ((np.asarray(acc_bound, np.int64) << s) > INT32_MAX).any():
+    if ((np.maximum(np.abs(lo), np.abs(hi)) << s) > INT32_MAX).any():
         return None
-    k = np.where(live, (1 << np.maximum(s - 2, 0)) + (1 << (big_e - 1)), 0) + (zero_point << big_e)
+    constant = np.clip(r_lo + zero_point, -129, 128) << big_e
+    k = np.where(live, (1 << np.maximum(s - 2, 0)) + (1 << (big_e - 1)) + (zero_point << big_e),
+                 constant)
     if k.min() < INT32_MIN or k.max() > INT32_MAX:
         return None
-    return dict(scale_bits=s, exponent=big_e, mult=m, k=k)
+    return dict(scale_bits=s, exponent=big_e, mult=np.where(live, m, 0), k=k)
 
 
 def fast_requantize(acc_scaled, mult, k, exponent: int) -> np.ndarray:

@@ -217,7 +217,8 @@ def test_fast_requant_equals_tflite_near_ties():
         shift = -(int(rng.integers(1, 10)) + rng.integers(0, 7, 4))   # a layer's spread <= 6
         zp = int(rng.integers(-128, 100))
         act_min, act_max = zp, int(rng.integers(zp, 128))
-        q = fixedpoint.fast_requant(m, shift, zp, act_min, np.full(4, 127), np.full(4, 1 << 16))
+        q = fixedpoint.fast_requant(m, shift, zp, act_min, np.full(4, 127),
+                                    np.full(4, -(1 << 16)), np.full(4, 1 << 16))
         assert q is not None
         # accumulators whose exact quotient lands within 2 of a half-way point
         e = -shift
@@ -233,7 +234,27 @@ def test_fast_requant_equals_tflite_near_ties():
         checked += acc.size
     assert checked > 250_000
     # no fused ReLU (act_min below the zero point): the floor rounding would differ
-    assert fixedpoint.fast_requant([1 << 30], [-3], 0, -128, [127], [1000]) is None
+    assert fixedpoint.fast_requant([1 << 30], [-3], 0, -128, [127], [-1000], [1000]) is None
+
+
+def test_fast_requant_constant_channels():
+    """A channel whose output cannot move over its accumulator range -- a tiny
+    multiplier under a large bias, as real layers have -- becomes a constant
+    (m = 0) and stays out of the layer's shift E, so its neighbours keep the
+    2-instruction path; every accumulator in range still gives TFLite's bytes."""
+    from tinyds import fixedpoint
+    m = np.array([1 << 30, 1500000000, 1 << 30, 0])
+    shift = np.array([-7, -9, -28, 0])                     # channel 2: e = 28
+    lo = np.array([-40000, -40000, 900_000_000, -5])
+    hi = np.array([40000, 40000, 900_100_000, 5])
+    q = fixedpoint.fast_requant(m, shift, -128, -128, np.full(4, 100), lo, hi)
+    assert q is not None and q["exponent"] == 10            # from e = 9, not 28
+    assert q["mult"].tolist() == [1 << 30, 1500000000, 0, 0]
+    acc = np.linspace(lo, hi, 4001).round().astype(np.int64)
+    want = np.clip(fixedpoint.multiply_by_quantized_multiplier(acc, m, shift) - 128, -128, 127)
+    got = fixedpoint.fast_requantize(acc << q["scale_bits"], q["mult"], q["k"], q["exponent"])
+    np.testing.assert_array_equal(got, want)
+    assert len(set(want[:, 2].tolist())) == 1 and want[0, 2] > -128    # a constant, not a clamp
 
 
 def test_fast_kernel_compiles_for_cortex_m4(opkit):

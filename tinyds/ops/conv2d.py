@@ -211,10 +211,12 @@ def gemm_requant(g: Graph, op: Op, w_rows: np.ndarray, bias: np.ndarray, p: dict
     and bias scaled by 2^s per channel; "fast", or "fast_clamp" when the fused
     activation range is narrower than int8), else "tflite" per channel. Returns
     the kind, the template's literals and the (scaled) int16 weights and bias."""
-    w_abs = np.abs(w_rows.astype(np.int64))
-    acc_bound = np.abs(bias) + 128 * w_abs.sum(axis=1)
+    w = w_rows.astype(np.int64)
+    # the accumulator's range over all int8 inputs (the input offset is in the bias)
+    acc_lo = bias + np.minimum(w * -128, w * 127).sum(axis=1)
+    acc_hi = bias + np.maximum(w * -128, w * 127).sum(axis=1)
     fast = fixedpoint.fast_requant(p["multiplier"], p["shift"], p["output_offset"],
-                                   p["act_min"], w_abs.max(axis=1), acc_bound)
+                                   p["act_min"], np.abs(w).max(axis=1), acc_lo, acc_hi)
     if fast is None:
         return dict(kind="tflite", exponent=0, w=w_rows, b=bias, mult=p["multiplier"])
     s = fast["scale_bits"]
