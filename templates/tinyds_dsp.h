@@ -233,6 +233,7 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
  * Three variants, so that no requantization choice is made per output:
  *   fast: SMMLA + SSAT, act range [-128, 127] (a ReLU whose zero point is -128)
  *   fast_clamp: the same, then clamped to [lo, hi]
+ *   fast_var: the same with a shift per channel ((m, k, e) triples), clamped
  *   tflite: MultiplyByQuantizedMultiplier per channel, + zp, clamped.
  */
 #define TINYDS_GEMM_4X2_LOOP(STORE)                                         \
@@ -265,6 +266,16 @@ static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_clamp(
     dst = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(acc, mk + 2 * (ch), e), lo), hi)
     TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_CLAMP)
 #undef TINYDS_STORE_CLAMP
+}
+
+static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_var(
+    const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
+    const int32_t *mke, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
+{
+#define TINYDS_STORE_VAR(dst, acc, ch) dst = (int8_t)TINYDS_MIN(TINYDS_MAX(                  \
+    tinyds_requant_fast(acc, mke + 3 * (ch), mke[3 * (ch) + 2]), lo), hi)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_VAR)
+#undef TINYDS_STORE_VAR
 }
 
 static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_tflite(

@@ -85,7 +85,8 @@ def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, shift) 
                                   -np.asarray(shift, dtype=np.int64))
 
 
-def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc_lo, acc_hi):
+def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc_lo, acc_hi,
+                 per_channel: bool = False):
     """Constants that make SMMLA + SSAT equal TFLite's requantization, or None.
 
     TFLite computes t = floor((acc*m + 2^30) / 2^31), r = t / 2^e rounded half
@@ -104,8 +105,10 @@ def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc
     channel whose r is the same at both ends of its range (multiplier 0, or a
     tiny multiplier under a large bias: real layers have channels whose shift is
     20 beyond their neighbours') is a constant: m = 0, k = (r + zp)*2^E, and it
-    takes no part in E. Returns dict(scale_bits, exponent, mult, k) per channel,
-    or None.
+    takes no part in E. per_channel: every channel its own E = e + 1 (s = 2), for
+    layers whose shifts spread too far for one E: one ASR by register more per
+    output. Returns dict(scale_bits, exponent (per channel when per_channel), mult,
+    k), or None.
     """
     m = np.asarray(multiplier, np.int64)
     e = -np.asarray(shift, np.int64)
@@ -115,7 +118,12 @@ def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc
     live = r_lo != r_hi
     if act_min < zero_point or (e[live] < 1).any():
         return None
-    big_e = int(e[live].max()) + 1 if live.any() else 2
+    if per_channel:
+        big_e = np.where(live, e + 1, 2)
+        if (big_e > 24).any():          # zp * 2^E must fit int32
+            return None
+    else:
+        big_e = int(e[live].max()) + 1 if live.any() else 2
     s = np.where(live, big_e + 1 - e, 0)
     if (s > 16).any():
         return None
@@ -131,7 +139,7 @@ def fast_requant(multiplier, shift, zero_point: int, act_min: int, w_absmax, acc
     return dict(scale_bits=s, exponent=big_e, mult=np.where(live, m, 0), k=k)
 
 
-def fast_requantize(acc_scaled, mult, k, exponent: int) -> np.ndarray:
+def fast_requantize(acc_scaled, mult, k, exponent) -> np.ndarray:
     """What SMMLA + ASR + SSAT #8 compute (before the act clamp), for checking fast_requant."""
     hi = (np.asarray(acc_scaled, np.int64) * np.asarray(mult, np.int64)) >> 32
     return np.clip((hi + np.asarray(k, np.int64)) >> exponent, -128, 127)

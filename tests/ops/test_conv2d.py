@@ -8,13 +8,15 @@ from tinyds.ops import conv2d
 
 
 def random_case(opkit, rng, *, pointwise=False, small=False, out_c=None, zp_out=None,
-                activation=None):
+                activation=None, wide_shifts=False):
     """A random conv2d layer and a batch of 4 inputs (see conftest.random_*)."""
     (h, w_, kh, kw), attrs = opkit.random_window(rng, pointwise=pointwise)
     ic, oc = int(rng.integers(1, 10)), out_c or int(rng.integers(1, 11))
     attrs["activation"] = activation or attrs["activation"]
     q = opkit.random_scales(rng, kh * kw * ic, oc, small)
     q["zp_out"] = q["zp_out"] if zp_out is None else zp_out
+    if wide_shifts:       # every other channel 1000x smaller: shifts 10 apart in one layer
+        q["s_w"][::2] *= 1e-3
     spread = int(q.pop("spread"))
     w, x = opkit.random_operands(rng, (oc, kh, kw, ic), (4, h, w_, ic), q["zp_in"], small)
     bias = rng.integers(-4 * spread, 4 * spread + 1, oc) if rng.random() < 0.7 else None
@@ -149,13 +151,15 @@ def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
 def fast_sweep(opkit, seed, n):
     """Layers the fast kernel takes (output channels in fours), spread over its
     requantization variants: ReLU with zero point -128 ("fast"), ReLU/ReLU6 with
-    another zero point ("fast_clamp"), no activation or a left shift ("tflite")."""
+    another zero point ("fast_clamp"), shifts too far apart for one ("fast_var"),
+    no activation or a left shift ("tflite")."""
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(n):
         act, zp = [("relu", -128), ("relu", None), ("relu6", None), ("none", None)][i % 4]
         cases.append(random_case(opkit, rng, pointwise=i % 3 == 0, small=i % 5 == 4,
-                                 out_c=int(rng.choice([4, 8, 12, 16])), zp_out=zp, activation=act))
+                                 out_c=int(rng.choice([4, 8, 12, 16])), zp_out=zp, activation=act,
+                                 wide_shifts=i % 4 == 1))
     return cases
 
 
@@ -168,7 +172,7 @@ def test_fast_kernel_matches_reference(opkit):
     """The int16 GEMM path through its C twins, out of place and in place."""
     from tinyds.kernels import choose
     cases = fast_sweep(opkit, 30, 32)
-    assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "tflite"}
+    assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "fast_var", "tflite"}
     modes = {choose(g, g.ops[0], opkit.DSP).inplace for g, _ in cases}
     assert modes == {"pixels", "window", "window_reverse"}, modes
     opkit.assert_c_matches_reference(cases, target=opkit.DSP)
@@ -205,27 +209,32 @@ def test_fast_kernel_selection(opkit):
         "conv2d_s16", "fast", "window_reverse")
 
 
-def test_fast_requant_equals_tflite_near_ties():
+@pytest.mark.parametrize("per_channel", [False, True], ids=["layer_shift", "channel_shift"])
+def test_fast_requant_equals_tflite_near_ties(per_channel):
     """SMMLA + SSAT with generation-time constants == MultiplyByQuantizedMultiplier + zp,
-    clamped, on every accumulator around the rounding ties of real multipliers."""
+    clamped, on every accumulator around the rounding ties of real multipliers, with
+    one shift for the layer and with one per channel (shifts up to 20 apart)."""
     from tinyds import fixedpoint
     rng = np.random.default_rng(32)
     checked = 0
     for _ in range(200):
         m = rng.integers(1 << 30, 1 << 31, 4)
         m[0] = 1 << 30
-        shift = -(int(rng.integers(1, 10)) + rng.integers(0, 7, 4))   # a layer's spread <= 6
+        spread = 21 if per_channel else 7                  # one layer shift: spread <= 6
+        shift = -(int(rng.integers(1, 4)) + rng.integers(0, spread, 4))
         zp = int(rng.integers(-128, 100))
         act_min, act_max = zp, int(rng.integers(zp, 128))
-        q = fixedpoint.fast_requant(m, shift, zp, act_min, np.full(4, 127),
-                                    np.full(4, -(1 << 16)), np.full(4, 1 << 16))
-        assert q is not None
-        # accumulators whose exact quotient lands within 2 of a half-way point
+        # accumulators whose exact quotient lands within 2 of a half-way point,
+        # within what the 2^s scaling leaves of int32
         e = -shift
         real = m / 2.0 ** (31 + e)
-        steps = rng.integers(-300, 300, (4, 64)) + 0.5
+        reach = np.minimum(300, np.floor((1 << 26) * real)).astype(np.int64)[:, None]
+        steps = rng.integers(-reach, reach + 1, (4, 64)) + 0.5
         acc = np.round(steps / real[:, None])[:, :, None].astype(np.int64) + np.arange(-2, 3)
         acc = acc.reshape(4, -1).T
+        q = fixedpoint.fast_requant(m, shift, zp, act_min, np.full(4, 127), acc.min(axis=0),
+                                    acc.max(axis=0), per_channel)
+        assert q is not None
         want = np.clip(fixedpoint.multiply_by_quantized_multiplier(acc, m, shift) + zp,
                        act_min, act_max)
         got = np.clip(fixedpoint.fast_requantize(acc << q["scale_bits"], q["mult"], q["k"],
@@ -265,7 +274,7 @@ def test_fast_kernel_compiles_for_cortex_m4(opkit):
 def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
     """The inline-assembly GEMM loop, SXTB16/SMMLA/SSAT on the emulated Cortex-M4."""
     cases = fast_sweep(opkit, 34, 12)
-    assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "tflite"}
+    assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "fast_var", "tflite"}
     for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
         np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
 

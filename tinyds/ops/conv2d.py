@@ -207,23 +207,32 @@ def gemm_weights(w_rows: np.ndarray, steps: int) -> np.ndarray:
 
 
 def gemm_requant(g: Graph, op: Op, w_rows: np.ndarray, bias: np.ndarray, p: dict) -> dict:
-    """Requantization of the GEMM core: the 2-instruction form when exact (weights
-    and bias scaled by 2^s per channel; "fast", or "fast_clamp" when the fused
-    activation range is narrower than int8), else "tflite" per channel. Returns
-    the kind, the template's literals and the (scaled) int16 weights and bias."""
+    """Requantization of the fast kernels: the 2-instruction form when exact
+    (weights and bias scaled by 2^s per channel; "fast", or "fast_clamp" when the
+    fused activation range is narrower than int8), "fast_var" with a shift per
+    channel when one layer-wide shift cannot serve, else "tflite" per channel.
+    Returns the kind, the template's literals and the (scaled) int16 weights and bias."""
     w = w_rows.astype(np.int64)
     # the accumulator's range over all int8 inputs (the input offset is in the bias)
     acc_lo = bias + np.minimum(w * -128, w * 127).sum(axis=1)
     acc_hi = bias + np.maximum(w * -128, w * 127).sum(axis=1)
-    fast = fixedpoint.fast_requant(p["multiplier"], p["shift"], p["output_offset"],
-                                   p["act_min"], np.abs(w).max(axis=1), acc_lo, acc_hi)
+    args = (p["multiplier"], p["shift"], p["output_offset"], p["act_min"], np.abs(w).max(axis=1),
+            acc_lo, acc_hi)
+    fast = fixedpoint.fast_requant(*args)
+    per_channel = fast is None
+    if per_channel:
+        fast = fixedpoint.fast_requant(*args, per_channel=True)
     if fast is None:
         return dict(kind="tflite", exponent=0, w=w_rows, b=bias, mult=p["multiplier"])
     s = fast["scale_bits"]
+    w_scaled, b_scaled = w << s[:, None], bias << s
+    if per_channel:
+        mke = np.stack([fast["mult"], fast["k"], fast["exponent"]], axis=1).ravel()
+        return dict(kind="fast_var", exponent=0, w=w_scaled, b=b_scaled, mult=int_list(mke))
     mk = np.stack([fast["mult"], fast["k"]], axis=1).ravel()
     full = p["act_min"] == -128 and p["act_max"] == 127
     return dict(kind="fast" if full else "fast_clamp", exponent=fast["exponent"],
-                w=w_rows.astype(np.int64) << s[:, None], b=bias << s, mult=int_list(mk))
+                w=w_scaled, b=b_scaled, mult=int_list(mk))
 
 
 def fast_params(g: Graph, op: Op) -> dict | None:
