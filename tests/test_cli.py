@@ -140,6 +140,27 @@ def test_generate_and_verify(files, tmp_path, capsys):
     assert rc == 0 and "mismatches: 0 -> OK" in stdout
 
 
+@pytest.mark.parametrize("mcu, optimize, kind", [("stm32f4", "speed", "fast"),
+                                                 ("stm32f4", "size", "portable"),
+                                                 ("cortex-m0plus", "speed", "portable")])
+def test_generate_reports_each_layers_kernel(files, tmp_path, capsys, mcu, optimize, kind):
+    """--optimize and --mcu pick the kernels; generate says which layer runs which, and
+    tinyds.json records the fast layers."""
+    import json
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, "generate", files["tiny.pt"], "--calib", files["calib.npy"],
+                          "--mcu", mcu, "--optimize", optimize, "-o", out)
+    assert rc == 0, err
+    report = stdout[stdout.index(f"kernels for {mcu} (--optimize {optimize})"):].splitlines()
+    kinds = [line.split()[2].rstrip(":") for line in report[1:] if " conv2d " in line]
+X
+    assert kinds == (["fast", "portable"] if kind == "fast" else ["portable", "portable"]), report
+    fast = json.loads((out / "tinyds.json").read_text())["fast_layers"]
+    assert bool(fast) == (kind == "fast")
+    rc, stdout, _ = run(capsys, "verify", out)
+    assert rc == 0 and "mismatches: 0 -> OK" in stdout
+
+
 def test_export_tflite_is_the_quantization_generate_uses(files, tmp_path, capsys):
     from tinyds import reference
     from tinyds.frontends.tflite import load_tflite
