@@ -157,11 +157,14 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
  * scope += the pair words from xp to x_end times four channels' weight pairs
  * at w (advanced past them). Steps are a multiple of 4.
  * The assembly loop needs 14 free registers: GCC only (clang keeps r7 as its
- * frame pointer), and GCC's pre-allocation scheduler, on by default when tuning
- * for Cortex-M7, must stay off in the functions that use it. Clang compiles the
- * C loop below with the same intrinsics: slower, the same bytes. */
-#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__clang__)
-#define TINYDS_GEMM_ATTR __attribute__((optimize("no-schedule-insns")))
+ * frame pointer), optimising (at -O0 everything lives on the stack), and in
+ * the functions that use it optimised as -O2 without frame pointer nor the
+ * pre-allocation scheduler (on by default when tuning for Cortex-M7), so a
+ * -Og debug build compiles too. Clang and -O0 compile the C loop below with
+ * the same intrinsics: slower, the same bytes. */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__clang__) \
+    && defined(__OPTIMIZE__)
+#define TINYDS_GEMM_ATTR __attribute__((optimize("O2", "no-schedule-insns", "omit-frame-pointer")))
 /* Per step one LDRD of the two pixels' pairs, two LDRD of the four channels'
  * weight pairs, eight SMLAD. Eight steps per loop pass, after one lone pass
  * of four when the step count is not a multiple of 8. Fourteen registers are

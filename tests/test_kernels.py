@@ -74,7 +74,7 @@ def _compilers():
                                 "-mfpu=fpv4-sp-d16"]),
                         ("m7", ["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard",
                                 "-mfpu=fpv5-sp-d16"])]:
-        for opt in ("-O2", "-Os"):
+        for opt in ("-O2", "-Os", "-Og", "-O0"):
             out.append((f"gcc-{core}{opt}", [gcc, *flags, opt] if gcc else None))
     for target, extra in [("thumbv7em-none-eabihf", ["-mcpu=cortex-m4"]),
                           ("thumbv7em-none-eabihf", ["-mcpu=cortex-m7"]),
