@@ -249,7 +249,10 @@ def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
             res = subprocess.run(cmd, input=script, capture_output=True, timeout=900)
         except subprocess.TimeoutExpired:
             raise TinydsError(f"MicroPython on QEMU {machine} did not finish in 900 s") from None
-    return res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
+    printed = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
+    # The raw REPL answers OK, the script's output, \x04, its exception, \x04.
+    _, ok, answer = printed.partition(">OK")
+    return "".join(answer.split("\x04")[:2]) if ok else printed
 
 
 def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray,
