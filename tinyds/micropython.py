@@ -223,7 +223,11 @@ def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
     """`import module` in MicroPython on arch's QEMU board under -icount shift=0,
     `files` in ROMFS (/rom, on sys.path), started over the raw REPL; returns what
     it printed."""
-    from mpremote.romfs import make_romfs
+    try:
+        from mpremote.romfs import make_romfs
+    except ImportError:
+        raise TinydsError("mpremote: not installed; pip install mpremote (it builds the ROMFS "
+                          "image MicroPython on QEMU imports from)") from None
     machine, board = QEMU_BOARDS[arch]
     elf = qemu_firmware(machine, board)
     if elf is None:
@@ -328,9 +332,10 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                 runtime = "the unix port"
             else:
                 machine, board = QEMU_BOARDS[arch]
-                if qemu_firmware(machine, board) is None or shutil.which("qemu-system-arm") is None:
-                    res.skipped.append(f"{arch}: no MicroPython firmware for QEMU {machine} under "
-                                       "MPY_DIR, or no qemu-system-arm")
+                if (qemu_firmware(machine, board) is None or shutil.which("qemu-system-arm") is None
+                        or importlib.util.find_spec("mpremote") is None):
+                    res.skipped.append(f"{arch}: needs MicroPython firmware for QEMU {machine} "
+                                       "under MPY_DIR, qemu-system-arm and mpremote (pip)")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
                 got, ram, us = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS], o.qg.output.size)
