@@ -106,13 +106,14 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
 
 def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: str | None = None,
             method: str = "minmax", allow_pickle: bool = False, input_shape=None,
-            optimize: str = "speed", log=print) -> ConvertResult:
+            optimize: str = "speed", micropython: bool = False, log=print) -> ConvertResult:
     """Model (nn.Module, or a .pt/.pt2/.tflite path) -> out/ with the C library and project.
 
     calib: float batch in the model's own layout ((N, C, H, W) for PyTorch) or a .npy path.
     input_shape: (1, C, H, W) for a scripted TorchScript file, which does not record it.
     optimize: "speed" (fast int16-weight kernels where the core has DSP; per layer
     int8 when flash would not fit) or "size" (int8 weights, portable kernels).
+    micropython: also write out/micropython/, a MicroPython native module per architecture.
     """
     from .kernels import Target
     Target.for_mcu(mcu, optimize)          # an unknown MCU or option fails before any slow work
@@ -123,11 +124,14 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     name = name or codegen.sanitize_name(q.stem)
     res = codegen.generate(q.qg, out, name, mcu, q.vectors, source=str(module_or_path)
                            if isinstance(module_or_path, (str, Path)) else q.stem,
-                           optimize=optimize)
+                           optimize=optimize, micropython=micropython)
     lib = res.library
     log(f"{name}: kernels for {mcu} (--optimize {optimize}):\n"
         + codegen.kernel_report(q.qg, lib))
     log(f"{name}: arena {lib.arena_bytes} bytes (peak of the liveness plan; "
         f"{lib.plan.unshared_size} without reuse), weights {lib.weight_bytes} bytes, "
         f"{lib.num_layers} layers -> {res.out_dir}")
+    if micropython:
+        log(f"{name}: MicroPython native module in {res.out_dir / 'micropython'}:\n  "
+            + "\n  ".join(res.micropython))
     return ConvertResult(res.out_dir, name, lib.arena_bytes, lib.weight_bytes, q.report, q.qg)

@@ -168,15 +168,18 @@ def estimate_cycles(b: Bench, elf: Path) -> None:
     b.cycle_model = f"{model.name}, P={model.refill}"
 
 
-def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True) -> Bench:
+def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
+            mcu: str | None = None) -> Bench:
     """Build out_dir's firmware for its MCU's core, run it under -icount, read the ELF.
 
     graph: the quantized graph the library came from, to label layers with op,
     output shape and MACs (one C layer per graph op, in order).
     cycles: also trace the run and estimate cycles per layer (a few seconds more).
+    mcu: build for this MCU's core instead of the project's (the same C on another core).
     """
     out_dir = Path(out_dir)
-    name, mcu = project_info(out_dir)
+    name, project_mcu = project_info(out_dir)
+    mcu = mcu or project_mcu
     m = mcu_table.get(mcu)
     lib_dir = out_dir / "lib" / name
     with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp:

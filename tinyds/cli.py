@@ -15,7 +15,7 @@ def _generate(args) -> int:
     from .api import convert
     convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
             method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape,
-            optimize=args.optimize)
+            optimize=args.optimize, micropython=args.micropython)
     return 0
 
 
@@ -30,7 +30,11 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _verify(args) -> int:
-    if args.target == "qemu":
+    if args.target == "micropython":
+        from .micropython import verify_micropython
+        from .verify import RANDOM_VECTORS
+        res = verify_micropython(Path(args.out), n_random=args.vectors or RANDOM_VECTORS)
+    elif args.target == "qemu":
         from .firmware import verify_qemu
         res = verify_qemu(Path(args.out), n_random=args.vectors or 200, mcu=args.mcu)
     else:
@@ -79,13 +83,18 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--optimize", choices=("speed", "size"), default="speed",
                    help="speed (default): int16 weight streams and SMLAD kernels on DSP cores, "
                    "falling back per layer to int8 when flash would not fit; size: int8 weights")
+    g.add_argument("--micropython", action="store_true",
+                   help="also write out/micropython/: the model as a MicroPython native module "
+                   "(.mpy per architecture; building needs MPY_DIR, a MicroPython checkout)")
     g.set_defaults(run=_generate)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")
-    v.add_argument("--target", choices=("host", "qemu"), default="host",
-                   help="host: gcc on this machine; qemu: the firmware on an emulated Cortex-M")
+    v.add_argument("--target", choices=("host", "qemu", "micropython"), default="host",
+                   help="host: gcc on this machine; qemu: the firmware on an emulated Cortex-M; "
+                   "micropython: the native module in the unix port and in MicroPython on QEMU")
     v.add_argument("--mcu", help="with --target qemu: build for this MCU (default: generate's)")
-    v.add_argument("--vectors", type=int, help="random int8 vectors (default 1000 host, 200 qemu)")
+    v.add_argument("--vectors", type=int, help="random int8 vectors (default 1000 host and "
+                   "micropython, 200 qemu)")
     v.set_defaults(run=_verify)
     b = sub.add_parser("bench", help="instructions and estimated cycles per layer under QEMU, "
                        "flash and RAM bytes")

@@ -192,6 +192,7 @@ def harness_source(name: str) -> str:
 class GenerateResult:
     out_dir: Path
     library: Library
+    micropython: tuple = ()   # with --micropython: one line per natmod architecture
 
     @property
     def name(self) -> str:
@@ -269,11 +270,13 @@ def kernel_report(qg: Graph, lib: Library) -> str:
 
 
 def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
-             source: str = "", optimize: str = "speed") -> GenerateResult:
+             source: str = "", optimize: str = "speed", micropython: bool = False
+             ) -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
 
     vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
+    micropython: also write micropython/, the library as a MicroPython native module.
     All of it is written into a temporary sibling folder and renamed at the end,
     so a failure never leaves a folder that looks like valid output.
     """
@@ -295,6 +298,11 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         for fname, text in files.items():
             (lib_dir / fname).write_text(text)
         verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
+        natmod = ()
+        if micropython:
+            from . import micropython as mpy
+            natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
+                files, name, source or qg.name, lib.input_size, lib.output_size, mcu), name, mcu))
         sample = _sample(qg, vectors)
         project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
         (tmp / MARKER).write_text(json.dumps({
@@ -312,4 +320,4 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     lib.lib_dir = out / "lib" / name
-    return GenerateResult(out, lib)
+    return GenerateResult(out, lib, natmod)
