@@ -137,15 +137,30 @@ def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
         np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
 
 
-def wide_case(opkit, rng, width, stride):
-    """A 3x3 layer on a wide input: the plane gather's unrolled loop and its tail."""
+def wide_case(opkit, rng, width, stride, wide_shifts=False):
+    """A 3x3 layer on a wide input: the plane gather's unrolled loop and its tail;
+    wide_shifts: channel scales 1000x apart (a shift per channel)."""
     c = 5
     w = rng.integers(-127, 128, (1, 3, 3, c))
     q = opkit.random_scales(rng, 9, c, False)
     q.pop("spread")
+    if wide_shifts:
+        q["s_w"][::2] *= 1e-3
     x = rng.integers(-128, 128, (3, 6, width, c)).astype(np.int8)
     return opkit.graph("depthwise_conv2d", (1, 6, width, c), w, rng.integers(-500, 500, c),
                        dict(stride=(stride, stride), dilation=(1, 1), padding=(1, 1, 1, 1),
+                            depth_multiplier=1, activation="relu"), **q), x
+
+
+def asm_case(opkit, rng, h, w, c, kw=3, dil_w=1):
+    """A 3-row kernel at stride 1 under a ReLU at zero point -128: the assembly loop."""
+    wt = rng.integers(-127, 128, (1, 3, kw, c))
+    q = opkit.random_scales(rng, 3 * kw, c, False)
+    q.pop("spread")
+    q["zp_out"] = -128
+    x = rng.integers(-128, 128, (3, h, w, c)).astype(np.int8)
+    return opkit.graph("depthwise_conv2d", (1, h, w, c), wt, rng.integers(-900, 900, c),
+                       dict(stride=(1, 1), dilation=(1, dil_w), padding=(1, 1, 1, 1),
                             depth_multiplier=1, activation="relu"), **q), x
 
 
@@ -154,7 +169,11 @@ def fast_sweep(opkit, seed, n):
     stride 1 or even), over kernel sizes, strides, paddings and requant variants,
     and two wide inputs (more than 16 columns to gather)."""
     rng = np.random.default_rng(seed)
-    cases = [wide_case(opkit, rng, 37, 1), wide_case(opkit, rng, 48, 2)]
+    cases = [wide_case(opkit, rng, 37, 1), wide_case(opkit, rng, 48, 2, wide_shifts=True),
+             # the assembly loop: odd and even numbers of row pairs, an odd last row,
+             # a 3x2 kernel, a dilated one
+             asm_case(opkit, rng, 6, 5, 4), asm_case(opkit, rng, 9, 4, 3),
+             asm_case(opkit, rng, 8, 7, 2, kw=2), asm_case(opkit, rng, 7, 9, 3, dil_w=2)]
     while len(cases) < n:
         g, x = random_case(opkit, rng, multiplier=1, small=len(cases) % 5 == 4,
                            channels=int(rng.integers(1, 13)))
@@ -184,8 +203,10 @@ def fast_kinds(opkit, cases):
 
 def test_fast_kernel_matches_reference(opkit):
     """The int16-plane path through its C twins, out of place and in place."""
+    from tinyds.kernels import choose
     cases = fast_sweep(opkit, 40, 36)
     assert {"fast", "fast_clamp", "fast_var", "tflite"} <= set(fast_kinds(opkit, cases))
+    assert sum(choose(g, g.ops[0], opkit.DSP).params["asm"] for g, _ in cases) >= 4
     assert "portable" not in fast_kinds(opkit, cases)
     opkit.assert_c_matches_reference(cases, target=opkit.DSP)
     opkit.assert_c_matches_reference(cases, target=opkit.DSP, inplace=True)

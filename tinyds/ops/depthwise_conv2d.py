@@ -110,6 +110,15 @@ def column_macs(wt: np.ndarray, pairs: bool, words: int):
     return macs, stream
 
 
+def _asm_fits(p: dict, pairs: bool, words: int, weight_words: int, rows: int, kind: str) -> bool:
+    """Whether the template's assembly loop (two rows per step, weights in six
+    registers, immediates for offsets and the shift) can run this layer."""
+    out_row = p["out_w"] * p["out_c"]
+    return (pairs and words == 2 and weight_words <= 6 and kind == "fast"
+            and p["out_h"] >= 2 and (p["k_w"] - 1) * p["dil_w"] * rows * 2 <= 1016
+            and 2 * out_row <= 4095)
+
+
 def fast_params(g: Graph, op: Op) -> dict | None:
     """Literals for templates/ops/depthwise_conv2d_s16.c.j2, or None where it cannot run.
 
@@ -149,5 +158,6 @@ def fast_params(g: Graph, op: Op) -> dict | None:
              stream=[f"0x{v:08x}" for v in stream.transpose(0, 2, 1).reshape(c, -1).ravel()],
              words_per_column=stream.shape[1], words_per_channel=stream.shape[1] * kw,
              input_zero_point=-p["input_offset"],
+             asm=_asm_fits(p, pairs, words, stream.shape[1] * kw, rows, rq["kind"]),
              scratch=2 * rows * cols)
     return p
