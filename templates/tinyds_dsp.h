@@ -148,9 +148,9 @@ static inline void tinyds_expand2(const int8_t *a, const int8_t *b, int k, int s
 /* The 2-instruction requantization: SSAT8((SMMLA(acc, m, k)) >> e). Exact
  * because the weights and bias were scaled by 2^s per channel at generation
  * time (tinyds/fixedpoint.py::fast_requant has the derivation and conditions). */
-static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t e)
+static inline int8_t tinyds_requant_fast(int32_t acc, int32_t m, int32_t k, int32_t e)
 {
-    return (int8_t)tinyds_ssat8(tinyds_smmla(acc, mk[0], mk[1]) >> e);
+    return (int8_t)tinyds_ssat8(tinyds_smmla(acc, m, k) >> e);
 }
 
 /* The eight accumulators a0..a3 (pixel a), b0..b3 (pixel b) of the enclosing
@@ -239,46 +239,56 @@ static inline int8_t tinyds_requant_fast(int32_t acc, const int32_t *mk, int32_t
  *   fast_var: the same with a shift per channel ((m, k, e) triples), clamped
  *   tflite: MultiplyByQuantizedMultiplier per channel, + zp, clamped.
  */
-#define TINYDS_GEMM_4X2_LOOP(STORE)                                         \
+#define TINYDS_GEMM_4X2_LOOP(STORE2)                                        \
     const uint32_t *x_end = x + 2 * steps;                                  \
     for (int c = 0; c < out_c; c += 4) {                                    \
         int32_t a0 = bias[c], a1 = bias[c + 1], a2 = bias[c + 2], a3 = bias[c + 3]; \
         int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;                         \
         const uint32_t *xp = x;                                             \
         TINYDS_MAC_4X2(xp, x_end, w);                                       \
-        STORE(oa[c], a0, c); STORE(oa[c + 1], a1, c + 1);                   \
-        STORE(oa[c + 2], a2, c + 2); STORE(oa[c + 3], a3, c + 3);           \
-        STORE(ob[c], b0, c); STORE(ob[c + 1], b1, c + 1);                   \
-        STORE(ob[c + 2], b2, c + 2); STORE(ob[c + 3], b3, c + 3);           \
+        STORE2(c, a0, b0); STORE2(c + 1, a1, b1);                           \
+        STORE2(c + 2, a2, b2); STORE2(c + 3, a3, b3);                       \
     }
 
+/* STORE2(ch, a, b): channel ch's two outputs from one load of its parameters
+ * (the int8 stores may alias them, so the compiler would reload per output). */
 static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mk, int32_t e, int8_t *oa, int8_t *ob)
 {
-#define TINYDS_STORE_FAST(dst, acc, ch) dst = tinyds_requant_fast(acc, mk + 2 * (ch), e)
-    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_FAST)
-#undef TINYDS_STORE_FAST
+#define TINYDS_STORE2_FAST(ch, a, b) do {                                   \
+        const int32_t m_ = mk[2 * (ch)], k_ = mk[2 * (ch) + 1];             \
+        oa[ch] = tinyds_requant_fast(a, m_, k_, e);                         \
+        ob[ch] = tinyds_requant_fast(b, m_, k_, e);                         \
+    } while (0)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE2_FAST)
+#undef TINYDS_STORE2_FAST
 }
 
 static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_clamp(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mk, int32_t e, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
 {
-#define TINYDS_STORE_CLAMP(dst, acc, ch) \
-    dst = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(acc, mk + 2 * (ch), e), lo), hi)
-    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_CLAMP)
-#undef TINYDS_STORE_CLAMP
+#define TINYDS_STORE2_CLAMP(ch, a, b) do {                                  \
+        const int32_t m_ = mk[2 * (ch)], k_ = mk[2 * (ch) + 1];             \
+        oa[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(a, m_, k_, e), lo), hi); \
+        ob[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(b, m_, k_, e), lo), hi); \
+    } while (0)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE2_CLAMP)
+#undef TINYDS_STORE2_CLAMP
 }
 
 static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_var(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mke, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
 {
-#define TINYDS_STORE_VAR(dst, acc, ch) dst = (int8_t)TINYDS_MIN(TINYDS_MAX(                  \
-    tinyds_requant_fast(acc, mke + 3 * (ch), mke[3 * (ch) + 2]), lo), hi)
-    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_VAR)
-#undef TINYDS_STORE_VAR
+#define TINYDS_STORE2_VAR(ch, a, b) do {                                    \
+        const int32_t m_ = mke[3 * (ch)], k_ = mke[3 * (ch) + 1], e_ = mke[3 * (ch) + 2]; \
+        oa[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(a, m_, k_, e_), lo), hi); \
+        ob[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(b, m_, k_, e_), lo), hi); \
+    } while (0)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE2_VAR)
+#undef TINYDS_STORE2_VAR
 }
 
 static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_tflite(
@@ -286,10 +296,13 @@ static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_tflite(
     const int32_t *mult, const int32_t *shift, int32_t zp, int32_t lo, int32_t hi,
     int8_t *oa, int8_t *ob)
 {
-#define TINYDS_STORE_TFLITE(dst, acc, ch) \
-    dst = tinyds_clamp_s8(tinyds_requantize(acc, mult[ch], shift[ch]) + zp, lo, hi)
-    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE_TFLITE)
-#undef TINYDS_STORE_TFLITE
+#define TINYDS_STORE2_TFLITE(ch, a, b) do {                                 \
+        const int32_t m_ = mult[ch], s_ = shift[ch];                        \
+        oa[ch] = tinyds_clamp_s8(tinyds_requantize(a, m_, s_) + zp, lo, hi); \
+        ob[ch] = tinyds_clamp_s8(tinyds_requantize(b, m_, s_) + zp, lo, hi); \
+    } while (0)
+    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE2_TFLITE)
+#undef TINYDS_STORE2_TFLITE
 }
 
 #endif /* TINYDS_DSP_H */
