@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import TinydsError
+from .ir import MAX_ELEMENTS, too_large
 
 
 def _generate(args) -> int:
@@ -26,6 +27,9 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,32,32") from None
     if not dims or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,32,32")
+    if too_large(dims):
+        raise argparse.ArgumentTypeError(f"{text!r} has more than {MAX_ELEMENTS} elements, far "
+                                         "beyond a microcontroller's RAM")
     return dims
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import requant
 from ..errors import TinydsError
-from ..ir import Graph, Op, Tensor
+from ..ir import MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
 ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionType
 TYPES = {0: "float32", 2: "int32", 9: "int8"}       # TFLite TensorType we accept
@@ -30,8 +30,6 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
               "PAD": 2}
 MAX_RANK = 6
-# An MCU tensor of more elements than this cannot exist; checked before anything is allocated.
-MAX_ELEMENTS = 1 << 24
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
@@ -119,7 +117,7 @@ class _Reader:
         shape = list(self.shape(idx))
         if len(shape) > MAX_RANK or min(shape, default=1) < 1:
             raise self.err(where, f"shape {shape} has a dimension below 1 or too many", fix)
-        if math.prod(shape) > MAX_ELEMENTS:
+        if too_large(shape):
             raise self.err(where, f"shape {shape} has more than {MAX_ELEMENTS} elements",
                            "a microcontroller model is far smaller; re-convert the model")
         if not 0 <= t.buffer < len(self.model.buffers or []):
