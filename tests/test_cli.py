@@ -102,6 +102,9 @@ BAD = [
     ("calib missing", "tiny.pt", ["--calib", "nope.npy"], ["nope.npy"]),
     ("unknown mcu", "tiny.pt", ["--mcu", "z80"], ["z80", "stm32f4"]),
     ("bad name", "tiny.pt", ["--name", "my-net"], ["my-net", "identifier"]),
+    ("name shadows a C header", "tiny.pt", ["--name", "stdint"], ["<stdint.h>", "m_stdint"]),
+    ("name of a firmware file", "tiny.pt", ["--name", "board"], ["board.c"]),
+    ("name too long", "tiny.pt", ["--name", "n" * 250], ["250 characters"]),
 ]
 
 
