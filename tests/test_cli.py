@@ -261,3 +261,100 @@ def test_zoo_models_generate_and_verify_bit_exact(zoo_name, fmt, tmp_path, capsy
     assert "top-1 agreement" in stdout
     rc, stdout, _ = run(capsys, "verify", out, "--vectors", "1000" if fmt == "traced" else "200")
     assert rc == 0 and "mismatches: 0 -> OK" in stdout, stdout
+
+
+@pytest.fixture(scope="module")
+def generated(files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("generated") / "out"
+    assert main(["generate", str(files["tiny.pt"]), "--calib", str(files["calib.npy"]),
+                 "-o", str(out)]) == 0
+    return out
+
+
+def _copy(generated: Path, tmp_path: Path) -> Path:
+    import shutil
+    return Path(shutil.copytree(generated, tmp_path / "out"))
+
+
+def test_a_users_own_tinyds_json_does_not_make_the_folder_ours(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tinyds.json").write_text('{"my": "settings"}')
+    rc, _, err = run(capsys, "generate", files["tiny.pt"], "-o", out)
+    assert_one_line_error(rc, err, "not a tinyds output")
+    assert (out / "tinyds.json").read_text() == '{"my": "settings"}'
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_export_tflite_never_writes_over_its_input(files, tmp_path, capsys):
+    model = tmp_path / "tiny.pt"
+    model.write_bytes(files["tiny.pt"].read_bytes())
+    rc, _, err = run(capsys, "export-tflite", model, "-o", tmp_path / "." / "tiny.pt")
+    assert_one_line_error(rc, err, "never writes over its input")
+    assert model.read_bytes() == files["tiny.pt"].read_bytes()
+
+
+def test_sigterm_during_generate_leaves_no_temp_folder(files, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    from tinyds import project
+    monkeypatch.setattr(project, "write_project",
+                        lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(files["tiny.pt"]), "-o", str(tmp_path / "out")])
+    assert e.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before       # main restores the handler
+
+
+def test_verify_times_out_on_a_run_that_never_returns(generated, tmp_path, monkeypatch, capsys):
+    import tempfile
+    from tinyds import verify
+    out = _copy(generated, tmp_path)
+    c = out / "lib" / "tiny" / "tiny.c"
+    c.write_text(c.read_text().replace("int tiny_run(const int8_t *input, int8_t *output)\n{",
+                                       "int tiny_run(const int8_t *input, int8_t *output)\n{\n"
+                                       "    for (volatile int spin = 1; spin;) {}", 1))
+    monkeypatch.setattr(verify, "RUN_TIMEOUT_S", 3)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    rc, _, err = run(capsys, "verify", out, "--vectors", "5")
+    assert_one_line_error(rc, err, "did not finish", "3 s")
+    assert list(temp.iterdir()) == []
+
+
+def _damage(path: str, blob):
+    def edit(out: Path):
+        target = out / path
+        target.write_bytes(blob(target) if callable(blob) else blob)
+    return edit
+
+
+BUNDLE_DAMAGE = [
+    ("model.npz garbage", _damage("verify/model.npz", b"PK\x03\x04 not a zip"), ["model"]),
+    ("vectors.npy garbage", _damage("verify/vectors.npy", b"\x93NUMPY garbage"), ["vectors.npy"]),
+    ("vectors.npy wrong shape", lambda out: np.save(out / "verify" / "vectors.npy",
+                                                    np.zeros((3, 7), np.int8)), ["vectors.npy"]),
+    ("unknown op", _damage("verify/model.json", lambda p: p.read_bytes().replace(
+        b'"type": "conv2d"', b'"type": "teleport"', 1)), ["unknown op", "teleport"]),
+    ("tinyds.json a list", _damage("tinyds.json", b"[1, 2]"), ["not a tinyds output"]),
+    ("tinyds.json bad name", _damage("tinyds.json", lambda p: p.read_bytes().replace(
+        b'"name": "tiny"', b'"name": "../../etc"')), ["tinyds.json", "identifier"]),
+]
+
+
+@pytest.mark.parametrize("case", [b[0] for b in BUNDLE_DAMAGE])
+def test_damaged_bundle_is_one_line(case, generated, tmp_path, capsys):
+    _, edit, words = next(b for b in BUNDLE_DAMAGE if b[0] == case)
+    out = _copy(generated, tmp_path)
+    edit(out)
+    rc, _, err = run(capsys, "verify", out, "--vectors", "5")
+    assert_one_line_error(rc, err, *words)
+
+
+def test_verify_vectors_must_be_positive(generated, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["verify", str(generated), "--vectors", "-1"])
+    assert e.value.code == 2 and "positive number of vectors" in capsys.readouterr().err

@@ -229,9 +229,21 @@ def check_out_dir(out: Path) -> None:
         return
     if not out.is_dir() or out.is_symlink():
         raise TinydsError(f"{out}: exists and is not a folder; choose another -o")
-    if any(out.iterdir()) and not (out / MARKER).is_file():
-        raise TinydsError(f"{out}: folder exists and is not a tinyds output (no {MARKER}); "
-                          "refusing to overwrite it; choose another -o or empty it")
+    if any(out.iterdir()) and not is_marker(out / MARKER):
+        raise TinydsError(f"{out}: folder exists and is not a tinyds output (no {MARKER} "
+                          "written by tinyds); refusing to overwrite it; choose another -o or "
+                          "empty it")
+
+
+def is_marker(path: Path) -> bool:
+    """Whether path is a marker tinyds wrote (its content, not just its name: a user's own
+    tinyds.json does not make their folder replaceable)."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("tool") == "tinyds" and isinstance(
+        meta.get("name"), str) and isinstance(meta.get("mcu"), str)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

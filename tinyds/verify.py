@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from . import reference
 from .codegen import MARKER, harness_source
 from .errors import TinydsError
-from .ir import Graph, Op, Tensor
+from .ir import OP_TYPES, Graph, Op, Tensor
 
 BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
 RANDOM_VECTORS = 1000
@@ -39,6 +40,8 @@ BUILDS = {
 # vectors and random ones up to this many, the -O2 build every vector.
 SANITIZE_VECTORS = 256
 # Leak checking needs ptrace, which containers often forbid; the harness frees what it allocates.
+# A library whose NAME_run never returns must not hang verify: every run has this long.
+RUN_TIMEOUT_S = 600
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
                  "UBSAN_OPTIONS": "print_stacktrace=1"}
 
@@ -91,8 +94,13 @@ def run_host(exe, x: np.ndarray, output_size: int) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
         src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
         src.write_bytes(x.tobytes())
-        res = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True,
-                             env={**os.environ, **SANITIZER_ENV})
+        try:
+            res = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True,
+                                 env={**os.environ, **SANITIZER_ENV}, timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise TinydsError(f"{exe}: generated C did not finish {len(x)} vectors within "
+                              f"{RUN_TIMEOUT_S} s (does NAME_run return?); run tinyds generate "
+                              "again") from None
         if res.returncode != 0:
             lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
             summary = next((ln for ln in lines if "SUMMARY" in ln or "runtime error" in ln),
@@ -162,9 +170,13 @@ def load_graph(folder: Path) -> Graph:
             arrays = {k: z[k] for k in z.files}
         tensors = [Tensor(**{k: _decode(v, arrays) for k, v in t.items()}) for t in doc["tensors"]]
         ops = [Op(**{k: _decode(v, arrays) for k, v in op.items()}) for op in doc["ops"]]
+        unknown = [op.type for op in ops if op.type not in OP_TYPES]
+        if unknown:
+            raise ValueError(f"unknown op {unknown[0]!r}")
         return Graph(doc["name"], {t.name: t for t in tensors}, ops, doc["inputs"],
                      doc["outputs"], doc["source_layout"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile) as e:
         raise TinydsError(f"{folder}: saved quantized model is missing or damaged ({e}); "
                           "run tinyds generate again") from None
 
@@ -265,17 +277,30 @@ class Output:
 
 
 def load_output(out_dir) -> Output:
+    """A generated folder, every part checked: its name becomes file names and compiler
+    arguments, its vectors are reshaped to the model input."""
+    from . import mcu as mcu_table
+    from .codegen import check_name, is_marker
     out = Path(out_dir)
+    if not is_marker(out / MARKER):
+        raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER} written by "
+                          f"tinyds); run tinyds generate MODEL -o {out} first")
+    meta = json.loads((out / MARKER).read_text())
     try:
-        meta = json.loads((out / MARKER).read_text())
-        name, mcu = meta["name"], meta.get("mcu", "stm32f4")
-    except (OSError, ValueError, KeyError):
-        raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER}); "
-                          f"run tinyds generate MODEL -o {out} first") from None
+        name, mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
+    except TinydsError as e:
+        raise TinydsError(f"{out / MARKER}: damaged ({e}); run tinyds generate again") from None
     bundle = out / BUNDLE
+    qg = load_graph(bundle)
     vectors = bundle / "vectors.npy"
-    stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
-    return Output(out, name, mcu, load_graph(bundle), stored)
+    try:
+        stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
+        if stored is not None and (stored.dtype != np.int8 or stored.size == 0
+                                   or stored.size % qg.input.size):
+            raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of int8 model inputs")
+    except (OSError, ValueError, EOFError) as e:
+        raise TinydsError(f"{vectors}: damaged ({e}); run tinyds generate again") from None
+    return Output(out, name, mcu, qg, stored)
 
 
 def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResult:
