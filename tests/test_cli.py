@@ -3,6 +3,8 @@ exits 2 with one `tinyds: error:` line and no traceback, and leaves no output
 folder behind; good input generates and verifies. Bad files are built here."""
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +360,53 @@ def test_verify_vectors_must_be_positive(generated, capsys):
     with pytest.raises(SystemExit) as e:
         main(["verify", str(generated), "--vectors", "-1"])
     assert e.value.code == 2 and "positive number of vectors" in capsys.readouterr().err
+
+
+CONST_ARRAY = r"(static const u?int(?:8|16|32)_t ({})\[\d+\] = \{{\s*)(0x[0-9a-f]+|-?\d+)"
+
+
+def _plus_one(c_file: Path, array: str) -> None:
+    """Change the first element of one const array by one unit: +1 (-1 at int8's top), or
+    the low int16 lane of a packed hex word."""
+    def bump(m):
+        v = m.group(3)
+        if v.startswith("0x"):
+            return m.group(1) + f"0x{int(v, 16) ^ 1:0{len(v) - 2}x}"
+        return m.group(1) + str(int(v) - 1 if int(v) >= 127 else int(v) + 1)
+    c_file.write_text(re.sub(CONST_ARRAY.format(re.escape(array)), bump, c_file.read_text(),
+                             count=1))
+
+
+@pytest.mark.parametrize("mcu", ["cortex-m0plus", "stm32f4"])
+def test_one_unit_in_any_bias_or_weight_fails_verify(mcu, files, tmp_path, capsys):
+    src = tmp_path / "src"
+    assert main(["generate", str(files["tiny.pt"]), "--calib", str(files["calib.npy"]),
+                 "--mcu", mcu, "-o", str(src)]) == 0
+    from tinyds import verify
+    arrays = [m.group(2) for m in re.finditer(CONST_ARRAY.format(r"\w+"),
+                                              (src / "lib/tiny/tiny.c").read_text())
+              if m.group(2).endswith(("bias", "weights", "stream"))]
+    assert len(arrays) >= 5, arrays
+    for array in arrays:
+        out = Path(shutil.copytree(src, tmp_path / array))
+        _plus_one(out / "lib/tiny/tiny.c", array)
+        v = verify.verify(out, n_random=50)
+        assert not v.ok and v.edited == ["tiny.c"], array
+
+
+def test_realistic_vectors_stay_off_the_rails(files, tmp_path, capsys):
+    """Uniform int8 saturates a network; the realistic half sits near the calibration data
+    and the input zero point."""
+    from tinyds import verify
+    out = tmp_path / "out"
+    assert main(["generate", str(files["tiny.pt"]), "--calib", str(files["calib.npy"]),
+                 "-o", str(out)]) == 0
+    o = verify.load_output(out)
+    x = verify.verify_inputs(o.qg, o.stored, 1000).reshape(-1, 64).astype(np.int32)
+    n_cal, zp = len(o.stored), o.qg.input.qparams[1]
+    noisy, normal = x[3 + n_cal:3 + n_cal + 500], x[3 + n_cal + 500:3 + n_cal + 1000]
+    near = np.abs(noisy[:, None, :] - o.stored.reshape(1, -1, 64).astype(np.int32)).max(2).min(1)
+    assert near.max() <= 3                      # each is a calibration vector plus <= 3 LSB
+    assert abs(normal.mean() - zp) < 1 and 4 < normal.std() < 32
+    rails = lambda v: np.isin(v, (-128, 127)).mean()       # noqa: E731
+    assert rails(normal) < 0.02 and rails(x[-1000:]) > 0.005

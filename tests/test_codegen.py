@@ -263,8 +263,8 @@ def test_generate_then_verify(tmp_path, capsys):
     meta = json.loads((out / codegen.MARKER).read_text())
     assert meta["name"] == "res" and meta["arena_bytes"] == res.arena_bytes
     v = verify.verify(out)
-    assert v.ok and v.vectors == 3 + 40 + 1000 and v.calibration == 40
-    assert [(c.build, c.vectors) for c in v.checks] == [("release", 1043),
+    assert v.ok and v.vectors == 3 + 40 + 1000 + 1000 and v.calibration == 40
+    assert [(c.build, c.vectors) for c in v.checks] == [("release", 2043),
                                                          ("sanitize", verify.SANITIZE_VECTORS)]
     if shutil.which(verify.ARM_CC):
         assert v.target.startswith("res: compiled with arm-none-eabi-gcc -mcpu=cortex-m4")

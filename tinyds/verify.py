@@ -27,6 +27,7 @@ BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
 RANDOM_VECTORS = 1000
 MAX_STORED_VECTORS = 1000
 REFERENCE_CHUNK = 128
+REALISTIC_SIGMAS = (4.0, 12.0, 32.0)   # int8 steps around the input zero point
 
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 ARM_CC = "arm-none-eabi-gcc"
@@ -210,6 +211,7 @@ class VerifyResult:
     checks: list[BuildCheck]
     target: str               # what the cross-compile for the MCU said
     seconds: float
+    edited: list[str] = dataclasses.field(default_factory=list)   # see edited_files
 
     @property
     def mismatches(self) -> int:
@@ -217,30 +219,48 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        return self.mismatches == 0
+        return self.mismatches == 0 and not self.edited
 
     def text(self) -> str:
         lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS)}: clean "
                  f"(-O2, and -fsanitize=address,undefined)",
                  self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
-                 f"calibration, {self.random} random int8)"]
+                 f"calibration, {self.random} realistic (noisy calibration, normal around the "
+                 f"zero point), {self.random} random int8)"]
         for c in self.checks:
             where = f"; first: {c.first}" if c.first else ""
             lines.append(f"{c.build}: {c.vectors} vectors run, {c.mismatched_vectors} mismatching "
                          f"({c.mismatched_bytes} bytes){where}")
+        lines.append("library source: " + (f"EDITED since generate: {', '.join(self.edited)}"
+                                           if self.edited else
+                                           "exactly what tinyds generates for the saved model"))
         lines.append(f"mismatches: {self.mismatches} -> {'OK' if self.ok else 'FAILED'} "
                      f"({self.seconds:.1f} s)")
         return "\n".join(lines)
 
 
 def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray:
-    """The all -128 / 0 / 127 extremes, stored calibration vectors, then random int8."""
+    """The all -128 / 0 / 127 extremes, stored calibration vectors, n_random realistic
+    vectors, then n_random uniform int8.
+
+    Uniform int8 saturates most networks, so an off-by-one in a late layer hides behind
+    clamped activations; realistic vectors (the calibration inputs with a few LSB of noise,
+    and normal values around the input zero point at several spreads) keep every layer in
+    its working range."""
     shape = tuple(qg.input.shape[1:])
     rng = np.random.default_rng(seed)
     parts = [np.stack([np.full(shape, v, np.int8) for v in (-128, 0, 127)])]
+    n_noisy = 0
     if stored is not None:
-        parts.append(np.asarray(stored, np.int8).reshape(-1, *shape))
+        stored = np.asarray(stored, np.int8).reshape(-1, *shape)
+        parts.append(stored)
+        n_noisy = n_random // 2
+        base = stored[rng.integers(0, len(stored), n_noisy)].astype(np.int32)
+        parts.append(np.clip(base + rng.integers(-3, 4, base.shape), -128, 127).astype(np.int8))
+    sigma = rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
+    normal = qg.input.qparams[1] + sigma * rng.standard_normal((n_random - n_noisy, *shape))
+    parts.append(np.clip(np.rint(normal), -128, 127).astype(np.int8))
     parts.append(rng.integers(-128, 128, (n_random, *shape), dtype=np.int8))
     return np.concatenate(parts)
 
@@ -270,6 +290,8 @@ class Output:
     mcu: str
     qg: Graph
     stored: np.ndarray | None     # the quantized calibration vectors, if generate had any
+    optimize: str                 # generate's --optimize and model source, to render it again
+    source: str
 
     @property
     def lib_dir(self) -> Path:
@@ -288,6 +310,9 @@ def load_output(out_dir) -> Output:
     meta = json.loads((out / MARKER).read_text())
     try:
         name, mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
+        optimize, source = meta.get("optimize", "speed"), meta.get("source", "")
+        if optimize not in ("speed", "size") or not isinstance(source, str):
+            raise TinydsError(f"optimize {optimize!r} or source {source!r} is not valid")
     except TinydsError as e:
         raise TinydsError(f"{out / MARKER}: damaged ({e}); run tinyds generate again") from None
     bundle = out / BUNDLE
@@ -300,7 +325,17 @@ def load_output(out_dir) -> Output:
             raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of int8 model inputs")
     except (OSError, ValueError, EOFError) as e:
         raise TinydsError(f"{vectors}: damaged ({e}); run tinyds generate again") from None
-    return Output(out, name, mcu, qg, stored)
+    return Output(out, name, mcu, qg, stored, optimize, source)
+
+
+def edited_files(o: Output) -> list[str]:
+    """Library files that differ from what tinyds renders for the saved model. Vectors alone
+    cannot catch every edit: one unit of a late layer's int32 bias is often a ten-thousandth
+    of an output step, so it changes an output byte on almost no input."""
+    from .codegen import render_for_mcu
+    files, _ = render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)
+    return [f for f, text in files.items()
+            if not (o.lib_dir / f).is_file() or (o.lib_dir / f).read_text() != text]
 
 
 def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResult:
@@ -318,7 +353,9 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         runs = {b: pool.submit(build_and_run, b) for b in BUILDS}
         cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
+        edited = edited_files(o)
         checks = [check(b, f.result(), want) for b, f in runs.items()]
         target = cross.result()
     n_cal = 0 if stored is None else len(stored)
-    return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0)
+    return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0,
+                        edited)
