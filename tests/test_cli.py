@@ -288,6 +288,13 @@ def test_a_users_own_tinyds_json_does_not_make_the_folder_ours(files, tmp_path, 
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_output_folder_gets_the_users_umask(generated):
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    assert generated.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
 def test_export_tflite_never_writes_over_its_input(files, tmp_path, capsys):
     model = tmp_path / "tiny.pt"
     model.write_bytes(files["tiny.pt"].read_bytes())
@@ -341,6 +348,10 @@ BUNDLE_DAMAGE = [
                                                     np.zeros((3, 7), np.int8)), ["vectors.npy"]),
     ("unknown op", _damage("verify/model.json", lambda p: p.read_bytes().replace(
         b'"type": "conv2d"', b'"type": "teleport"', 1)), ["unknown op", "teleport"]),
+    ("vectors.npy missing", lambda out: (out / "verify" / "vectors.npy").unlink(),
+     ["vectors.npy", "0 vectors", "says 64"]),
+    ("vectors.npy empty", lambda out: np.save(out / "verify" / "vectors.npy",
+                                              np.zeros((0, 8, 8, 1), np.int8)), ["vectors.npy"]),
     ("tinyds.json a list", _damage("tinyds.json", b"[1, 2]"), ["not a tinyds output"]),
     ("tinyds.json bad name", _damage("tinyds.json", lambda p: p.read_bytes().replace(
         b'"name": "tiny"', b'"name": "../../etc"')), ["tinyds.json", "identifier"]),

@@ -246,6 +246,12 @@ def is_marker(path: Path) -> bool:
         meta.get("name"), str) and isinstance(meta.get("mcu"), str)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Swap the finished tmp folder in for out, so out is never half-written."""
     if out.exists():
@@ -315,6 +321,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        tmp.chmod(0o777 & ~_umask())          # mkdtemp's 0700 would become out/'s mode
     except OSError as e:
         raise TinydsError(f"{out}: cannot create the output folder ({e.strerror}); "
                           "choose another -o") from None
@@ -330,7 +337,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
-            "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast]},
+            "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
+            "vectors": len(verify.stored_vectors(vectors))},
             indent=2) + "\n")
         _replace_dir(tmp, out)
     except OSError as e:

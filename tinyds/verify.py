@@ -186,9 +186,15 @@ def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
     """What `tinyds verify` needs besides the C: the quantized model and calibration vectors."""
     folder.mkdir(parents=True, exist_ok=True)
     save_graph(qg, folder)
-    if vectors is not None and len(vectors):
-        v = np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
+    v = stored_vectors(vectors)
+    if len(v):
         np.save(folder / "vectors.npy", v, allow_pickle=False)
+
+
+def stored_vectors(vectors) -> np.ndarray:
+    """The calibration vectors the bundle keeps (generate records how many)."""
+    return np.zeros(0, np.int8) if vectors is None else \
+        np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
 
 
 # ---------------------------------------------------------------- tinyds verify
@@ -323,6 +329,9 @@ def load_output(out_dir) -> Output:
         if stored is not None and (stored.dtype != np.int8 or stored.size == 0
                                    or stored.size % qg.input.size):
             raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of int8 model inputs")
+        kept = 0 if stored is None else stored.size // qg.input.size
+        if kept != meta.get("vectors", kept):
+            raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
     except (OSError, ValueError, EOFError) as e:
         raise TinydsError(f"{vectors}: damaged ({e}); run tinyds generate again") from None
     return Output(out, name, mcu, qg, stored, optimize, source)
