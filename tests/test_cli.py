@@ -278,6 +278,12 @@ def _copy(generated: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(generated, tmp_path / "out"))
 
 
+def test_output_name_too_long_for_the_file_system(files, tmp_path, capsys):
+    rc, _, err = run(capsys, "generate", files["tiny.pt"], "-o", tmp_path / ("x" * 300))
+    assert_one_line_error(rc, err, "cannot be the output folder", "too long")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_users_own_tinyds_json_does_not_make_the_folder_ours(files, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

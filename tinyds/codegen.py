@@ -225,6 +225,14 @@ class GenerateResult:
 
 def check_out_dir(out: Path) -> None:
     """Only an empty folder or an earlier tinyds output may be replaced."""
+    try:
+        _check_out_dir(out)
+    except OSError as e:                  # a name too long for the file system, no permission
+        raise TinydsError(f"{str(out)[:80]}: cannot be the output folder ({e.strerror}); "
+                          "choose another -o") from None
+
+
+def _check_out_dir(out: Path) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir() or out.is_symlink():
