@@ -324,6 +324,12 @@ def _check_output(r: _Reader, where: str, x_shape, y_shape, out_hw, channels: in
                     "TFLite's padding rule gives", "re-convert the model")
 
 
+def _check_shape_is(r: _Reader, where: str, y: str, want) -> None:
+    if tuple(r.g.tensors[y].shape) != tuple(want):
+        raise r.err(where, f"output {y!r} has shape {r.g.tensors[y].shape}, the operator "
+                    f"computes {tuple(want)}", "the file is damaged; re-convert the model")
+
+
 def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
     o = op.builtinOptions
     if o.weightsFormat != 0 or o.keepNumDims:
@@ -397,6 +403,7 @@ def _add(r: _Reader, op, where: str) -> Op:
     if r.g.tensors[a].is_const or r.g.tensors[b].is_const:
         raise r.err(where, "ADD of a constant tensor", "only ADD of two activations is supported")
     y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[a].shape)
     return Op("add", where, [a, b], [y],
               {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
 
@@ -409,6 +416,7 @@ def _pad(r: _Reader, op, where: str) -> Op:
                     "only spatial zero-point padding of an NHWC tensor imports")
     y = r.tensor(op.outputs[0], where)
     _same_quant(r, x, y, where)
+    _check_shape_is(r, where, y, tuple(int(d) for d in r.g.tensors[x].shape + p.sum(axis=1)))
     return Op("pad", where, [x], [y],
               {"padding": (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1]))})
 
@@ -417,12 +425,16 @@ def _reshape(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
     _same_quant(r, x, y, where)
+    if r.g.tensors[x].size != r.g.tensors[y].size:
+        raise r.err(where, f"reshapes {r.g.tensors[x].shape} to {r.g.tensors[y].shape}, a "
+                    "different number of elements", "the file is damaged; re-convert the model")
     return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
 
 
 def _softmax(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[x].shape)
     if r.g.tensors[y].qparams != (1 / 256, -128):
         raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
                     "TFLite int8 softmax outputs scale 1/256, zero point -128")
