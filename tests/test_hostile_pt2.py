@@ -169,3 +169,31 @@ def test_damaged_archive_is_one_line(case, good, tmp_path, capsys):
     rc, _, err = run(capsys, "generate", bad, "-o", tmp_path / "out")
     assert_one_line_error(rc, err, "bad.pt2", word)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt2"]
+
+
+def legacy(weights) -> callable:
+    """The archive as torch < 2.7 saved it: weights and constants as pickled dicts."""
+    def change(m):
+        top = _key(m, "archive_format").replace("archive_format", "")
+        for n in [n for n in m if n.startswith(top + "data/weights/")
+                  or n.startswith(top + "data/constants/")]:
+            del m[n]
+        m[top + "data/weights/model.pt"] = torch_saved(weights())
+        m[top + "data/constants/model.pt"] = torch_saved({})
+    return change
+
+
+def test_legacy_pickled_weights_load_when_they_are_only_tensors(good, tmp_path, capsys):
+    sd = torch.export.load(str(good)).state_dict
+    bad = repack(good, tmp_path / "legacy.pt2", legacy(lambda: dict(sd)))
+    rc, _, err = run(capsys, "generate", bad, "-o", tmp_path / "out")
+    assert rc == 0, err
+
+
+def test_legacy_pickled_weights_with_a_payload_never_run(good, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    sd = torch.export.load(str(good)).state_dict
+    bad = repack(good, tmp_path / "bad.pt2", legacy(lambda: {**sd, "x": Payload(marker)}))
+    rc, _, err = run(capsys, "generate", bad, "-o", tmp_path / "out")
+    assert_one_line_error(rc, err, "bad.pt2", "data/weights/model.pt")
+    assert not marker.exists()

@@ -29,7 +29,10 @@ _ALLOWED = re.compile(r"archive_format|archive_version|byteorder|\.data/version|
                       r"\.data/serialization_id|models/\w+\.json|extra/[\w.]+|"
                       r"data/weights/(\w+_weights_config\.json|weight_\d+)|"
                       r"data/constants/(\w+_constants_config\.json|tensor_\d+)|"
-                      r"data/sample_inputs/\w+\.pt")
+                      r"data/(sample_inputs|weights|constants)/\w+\.pt")
+# Of those, the pickles (example inputs; weights and constants as torch < 2.7 saved them):
+# torch reads them with weights_only=True first, so bytes that pass it never fall back.
+_PICKLED = re.compile(r"data/(sample_inputs|weights|constants)/\w+\.pt")
 _OPS = re.compile(r"torch\.ops\.aten\.\w+\.\w+|_operator\.getitem")
 _FIX = "re-export it with torch.export.save(torch.export.export(model.eval(), (example,)), path)"
 
@@ -194,9 +197,9 @@ def safe_archive(path, allow_pickle: bool = False) -> io.BytesIO:
                 raise _err(path, f"archive member {name} is not part of a static exported program "
                            "(AOTInductor code, a legacy pickle or a custom object); tinyds "
                            "never loads it", f"{_FIX}, or pass --allow-pickle if you trust the file")
-            if name.startswith("data/sample_inputs/") and not _restricted_load_ok(data):
-                raise _err(path, f"archive member {name} (example inputs) holds more than "
-                           "tensors; unpickling it could run code",
+            if _PICKLED.fullmatch(name) and not _restricted_load_ok(data):
+                raise _err(path, f"archive member {name} holds more than tensors and plain "
+                           "containers; unpickling it could run code",
                            f"{_FIX}, or pass --allow-pickle if you trust the file")
     for name, data in members.items():
         if name.startswith("models/"):
