@@ -3,6 +3,8 @@ exits 2 with one `tinyds: error:` line and no traceback, and leaves no output
 folder behind; good input generates and verifies. Bad files are built here."""
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +104,9 @@ BAD = [
     ("calib missing", "tiny.pt", ["--calib", "nope.npy"], ["nope.npy"]),
     ("unknown mcu", "tiny.pt", ["--mcu", "z80"], ["z80", "stm32f4"]),
     ("bad name", "tiny.pt", ["--name", "my-net"], ["my-net", "identifier"]),
+    ("name shadows a C header", "tiny.pt", ["--name", "stdint"], ["<stdint.h>", "m_stdint"]),
+    ("name of a firmware file", "tiny.pt", ["--name", "board"], ["board.c"]),
+    ("name too long", "tiny.pt", ["--name", "n" * 250], ["250 characters"]),
 ]
 
 
@@ -279,3 +284,167 @@ def test_zoo_models_generate_and_verify_bit_exact(zoo_name, fmt, tmp_path, capsy
     assert "top-1 agreement" in stdout
     rc, stdout, _ = run(capsys, "verify", out, "--vectors", "1000" if fmt == "traced" else "200")
     assert rc == 0 and "mismatches: 0 -> OK" in stdout, stdout
+
+
+@pytest.fixture(scope="module")
+def generated(files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("generated") / "out"
+    assert main(["generate", str(files["tiny.pt"]), "--calib", str(files["calib.npy"]),
+                 "-o", str(out)]) == 0
+    return out
+
+
+def _copy(generated: Path, tmp_path: Path) -> Path:
+    import shutil
+    return Path(shutil.copytree(generated, tmp_path / "out"))
+
+
+def test_output_name_too_long_for_the_file_system(files, tmp_path, capsys):
+    rc, _, err = run(capsys, "generate", files["tiny.pt"], "-o", tmp_path / ("x" * 300))
+    assert_one_line_error(rc, err, "cannot be the output folder", "too long")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_users_own_tinyds_json_does_not_make_the_folder_ours(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tinyds.json").write_text('{"my": "settings"}')
+    rc, _, err = run(capsys, "generate", files["tiny.pt"], "-o", out)
+    assert_one_line_error(rc, err, "not a tinyds output")
+    assert (out / "tinyds.json").read_text() == '{"my": "settings"}'
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_output_folder_gets_the_users_umask(generated):
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    assert generated.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_export_tflite_never_writes_over_its_input(files, tmp_path, capsys):
+    model = tmp_path / "tiny.pt"
+    model.write_bytes(files["tiny.pt"].read_bytes())
+    rc, _, err = run(capsys, "export-tflite", model, "-o", tmp_path / "." / "tiny.pt")
+    assert_one_line_error(rc, err, "never writes over its input")
+    assert model.read_bytes() == files["tiny.pt"].read_bytes()
+
+
+def test_sigterm_during_generate_leaves_no_temp_folder(files, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    from tinyds import project
+    monkeypatch.setattr(project, "write_project",
+                        lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(files["tiny.pt"]), "-o", str(tmp_path / "out")])
+    assert e.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before       # main restores the handler
+
+
+def test_verify_times_out_on_a_run_that_never_returns(generated, tmp_path, monkeypatch, capsys):
+    import tempfile
+    from tinyds import verify
+    out = _copy(generated, tmp_path)
+    c = out / "lib" / "tiny" / "tiny.c"
+    c.write_text(c.read_text().replace("int tiny_run(const int8_t *input, int8_t *output)\n{",
+                                       "int tiny_run(const int8_t *input, int8_t *output)\n{\n"
+                                       "    for (volatile int spin = 1; spin;) {}", 1))
+    monkeypatch.setattr(verify, "RUN_TIMEOUT_S", 3)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    rc, _, err = run(capsys, "verify", out, "--vectors", "5")
+    assert_one_line_error(rc, err, "did not finish", "3 s")
+    assert list(temp.iterdir()) == []
+
+
+def _damage(path: str, blob):
+    def edit(out: Path):
+        target = out / path
+        target.write_bytes(blob(target) if callable(blob) else blob)
+    return edit
+
+
+BUNDLE_DAMAGE = [
+    ("model.npz garbage", _damage("verify/model.npz", b"PK\x03\x04 not a zip"), ["model"]),
+    ("vectors.npy garbage", _damage("verify/vectors.npy", b"\x93NUMPY garbage"), ["vectors.npy"]),
+    ("vectors.npy wrong shape", lambda out: np.save(out / "verify" / "vectors.npy",
+                                                    np.zeros((3, 7), np.int8)), ["vectors.npy"]),
+    ("unknown op", _damage("verify/model.json", lambda p: p.read_bytes().replace(
+        b'"type": "conv2d"', b'"type": "teleport"', 1)), ["unknown op", "teleport"]),
+    ("vectors.npy missing", lambda out: (out / "verify" / "vectors.npy").unlink(),
+     ["vectors.npy", "0 vectors", "says 64"]),
+    ("vectors.npy empty", lambda out: np.save(out / "verify" / "vectors.npy",
+                                              np.zeros((0, 8, 8, 1), np.int8)), ["vectors.npy"]),
+    ("tinyds.json a list", _damage("tinyds.json", b"[1, 2]"), ["not a tinyds output"]),
+    ("tinyds.json bad name", _damage("tinyds.json", lambda p: p.read_bytes().replace(
+        b'"name": "tiny"', b'"name": "../../etc"')), ["tinyds.json", "identifier"]),
+]
+
+
+@pytest.mark.parametrize("case", [b[0] for b in BUNDLE_DAMAGE])
+def test_damaged_bundle_is_one_line(case, generated, tmp_path, capsys):
+    _, edit, words = next(b for b in BUNDLE_DAMAGE if b[0] == case)
+    out = _copy(generated, tmp_path)
+    edit(out)
+    rc, _, err = run(capsys, "verify", out, "--vectors", "5")
+    assert_one_line_error(rc, err, *words)
+
+
+def test_verify_vectors_must_be_positive(generated, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["verify", str(generated), "--vectors", "-1"])
+    assert e.value.code == 2 and "positive number of vectors" in capsys.readouterr().err
+
+
+CONST_ARRAY = r"(static const u?int(?:8|16|32)_t ({})\[\d+\] = \{{\s*)(0x[0-9a-f]+|-?\d+)"
+
+
+def _plus_one(c_file: Path, array: str) -> None:
+    """Change the first element of one const array by one unit: +1 (-1 at int8's top), or
+    the low int16 lane of a packed hex word."""
+    def bump(m):
+        v = m.group(3)
+        if v.startswith("0x"):
+            return m.group(1) + f"0x{int(v, 16) ^ 1:0{len(v) - 2}x}"
+        return m.group(1) + str(int(v) - 1 if int(v) >= 127 else int(v) + 1)
+    c_file.write_text(re.sub(CONST_ARRAY.format(re.escape(array)), bump, c_file.read_text(),
+                             count=1))
+
+
+@pytest.mark.parametrize("mcu", ["cortex-m0plus", "stm32f4"])
+def test_one_unit_in_any_bias_or_weight_fails_verify(mcu, files, tmp_path, capsys):
+    src = tmp_path / "src"
+    assert main(["generate", str(files["tiny.pt"]), "--calib", str(files["calib.npy"]),
+                 "--mcu", mcu, "-o", str(src)]) == 0
+    from tinyds import verify
+    arrays = [m.group(2) for m in re.finditer(CONST_ARRAY.format(r"\w+"),
+                                              (src / "lib/tiny/tiny.c").read_text())
+              if m.group(2).endswith(("bias", "weights", "stream"))]
+    assert len(arrays) >= 5, arrays
+    for array in arrays:
+        out = Path(shutil.copytree(src, tmp_path / array))
+        _plus_one(out / "lib/tiny/tiny.c", array)
+        v = verify.verify(out, n_random=50)
+        assert not v.ok and v.edited == ["tiny.c"], array
+
+
+def test_realistic_vectors_stay_off_the_rails(files, tmp_path, capsys):
+    """Uniform int8 saturates a network; the realistic half sits near the calibration data
+    and the input zero point."""
+    from tinyds import verify
+    out = tmp_path / "out"
+    assert main(["generate", str(files["tiny.pt"]), "--calib", str(files["calib.npy"]),
+                 "-o", str(out)]) == 0
+    o = verify.load_output(out)
+    x = verify.verify_inputs(o.qg, o.stored, 1000).reshape(-1, 64).astype(np.int32)
+    n_cal, zp = len(o.stored), o.qg.input.qparams[1]
+    noisy, normal = x[3 + n_cal:3 + n_cal + 500], x[3 + n_cal + 500:3 + n_cal + 1000]
+    near = np.abs(noisy[:, None, :] - o.stored.reshape(1, -1, 64).astype(np.int32)).max(2).min(1)
+    assert near.max() <= 3                      # each is a calibration vector plus <= 3 LSB
+    assert abs(normal.mean() - zp) < 1 and 4 < normal.std() < 32
+    rails = lambda v: np.isin(v, (-128, 127)).mean()       # noqa: E731
+    assert rails(normal) < 0.02 and rails(x[-1000:]) > 0.005

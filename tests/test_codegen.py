@@ -197,7 +197,8 @@ int main(void)
 
 @pytest.mark.parametrize("text, name", [
     ("kws", "kws"), ("my-model.v2", "my_model_v2"), ("3x3 net", "m_3x3_net"),
-    ("int", "m_int"), ("---", "model"), ("ünïcode", "n_code"), ("tinyds_common", "m_tinyds_common")])
+    ("int", "m_int"), ("---", "model"), ("ünïcode", "n_code"), ("tinyds_common", "m_tinyds_common"),
+    ("stdint", "m_stdint"), ("String", "m_String"), ("board", "m_board"), ("x" * 250, "x" * 62)])
 def test_sanitize_name(text, name):
     assert codegen.sanitize_name(text) == name
 
@@ -213,6 +214,18 @@ def test_check_name_refuses_the_runtimes_names():
     with pytest.raises(TinydsError, match="reserved"):
         codegen.check_name("tinyds_common")
     assert codegen.check_name("kws_v2") == "kws_v2"
+
+
+@pytest.mark.parametrize("name, words", [
+    ("stdint", ["<stdint.h>", "m_stdint"]), ("Math", ["<math.h>", "m_Math"]),
+    ("stdio", ["<stdio.h>"]), ("string", ["<string.h>"]), ("board", ["board.c", "m_board"]),
+    ("startup", ["startup.c"]), ("main", ["main.c"]), ("n" * 65, ["65 characters", "n" * 62])])
+def test_check_name_refuses_headers_firmware_files_and_long_names(name, words):
+    with pytest.raises(TinydsError) as e:
+        codegen.check_name(name)
+    for w in words:
+        assert w in str(e.value)
+    assert codegen.check_name("n" * 64) == "n" * 64
 
 
 def test_saved_model_round_trips_without_pickle(tmp_path):
@@ -250,8 +263,8 @@ def test_generate_then_verify(tmp_path, capsys):
     meta = json.loads((out / codegen.MARKER).read_text())
     assert meta["name"] == "res" and meta["arena_bytes"] == res.arena_bytes
     v = verify.verify(out)
-    assert v.ok and v.vectors == 3 + 40 + 1000 and v.calibration == 40
-    assert [(c.build, c.vectors) for c in v.checks] == [("release", 1043),
+    assert v.ok and v.vectors == 3 + 40 + 1000 + 1000 and v.calibration == 40
+    assert [(c.build, c.vectors) for c in v.checks] == [("release", 2043),
                                                          ("sanitize", verify.SANITIZE_VECTORS)]
     if shutil.which(verify.ARM_CC):
         assert v.target.startswith("res: compiled with arm-none-eabi-gcc -mcpu=cortex-m4")

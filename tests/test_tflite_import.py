@@ -230,3 +230,112 @@ def test_mlperf_tiny_models_import():
     g = load_tflite(vww)
     assert g.input.shape == (1, 96, 96, 3) and len(g.ops) == 31
     assert g.ops[0].attrs["padding"] == (0, 0, 1, 1)          # SAME, stride 2, even input
+
+
+def _tensor(S, m, name: str):
+    return next(t for t in m.subgraphs[0].tensors if t.name.decode() == name)
+
+
+def _first_op(S, m, options: str):
+    return next(op for op in m.subgraphs[0].operators
+                if op.builtinOptionsType == getattr(S.BuiltinOptions, options))
+
+
+def _swap_first_ops(S, m):
+    ops = m.subgraphs[0].operators
+    ops[0], ops[1] = ops[1], ops[0]
+
+
+def _drop_options(S, m):
+    op = _first_op(S, m, "Conv2DOptions")
+    op.builtinOptions, op.builtinOptionsType = None, 0
+
+
+def _set(getter, **values):
+    return lambda S, m: [setattr(getter(S, m), k, v) for k, v in values.items()]
+
+
+# (case, edit of the ModelT, words the one-line error must contain)
+CORRUPT = [
+    ("negative dim", _set(lambda S, m: _tensor(S, m, "dw"), shape=[1, -10, 10, 16]), ["'dw'", "shape"]),
+    ("zero input dim", _set(lambda S, m: _tensor(S, m, "x"), shape=[1, 0, 18, 3]), ["'x'", "below 1"]),
+    ("huge dims", _set(lambda S, m: _tensor(S, m, "x"), shape=[1, 100000, 100000, 3]),
+     ["'x'", "elements"]),
+    ("stride 0", _set(lambda S, m: _first_op(S, m, "Conv2DOptions").builtinOptions, strideH=0),
+     ["conv_2d_", "stride"]),
+    ("pool filter 0", _set(lambda S, m: _first_op(S, m, "Pool2DOptions").builtinOptions,
+                           filterWidth=0), ["pool_2d_", "filter"]),
+    ("bad padding enum", _set(lambda S, m: _first_op(S, m, "Conv2DOptions").builtinOptions,
+                              padding=7), ["conv_2d_", "padding 7"]),
+    ("buffer index", _set(lambda S, m: _tensor(S, m, "conv/w"), buffer=9999), ["'conv/w'", "9999"]),
+    ("missing options", _drop_options, ["conv_2d_", "Conv2DOptions"]),
+    ("non-UTF-8 name", _set(lambda S, m: _tensor(S, m, "dw"), name=b"dw\xff\xfe"), ["UTF-8"]),
+    ("NaN scale", lambda S, m: _tensor(S, m, "x").quantization.__setattr__("scale", [float("nan")]),
+     ["'x'", "nan"]),
+    ("zero scale", lambda S, m: _tensor(S, m, "dw").quantization.__setattr__("scale", [0.0]),
+     ["'dw'", "scale 0.0"]),
+    ("negative weight scale", lambda S, m: _tensor(S, m, "fc/w").quantization.__setattr__(
+        "scale", [0.01, 0.01, -0.01] + [0.01] * 7), ["'fc/w'", "-0.01"]),
+    ("zero point 1000", lambda S, m: _tensor(S, m, "add").quantization.__setattr__(
+        "zeroPoint", [1000]), ["'add'", "1000"]),
+    ("bias zero point", lambda S, m: _tensor(S, m, "fc/b").quantization.__setattr__(
+        "zeroPoint", [5] + [0] * 9), ["'fc/b'", "zero point 5"]),
+    ("operators out of order", _swap_first_ops, ["before any operator computes it"]),
+    ("padding vs output shape", _set(lambda S, m: _first_op(
+        S, m, "DepthwiseConv2DOptions").builtinOptions, padding=1), ["depthwise_conv_2d_", "(1, 6, 6, 16)"]),
+    ("pool output shape", _set(lambda S, m: _tensor(S, m, "maxpool"), shape=[1, 4, 5, 16]),
+     ["max_pool_2d_", "(1, 4, 5, 16)"]),
+    ("bias length", _set(lambda S, m: _tensor(S, m, "dw/b"), shape=[15]), ["'dw/b'", "buffer"]),
+    ("add output shape", _set(lambda S, m: _tensor(S, m, "add"), shape=[1, 10, 10, 15]),
+     ["add_", "(1, 10, 10, 16)"]),
+    ("pad output shape", _set(lambda S, m: _tensor(S, m, "pad"), shape=[1, 21, 21, 3]),
+     ["pad_", "(1, 21, 20, 3)"]),
+    ("reshape size", _set(lambda S, m: _tensor(S, m, "flat"), shape=[1, 15]),
+     ["reshape_", "different number"]),
+    ("softmax output shape", _set(lambda S, m: _tensor(S, m, "prob"), shape=[1, 9]),
+     ["softmax_", "(1, 10)"]),
+    ("op index", _set(lambda S, m: m.subgraphs[0].operators[2], inputs=[1, 500, 2]), ["500"]),
+    ("opcode index", _set(lambda S, m: m.subgraphs[0].operators[2], opcodeIndex=77), ["77"]),
+]
+
+
+def _corrupt(case: str) -> tuple[bytes, list[str]]:
+    """The small graph's .tflite damaged as `case` says, and the words its error must name."""
+    good = export_tflite(small_graph())
+    if case == "truncated":
+        return good[: len(good) // 2], ["truncated"]
+    if case == "huge root offset":
+        return b"\xf0\xff\xff\x7f" + good[4:], ["truncated"]
+    edit, words = next((e, w) for c, e, w in CORRUPT if c == case)
+    S, m = _model_t(good)
+    edit(S, m)
+    return _pack(m), words
+
+
+@pytest.mark.parametrize("case", [c[0] for c in CORRUPT] + ["truncated", "huge root offset"])
+def test_corrupt_tflite_is_one_line_exit_2(case, tmp_path, capsys):
+    from test_cli import assert_one_line_error, run
+    blob, words = _corrupt(case)
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(blob)
+    rc, _, err = run(capsys, "generate", bad, "-o", tmp_path / "out")
+    assert_one_line_error(rc, err, "bad.tflite", *words)
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.tflite"]
+
+
+def test_bit_flips_load_or_fail_cleanly(tmp_path):
+    """Every single-bit flip outside the weights gives a Graph or a TinydsError, never another
+    exception; flips inside weight or bias bytes are legitimate models."""
+    good = export_tflite(small_graph())
+    rng = np.random.default_rng(7)
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(300):
+        blob = bytearray(good)
+        i = int(rng.integers(8, len(blob)))
+        blob[i] ^= 1 << int(rng.integers(8))
+        try:
+            _load_bytes(bytes(blob), tmp_path)
+            outcomes["ok"] += 1
+        except TinydsError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 100, outcomes

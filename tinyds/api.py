@@ -13,7 +13,7 @@ import numpy as np
 
 from . import codegen
 from .errors import TinydsError
-from .ir import Graph
+from .ir import MAX_ELEMENTS, Graph, too_large
 
 SYNTHETIC_WARNING = (
     "WARNING: no calibration data given; activation ranges come from SYNTHETIC random "
@@ -75,8 +75,13 @@ class Quantized:
 
 
 def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pickle: bool = False,
-                   input_shape=None, log=print) -> Quantized:
-    """load -> optimize -> quantize: the one quantization that generate and export-tflite share."""
+                   input_shape=None, log=print, mcu: str | None = None) -> Quantized:
+    """load -> optimize -> quantize: the one quantization that generate and export-tflite share.
+
+    mcu: refuse an input larger than its RAM before quantizing, which takes minutes there."""
+    if input_shape is not None and too_large(input_shape):
+        raise TinydsError(f"input shape {tuple(input_shape)} has more than {MAX_ELEMENTS} "
+                          "elements, far beyond a microcontroller's RAM; pass the model's own")
     if isinstance(calib, (str, Path)):
         calib = load_calib(calib)
     example = None
@@ -85,6 +90,10 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
         example = (torch.zeros(tuple(input_shape)) if input_shape else
                    torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
     g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
+    if mcu is not None:
+        from . import mcu as mcu_table
+        mcu_table.check_fits(mcu, 0, g.input.size, str(module_or_path) if isinstance(
+            module_or_path, (str, Path)) else stem)
     from . import quantize
     x = None if calib is None else calib_to_nhwc(g, calib)
     if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
@@ -93,6 +102,8 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
             raise TinydsError(f"calibration data has shape {np.shape(x)}, expected "
                               f"(N, {', '.join(map(str, qg.input.shape[1:]))}) (NHWC, as the "
                               ".tflite input); pass a float32 batch of model inputs")
+        if x is not None and not np.isfinite(np.asarray(x, np.float32)).all():
+            raise TinydsError("calibration data contains NaN or Inf; remove those samples")
     else:
         from . import passes
         g = passes.optimize(g)
@@ -120,7 +131,7 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     if name is not None:
         codegen.check_name(name)
     codegen.check_out_dir(Path(out))       # refuse a user's folder before any slow work
-    q = quantize_model(module_or_path, calib, method, allow_pickle, input_shape, log)
+    q = quantize_model(module_or_path, calib, method, allow_pickle, input_shape, log, mcu)
     name = name or codegen.sanitize_name(q.stem)
     res = codegen.generate(q.qg, out, name, mcu, q.vectors, source=str(module_or_path)
                            if isinstance(module_or_path, (str, Path)) else q.stem,

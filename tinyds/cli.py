@@ -5,10 +5,12 @@ stderr and exit status 2; everything else about the work lives in api/verify."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from .errors import TinydsError
+from .ir import MAX_ELEMENTS, too_large
 
 
 def _generate(args) -> int:
@@ -26,7 +28,20 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,32,32") from None
     if not dims or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a shape like 1,3,32,32")
+    if too_large(dims):
+        raise argparse.ArgumentTypeError(f"{text!r} has more than {MAX_ELEMENTS} elements, far "
+                                         "beyond a microcontroller's RAM")
     return dims
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of vectors")
+    return n
 
 
 def _verify(args) -> int:
@@ -53,6 +68,10 @@ def _bench(args) -> int:
 def _export_tflite(args) -> int:
     from .api import quantize_model
     from .export_tflite import write_tflite
+    for given in (args.model, args.calib):
+        if given and Path(args.out).resolve() == Path(given).resolve():
+            raise TinydsError(f"{args.out}: is the input {given}; export-tflite never writes over "
+                              "its input: choose another -o")
     q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
                        allow_pickle=args.allow_pickle, input_shape=args.input_shape)
     print(f"wrote {write_tflite(q.qg, args.out)}")
@@ -93,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
                    help="host: gcc on this machine; qemu: the firmware on an emulated Cortex-M; "
                    "micropython: the native module in the unix port and in MicroPython on QEMU")
     v.add_argument("--mcu", help="with --target qemu: build for this MCU (default: generate's)")
-    v.add_argument("--vectors", type=int, help="random int8 vectors (default 1000 host and "
+    v.add_argument("--vectors", type=_count, help="random int8 vectors (default 1000 host and "
                    "micropython, 200 qemu)")
     v.set_defaults(run=_verify)
     b = sub.add_parser("bench", help="instructions and estimated cycles per layer under QEMU, "
@@ -111,13 +130,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):
+    """SIGTERM unwinds like Ctrl-C, so generate and verify remove their temporary folders."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)
     except TinydsError as e:
         print(f"tinyds: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from . import __version__, data_dir, kernels as kernel_choice, mcu as mcu_table, reference
+from . import __version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project, reference
 from .errors import TinydsError
 from .ir import Graph
 from .planner import Plan, is_alias, plan, scratch_name
@@ -33,6 +33,14 @@ SAMPLE_SEED = 0
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
 float for goto if inline int long register restrict return short signed sizeof static struct
 switch typedef union unsigned void volatile while _Bool _Complex _Imaginary""".split())
+# NAME.h must not shadow a C standard header (C99/C11), nor NAME.c build beside a firmware
+# file of the same stem; compared case-insensitively for case-insensitive file systems.
+C_HEADERS = frozenset("""assert complex ctype errno fenv float inttypes iso646 limits locale math
+setjmp signal stdalign stdarg stdatomic stdbool stddef stdint stdio stdlib stdnoreturn string
+tgmath threads time uchar wchar wctype""".split())
+FIRMWARE_FILES = frozenset(["main", "vector_runner", "harness",
+                            *(Path(f).stem for f in project.FIRMWARE_SOURCES)])
+MAX_NAME = 64            # file names, and symbols every toolchain keeps distinct
 
 
 @dataclass
@@ -51,27 +59,36 @@ class Library:
 
 def sanitize_name(text: str) -> str:
     """A model file stem -> a C identifier usable as a symbol prefix."""
-    name = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
+    name = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")[:MAX_NAME - 2].rstrip("_")
     if not name:
         return "model"
-    if name[0].isdigit() or name in C_KEYWORDS or _reserved(name):
+    if name[0].isdigit() or name in C_KEYWORDS or _clash(name):
         name = "m_" + name
     return name
 
 
-def _reserved(name: str) -> bool:
-    """tinyds_* files and symbols belong to the runtime (tinyds_common.h, src/tinyds_board.h, ...)."""
-    return name.lower().startswith("tinyds")
+def _clash(name: str) -> str:
+    """What a name would collide with, or "" when it is free."""
+    low = name.lower()
+    if low.startswith("tinyds"):
+        return "names starting with 'tinyds' are reserved for the runtime's own files and symbols"
+    if low in C_HEADERS:
+        return f"{name}.h would shadow the C library's <{low}.h>"
+    if low in FIRMWARE_FILES:
+        return f"{name}.c would clash with the firmware's own {low}.c"
+    return ""
 
 
 def check_name(name: str) -> str:
     """A user-chosen --name must already be a C identifier: we never rename silently."""
     if not re.fullmatch(r"[A-Za-z][0-9A-Za-z_]*", name) or name in C_KEYWORDS:
-        raise TinydsError(f"--name {name}: not a C identifier; use letters, digits and '_', "
-                          f"starting with a letter (e.g. {sanitize_name(name)})")
-    if _reserved(name):
-        raise TinydsError(f"--name {name}: names starting with 'tinyds' are reserved for the "
-                          f"runtime's own files and symbols; use e.g. {sanitize_name(name)}")
+        raise TinydsError(f"--name {name[:MAX_NAME]}: not a C identifier; use letters, digits "
+                          f"and '_', starting with a letter (e.g. {sanitize_name(name)})")
+    if len(name) > MAX_NAME:
+        raise TinydsError(f"--name {name[:MAX_NAME]}...: {len(name)} characters, more than "
+                          f"{MAX_NAME}; use e.g. {sanitize_name(name)}")
+    if _clash(name):
+        raise TinydsError(f"--name {name}: {_clash(name)}; use e.g. {sanitize_name(name)}")
     return name
 
 
@@ -209,13 +226,39 @@ class GenerateResult:
 
 def check_out_dir(out: Path) -> None:
     """Only an empty folder or an earlier tinyds output may be replaced."""
+    try:
+        _check_out_dir(out)
+    except OSError as e:                  # a name too long for the file system, no permission
+        raise TinydsError(f"{str(out)[:80]}: cannot be the output folder ({e.strerror}); "
+                          "choose another -o") from None
+
+
+def _check_out_dir(out: Path) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if not out.is_dir() or out.is_symlink():
         raise TinydsError(f"{out}: exists and is not a folder; choose another -o")
-    if any(out.iterdir()) and not (out / MARKER).is_file():
-        raise TinydsError(f"{out}: folder exists and is not a tinyds output (no {MARKER}); "
-                          "refusing to overwrite it; choose another -o or empty it")
+    if any(out.iterdir()) and not is_marker(out / MARKER):
+        raise TinydsError(f"{out}: folder exists and is not a tinyds output (no {MARKER} "
+                          "written by tinyds); refusing to overwrite it; choose another -o or "
+                          "empty it")
+
+
+def is_marker(path: Path) -> bool:
+    """Whether path is a marker tinyds wrote (its content, not just its name: a user's own
+    tinyds.json does not make their folder replaceable)."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("tool") == "tinyds" and isinstance(
+        meta.get("name"), str) and isinstance(meta.get("mcu"), str)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -289,6 +332,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        tmp.chmod(0o777 & ~_umask())          # mkdtemp's 0700 would become out/'s mode
     except OSError as e:
         raise TinydsError(f"{out}: cannot create the output folder ({e.strerror}); "
                           "choose another -o") from None
@@ -309,7 +353,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
-            "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast]},
+            "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
+            "vectors": len(verify.stored_vectors(vectors))},
             indent=2) + "\n")
         _replace_dir(tmp, out)
     except OSError as e:

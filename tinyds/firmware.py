@@ -143,8 +143,8 @@ class QemuResult:
 def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
                 mcu: str | None = None) -> QemuResult:
     """`tinyds verify out/ --target qemu`: the library cross-built for the MCU's
-    core (or `mcu`'s) runs the stored calibration vectors, n_random random ones
-    and the extremes on the matching QEMU machine; every byte is compared with
+    core (or `mcu`'s) runs the stored calibration vectors, n_random realistic and
+    n_random random ones and the extremes on the matching QEMU machine; every byte is compared with
     the NumPy reference."""
     t0 = time.perf_counter()
     o = verify.load_output(out_dir)

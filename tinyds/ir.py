@@ -57,6 +57,19 @@ OP_TYPES = (
 ACTIVATIONS = ("none", "relu", "relu6")
 
 
+# No microcontroller holds a tensor of more elements; shapes are checked against this
+# before anything of that size is allocated.
+MAX_ELEMENTS = 1 << 24
+
+
+def too_large(shape) -> bool:
+    """Whether a shape has more elements than any MCU model tensor can."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n > MAX_ELEMENTS
+
+
 @dataclass
 class Tensor:
     name: str

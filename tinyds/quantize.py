@@ -151,7 +151,9 @@ def quantize_weights(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np
     w = w.astype(np.float32)
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     half = np.abs(moved).max(axis=1).astype(np.float32)
-    scale = np.where(half > 0, half / np.float32(127.0), ZERO_CHANNEL_SCALE).astype(np.float32)
+    # a channel whose scale would be subnormal (1/scale overflows float32) is all zeros in int8
+    normal = half / np.float32(127.0) >= np.finfo(np.float32).tiny
+    scale = np.where(normal, half / np.float32(127.0), ZERO_CHANNEL_SCALE).astype(np.float32)
     if bias is not None:
         b = np.abs(bias.astype(np.float64))
         too_big = b >= 0.5 * float(s_in) * scale.astype(np.float64) * INT32_MAX

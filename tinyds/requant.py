@@ -10,10 +10,13 @@ import math
 
 import numpy as np
 
-from .fixedpoint import quantize_multiplier, quantize_multipliers
+from .errors import TinydsError
+from .fixedpoint import INT32_MAX, quantize_multiplier, quantize_multipliers
 from .ir import Graph, Op
 
 INT8_MIN, INT8_MAX = -128, 127
+MAX_SHIFT = 31                  # the C requantization shifts a uint32 left by at most this
+WEIGHT_AXES = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}   # output channels
 ADD_LEFT_SHIFT = 20             # TFLite's headroom for int8 ADD
 SOFTMAX_DIFF_INTEGER_BITS = 5   # kScaledDiffIntegerBits in TFLite's int8 softmax
 
@@ -63,6 +66,30 @@ def _softmax(g: Graph, op: Op) -> None:
     op.attrs["diff_min"] = -int(math.floor(radius))
 
 
+def _check_ranges(g: Graph, op: Op) -> None:
+    """Refuse params the int32 kernels cannot run without overflow: an accumulator (bias plus
+    every weight times the widest input step, 255) beyond int32, or a left shift above 31."""
+    fix = ("the model's weights, BatchNorm statistics or activation ranges are extreme; "
+           "fix or retrain the model")
+    if op.type in WEIGHT_AXES:
+        w = g.tensors[op.inputs[1]].data.astype(np.int64)
+        axis = WEIGHT_AXES[op.type]
+        acc = 255 * np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).sum(axis=1)
+        b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
+        if b is not None:
+            acc = acc + np.abs(b.data.astype(np.int64))
+        if acc.max() > INT32_MAX:
+            c = int(acc.argmax())
+            bias = f" (bias {int(b.data[c])})" if b is not None else ""
+            raise TinydsError(f"layer {op.name}: output channel {c}'s int32 accumulator can reach "
+                              f"{int(acc[c])}{bias}, beyond int32; {fix}")
+    for key, v in op.attrs.items():
+        if key.endswith("shift") and np.max(v) > MAX_SHIFT:
+            raise TinydsError(f"layer {op.name}: requantization needs a left shift of "
+                              f"{int(np.max(v))} (> {MAX_SHIFT}): the output scale is tiny "
+                              f"next to the input's; {fix}")
+
+
 def derive_int_params(g: Graph) -> Graph:
     """Fill op.attrs with the integer params listed in ir.py; returns g for chaining."""
     for op in g.ops:
@@ -76,4 +103,5 @@ def derive_int_params(g: Graph) -> Graph:
             s_out, zp_out = g.tensors[op.outputs[0]].qparams
             op.attrs["act_min"], op.attrs["act_max"] = activation_range(
                 op.attrs["activation"], s_out, zp_out)
+        _check_ranges(g, op)
     return g

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,13 @@ import numpy as np
 from . import reference
 from .codegen import MARKER, harness_source
 from .errors import TinydsError
-from .ir import Graph, Op, Tensor
+from .ir import OP_TYPES, Graph, Op, Tensor
 
 BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
 RANDOM_VECTORS = 1000
 MAX_STORED_VECTORS = 1000
 REFERENCE_CHUNK = 128
+REALISTIC_SIGMAS = (4.0, 12.0, 32.0)   # int8 steps around the input zero point
 
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
 ARM_CC = "arm-none-eabi-gcc"
@@ -39,6 +41,8 @@ BUILDS = {
 # vectors and random ones up to this many, the -O2 build every vector.
 SANITIZE_VECTORS = 256
 # Leak checking needs ptrace, which containers often forbid; the harness frees what it allocates.
+# A library whose NAME_run never returns must not hang verify: every run has this long.
+RUN_TIMEOUT_S = 600
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
                  "UBSAN_OPTIONS": "print_stacktrace=1"}
 
@@ -91,8 +95,13 @@ def run_host(exe, x: np.ndarray, output_size: int) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
         src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
         src.write_bytes(x.tobytes())
-        res = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True,
-                             env={**os.environ, **SANITIZER_ENV})
+        try:
+            res = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True,
+                                 env={**os.environ, **SANITIZER_ENV}, timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise TinydsError(f"{exe}: generated C did not finish {len(x)} vectors within "
+                              f"{RUN_TIMEOUT_S} s (does NAME_run return?); run tinyds generate "
+                              "again") from None
         if res.returncode != 0:
             lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
             summary = next((ln for ln in lines if "SUMMARY" in ln or "runtime error" in ln),
@@ -162,9 +171,13 @@ def load_graph(folder: Path) -> Graph:
             arrays = {k: z[k] for k in z.files}
         tensors = [Tensor(**{k: _decode(v, arrays) for k, v in t.items()}) for t in doc["tensors"]]
         ops = [Op(**{k: _decode(v, arrays) for k, v in op.items()}) for op in doc["ops"]]
+        unknown = [op.type for op in ops if op.type not in OP_TYPES]
+        if unknown:
+            raise ValueError(f"unknown op {unknown[0]!r}")
         return Graph(doc["name"], {t.name: t for t in tensors}, ops, doc["inputs"],
                      doc["outputs"], doc["source_layout"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile) as e:
         raise TinydsError(f"{folder}: saved quantized model is missing or damaged ({e}); "
                           "run tinyds generate again") from None
 
@@ -173,9 +186,15 @@ def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
     """What `tinyds verify` needs besides the C: the quantized model and calibration vectors."""
     folder.mkdir(parents=True, exist_ok=True)
     save_graph(qg, folder)
-    if vectors is not None and len(vectors):
-        v = np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
+    v = stored_vectors(vectors)
+    if len(v):
         np.save(folder / "vectors.npy", v, allow_pickle=False)
+
+
+def stored_vectors(vectors) -> np.ndarray:
+    """The calibration vectors the bundle keeps (generate records how many)."""
+    return np.zeros(0, np.int8) if vectors is None else \
+        np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
 
 
 # ---------------------------------------------------------------- tinyds verify
@@ -198,6 +217,7 @@ class VerifyResult:
     checks: list[BuildCheck]
     target: str               # what the cross-compile for the MCU said
     seconds: float
+    edited: list[str] = dataclasses.field(default_factory=list)   # see edited_files
 
     @property
     def mismatches(self) -> int:
@@ -205,30 +225,48 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        return self.mismatches == 0
+        return self.mismatches == 0 and not self.edited
 
     def text(self) -> str:
         lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS)}: clean "
                  f"(-O2, and -fsanitize=address,undefined)",
                  self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
-                 f"calibration, {self.random} random int8)"]
+                 f"calibration, {self.random} realistic (noisy calibration, normal around the "
+                 f"zero point), {self.random} random int8)"]
         for c in self.checks:
             where = f"; first: {c.first}" if c.first else ""
             lines.append(f"{c.build}: {c.vectors} vectors run, {c.mismatched_vectors} mismatching "
                          f"({c.mismatched_bytes} bytes){where}")
+        lines.append("library source: " + (f"EDITED since generate: {', '.join(self.edited)}"
+                                           if self.edited else
+                                           "exactly what tinyds generates for the saved model"))
         lines.append(f"mismatches: {self.mismatches} -> {'OK' if self.ok else 'FAILED'} "
                      f"({self.seconds:.1f} s)")
         return "\n".join(lines)
 
 
 def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray:
-    """The all -128 / 0 / 127 extremes, stored calibration vectors, then random int8."""
+    """The all -128 / 0 / 127 extremes, stored calibration vectors, n_random realistic
+    vectors, then n_random uniform int8.
+
+    Uniform int8 saturates most networks, so an off-by-one in a late layer hides behind
+    clamped activations; realistic vectors (the calibration inputs with a few LSB of noise,
+    and normal values around the input zero point at several spreads) keep every layer in
+    its working range."""
     shape = tuple(qg.input.shape[1:])
     rng = np.random.default_rng(seed)
     parts = [np.stack([np.full(shape, v, np.int8) for v in (-128, 0, 127)])]
+    n_noisy = 0
     if stored is not None:
-        parts.append(np.asarray(stored, np.int8).reshape(-1, *shape))
+        stored = np.asarray(stored, np.int8).reshape(-1, *shape)
+        parts.append(stored)
+        n_noisy = n_random // 2
+        base = stored[rng.integers(0, len(stored), n_noisy)].astype(np.int32)
+        parts.append(np.clip(base + rng.integers(-3, 4, base.shape), -128, 127).astype(np.int8))
+    sigma = rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
+    normal = qg.input.qparams[1] + sigma * rng.standard_normal((n_random - n_noisy, *shape))
+    parts.append(np.clip(np.rint(normal), -128, 127).astype(np.int8))
     parts.append(rng.integers(-128, 128, (n_random, *shape), dtype=np.int8))
     return np.concatenate(parts)
 
@@ -258,6 +296,8 @@ class Output:
     mcu: str
     qg: Graph
     stored: np.ndarray | None     # the quantized calibration vectors, if generate had any
+    optimize: str                 # generate's --optimize and model source, to render it again
+    source: str
 
     @property
     def lib_dir(self) -> Path:
@@ -265,17 +305,46 @@ class Output:
 
 
 def load_output(out_dir) -> Output:
+    """A generated folder, every part checked: its name becomes file names and compiler
+    arguments, its vectors are reshaped to the model input."""
+    from . import mcu as mcu_table
+    from .codegen import check_name, is_marker
     out = Path(out_dir)
+    if not is_marker(out / MARKER):
+        raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER} written by "
+                          f"tinyds); run tinyds generate MODEL -o {out} first")
+    meta = json.loads((out / MARKER).read_text())
     try:
-        meta = json.loads((out / MARKER).read_text())
-        name, mcu = meta["name"], meta.get("mcu", "stm32f4")
-    except (OSError, ValueError, KeyError):
-        raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER}); "
-                          f"run tinyds generate MODEL -o {out} first") from None
+        name, mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
+        optimize, source = meta.get("optimize", "speed"), meta.get("source", "")
+        if optimize not in ("speed", "size") or not isinstance(source, str):
+            raise TinydsError(f"optimize {optimize!r} or source {source!r} is not valid")
+    except TinydsError as e:
+        raise TinydsError(f"{out / MARKER}: damaged ({e}); run tinyds generate again") from None
     bundle = out / BUNDLE
+    qg = load_graph(bundle)
     vectors = bundle / "vectors.npy"
-    stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
-    return Output(out, name, mcu, load_graph(bundle), stored)
+    try:
+        stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
+        if stored is not None and (stored.dtype != np.int8 or stored.size == 0
+                                   or stored.size % qg.input.size):
+            raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of int8 model inputs")
+        kept = 0 if stored is None else stored.size // qg.input.size
+        if kept != meta.get("vectors", kept):
+            raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
+    except (OSError, ValueError, EOFError) as e:
+        raise TinydsError(f"{vectors}: damaged ({e}); run tinyds generate again") from None
+    return Output(out, name, mcu, qg, stored, optimize, source)
+
+
+def edited_files(o: Output) -> list[str]:
+    """Library files that differ from what tinyds renders for the saved model. Vectors alone
+    cannot catch every edit: one unit of a late layer's int32 bias is often a ten-thousandth
+    of an output step, so it changes an output byte on almost no input."""
+    from .codegen import render_for_mcu
+    files, _ = render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)
+    return [f for f, text in files.items()
+            if not (o.lib_dir / f).is_file() or (o.lib_dir / f).read_text() != text]
 
 
 def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResult:
@@ -293,7 +362,9 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         runs = {b: pool.submit(build_and_run, b) for b in BUILDS}
         cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
+        edited = edited_files(o)
         checks = [check(b, f.result(), want) for b, f in runs.items()]
         target = cross.result()
     n_cal = 0 if stored is None else len(stored)
-    return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0)
+    return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0,
+                        edited)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import TinydsError
 from ..ir import Graph
+from .pt2_archive import check_sizes
 
 EXPORT_HOWTO = ("export it instead with torch.jit.trace(model.eval(), example).save('model.pt') "
                 "or torch.export.save(torch.export.export(model.eval(), (example,)), 'model.pt2')")
@@ -27,7 +28,7 @@ def load(path, *, allow_pickle: bool = False, input_shape=None) -> Graph:
         return torchscript.load(path, input_shape)
     if kind == "export":
         from . import torch_export
-        return torch_export.load(path)
+        return torch_export.load(path, allow_pickle=allow_pickle)
     if kind == "pickle":
         from . import torch_module
         return torch_module.load(path, allow_pickle=allow_pickle, input_shape=input_shape)
@@ -52,8 +53,9 @@ def sniff(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
+            check_sizes(z, path)          # before testzip inflates anything
             bad = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
         return "unknown"
     if bad is not None:
         return "unknown"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import TinydsError
-from ..ir import Graph, Op, Tensor
+from ..ir import MAX_ELEMENTS, Graph, Op, Tensor, too_large
 from ..window import output_size
 
 
@@ -98,6 +98,10 @@ class Lowering:
         if len(shape) not in (2, 4):
             raise TinydsError(f"{self.source}: input {name}: shape {shape} is not (N,C,H,W) or (N,F); "
                               "tinyds supports image-like 4-D inputs and flat 2-D inputs")
+        if too_large(shape):
+            raise TinydsError(f"{self.source}: input {name}: shape {shape} has more than "
+                              f"{MAX_ELEMENTS} elements, far beyond a microcontroller's RAM; "
+                              "pass the input shape the model was trained on")
         act = self._act(name, shape)
         self.g.inputs.append(act.name)
         return act

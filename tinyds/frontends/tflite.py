@@ -9,16 +9,28 @@ DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8.
 """
 from __future__ import annotations
 
+import math
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from .. import requant
 from ..errors import TinydsError
-from ..ir import Graph, Op, Tensor
+from ..ir import MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
 ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionType
 TYPES = {0: "float32", 2: "int32", 9: "int8"}       # TFLite TensorType we accept
+# Each operator's builtin options (None: it needs none), and how many inputs it must have.
+OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
+           "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
+           "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
+           "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
+           "DEQUANTIZE": None}
+MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
+              "PAD": 2}
+MAX_RANK = 6
+INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
              "QUANTIZE", "DEQUANTIZE")
@@ -63,9 +75,11 @@ class _Reader:
             if len(buf) < 8 or not self.S.Model.ModelBufferHasIdentifier(buf, 0):
                 raise ValueError("no TFL3 file identifier")
             self.model = self.S.ModelT.InitFromObj(self.S.Model.GetRootAsModel(buf, 0))
-        except (OSError, ValueError, IndexError, TypeError) as e:
-            raise TinydsError(f"{path}: not a readable .tflite flatbuffer ({e}); "
-                              "pass a model written by the TFLite converter") from None
+        except (OSError, ValueError, IndexError, TypeError, AttributeError, struct.error,
+                RecursionError) as e:
+            raise TinydsError(f"{path}: not a readable .tflite flatbuffer ({str(e)[:120]}); the "
+                              "file is truncated or damaged: pass a model written by the TFLite "
+                              "converter") from None
         self.buf = buf
         if len(self.model.subgraphs or []) != 1:
             raise TinydsError(f"{path}: {len(self.model.subgraphs or [])} subgraphs; "
@@ -75,12 +89,18 @@ class _Reader:
                         if not k.startswith("_")}
         self.names = self._tensor_names()
         self.g = Graph(path.stem, {}, [], [], [])
+        for i in range(len(self.sg.tensors or [])):
+            self._check_tensor(i)
 
     def _tensor_names(self) -> list[str]:
         """The TFLite tensor names, made unique (names are how tests map tensors back)."""
         names, seen = [], set()
-        for i, t in enumerate(self.sg.tensors):
-            n = t.name.decode() if isinstance(t.name, bytes) else (t.name or "")
+        for i, t in enumerate(self.sg.tensors or []):
+            try:
+                n = t.name.decode() if isinstance(t.name, bytes) else (t.name or "")
+            except UnicodeDecodeError:
+                raise self.err(f"tensor {i}", "its name is not UTF-8",
+                               "the file is damaged; re-convert the model") from None
             if not n or n in seen:
                 n = f"tensor_{i}"
             seen.add(n)
@@ -90,17 +110,60 @@ class _Reader:
     def err(self, where: str, problem: str, fix: str) -> TinydsError:
         return TinydsError(f"{self.path}: {where}: {problem}; {fix}")
 
-    def data(self, idx: int) -> np.ndarray | None:
-        t = self.sg.tensors[idx]
-        b = self.model.buffers[t.buffer]
+    def _check_tensor(self, idx: int) -> None:
+        """Shape, buffer and quantization of tensor idx are in range, before any of it is used."""
+        t, name = self.sg.tensors[idx], self.names[idx]
+        where, fix = f"tensor {name!r}", "the file is damaged; re-convert the model"
+        shape = list(self.shape(idx))
+        if len(shape) > MAX_RANK or min(shape, default=1) < 1:
+            raise self.err(where, f"shape {shape} has a dimension below 1 or too many", fix)
+        if too_large(shape):
+            raise self.err(where, f"shape {shape} has more than {MAX_ELEMENTS} elements",
+                           "a microcontroller model is far smaller; re-convert the model")
+        if not 0 <= t.buffer < len(self.model.buffers or []):
+            raise self.err(where, f"buffer index {t.buffer} is out of range", fix)
+        raw = self._raw(idx)
+        if raw is not None and t.type in TYPES:
+            dtype = self._dtype(idx, where)
+            if raw.size != math.prod(shape) * np.dtype(dtype).itemsize:
+                raise self.err(where, f"buffer holds {raw.size} bytes, shape {shape} of {dtype} "
+                               f"needs {math.prod(shape) * np.dtype(dtype).itemsize}", fix)
+        q = t.quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            return
+        scale = np.asarray(q.scale, np.float32)
+        zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [], np.int64)
+        if not (np.isfinite(scale).all() and (scale > 0).all()):
+            bad = str(scale[~(np.isfinite(scale) & (scale > 0))][0])
+            raise self.err(where, f"quantization scale {bad} is not finite and positive", fix)
+        if len(zp) != len(scale):
+            raise self.err(where, f"{len(scale)} scales but {len(zp)} zero points", fix)
+        lo, hi = {"int8": INT8_RANGE, "int32": (0, 0)}.get(TYPES.get(t.type), (-math.inf, math.inf))
+        if zp.size and (zp.min() < lo or zp.max() > hi):
+            raise self.err(where, f"zero point {int(zp[(zp < lo) | (zp > hi)][0])} is outside "
+                           f"[{lo}, {hi}]", "int8 zero points lie in [-128, 127], bias ones are 0")
+        if len(scale) > 1 and not 0 <= q.quantizedDimension < len(shape):
+            raise self.err(where, f"quantized dimension {q.quantizedDimension} is out of range",
+                           fix)
+
+    def _raw(self, idx: int) -> np.ndarray | None:
+        """Tensor idx's constant bytes, or None for an activation."""
+        b = self.model.buffers[self.sg.tensors[idx].buffer]
         if getattr(b, "offset", 0) > 1:        # large models keep buffers after the flatbuffer
-            raw = np.frombuffer(self.buf, np.uint8, b.size, b.offset)
-        elif b.data is not None and len(b.data):
-            raw = np.asarray(b.data, np.uint8)
-        else:
+            if b.offset + b.size > len(self.buf):
+                raise self.err(f"tensor {self.names[idx]!r}", f"buffer at {b.offset} (+{b.size}) "
+                               "lies beyond the end of the file", "the file is truncated")
+            return np.frombuffer(self.buf, np.uint8, b.size, b.offset)
+        if b.data is not None and len(b.data):
+            return np.asarray(b.data, np.uint8)
+        return None
+
+    def data(self, idx: int) -> np.ndarray | None:
+        raw = self._raw(idx)
+        if raw is None:
             return None
         dtype = {"int8": np.int8, "int32": np.int32, "float32": np.float32}[self._dtype(idx, "")]
-        return raw.view(dtype).reshape(tuple(int(s) for s in t.shape)).copy()
+        return raw.view(dtype).reshape(self.shape(idx)).copy()
 
     def _dtype(self, idx: int, where: str) -> str:
         t = self.sg.tensors[idx]
@@ -127,10 +190,72 @@ class _Reader:
         if data is None and len(scale) != 1:
             raise self.err(where, f"activation {name!r} has per-channel quantization",
                            "activations must be quantized per tensor")
-        self.g.add_tensor(Tensor(name, tuple(int(s) for s in t.shape), dtype, data=data,
+        self.g.add_tensor(Tensor(name, self.shape(idx), dtype, data=data,
                                  scale=scale, zero_point=zp,
                                  axis=int(q.quantizedDimension) if data is not None else None))
         return name
+
+    def check_op(self, i: int, op, available: set[int]) -> tuple[str, str]:
+        """(opname, layer name) of operator i once its indices, options and order are valid;
+        available holds the tensors computed so far (graph inputs and constants count)."""
+        codes = self.model.operatorCodes or []
+        if not 0 <= op.opcodeIndex < len(codes):
+            raise self.err(f"operator {i}", f"opcode index {op.opcodeIndex} is out of range",
+                           "the file is damaged; re-convert the model")
+        oc = codes[op.opcodeIndex]
+        opname = self.opnames.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "CUSTOM")
+        where = f"{opname.lower()}_{i}"
+        if opname not in SUPPORTED:
+            name = oc.customCode.decode(errors="replace") if opname == "CUSTOM" and oc.customCode \
+                else opname
+            raise self.err(where, f"operator {name} is not supported",
+                           f"tinyds imports {', '.join(SUPPORTED)}")
+        fix = "the file is damaged; re-convert the model"
+        inputs = [int(t) for t in (op.inputs if op.inputs is not None else [])]
+        outputs = [int(t) for t in (op.outputs if op.outputs is not None else [])]
+        n = len(self.sg.tensors)
+        if (len(inputs) < MIN_INPUTS.get(opname, 1) or len(outputs) != 1
+                or any(not -1 <= t < n for t in inputs) or not 0 <= outputs[0] < n
+                or inputs[0] < 0 or inputs[MIN_INPUTS.get(opname, 1) - 1] < 0):
+            raise self.err(where, f"inputs {inputs} / outputs {outputs} are not valid tensor "
+                           f"indices for {opname}", fix)
+        missing = [self.names[t] for t in inputs if t >= 0 and t not in available
+                   and self._raw(t) is None]
+        if missing:
+            raise self.err(where, f"reads {missing[0]!r} before any operator computes it",
+                           "operators must be in execution order; re-convert the model")
+        if outputs[0] in available:
+            raise self.err(where, f"writes {self.names[outputs[0]]!r}, which is already computed "
+                           "or constant", fix)
+        kind = OPTIONS[opname]
+        if kind is not None and (op.builtinOptionsType != getattr(self.S.BuiltinOptions, kind)
+                                 or op.builtinOptions is None):
+            raise self.err(where, f"its builtin options ({kind}) are missing", fix)
+        o = op.builtinOptions
+        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D"):
+            params = {"stride": (o.strideH, o.strideW), "padding": (o.padding,)}
+            if opname.endswith("POOL_2D"):
+                params["filter"] = (o.filterHeight, o.filterWidth)
+            else:
+                params["dilation"] = (o.dilationHFactor, o.dilationWFactor)
+            for key, values in params.items():
+                ok = all(v in (0, 1) for v in values) if key == "padding" else min(values) >= 1
+                if not ok:
+                    raise self.err(where, f"{key} {values if len(values) > 1 else values[0]} is "
+                                   "not valid", fix)
+        available.add(outputs[0])
+        return opname, where
+
+    def shape(self, idx: int) -> tuple[int, ...]:
+        shape = self.sg.tensors[idx].shape
+        return () if shape is None else tuple(int(d) for d in shape)
+
+    def check_shape(self, where: str, idx: int, rank: int) -> tuple[int, ...]:
+        shape = self.shape(idx)
+        if len(shape) != rank:
+            raise self.err(where, f"tensor {self.names[idx]!r} has shape {shape}, expected rank "
+                           f"{rank}", "the file is damaged; re-convert the model")
+        return shape
 
     def activation(self, code: int, where: str) -> str:
         if code not in ACTIVATIONS:
@@ -164,6 +289,8 @@ def _weighted_inputs(r: _Reader, op, where: str, axis: int) -> list[str]:
 def _conv(r: _Reader, op, where: str, opname: str) -> Op:
     o = op.builtinOptions
     depthwise = opname == "DEPTHWISE_CONV_2D"
+    for t in (op.inputs[0], op.inputs[1], op.outputs[0]):
+        r.check_shape(where, t, 4)
     inputs = _weighted_inputs(r, op, where, 3 if depthwise else 0)
     x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
     kh, kw = w.shape[1:3]
@@ -182,10 +309,25 @@ def _conv(r: _Reader, op, where: str, opname: str) -> Op:
         raise r.err(where, f"grouped convolution ({x.shape[3]} input channels, filter depth "
                     f"{w.shape[3]}) is not supported", "use a depthwise or a full convolution")
     y = r.tensor(op.outputs[0], where)
-    if tuple(r.g.tensors[y].shape[1:3]) != out_hw:
-        raise r.err(where, f"output {r.g.tensors[y].shape} does not match TFLite's padding rule",
-                    "re-convert the model")
+    _check_output(r, where, x.shape, r.g.tensors[y].shape, out_hw, w.shape[3 if depthwise else 0])
+    if len(inputs[2]) and r.g.tensors[inputs[2]].shape != (r.g.tensors[y].shape[3],):
+        raise r.err(where, f"bias shape {r.g.tensors[inputs[2]].shape} does not match "
+                    f"{r.g.tensors[y].shape[3]} output channels", "re-convert the model")
     return Op("depthwise_conv2d" if depthwise else "conv2d", where, inputs, [y], attrs)
+
+
+def _check_output(r: _Reader, where: str, x_shape, y_shape, out_hw, channels: int) -> None:
+    """The output shape is what TFLite computes from the input, strides, kernel and padding."""
+    want = (x_shape[0], *out_hw, channels)
+    if tuple(y_shape) != want:
+        raise r.err(where, f"output shape {tuple(y_shape)} does not match {want}, the shape "
+                    "TFLite's padding rule gives", "re-convert the model")
+
+
+def _check_shape_is(r: _Reader, where: str, y: str, want) -> None:
+    if tuple(r.g.tensors[y].shape) != tuple(want):
+        raise r.err(where, f"output {y!r} has shape {r.g.tensors[y].shape}, the operator "
+                    f"computes {tuple(want)}", "the file is damaged; re-convert the model")
 
 
 def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
@@ -193,8 +335,12 @@ def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
     if o.weightsFormat != 0 or o.keepNumDims:
         raise r.err(where, "shuffled weights or keep_num_dims are not supported",
                     "re-convert with default FULLY_CONNECTED options")
+    r.check_shape(where, op.inputs[1], 2)
     inputs = _weighted_inputs(r, op, where, 0)
     x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
+    if r.check_shape(where, op.outputs[0], 2) != (1, w.shape[0]):
+        raise r.err(where, f"output shape {tuple(r.sg.tensors[op.outputs[0]].shape)} is not "
+                    f"(1, {w.shape[0]})", "re-convert the model with batch 1")
     if len(x.shape) != 2:                   # TFLM flattens the input to (-1, depth)
         if x.size != w.shape[1]:
             raise r.err(where, f"input {x.shape} does not flatten to depth {w.shape[1]}",
@@ -218,11 +364,14 @@ def _same_quant(r: _Reader, x: str, y: str, where: str) -> None:
 
 def _pool(r: _Reader, op, where: str, opname: str) -> Op:
     o = op.builtinOptions
+    r.check_shape(where, op.inputs[0], 4)
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
     _same_quant(r, x, y, where)
     kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
-    padding, _ = tflite_padding(o.padding, r.g.tensors[x].shape[1:3], kernel, stride, (1, 1))
+    xs = r.g.tensors[x].shape
+    padding, out_hw = tflite_padding(o.padding, xs[1:3], kernel, stride, (1, 1))
+    _check_output(r, where, xs, r.g.tensors[y].shape, out_hw, xs[3])
     return Op("avg_pool2d" if opname == "AVERAGE_POOL_2D" else "max_pool2d", where, [x], [y],
               {"kernel": kernel, "stride": stride, "padding": padding,
                "activation": r.activation(o.fusedActivationFunction, where)})
@@ -254,6 +403,7 @@ def _add(r: _Reader, op, where: str) -> Op:
     if r.g.tensors[a].is_const or r.g.tensors[b].is_const:
         raise r.err(where, "ADD of a constant tensor", "only ADD of two activations is supported")
     y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[a].shape)
     return Op("add", where, [a, b], [y],
               {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
 
@@ -266,6 +416,7 @@ def _pad(r: _Reader, op, where: str) -> Op:
                     "only spatial zero-point padding of an NHWC tensor imports")
     y = r.tensor(op.outputs[0], where)
     _same_quant(r, x, y, where)
+    _check_shape_is(r, where, y, tuple(int(d) for d in r.g.tensors[x].shape + p.sum(axis=1)))
     return Op("pad", where, [x], [y],
               {"padding": (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1]))})
 
@@ -274,12 +425,16 @@ def _reshape(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
     _same_quant(r, x, y, where)
+    if r.g.tensors[x].size != r.g.tensors[y].size:
+        raise r.err(where, f"reshapes {r.g.tensors[x].shape} to {r.g.tensors[y].shape}, a "
+                    "different number of elements", "the file is damaged; re-convert the model")
     return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
 
 
 def _softmax(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[x].shape)
     if r.g.tensors[y].qparams != (1 / 256, -128):
         raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
                     "TFLite int8 softmax outputs scale 1/256, zero point -128")
@@ -291,21 +446,19 @@ def load_tflite(path) -> Graph:
     path = Path(path)
     r = _Reader(path)
     sg, g = r.sg, r.g
-    graph_in = [int(i) for i in sg.inputs]
-    graph_out = [int(i) for i in sg.outputs]
+    graph_in = [int(i) for i in (sg.inputs if sg.inputs is not None else [])]
+    graph_out = [int(i) for i in (sg.outputs if sg.outputs is not None else [])]
     if len(graph_in) != 1 or len(graph_out) != 1:
         raise r.err("graph", f"{len(graph_in)} inputs and {len(graph_out)} outputs",
                     "only single-input, single-output models are supported")
     in_idx, out_idx = graph_in[0], graph_out[0]
+    if not all(0 <= i < len(sg.tensors or []) for i in graph_in + graph_out):
+        raise r.err("graph", f"input {graph_in} or output {graph_out} is not a tensor index",
+                    "the file is damaged; re-convert the model")
     ops: list[Op] = []
+    available = set(graph_in)
     for i, op in enumerate(sg.operators or []):
-        oc = r.model.operatorCodes[op.opcodeIndex]
-        opname = r.opnames.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "CUSTOM")
-        where = f"{opname.lower()}_{i}"
-        if opname not in SUPPORTED:
-            name = oc.customCode.decode() if opname == "CUSTOM" and oc.customCode else opname
-            raise r.err(where, f"operator {name} is not supported",
-                        f"tinyds imports {', '.join(SUPPORTED)}")
+        opname, where = r.check_op(i, op, available)
         if opname == "QUANTIZE" and op.inputs[0] == in_idx and r._dtype(in_idx, where) == "float32":
             in_idx = int(op.outputs[0])
             continue
@@ -332,6 +485,9 @@ def load_tflite(path) -> Graph:
         else:
             new = _softmax(r, op, where)
         ops.append(new)
+    if out_idx not in available:
+        raise r.err("output", f"no operator computes the model output {r.names[out_idx]!r}",
+                    "the file is damaged; re-convert the model")
     g.ops = ops
     g.inputs = [r.tensor(in_idx, "input")]
     g.outputs = [r.tensor(out_idx, "output")]

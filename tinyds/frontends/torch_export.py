@@ -6,6 +6,7 @@ names and hand it to the shared lowering in aten.py.
 """
 from __future__ import annotations
 
+import logging
 import operator
 import re
 from pathlib import Path
@@ -15,15 +16,23 @@ import torch
 from ..errors import TinydsError
 from ..ir import Graph
 from .aten import Const, Lowering, is_act
+from .pt2_archive import safe_archive
 
 
-def load(path) -> Graph:
+def load(path, allow_pickle: bool = False) -> Graph:
+    """torch reads only the archive's screened in-memory copy (see pt2_archive); its loader
+    logs failures with a traceback, which the one-line error replaces."""
     path = Path(path)
+    archive = safe_archive(path, allow_pickle)
+    logger = logging.getLogger("torch.export")
+    disabled, logger.disabled = logger.disabled, True
     try:
-        ep = torch.export.load(str(path))
+        ep = torch.export.load(archive)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad archive
         raise TinydsError(f"{path}: cannot read the torch.export archive ({str(e).splitlines()[0]}); "
                           "re-export it with torch.export.save(torch.export.export(model, (example,)), path)") from None
+    finally:
+        logger.disabled = disabled
     return lower(ep, source=str(path), name=path.stem)
 
 
