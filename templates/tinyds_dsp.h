@@ -265,15 +265,19 @@ static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast(
 #undef TINYDS_STORE2_FAST
 }
 
+/* Both pixels' outputs of channel ch through SMMLA + SSAT, clamped to [lo, hi]. */
+#define TINYDS_OUT2_CLAMPED(ch, a, b, m, k, e) do {                         \
+        const int32_t m_ = (m), k_ = (k), e_ = (e);                         \
+        oa[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(a, m_, k_, e_), lo), hi); \
+        ob[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(b, m_, k_, e_), lo), hi); \
+    } while (0)
+
 static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_clamp(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mk, int32_t e, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
 {
-#define TINYDS_STORE2_CLAMP(ch, a, b) do {                                  \
-        const int32_t m_ = mk[2 * (ch)], k_ = mk[2 * (ch) + 1];             \
-        oa[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(a, m_, k_, e), lo), hi); \
-        ob[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(b, m_, k_, e), lo), hi); \
-    } while (0)
+#define TINYDS_STORE2_CLAMP(ch, a, b) \
+    TINYDS_OUT2_CLAMPED(ch, a, b, mk[2 * (ch)], mk[2 * (ch) + 1], e)
     TINYDS_GEMM_4X2_LOOP(TINYDS_STORE2_CLAMP)
 #undef TINYDS_STORE2_CLAMP
 }
@@ -282,11 +286,8 @@ static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_var(
     const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
     const int32_t *mke, int32_t lo, int32_t hi, int8_t *oa, int8_t *ob)
 {
-#define TINYDS_STORE2_VAR(ch, a, b) do {                                    \
-        const int32_t m_ = mke[3 * (ch)], k_ = mke[3 * (ch) + 1], e_ = mke[3 * (ch) + 2]; \
-        oa[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(a, m_, k_, e_), lo), hi); \
-        ob[ch] = (int8_t)TINYDS_MIN(TINYDS_MAX(tinyds_requant_fast(b, m_, k_, e_), lo), hi); \
-    } while (0)
+#define TINYDS_STORE2_VAR(ch, a, b) \
+    TINYDS_OUT2_CLAMPED(ch, a, b, mke[3 * (ch)], mke[3 * (ch) + 1], mke[3 * (ch) + 2])
     TINYDS_GEMM_4X2_LOOP(TINYDS_STORE2_VAR)
 #undef TINYDS_STORE2_VAR
 }
