@@ -448,3 +448,28 @@ def test_realistic_vectors_stay_off_the_rails(files, tmp_path, capsys):
     assert abs(normal.mean() - zp) < 1 and 4 < normal.std() < 32
     rails = lambda v: np.isin(v, (-128, 127)).mean()       # noqa: E731
     assert rails(normal) < 0.02 and rails(x[-1000:]) > 0.005
+
+
+@pytest.mark.parametrize("mcu", ["cortex-m0plus", "stm32f4"])
+def test_verify_names_the_first_layer_that_differs(mcu, files, tmp_path, capsys):
+    """A weight changed far enough to move bytes: verify's layer dump names that layer,
+    even before the final output shows it, and the layers before it stay clean."""
+    src = tmp_path / "out"
+    assert main(["generate", str(files["tiny.pt"]), "--calib", str(files["calib.npy"]),
+                 "--mcu", mcu, "-o", str(src)]) == 0
+    from tinyds import verify
+    c_file = src / "lib/tiny/tiny.c"
+    clean = verify.verify(src, n_random=20)
+    assert clean.ok and clean.layers.layers >= 5 and not clean.layers.first
+    name = next(m.group(2) for m in re.finditer(CONST_ARRAY.format(r"\w+"), c_file.read_text())
+                if "depthwise" in m.group(2) and m.group(2).endswith(("weights", "wtaps")))
+    layer = int(re.search(r"_l(\d+)_", name).group(1))
+    text = c_file.read_text()
+    m = re.search(CONST_ARRAY.format(re.escape(name)), text)
+    v = m.group(3)
+    bumped = (f"0x{int(v, 16) ^ 0x3F:0{len(v) - 2}x}" if v.startswith("0x")
+              else str(int(v) - 60 if int(v) > 0 else int(v) + 60))
+    c_file.write_text(text[:m.start(3)] + bumped + text[m.end(3):])
+    v = verify.verify(src, n_random=20)
+    assert not v.ok and v.layers.first.startswith(f"layer {layer} "), v.layers.first
+    assert "FIRST DIFFERENCE at layer" in v.text()

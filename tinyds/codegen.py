@@ -155,7 +155,9 @@ def render_library(qg: Graph, name: str, source: str = "",
     layers, kernels = [], []
     for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
-        layer = {"c_name": _c_string(op.name), "comment": comment, "call": ""}
+        layer = {"c_name": _c_string(op.name), "comment": comment, "call": "",
+                 "out": _pointer(p, op.outputs[0], name),
+                 "out_size": qg.tensors[op.outputs[0]].size}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
             kernels.append(env.get_template(f"ops/{k.template}.c.j2").render(

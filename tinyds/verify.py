@@ -35,7 +35,12 @@ BUILDS = {
     "release": ["-O2"],
     "sanitize": ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
                  "-fno-sanitize-recover=all"],
+    "layers": ["-O2", "-DTINYDS_DUMP"],     # every layer's output bytes, for check_layers
 }
+OUTPUT_BUILDS = ("release", "sanitize")
+# The per-layer check reads every intermediate tensor: the first vectors (extremes,
+# calibration, realistic) keep it quick on big models.
+LAYER_VECTORS = 64
 # Instrumented code runs ~10x slower; memory errors in kernels with static shapes
 # do not depend on the data, so the sanitizer gets the extremes, the calibration
 # vectors and random ones up to this many, the -O2 build every vector.
@@ -89,14 +94,18 @@ def compile_target(lib_dir: Path, name: str, mcu: str, build_dir: Path) -> str:
     return f"{name}: compiled with {ARM_CC} {' '.join(flags)} {' '.join(CFLAGS)}: clean"
 
 
-def run_host(exe, x: np.ndarray, output_size: int) -> np.ndarray:
-    """Stream the batch x (N, ...) int8 through exe; returns (N, output_size) int8."""
+def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None):
+    """Stream the batch x (N, ...) int8 through exe; returns (N, output_size) int8.
+
+    layer_sizes: exe is a "layers" build; also returns each layer's output bytes,
+    a list of (N, size) arrays in layer order."""
     x = np.ascontiguousarray(x, dtype=np.int8)
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
-        src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
+        src, dst, dump = Path(tmp) / "in.bin", Path(tmp) / "out.bin", Path(tmp) / "layers.bin"
         src.write_bytes(x.tobytes())
+        argv = [str(exe), str(src), str(dst)] + ([str(dump)] if layer_sizes is not None else [])
         try:
-            res = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True,
+            res = subprocess.run(argv, capture_output=True, text=True,
                                  env={**os.environ, **SANITIZER_ENV}, timeout=RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise TinydsError(f"{exe}: generated C did not finish {len(x)} vectors within "
@@ -108,10 +117,18 @@ def run_host(exe, x: np.ndarray, output_size: int) -> np.ndarray:
                            lines[0] if lines else f"exit code {res.returncode}")
             raise TinydsError(f"{exe}: generated C failed at run time: {summary}")
         y = np.frombuffer(dst.read_bytes(), dtype=np.int8)
+        dumped = np.frombuffer(dump.read_bytes(), np.int8) if layer_sizes is not None else None
     n = x.shape[0]
     if y.size != n * output_size:
         raise TinydsError(f"{exe}: produced {y.size} bytes for {n} vectors of {output_size}")
-    return y.reshape(n, output_size)
+    if dumped is None:
+        return y.reshape(n, output_size)
+    if dumped.size != n * sum(layer_sizes):
+        raise TinydsError(f"{exe}: dumped {dumped.size} layer bytes for {n} vectors of "
+                          f"{sum(layer_sizes)}; run tinyds generate again")
+    per_vector = dumped.reshape(n, sum(layer_sizes))
+    bounds = np.cumsum([0, *layer_sizes])
+    return y.reshape(n, output_size), [per_vector[:, a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 # ---------------------------------------------------------------- the saved model
@@ -209,6 +226,28 @@ class BuildCheck:
 
 
 @dataclass
+class LayerCheck:
+    vectors: int
+    layers: int
+    first: str                # the first layer whose bytes differ, "" if none
+    mismatched_bytes: int
+
+
+def check_layers(qg: Graph, got: list[np.ndarray], x: np.ndarray) -> LayerCheck:
+    """Every layer's bytes against the reference's tensor: a wrong byte anywhere in the
+    library shows here even when saturation hides it from the final output."""
+    want = reference.run_all(qg, x)
+    for i, (op, bytes_) in enumerate(zip(qg.ops, got)):
+        ref = want[op.outputs[0]].reshape(len(x), -1)
+        bad = int((bytes_ != ref).sum())
+        if bad:
+            vec = int(np.flatnonzero((bytes_ != ref).any(axis=1))[0])
+            return LayerCheck(len(x), len(qg.ops), f"layer {i} {op.name} ({op.type}): {bad} "
+                              f"bytes differ, first in vector {vec}", bad)
+    return LayerCheck(len(x), len(qg.ops), "", 0)
+
+
+@dataclass
 class VerifyResult:
     name: str
     vectors: int
@@ -218,6 +257,7 @@ class VerifyResult:
     target: str               # what the cross-compile for the MCU said
     seconds: float
     edited: list[str] = dataclasses.field(default_factory=list)   # see edited_files
+    layers: LayerCheck | None = None
 
     @property
     def mismatches(self) -> int:
@@ -225,7 +265,8 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        return self.mismatches == 0 and not self.edited
+        return (self.mismatches == 0 and not self.edited
+                and (self.layers is None or not self.layers.first))
 
     def text(self) -> str:
         lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS)}: clean "
@@ -238,6 +279,10 @@ class VerifyResult:
             where = f"; first: {c.first}" if c.first else ""
             lines.append(f"{c.build}: {c.vectors} vectors run, {c.mismatched_vectors} mismatching "
                          f"({c.mismatched_bytes} bytes){where}")
+        if self.layers is not None:
+            lines.append(f"layers: {self.layers.layers} layers x {self.layers.vectors} vectors, "
+                         + (f"FIRST DIFFERENCE at {self.layers.first}" if self.layers.first
+                            else "every byte of every layer equals the reference"))
         lines.append("library source: " + (f"EDITED since generate: {', '.join(self.edited)}"
                                            if self.edited else
                                            "exactly what tinyds generates for the saved model"))
@@ -348,23 +393,31 @@ def edited_files(o: Output) -> list[str]:
 
 
 def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResult:
-    """Compile out_dir's library twice, run every vector, compare with the reference."""
+    """Compile out_dir's library (-O2, sanitizers, layer dump), run every vector, compare every
+    output byte and, on the first LAYER_VECTORS, every layer's bytes with the reference."""
     t0 = time.perf_counter()
     o = load_output(out_dir)
     name, qg, stored, lib_dir = o.name, o.qg, o.stored, o.lib_dir
     x = verify_inputs(qg, stored, n_random, seed)
     subset = {"release": x, "sanitize": x[:SANITIZE_VECTORS]}
+    sizes = [qg.tensors[op.outputs[0]].size for op in qg.ops]
 
     def build_and_run(b: str) -> np.ndarray:
         return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], qg.output.size)
 
+    def layers_run() -> list[np.ndarray]:
+        exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers")
+        return run_host(exe, x[:LAYER_VECTORS], qg.output.size, sizes)[1]
+
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:
-        runs = {b: pool.submit(build_and_run, b) for b in BUILDS}
+        runs = {b: pool.submit(build_and_run, b) for b in OUTPUT_BUILDS}
+        per_layer = pool.submit(layers_run)
         cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
         edited = edited_files(o)
         checks = [check(b, f.result(), want) for b, f in runs.items()]
+        layers = check_layers(qg, per_layer.result(), x[:LAYER_VECTORS])
         target = cross.result()
     n_cal = 0 if stored is None else len(stored)
     return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0,
-                        edited)
+                        edited, layers)
