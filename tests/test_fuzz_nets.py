@@ -1,5 +1,6 @@
-"""Random architectures through generate + verify on the host: each is bit-exact with the
-reference, or generate refuses it with a TinydsError; nothing else may happen.
+"""Random architectures through generate + verify on the host and on the emulated Cortex-M4
+(the fast kernels' assembly): each is bit-exact with the reference, or generate refuses it
+with a TinydsError; nothing else may happen.
 
 Profiles: "ci" (default: 60 nets, under a minute) and "long" (TINYDS_FUZZ=long, for local runs).
 """
@@ -112,3 +113,6 @@ def test_random_nets_are_bit_exact_or_refused(net, tmp_path_factory):
         return
     v = verify.verify(res.out_dir, n_random=100)   # a TinydsError here is a failure
     assert v.ok, v.text()
+    from tinyds.firmware import verify_qemu
+    q = verify_qemu(res.out_dir, n_random=10)
+    assert q.ok, q.text()

@@ -91,22 +91,31 @@ def run_qemu(elf: Path, machine: str, cwd: Path, icount: bool = False,
 
 
 def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
-                output_size: int, work_dir: Path | None = None) -> np.ndarray:
+                output_size: int, work_dir: Path | None = None, layer_sizes=None):
     """Run every row of `inputs` (N, input_size) int8 through the library on
-    mcu's core in QEMU; returns the (N, output_size) int8 outputs."""
+    mcu's core in QEMU; returns the (N, output_size) int8 outputs, and with
+    layer_sizes also every layer's output bytes (a TINYDS_DUMP build)."""
     m = mcu_table.get(mcu)
     inputs = np.ascontiguousarray(inputs, dtype=np.int8).reshape(len(inputs), -1)
+    defines = ("TINYDS_CONSOLE_SEMIHOSTING",) + (("TINYDS_DUMP",) if layer_sizes else ())
     with tempfile.TemporaryDirectory(prefix="tinyds-qemu-") as tmp:
         work = Path(work_dir or tmp)
         elf = build_elf(work, Path(lib_dir), name, m, FIRMWARE_DIR / "vector_runner.c",
-                        machine=m.machine, defines=("TINYDS_CONSOLE_SEMIHOSTING",))
+                        machine=m.machine, defines=defines)
         (work / "vectors.bin").write_bytes(inputs.tobytes())
         printed = run_qemu(elf, m.qemu, work)
         if f"tinyds: vectors {len(inputs)}" not in printed:
             raise TinydsError(f"{lib_dir}: the QEMU run on {m.qemu} did not finish its "
                               f"{len(inputs)} vectors; it printed: {printed.strip()}")
         out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=np.int8)
-    return out.reshape(len(inputs), output_size)
+        dumped = (np.frombuffer((work / "layers.bin").read_bytes(), np.int8)
+                  if layer_sizes else None)
+    out = out.reshape(len(inputs), output_size)
+    if dumped is None:
+        return out
+    per_vector = dumped.reshape(len(inputs), sum(layer_sizes))
+    bounds = np.cumsum([0, *layer_sizes])
+    return out, [per_vector[:, a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 @dataclass
