@@ -125,6 +125,7 @@ class QemuResult:
     name: str
     check: verify.BuildCheck
     seconds: float
+    layers: verify.LayerCheck | None = None
 
     @property
     def vectors(self) -> int:
@@ -136,15 +137,20 @@ class QemuResult:
 
     @property
     def ok(self) -> bool:
-        return self.mismatched_vectors == 0
+        return self.mismatched_vectors == 0 and (self.layers is None or not self.layers.first)
 
     def text(self) -> str:
         m = mcu_table.get(self.mcu)
         c = self.check
         where = f"; first: {c.first}" if c.first else ""
+        layers = [] if self.layers is None else [
+            f"layers: {self.layers.layers} layers x {self.layers.vectors} vectors, "
+            + (f"FIRST DIFFERENCE at {self.layers.first}" if self.layers.first
+               else "every byte of every layer equals the reference")]
         return "\n".join([
             f"{self.name}: arm-none-eabi-gcc {' '.join(m.cflags)} {' '.join(CFLAGS)}: clean",
             f"QEMU {self.machine}: {c.vectors} vectors through the firmware (semihosting)",
+            *layers,
             f"mismatches: {c.mismatched_vectors} vectors ({c.mismatched_bytes} bytes){where} "
             f"-> {'OK' if self.ok else 'FAILED'} ({self.seconds:.1f} s)"])
 
@@ -154,11 +160,18 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
     """`tinyds verify out/ --target qemu`: the library cross-built for the MCU's
     core (or `mcu`'s) runs the stored calibration vectors, n_random realistic and
     n_random random ones and the extremes on the matching QEMU machine; every byte is compared with
-    the NumPy reference."""
+    the NumPy reference, and every layer's bytes on the first LAYER_VECTORS (a second,
+    TINYDS_DUMP build)."""
     t0 = time.perf_counter()
     o = verify.load_output(out_dir)
     mcu = mcu or o.mcu
     x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
     got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size)
     check = verify.check("firmware", got, verify.reference_outputs(o.qg, x))
-    return QemuResult(mcu_table.get(mcu).qemu, mcu, o.name, check, time.perf_counter() - t0)
+    few = x[:verify.LAYER_VECTORS]
+    sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
+    _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1), o.qg.output.size,
+                            layer_sizes=sizes)
+    layers = verify.check_layers(o.qg, dumped, few)
+    return QemuResult(mcu_table.get(mcu).qemu, mcu, o.name, check, time.perf_counter() - t0,
+                      layers)
