@@ -113,9 +113,7 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
     out = out.reshape(len(inputs), output_size)
     if dumped is None:
         return out
-    per_vector = dumped.reshape(len(inputs), sum(layer_sizes))
-    bounds = np.cumsum([0, *layer_sizes])
-    return out, [per_vector[:, a:b] for a, b in zip(bounds, bounds[1:])]
+    return out, verify.split_layers(dumped, len(inputs), layer_sizes, lib_dir)
 
 
 @dataclass

@@ -123,12 +123,17 @@ def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None):
         raise TinydsError(f"{exe}: produced {y.size} bytes for {n} vectors of {output_size}")
     if dumped is None:
         return y.reshape(n, output_size)
+    return y.reshape(n, output_size), split_layers(dumped, n, layer_sizes, exe)
+
+
+def split_layers(dumped: np.ndarray, n: int, layer_sizes, where) -> list[np.ndarray]:
+    """A TINYDS_DUMP stream (per vector, every layer's output in order) -> (n, size) per layer."""
     if dumped.size != n * sum(layer_sizes):
-        raise TinydsError(f"{exe}: dumped {dumped.size} layer bytes for {n} vectors of "
+        raise TinydsError(f"{where}: dumped {dumped.size} layer bytes for {n} vectors of "
                           f"{sum(layer_sizes)}; run tinyds generate again")
     per_vector = dumped.reshape(n, sum(layer_sizes))
     bounds = np.cumsum([0, *layer_sizes])
-    return y.reshape(n, output_size), [per_vector[:, a:b] for a, b in zip(bounds, bounds[1:])]
+    return [per_vector[:, a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 # ---------------------------------------------------------------- the saved model
