@@ -206,6 +206,16 @@ def gemm_weights(w_rows: np.ndarray, steps: int) -> np.ndarray:
     return words.reshape(-1, 4, steps).transpose(0, 2, 1).ravel()
 
 
+def gemm_stream(w_rows: np.ndarray, bias: np.ndarray, mk: list[int], steps: int) -> np.ndarray:
+    """The "fast" requantization's single stream (tinyds_gemm_4x2_fast_e*): per
+    block of four channels, the four biases, the weight stream's block, then the
+    four channels' (m, k) pairs."""
+    blocks = gemm_weights(w_rows, steps).reshape(-1, 4 * steps)
+    head = np.asarray(bias, dtype=np.int64).reshape(-1, 4)
+    tail = np.asarray(mk, dtype=np.int64).reshape(-1, 8)
+    return np.concatenate([head, blocks, tail], axis=1).ravel()
+
+
 def gemm_requant(g: Graph, op: Op, w_rows: np.ndarray, bias: np.ndarray, p: dict) -> dict:
     """Requantization of the fast kernels: the 2-instruction form when exact
     (weights and bias scaled by 2^s per channel; "fast", or "fast_clamp" when the
@@ -254,12 +264,16 @@ def fast_params(g: Graph, op: Op) -> dict | None:
     taps = w_rows.shape[1]
     steps = gemm_steps(taps)
     rq = gemm_requant(g, op, w_rows, folded, p)
+    if rq["kind"] == "fast":       # bias and (m, k) travel inside the stream
+        words, bias_list, mult = gemm_stream(rq["w"], rq["b"], rq["mult"], steps), [], []
+    else:
+        words, bias_list, mult = gemm_weights(rq["w"], steps), int_list(rq["b"]), rq["mult"]
     p.update(
         pointwise=(w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
                    and not any(op.attrs["padding"])),
         taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], requant=rq["kind"],
-        exponent=rq["exponent"], mult=rq["mult"],
-        bias=int_list(rq["b"]), stream=[f"0x{v:08x}" for v in gemm_weights(rq["w"], steps)],
+        exponent=rq["exponent"], mult=mult, bias=bias_list,
+        stream=[f"0x{v & 0xFFFFFFFF:08x}" for v in words],
         input_zero_point=-p["input_offset"])
     rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)
     p["scratch"] = 8 * steps + rows
