@@ -256,7 +256,9 @@ static inline int8_t tinyds_requant_fast(int32_t acc, int32_t m, int32_t k, int3
  * channels' weight pairs, then (m, k) per channel, so a single pointer walks
  * the whole layer. The exponent e is the SSAT's immediate shift: the model
  * instantiates one core per exponent it uses, TINYDS_GEMM_4X2_FAST(e), which
- * defines tinyds_gemm_4x2_fast_e<e>(x, steps, s, out_c, oa, ob). */
+ * defines tinyds_gemm_4x2_fast_e<e>(x, steps, s, out_c, oa, ob), or
+ * TINYDS_GEMM_4X2_FAST_SHORT(e) (..._e<e>_short) for layers of at most
+ * TINYDS_GEMM_UNROLL steps, whose MACs take one pass: no end check. */
 #if defined(TINYDS_GEMM_ASM)
 /* The whole layer in one assembly statement, per block of four channels:
  * the biases open the first step through SMLAD's accumulate operand, the
@@ -276,8 +278,14 @@ static inline int8_t tinyds_requant_fast(int32_t acc, int32_t m, int32_t k, int3
             "smmla  %[" #b "], %[" #b "], %[xa], %[xb]\n\t"                 \
             "ssat   %[" #a "], #8, %[" #a "], asr #" #E "\n\t"              \
             "ssat   %[" #b "], #8, %[" #b "], asr #" #E "\n\t"
-#define TINYDS_GEMM_4X2_FAST(E)                                             \
-static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_e##E(      \
+#define TINYDS_GEMM_PASSES                                                  \
+            "ldr    %[xa], [sp, #8]\n\t"                                    \
+            "cmp    %[xp], %[xa]\n\t"                                       \
+            "bne    3b\n\t"
+#define TINYDS_GEMM_4X2_FAST(E) TINYDS_GEMM_4X2_FAST_(E, e##E, TINYDS_GEMM_PASSES)
+#define TINYDS_GEMM_4X2_FAST_SHORT(E) TINYDS_GEMM_4X2_FAST_(E, e##E##_short, "")
+#define TINYDS_GEMM_4X2_FAST_(E, SUFFIX, PASSES)                            \
+static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_##SUFFIX(  \
     const uint32_t *x, int steps, const uint32_t *s, int out_c, int8_t *oa, int8_t *ob) \
 {                                                                           \
     uint32_t a0 = (uint32_t)(uintptr_t)(x + 2 * steps);                     \
@@ -315,9 +323,7 @@ static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_e##E(      \
             ".rept " TINYDS_STR(TINYDS_GEMM_UNROLL) "\n\t"                  \
             TINYDS_MAC_STEP                                                 \
             ".endr\n\t"                                                     \
-            "ldr    %[xa], [sp, #8]\n\t"                                    \
-            "cmp    %[xp], %[xa]\n\t"                                       \
-            "bne    3b\n\t"                                                 \
+            PASSES                                                          \
             TINYDS_RQ2(a0, b0, E) TINYDS_RQ2(a1, b1, E)                     \
             TINYDS_RQ2(a2, b2, E) TINYDS_RQ2(a3, b3, E)                     \
             "ldrd   %[xa], %[xb], [sp, #16]\n\t"                            \
@@ -365,8 +371,10 @@ static inline void tinyds_gemm_4x2_fast_c(const uint32_t *x, int steps, const ui
     }
 }
 
-#define TINYDS_GEMM_4X2_FAST(E)                                             \
-static TINYDS_OUTLINE void tinyds_gemm_4x2_fast_e##E(                       \
+#define TINYDS_GEMM_4X2_FAST(E) TINYDS_GEMM_4X2_FAST_(E, e##E)
+#define TINYDS_GEMM_4X2_FAST_SHORT(E) TINYDS_GEMM_4X2_FAST_(E, e##E##_short)
+#define TINYDS_GEMM_4X2_FAST_(E, SUFFIX)                                    \
+static TINYDS_OUTLINE void tinyds_gemm_4x2_fast_##SUFFIX(                   \
     const uint32_t *x, int steps, const uint32_t *s, int out_c, int8_t *oa, int8_t *ob) \
 {                                                                           \
     tinyds_gemm_4x2_fast_c(x, steps, s, out_c, E, oa, ob);                  \

@@ -206,6 +206,9 @@ def gemm_weights(w_rows: np.ndarray, steps: int) -> np.ndarray:
     return words.reshape(-1, 4, steps).transpose(0, 2, 1).ravel()
 
 
+GEMM_UNROLL = 32   # MAC steps unrolled in tinyds_dsp.h's assembly core (TINYDS_GEMM_UNROLL)
+
+
 def gemm_stream(w_rows: np.ndarray, bias: np.ndarray, mk: list[int], steps: int) -> np.ndarray:
     """The "fast" requantization's single stream (tinyds_gemm_4x2_fast_e*): per
     block of four channels, the four biases, the weight stream's block, then the
@@ -272,6 +275,7 @@ def fast_params(g: Graph, op: Op) -> dict | None:
         pointwise=(w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
                    and not any(op.attrs["padding"])),
         taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], requant=rq["kind"],
+        one_pass=steps <= GEMM_UNROLL,
         exponent=rq["exponent"], mult=mult, bias=bias_list,
         stream=[f"0x{v & 0xFFFFFFFF:08x}" for v in words],
         input_zero_point=-p["input_offset"])
