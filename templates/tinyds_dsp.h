@@ -251,20 +251,24 @@ static inline int8_t tinyds_requant_fast(int32_t acc, int32_t m, int32_t k, int3
         STORE2(c + 2, a2, b2); STORE2(c + 3, a3, b3);                       \
     }
 
-/* The "fast" requantization's GEMM reads one stream per block of four
- * channels (conv2d.py::gemm_stream): the four biases, `steps` x the four
- * channels' weight pairs, then (m, k) per channel, so a single pointer walks
- * the whole layer. The exponent e is the SSAT's immediate shift: the model
- * instantiates one core per exponent it uses, TINYDS_GEMM_4X2_FAST(e), which
- * defines tinyds_gemm_4x2_fast_e<e>(x, steps, s, out_c, oa, ob), or
- * TINYDS_GEMM_4X2_FAST_SHORT(e) (..._e<e>_short) for layers of at most
- * TINYDS_GEMM_UNROLL steps, whose MACs take one pass: no end check. */
+/* The unclamped "fast" requantizations' GEMM reads one stream per block of
+ * four channels (conv2d.py::gemm_stream): the four biases, `steps` x the four
+ * channels' weight pairs, then (m, k) per channel -- or (m, k, e) with a
+ * shift per channel ("fast_var" over the whole int8 range) -- so a single
+ * pointer walks the whole layer. With one exponent e for the layer it is the
+ * SSAT's immediate shift: the model instantiates one core per exponent it
+ * uses, TINYDS_GEMM_4X2_FAST(e), which defines
+ * tinyds_gemm_4x2_fast_e<e>(x, steps, s, out_c, oa, ob); TINYDS_GEMM_4X2_FAST_VAR
+ * defines tinyds_gemm_4x2_fast_var_s. The _SHORT forms (suffix _short) serve
+ * layers of at most TINYDS_GEMM_UNROLL steps, whose MACs take one pass: no
+ * end check. */
 #if defined(TINYDS_GEMM_ASM)
 /* The whole layer in one assembly statement, per block of four channels:
  * the biases open the first step through SMLAD's accumulate operand, the
  * other steps run as a jump into an unrolled body of TINYDS_GEMM_UNROLL steps
  * (entered so that its first pass runs the remainder: every step is eleven
- * 32-bit instructions, 44 bytes), then SMMLA + SSAT #8, asr #e and eight STRB.
+ * 32-bit instructions, 44 bytes), then SMMLA + SSAT #8, asr #e (or ASR by
+ * the channel's e, then SSAT) and eight STRB.
  * The 14 operand registers are all in use, so the loop's constants live in a
  * 24-byte frame the statement pushes and pops itself: [sp] x, [sp+4] the
  * entry address, [sp+8] x's end, [sp+12] the stream's end, [sp+16] oa,
@@ -278,18 +282,35 @@ static inline int8_t tinyds_requant_fast(int32_t acc, int32_t m, int32_t k, int3
             "smmla  %[" #b "], %[" #b "], %[xa], %[xb]\n\t"                 \
             "ssat   %[" #a "], #8, %[" #a "], asr #" #E "\n\t"              \
             "ssat   %[" #b "], #8, %[" #b "], asr #" #E "\n\t"
+#define TINYDS_RQ2_VAR(a, b)                                                \
+            "ldrd   %[xa], %[xb], [%[wp]], #8\n\t"                          \
+            "ldr    %[w0], [%[wp]], #4\n\t"                                 \
+            "smmla  %[" #a "], %[" #a "], %[xa], %[xb]\n\t"                 \
+            "smmla  %[" #b "], %[" #b "], %[xa], %[xb]\n\t"                 \
+            "asr    %[" #a "], %[" #a "], %[w0]\n\t"                        \
+            "asr    %[" #b "], %[" #b "], %[w0]\n\t"                        \
+            "ssat   %[" #a "], #8, %[" #a "]\n\t"                           \
+            "ssat   %[" #b "], #8, %[" #b "]\n\t"
+#define TINYDS_RQ8(E) TINYDS_RQ2(a0, b0, E) TINYDS_RQ2(a1, b1, E)           \
+            TINYDS_RQ2(a2, b2, E) TINYDS_RQ2(a3, b3, E)
+#define TINYDS_RQ8_VAR TINYDS_RQ2_VAR(a0, b0) TINYDS_RQ2_VAR(a1, b1)         \
+            TINYDS_RQ2_VAR(a2, b2) TINYDS_RQ2_VAR(a3, b3)
 #define TINYDS_GEMM_PASSES                                                  \
             "ldr    %[xa], [sp, #8]\n\t"                                    \
             "cmp    %[xp], %[xa]\n\t"                                       \
             "bne    3b\n\t"
-#define TINYDS_GEMM_4X2_FAST(E) TINYDS_GEMM_4X2_FAST_(E, e##E, TINYDS_GEMM_PASSES)
-#define TINYDS_GEMM_4X2_FAST_SHORT(E) TINYDS_GEMM_4X2_FAST_(E, e##E##_short, "")
-#define TINYDS_GEMM_4X2_FAST_(E, SUFFIX, PASSES)                            \
+#define TINYDS_GEMM_4X2_FAST(E) \
+    TINYDS_GEMM_4X2_FAST_(e##E, TINYDS_GEMM_PASSES, TINYDS_RQ8(E), 8)
+#define TINYDS_GEMM_4X2_FAST_SHORT(E) TINYDS_GEMM_4X2_FAST_(e##E##_short, "", TINYDS_RQ8(E), 8)
+#define TINYDS_GEMM_4X2_FAST_VAR \
+    TINYDS_GEMM_4X2_FAST_(var_s, TINYDS_GEMM_PASSES, TINYDS_RQ8_VAR, 12)
+#define TINYDS_GEMM_4X2_FAST_VAR_SHORT TINYDS_GEMM_4X2_FAST_(var_s_short, "", TINYDS_RQ8_VAR, 12)
+#define TINYDS_GEMM_4X2_FAST_(SUFFIX, PASSES, RQ8, TAIL)                     \
 static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_##SUFFIX(  \
     const uint32_t *x, int steps, const uint32_t *s, int out_c, int8_t *oa, int8_t *ob) \
 {                                                                           \
     uint32_t a0 = (uint32_t)(uintptr_t)(x + 2 * steps);                     \
-    uint32_t a1 = (uint32_t)(uintptr_t)(s + out_c / 4 * (12 + 4 * steps));  \
+    uint32_t a1 = (uint32_t)(uintptr_t)(s + out_c / 4 * (4 + TAIL + 4 * steps)); \
     uint32_t a2 = (uint32_t)(uintptr_t)oa, a3 = (uint32_t)(uintptr_t)ob;    \
     uint32_t b0 = (uint32_t)(TINYDS_GEMM_UNROLL - (steps - 1) % TINYDS_GEMM_UNROLL) * 44; \
     uint32_t b1, b2, b3, xa_, xb_, w0_, w1_;                                \
@@ -324,8 +345,7 @@ static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_##SUFFIX(  \
             TINYDS_MAC_STEP                                                 \
             ".endr\n\t"                                                     \
             PASSES                                                          \
-            TINYDS_RQ2(a0, b0, E) TINYDS_RQ2(a1, b1, E)                     \
-            TINYDS_RQ2(a2, b2, E) TINYDS_RQ2(a3, b3, E)                     \
+            RQ8                                                             \
             "ldrd   %[xa], %[xb], [sp, #16]\n\t"                            \
             "strb   %[a0], [%[xa]]\n\t"                                     \
             "strb   %[a1], [%[xa], #1]\n\t"                                 \
@@ -350,29 +370,34 @@ static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_##SUFFIX(  \
             : "cc", "memory");                                              \
 }
 #else
+/* e < 0: a shift per channel, (m, k, e) in the stream. */
 static inline void tinyds_gemm_4x2_fast_c(const uint32_t *x, int steps, const uint32_t *s,
                                           int out_c, int32_t e, int8_t *oa, int8_t *ob)
 {
     const uint32_t *x_end = x + 2 * steps;
-    for (int c = 0; c < out_c; c += 4, s += 8) {
+    const int tail = e < 0 ? 3 : 2;
+    for (int c = 0; c < out_c; c += 4, s += 4 * tail) {
         int32_t a0 = (int32_t)s[0], a1 = (int32_t)s[1], a2 = (int32_t)s[2], a3 = (int32_t)s[3];
         int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
         const uint32_t *xp = x;
         s += 4;
         TINYDS_MAC_4X2(xp, x_end, s);
-        oa[c] = tinyds_requant_fast(a0, (int32_t)s[0], (int32_t)s[1], e);
-        ob[c] = tinyds_requant_fast(b0, (int32_t)s[0], (int32_t)s[1], e);
-        oa[c + 1] = tinyds_requant_fast(a1, (int32_t)s[2], (int32_t)s[3], e);
-        ob[c + 1] = tinyds_requant_fast(b1, (int32_t)s[2], (int32_t)s[3], e);
-        oa[c + 2] = tinyds_requant_fast(a2, (int32_t)s[4], (int32_t)s[5], e);
-        ob[c + 2] = tinyds_requant_fast(b2, (int32_t)s[4], (int32_t)s[5], e);
-        oa[c + 3] = tinyds_requant_fast(a3, (int32_t)s[6], (int32_t)s[7], e);
-        ob[c + 3] = tinyds_requant_fast(b3, (int32_t)s[6], (int32_t)s[7], e);
+#define TINYDS_RQ2_C(j, a, b) do {                                          \
+            const int32_t m_ = (int32_t)s[tail * (j)], k_ = (int32_t)s[tail * (j) + 1]; \
+            const int32_t e_ = e < 0 ? (int32_t)s[tail * (j) + 2] : e;      \
+            oa[c + (j)] = tinyds_requant_fast(a, m_, k_, e_);               \
+            ob[c + (j)] = tinyds_requant_fast(b, m_, k_, e_);               \
+        } while (0)
+        TINYDS_RQ2_C(0, a0, b0); TINYDS_RQ2_C(1, a1, b1);
+        TINYDS_RQ2_C(2, a2, b2); TINYDS_RQ2_C(3, a3, b3);
+#undef TINYDS_RQ2_C
     }
 }
 
 #define TINYDS_GEMM_4X2_FAST(E) TINYDS_GEMM_4X2_FAST_(E, e##E)
 #define TINYDS_GEMM_4X2_FAST_SHORT(E) TINYDS_GEMM_4X2_FAST_(E, e##E##_short)
+#define TINYDS_GEMM_4X2_FAST_VAR TINYDS_GEMM_4X2_FAST_(-1, var_s)
+#define TINYDS_GEMM_4X2_FAST_VAR_SHORT TINYDS_GEMM_4X2_FAST_(-1, var_s_short)
 #define TINYDS_GEMM_4X2_FAST_(E, SUFFIX)                                    \
 static TINYDS_OUTLINE void tinyds_gemm_4x2_fast_##SUFFIX(                   \
     const uint32_t *x, int steps, const uint32_t *s, int out_c, int8_t *oa, int8_t *ob) \

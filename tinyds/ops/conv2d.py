@@ -210,12 +210,12 @@ GEMM_UNROLL = 32   # MAC steps unrolled in tinyds_dsp.h's assembly core (TINYDS_
 
 
 def gemm_stream(w_rows: np.ndarray, bias: np.ndarray, mk: list[int], steps: int) -> np.ndarray:
-    """The "fast" requantization's single stream (tinyds_gemm_4x2_fast_e*): per
-    block of four channels, the four biases, the weight stream's block, then the
-    four channels' (m, k) pairs."""
+    """The unclamped fast requantizations' single stream (tinyds_gemm_4x2_fast_*):
+    per block of four channels, the four biases, the weight stream's block, then
+    the four channels' (m, k) pairs or (m, k, e) triples."""
     blocks = gemm_weights(w_rows, steps).reshape(-1, 4 * steps)
     head = np.asarray(bias, dtype=np.int64).reshape(-1, 4)
-    tail = np.asarray(mk, dtype=np.int64).reshape(-1, 8)
+    tail = np.asarray(mk, dtype=np.int64).reshape(len(head), -1)
     return np.concatenate([head, blocks, tail], axis=1).ravel()
 
 
@@ -267,7 +267,9 @@ def fast_params(g: Graph, op: Op) -> dict | None:
     taps = w_rows.shape[1]
     steps = gemm_steps(taps)
     rq = gemm_requant(g, op, w_rows, folded, p)
-    if rq["kind"] == "fast":       # bias and (m, k) travel inside the stream
+    packed = rq["kind"] == "fast" or (rq["kind"] == "fast_var" and p["act_min"] == -128
+                                      and p["act_max"] == 127)
+    if packed:                     # bias and (m, k[, e]) travel inside the stream
         words, bias_list, mult = gemm_stream(rq["w"], rq["b"], rq["mult"], steps), [], []
     else:
         words, bias_list, mult = gemm_weights(rq["w"], steps), int_list(rq["b"]), rq["mult"]
@@ -275,7 +277,7 @@ def fast_params(g: Graph, op: Op) -> dict | None:
         pointwise=(w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
                    and not any(op.attrs["padding"])),
         taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], requant=rq["kind"],
-        one_pass=steps <= GEMM_UNROLL,
+        one_pass=steps <= GEMM_UNROLL, packed=packed,
         exponent=rq["exponent"], mult=mult, bias=bias_list,
         stream=[f"0x{v & 0xFFFFFFFF:08x}" for v in words],
         input_zero_point=-p["input_offset"])
