@@ -81,6 +81,30 @@ static inline uint32_t tinyds_sxtb16_ror8(uint32_t w)
 #endif
 }
 
+/* acc + bytes 0 and 2 of w, each int16 half on its own (SXTAB16; the halves
+ * wrap at 16 bits, as the instruction's do). */
+static inline uint32_t tinyds_sxtab16(uint32_t acc, uint32_t w)
+{
+#if defined(__ARM_FEATURE_DSP)
+    return __sxtab16(acc, w);
+#else
+    return (uint32_t)(uint16_t)(acc + (uint32_t)(int32_t)(int8_t)(w & 0xFF))
+         | (uint32_t)(uint16_t)((acc >> 16) + (uint32_t)(int32_t)(int8_t)((w >> 16) & 0xFF)) << 16;
+#endif
+}
+
+/* acc + bytes 1 and 3 of w (SXTAB16 with ROR #8, written out as for SXTB16). */
+static inline uint32_t tinyds_sxtab16_ror8(uint32_t acc, uint32_t w)
+{
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(acc), "r"(w));
+    return r;
+#else
+    return tinyds_sxtab16(acc, w >> 8);
+#endif
+}
+
 /* k + high word of acc * m (SMMLA). */
 static inline int32_t tinyds_smmla(int32_t acc, int32_t m, int32_t k)
 {

@@ -172,7 +172,7 @@ def render_library(qg: Graph, name: str, source: str = "",
     (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
     ctx = dict(
         name=name, NAME=name.upper(), source=(source or qg.name).replace("*/", "* /"),
-        layers=layers, kernels=kernels, dsp=any(k is not None and k.fast for k in chosen),
+        layers=layers, kernels=kernels, dsp=any(k is not None and k.dsp for k in chosen),
         input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),
         input_size=x.size, output_size=y.size, arena_size=p.arena_size,
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
@@ -307,7 +307,7 @@ def kernel_report(qg: Graph, lib: Library) -> str:
     for op, k in zip(qg.ops, lib.kernels):
         if k is None:
             continue
-        kind = "fast" if k.fast else "portable"
+        kind = "fast" if k.dsp else "portable"
         place = f", in place ({k.inplace})" if k.inplace else ""
         lines.append(f"  {op.name[:32]:<32} {op.type:<17} {kind}{': ' + k.note if k.note else ''}"
                      f"{place}")
