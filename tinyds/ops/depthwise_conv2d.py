@@ -111,14 +111,14 @@ def column_macs(wt: np.ndarray, pairs: bool, words: int):
 
 
 def _asm_fits(p: dict, pairs: bool, words: int, weight_words: int, rows: int, kind: str) -> bool:
-    """Whether the template's assembly loops (two rows per step with stride 1, one
-    with an even stride; weights in six registers, immediates for offsets, the
-    column step and the shift) can run this layer."""
+    """Whether the template's assembly statement (two rows per step with stride 1,
+    one with an even stride; weights in six registers, immediates for offsets,
+    the row and column steps and the shift) can run this layer."""
     out_row = p["out_w"] * p["out_c"]
     return (words == 2 and weight_words <= 6 and kind == "fast"
             and (p["out_h"] >= 2 if pairs else 2 * p["stride_h"] <= 1020)
             and (p["k_w"] - 1) * p["dil_w"] * rows * 2 <= 1016
-            and (2 if pairs else 1) * out_row <= 4095)
+            and (2 if pairs else 1) * out_row <= 4095 and 2 * p["stride_w"] * rows <= 4095)
 
 
 def fast_params(g: Graph, op: Op) -> dict | None:
