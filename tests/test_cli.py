@@ -214,11 +214,24 @@ def test_models_that_need_an_input_shape(model, extra, files, tmp_path, capsys):
     assert (tmp_path / "out" / "lib" / model[:-3] / f"{model[:-3]}.c").is_file()
 
 
-def test_without_calib_warns_loudly(files, tmp_path, capsys):
+def test_without_calib_is_refused(files, tmp_path, capsys):
+    for cmd, out in (("generate", tmp_path / "out"), ("export-tflite", tmp_path / "m.tflite")):
+        rc, stdout, err = run(capsys, cmd, files["tiny.pt"], "-o", out)
+        assert_one_line_error(rc, err, "--calib", "--calib synthetic")
+        assert stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_calib_says_so_on_every_accuracy_line(files, tmp_path, capsys):
     out = tmp_path / "out"
-    rc, _, err = run(capsys, "generate", files["tiny.pt"], "-o", out, "--name", "smoke")
+    rc, stdout, err = run(capsys, "generate", files["tiny.pt"], "--calib", "synthetic", "-o", out,
+                          "--name", "smoke")
     assert rc == 0
     assert "WARNING" in err and "SYNTHETIC" in err
+    lines = stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("layer") and "SNR dB" in ln)
+    end = next(i for i, ln in enumerate(lines) if "top-1 agreement" in ln)
+    measured = lines[head + 1:end + 1]          # each layer's SNR, then agreement and SNR
+    assert len(measured) >= 6 and all("SYNTHETIC" in ln for ln in measured), stdout
     assert (out / "lib" / "smoke" / "smoke.c").is_file()
 
 
@@ -243,7 +256,11 @@ def test_python_api_converts_a_module_in_hand(tmp_path, capsys):
         tinyds.convert(Tiny().eval(), out=tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
     capsys.readouterr()
-    res = tinyds.convert(Tiny().eval(), input_shape=SHAPE, out=tmp_path / "out3", name="smoke")
+    with pytest.raises(TinydsError, match="--calib synthetic"):
+        tinyds.convert(Tiny().eval(), input_shape=SHAPE, out=tmp_path / "out3")
+    assert not (tmp_path / "out3").exists()
+    res = tinyds.convert(Tiny().eval(), "synthetic", input_shape=SHAPE, out=tmp_path / "out3",
+                         name="smoke")
     assert "SYNTHETIC" in capsys.readouterr().err and res.report.synthetic
 
 
@@ -338,7 +355,8 @@ def test_sigterm_during_generate_leaves_no_temp_folder(files, tmp_path, monkeypa
                         lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as e:
-        main(["generate", str(files["tiny.pt"]), "-o", str(tmp_path / "out")])
+        main(["generate", str(files["tiny.pt"]), "--calib", "synthetic", "-o",
+              str(tmp_path / "out")])
     assert e.value.code == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) == before       # main restores the handler

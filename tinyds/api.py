@@ -11,15 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import codegen
+from . import calib as calib_data, codegen
 from .errors import TinydsError
 from .ir import MAX_ELEMENTS, Graph, too_large
-
-SYNTHETIC_WARNING = (
-    "WARNING: no calibration data given; activation ranges come from SYNTHETIC random "
-    "inputs, so int8 accuracy on real data is unknown. Pass calib= / --calib with a "
-    "batch of real model inputs for a usable model.")
-
 
 @dataclass
 class ConvertResult:
@@ -29,25 +23,6 @@ class ConvertResult:
     weight_bytes: int
     report: object            # tinyds.quantize.Report
     qg: Graph
-
-
-def load_calib(path) -> np.ndarray:
-    """A .npy batch, never unpickled."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise TinydsError(f"{path}: calibration file not found; pass a .npy batch of inputs") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise TinydsError(f"{path}: not a readable .npy array ({e}); save the calibration batch "
-                          "with numpy.save") from None
-
-
-def calib_to_nhwc(g: Graph, calib) -> np.ndarray:
-    """The user's batch in the model's own layout -> NHWC; quantize checks the shape."""
-    x = np.asarray(calib)
-    if g.source_layout == "NCHW" and x.ndim == 4 and len(g.input.shape) == 4:
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    return x
 
 
 def load_graph(module_or_path, allow_pickle: bool = False, example_input=None,
@@ -82,10 +57,12 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
     if input_shape is not None and too_large(input_shape):
         raise TinydsError(f"input shape {tuple(input_shape)} has more than {MAX_ELEMENTS} "
                           "elements, far beyond a microcontroller's RAM; pass the model's own")
-    if isinstance(calib, (str, Path)):
-        calib = load_calib(calib)
+    synthetic = calib_data.is_synthetic(calib)
+    if isinstance(calib, (str, Path)) and not synthetic:
+        calib = calib_data.load(calib)
     example = None
-    if not isinstance(module_or_path, (str, Path)) and (calib is not None or input_shape):
+    if not isinstance(module_or_path, (str, Path)) and (
+            (calib is not None and not synthetic) or input_shape):
         import torch
         example = (torch.zeros(tuple(input_shape)) if input_shape else
                    torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
@@ -95,7 +72,10 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
         mcu_table.check_fits(mcu, 0, g.input.size, str(module_or_path) if isinstance(
             module_or_path, (str, Path)) else stem)
     from . import quantize
-    x = None if calib is None else calib_to_nhwc(g, calib)
+    if calib is None and not g.is_quantized:
+        raise TinydsError(calib_data.MISSING)
+    x = None if calib is None or synthetic else calib_data.to_nhwc(
+        calib, g.source_layout, tuple(g.input.shape[1:]))
     if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
         qg, report = g, None
         if x is not None and tuple(np.shape(x)[1:]) != tuple(qg.input.shape[1:]):
@@ -107,8 +87,8 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
     else:
         from . import passes
         g = passes.optimize(g)
-        if calib is None:
-            print(SYNTHETIC_WARNING, file=sys.stderr)
+        if synthetic:
+            print(calib_data.SYNTHETIC_WARNING, file=sys.stderr)
         qg, report = quantize.quantize(g, x, method)
         log(report.text())
     vectors = None if x is None else quantize.quantize_input(qg, x)
@@ -120,7 +100,9 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
             optimize: str = "speed", micropython: bool = False, log=print) -> ConvertResult:
     """Model (nn.Module, or a .pt/.pt2/.tflite path) -> out/ with the C library and project.
 
-    calib: float batch in the model's own layout ((N, C, H, W) for PyTorch) or a .npy path.
+    calib: float batch in the model's own layout ((N, C, H, W) for PyTorch), a path
+    (tinyds.calib.load: .npy, .npz[:name], torch.save()d tensor, folder of .npy), or
+    "synthetic" for a smoke test on random inputs; required unless the model is int8 already.
     input_shape: (1, C, H, W) for a scripted TorchScript file, which does not record it.
     optimize: "speed" (fast int16-weight kernels where the core has DSP; per layer
     int8 when flash would not fit) or "size" (int8 weights, portable kernels).

@@ -82,8 +82,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     """What generate and export-tflite share: they must quantize identically."""
     p.add_argument("model", help="TorchScript .pt, torch.export .pt2, int8 .tflite "
                    "(or a pickled nn.Module with --allow-pickle)")
-    p.add_argument("--calib", help=".npy float32 batch of real inputs in the model's layout, "
-                   "e.g. (N, C, H, W) for PyTorch")
+    p.add_argument("--calib", metavar="DATA|synthetic",
+                   help="real model inputs in the model's layout, e.g. (N, C, H, W) for PyTorch: "
+                   ".npy, .npz (file.npz:name), a torch.save()d tensor, or a folder of .npy; "
+                   "required for a float model. 'synthetic': random inputs, a smoke test only")
     p.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")

@@ -412,6 +412,8 @@ class Report:
             lo, hi = self.observed[y.name]
             rows.append((op.name, op.type, f"{s:.4g}", str(zp), wr, f"{lo:.3g}..{hi:.3g}",
                          f"{self.comparison.tensor_snr_db[y.name]:.1f}"))
+        if self.synthetic:                 # no SNR figure without its caveat
+            rows = [(*r[:-1], f"{r[-1]} (SYNTHETIC data)") for r in rows]
         return rows
 
     def text(self) -> str:
