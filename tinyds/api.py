@@ -49,11 +49,25 @@ class Quantized:
     vectors: np.ndarray | None  # the calibration batch quantized, for verify
 
 
+def check_fits(g: Graph, mcu: str, optimize: str, source: str) -> None:
+    """tinyds inspect's verdict, before calibration (which takes minutes on a big net).
+
+    Weights so extreme that no stand-in scale quantizes them skip it: generate's own check
+    after calibration still applies, with the scales calibration found."""
+    from . import analyze, mcu as mcu_table
+    try:
+        a = analyze.analyze(g, mcu, optimize, source)
+    except (TinydsError, ValueError, OverflowError):
+        return
+    mcu_table.check_fits(mcu, a.flash_bytes, a.ram_bytes, source)
+
+
 def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pickle: bool = False,
-                   input_shape=None, log=print, mcu: str | None = None) -> Quantized:
+                   input_shape=None, log=print, mcu: str | None = None,
+                   optimize: str = "speed") -> Quantized:
     """load -> optimize -> quantize: the one quantization that generate and export-tflite share.
 
-    mcu: refuse an input larger than its RAM before quantizing, which takes minutes there."""
+    mcu: refuse a model that cannot fit it (tinyds inspect's check) before calibrating."""
     if input_shape is not None and too_large(input_shape):
         raise TinydsError(f"input shape {tuple(input_shape)} has more than {MAX_ELEMENTS} "
                           "elements, far beyond a microcontroller's RAM; pass the model's own")
@@ -67,11 +81,12 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
         example = (torch.zeros(tuple(input_shape)) if input_shape else
                    torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
     g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
+    from . import passes, quantize
+    if not g.is_quantized:
+        g = passes.optimize(g)
     if mcu is not None:
-        from . import mcu as mcu_table
-        mcu_table.check_fits(mcu, 0, g.input.size, str(module_or_path) if isinstance(
+        check_fits(g, mcu, optimize, str(module_or_path) if isinstance(
             module_or_path, (str, Path)) else stem)
-    from . import quantize
     if calib is None and not g.is_quantized:
         raise TinydsError(calib_data.MISSING)
     x = None if calib is None or synthetic else calib_data.to_nhwc(
@@ -85,8 +100,6 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
         if x is not None and not np.isfinite(np.asarray(x, np.float32)).all():
             raise TinydsError("calibration data contains NaN or Inf; remove those samples")
     else:
-        from . import passes
-        g = passes.optimize(g)
         if synthetic:
             print(calib_data.SYNTHETIC_WARNING, file=sys.stderr)
         qg, report = quantize.quantize(g, x, method)
@@ -108,12 +121,15 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     int8 when flash would not fit) or "size" (int8 weights, portable kernels).
     micropython: also write out/micropython/, a MicroPython native module per architecture.
     """
+    from . import mcu as mcu_table
     from .kernels import Target
     Target.for_mcu(mcu, optimize)          # an unknown MCU or option fails before any slow work
+    mcu = mcu_table.get(mcu).name          # as the table spells it
     if name is not None:
         codegen.check_name(name)
     codegen.check_out_dir(Path(out))       # refuse a user's folder before any slow work
-    q = quantize_model(module_or_path, calib, method, allow_pickle, input_shape, log, mcu)
+    q = quantize_model(module_or_path, calib, method, allow_pickle, input_shape, log, mcu,
+                       optimize)
     name = name or codegen.sanitize_name(q.stem)
     res = codegen.generate(q.qg, out, name, mcu, q.vectors, source=str(module_or_path)
                            if isinstance(module_or_path, (str, Path)) else q.stem,

@@ -1,6 +1,6 @@
 """tinyds: a small CNN -> int8 C99 for Cortex-M, bit-exact with its NumPy reference.
 
-Subcommands generate, verify, bench and export-tflite. Any TinydsError becomes one line on
+Subcommands generate, inspect, verify, bench and export-tflite. Any TinydsError becomes one line on
 stderr and exit status 2; everything else about the work lives in api/verify."""
 from __future__ import annotations
 
@@ -19,6 +19,18 @@ def _generate(args) -> int:
             method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape,
             optimize=args.optimize, micropython=args.micropython)
     return 0
+
+
+def _inspect(args) -> int:
+    from . import analyze, passes
+    from .api import load_graph
+    from .kernels import Target
+    Target.for_mcu(args.mcu, args.optimize)
+    g, _ = load_graph(args.model, args.allow_pickle, input_shape=args.input_shape)
+    a = analyze.analyze(g if g.is_quantized else passes.optimize(g), args.mcu, args.optimize,
+                        args.model)
+    print(a.text())
+    return 0 if a.fits else 1
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -93,12 +105,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="input shape for a scripted TorchScript model (traced ones record it)")
 
 
+def _mcu_arg(p: argparse.ArgumentParser) -> None:
+    from .mcu import MCUS
+    p.add_argument("--mcu", default="stm32f4", type=str.lower,
+                   help=f"target MCU, any case: {', '.join(MCUS)} (default stm32f4)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinyds", description=__doc__.split(".")[0])
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="model -> int8 C library and firmware project")
     _model_args(g)
-    g.add_argument("--mcu", default="stm32f4", help="target MCU (default stm32f4)")
+    _mcu_arg(g)
     g.add_argument("-o", "--out", default="out", help="output folder (default out/)")
     g.add_argument("--name", help="C symbol prefix (default: the model file's stem)")
     g.add_argument("--optimize", choices=("speed", "size"), default="speed",
@@ -108,12 +126,23 @@ def parser() -> argparse.ArgumentParser:
                    help="also write out/micropython/: the model as a MicroPython native module "
                    "(.mpy per architecture; building needs MPY_DIR, a MicroPython checkout)")
     g.set_defaults(run=_generate)
+    i = sub.add_parser("inspect", help="per-layer MACs, params and bytes, the memory plan and "
+                       "the MCU budget, in seconds and without calibration data")
+    i.add_argument("model", help="a model generate takes")
+    _mcu_arg(i)
+    i.add_argument("--optimize", choices=("speed", "size"), default="speed")
+    i.add_argument("--allow-pickle", action="store_true",
+                   help="load a torch.save()d nn.Module; unpickling runs the file's code")
+    i.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
+                   help="input shape for a scripted TorchScript model (traced ones record it)")
+    i.set_defaults(run=_inspect)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")
     v.add_argument("--target", choices=("host", "qemu", "micropython"), default="host",
                    help="host: gcc on this machine; qemu: the firmware on an emulated Cortex-M; "
                    "micropython: the native module in the unix port and in MicroPython on QEMU")
-    v.add_argument("--mcu", help="with --target qemu: build for this MCU (default: generate's)")
+    v.add_argument("--mcu", type=str.lower, help="with --target qemu: build for this MCU "
+                   "(default: generate's)")
     v.add_argument("--vectors", type=_count, help="random int8 vectors (default 1000 host and "
                    "micropython, 200 qemu)")
     v.set_defaults(run=_verify)
