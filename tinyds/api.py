@@ -47,6 +47,7 @@ class Quantized:
     stem: str                 # default model name
     report: object            # tinyds.quantize.Report, None for an int8 .tflite
     vectors: np.ndarray | None  # the calibration batch quantized, for verify
+    float_graph: Graph | None = None   # the optimized float graph (None for an int8 .tflite)
 
 
 def check_fits(g: Graph, mcu: str, optimize: str, source: str) -> None:
@@ -105,7 +106,7 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
         qg, report = quantize.quantize(g, x, method)
         log(report.text())
     vectors = None if x is None else quantize.quantize_input(qg, x)
-    return Quantized(qg, stem, report, vectors)
+    return Quantized(qg, stem, report, vectors, None if g.is_quantized else g)
 
 
 def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: str | None = None,

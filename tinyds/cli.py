@@ -1,6 +1,6 @@
 """tinyds: a small CNN -> int8 C99 for Cortex-M, bit-exact with its NumPy reference.
 
-Subcommands generate, inspect, verify, bench and export-tflite. Any TinydsError becomes one line on
+Subcommands generate, inspect, eval, verify, bench and export-tflite. Any TinydsError becomes one line on
 stderr and exit status 2; everything else about the work lives in api/verify."""
 from __future__ import annotations
 
@@ -31,6 +31,39 @@ def _inspect(args) -> int:
                         args.model)
     print(a.text())
     return 0 if a.fits else 1
+
+
+def _eval(args) -> int:
+    from . import calib, evaluate, passes, verify
+    from .api import load_graph, quantize_model
+    x, y = evaluate.load_data(args.data, args.labels)
+    if args.out is not None:
+        if args.calib is not None:
+            raise TinydsError(f"--calib {args.calib}: {args.out} already holds the int8 model "
+                              "generate calibrated; drop --calib, or drop --out to quantize anew")
+        qg = verify.load_output(args.out).qg
+        g, _ = load_graph(args.model, args.allow_pickle, input_shape=args.input_shape)
+        g = None if g.is_quantized else passes.optimize(g)
+        if g is not None and tuple(g.input.shape) != tuple(qg.input.shape):
+            raise TinydsError(f"{args.out}: was generated for input {qg.input.shape}, "
+                              f"{args.model} takes {g.input.shape}; pass the model it was "
+                              "generated from")
+        synthetic = False
+    else:
+        q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
+                           allow_pickle=args.allow_pickle, input_shape=args.input_shape,
+                           log=lambda text: None)
+        qg, g, synthetic = q.qg, q.float_graph, q.report is not None and q.report.synthetic
+    layout = qg.source_layout if g is None else g.source_layout
+    x = calib.to_nhwc(x, layout, tuple(qg.input.shape[1:]), "test data")
+    if tuple(x.shape[1:]) != tuple(qg.input.shape[1:]):
+        raise TinydsError(f"{args.data}: test inputs have shape {x.shape} after layout "
+                          f"conversion, the model takes (N, {', '.join(map(str, qg.input.shape[1:]))}) "
+                          "NHWC; pass inputs in the model's own layout")
+    ev = evaluate.evaluate(g, qg, x, y, None if args.out is None else Path(args.out))
+    ev.synthetic = synthetic
+    print(ev.text())
+    return 0
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -136,6 +169,15 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
                    help="input shape for a scripted TorchScript model (traced ones record it)")
     i.set_defaults(run=_inspect)
+    ev = sub.add_parser("eval", help="accuracy on labelled data: float, int8 reference and "
+                        "generated C; per class, confusion matrix, agreement, SNR, clipping")
+    _model_args(ev)
+    ev.add_argument("--data", required=True, help="test inputs in the model's layout: a .npz "
+                    "with arrays x and y, or inputs in any --calib format with --labels")
+    ev.add_argument("--labels", help="class indices (or one-hot), any --calib format")
+    ev.add_argument("--out", help="a folder written by tinyds generate: its int8 model is the "
+                    "one evaluated, and its C library runs the data too (host build)")
+    ev.set_defaults(run=_eval)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")
     v.add_argument("--target", choices=("host", "qemu", "micropython"), default="host",
