@@ -121,6 +121,11 @@ def analyze(g: Graph, mcu: str, optimize: str = "speed", model: str = "") -> Ana
     (or an int8 one, as a .tflite loads)."""
     qg = g if g.is_quantized else standin(g)
     _, lib = codegen.render_for_mcu(qg, "model", mcu, optimize)
+    return of_library(qg, lib, mcu, optimize, model or g.name)
+
+
+def of_library(qg: Graph, lib, mcu: str, optimize: str, model: str) -> Analysis:
+    """The figures of a rendered library (codegen.Library) of the int8 graph qg."""
     layers = []
     for op, k in zip(qg.ops, lib.kernels):
         consts = [n for n in op.inputs if n and qg.tensors[n].is_const]
@@ -133,17 +138,15 @@ def analyze(g: Graph, mcu: str, optimize: str = "speed", model: str = "") -> Ana
             codegen.layer_weight_bytes(qg, op, k) if k is not None else 0, y.nbytes,
             "" if k is None else ("fast" if k.fast else "portable")))
     flash = codegen.flash_need(lib)
-    ram = lib.arena_bytes + lib.output_size + (0 if lib.plan.input_in_arena else lib.input_size)
-    return Analysis(model or g.name, mcu_table.get(mcu).name, optimize, layers, lib.arena_bytes,
+    ram = lib.plan.ram + lib.output_size
+    return Analysis(model, mcu_table.get(mcu).name, optimize, layers, lib.arena_bytes,
                     lib.plan.unshared_size, lib.input_size, lib.output_size,
                     lib.plan.input_in_arena, flash, ram, mcu_table.shortfall(mcu, flash, ram),
                     timeline(qg, lib.plan))
 
 
 def timeline(qg: Graph, plan) -> list[list[tuple[str, int, int]]]:
-    """For each layer, the arena buffers alive while it runs: (tensor, offset, bytes)."""
-    steps = []
-    for i in range(len(qg.ops)):
-        steps.append([(b.tensors[0], b.offset, b.size) for b in plan.buffers
-                      if b.where == "arena" and b.first <= i <= b.last])
-    return steps
+    """For each layer, the arena buffers alive while it runs: (tensor, offset, bytes);
+    a kernel's scratch is named scratch:LAYER."""
+    return [[(b.tensors[0], b.offset, b.size) for b in plan.buffers
+             if b.where == "arena" and b.first <= i <= b.last] for i in range(len(qg.ops))]

@@ -134,13 +134,13 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     name = name or codegen.sanitize_name(q.stem)
     res = codegen.generate(q.qg, out, name, mcu, q.vectors, source=str(module_or_path)
                            if isinstance(module_or_path, (str, Path)) else q.stem,
-                           optimize=optimize, micropython=micropython)
+                           optimize=optimize, micropython=micropython, quant_report=q.report)
     lib = res.library
     log(f"{name}: kernels for {mcu} (--optimize {optimize}):\n"
         + codegen.kernel_report(q.qg, lib))
     log(f"{name}: arena {lib.arena_bytes} bytes (peak of the liveness plan; "
         f"{lib.plan.unshared_size} without reuse), weights {lib.weight_bytes} bytes, "
-        f"{lib.num_layers} layers -> {res.out_dir}")
+        f"{lib.num_layers} layers -> {res.out_dir} (report.html)")
     if micropython:
         log(f"{name}: MicroPython native module in {res.out_dir / 'micropython'}:\n  "
             + "\n  ".join(res.micropython))

@@ -316,17 +316,18 @@ def kernel_report(qg: Graph, lib: Library) -> str:
 
 
 def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
-             source: str = "", optimize: str = "speed", micropython: bool = False
-             ) -> GenerateResult:
+             source: str = "", optimize: str = "speed", micropython: bool = False,
+             quant_report=None) -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
 
     vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
     micropython: also write micropython/, the library as a MicroPython native module.
+    quant_report: the quantize.Report whose figures report.json/report.html show.
     All of it is written into a temporary sibling folder and renamed at the end,
     so a failure never leaves a folder that looks like valid output.
     """
-    from . import project, verify
+    from . import project, report, verify
     out = Path(out_dir).resolve()
     files, lib = render_for_mcu(qg, name, mcu, optimize, source)
     mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram + lib.output_size, source or qg.name)
@@ -349,6 +350,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             from . import micropython as mpy
             natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
                 files, name, source or qg.name, lib.input_size, lib.output_size, mcu), name, mcu))
+        report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
+                                          quant_report))
         sample = _sample(qg, vectors)
         project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
         (tmp / MARKER).write_text(json.dumps({
