@@ -25,6 +25,7 @@ from elftools.elf.elffile import ELFFile
 from tinyds import cycles as cycle_models
 from tinyds import mcu as mcu_table
 from tinyds import ops as op_modules
+from tinyds import progress
 from tinyds.errors import TinydsError
 from tinyds.firmware import build_elf, run_qemu
 from tinyds.ir import Graph
@@ -182,17 +183,21 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     mcu = mcu or project_mcu
     m = mcu_table.get(mcu)
     lib_dir = out_dir / "lib" / name
-    with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp, progress.bar(
+            desc=f"bench on QEMU {BENCH_MACHINE}", total=3 if cycles else 2, unit="step") as bar:
         elf = build_elf(Path(tmp), lib_dir, name, m, out_dir / "src" / "main.c",
                         machine=mcu_table.MACHINES[BENCH_MACHINE],
                         defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
+        bar.update()
         printed = run_qemu(elf, BENCH_MACHINE, Path(tmp), icount=True)
+        bar.update()
         sections, own = elf_sizes(elf, name, {c.name for c in lib_dir.glob("*.c")})
         layers, total, arena, stack, ok = parse_output(printed)
         b = Bench(name, mcu, layers, total, sections, own, arena, stack, ok,
                   *io_sizes(out_dir, name), printed=printed)
         if cycles:
             estimate_cycles(b, elf)
+            bar.update()
         else:
             b.cycle_note = "not estimated (--no-cycles)"
     if graph is not None and len(graph.ops) == len(layers):

@@ -15,9 +15,14 @@ from .ir import MAX_ELEMENTS, too_large
 
 def _generate(args) -> int:
     from .api import convert
-    convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
-            method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape,
-            optimize=args.optimize, micropython=args.micropython)
+    lines = []
+    res = convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
+                  method=args.calib_method, allow_pickle=args.allow_pickle,
+                  input_shape=args.input_shape, optimize=args.optimize,
+                  micropython=args.micropython, log=lines.append if args.quiet else print)
+    if args.quiet:                       # the one line that says where it went
+        print(f"{res.name}: wrote {res.out_dir} (arena {res.arena_bytes} B, weights "
+              f"{res.weight_bytes} B)")
     return 0
 
 
@@ -105,7 +110,11 @@ def _verify(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import bench
+    try:
+        from .bench import bench
+    except ModuleNotFoundError as e:
+        raise TinydsError(f"tinyds bench needs {e.name} (reads the firmware's ELF); install "
+                          "the extra: pip install 'tinyds[firmware]'") from None
     print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz))
     return 0
 
@@ -144,8 +153,18 @@ def _mcu_arg(p: argparse.ArgumentParser) -> None:
                    help=f"target MCU, any case: {', '.join(MCUS)} (default stm32f4)")
 
 
+def _quiet_arg(p: argparse.ArgumentParser) -> None:
+    """-q after the subcommand too; SUPPRESS keeps the top-level value when absent."""
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bars, and generate prints only where it wrote")
+
+
 def parser() -> argparse.ArgumentParser:
+    from . import __version__
     p = argparse.ArgumentParser(prog="tinyds", description=__doc__.split(".")[0])
+    p.add_argument("--version", action="version", version=f"tinyds {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars, and generate prints only where it wrote")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="model -> int8 C library and firmware project")
     _model_args(g)
@@ -158,6 +177,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--micropython", action="store_true",
                    help="also write out/micropython/: the model as a MicroPython native module "
                    "(.mpy per architecture; building needs MPY_DIR, a MicroPython checkout)")
+    _quiet_arg(g)
     g.set_defaults(run=_generate)
     i = sub.add_parser("inspect", help="per-layer MACs, params and bytes, the memory plan and "
                        "the MCU budget, in seconds and without calibration data")
@@ -168,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
     i.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
                    help="input shape for a scripted TorchScript model (traced ones record it)")
+    _quiet_arg(i)
     i.set_defaults(run=_inspect)
     ev = sub.add_parser("eval", help="accuracy on labelled data: float, int8 reference and "
                         "generated C; per class, confusion matrix, agreement, SNR, clipping")
@@ -177,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", help="class indices (or one-hot), any --calib format")
     ev.add_argument("--out", help="a folder written by tinyds generate: its int8 model is the "
                     "one evaluated, and its C library runs the data too (host build)")
+    _quiet_arg(ev)
     ev.set_defaults(run=_eval)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")
@@ -187,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
                    "(default: generate's)")
     v.add_argument("--vectors", type=_count, help="random int8 vectors (default 1000 host and "
                    "micropython, 200 qemu)")
+    _quiet_arg(v)
     v.set_defaults(run=_verify)
     b = sub.add_parser("bench", help="instructions and estimated cycles per layer under QEMU, "
                        "flash and RAM bytes")
@@ -195,10 +218,12 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the MCU's maximum)")
     b.add_argument("--no-cycles", dest="cycles", action="store_false",
                    help="skip the traced run that estimates cycles (instructions only)")
+    _quiet_arg(b)
     b.set_defaults(run=_bench)
     e = sub.add_parser("export-tflite", help="write the tinyds-quantized model as an int8 .tflite")
     _model_args(e)
     e.add_argument("-o", "--out", required=True, help="the .tflite file to write")
+    _quiet_arg(e)
     e.set_defaults(run=_export_tflite)
     return p
 
@@ -209,7 +234,9 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
+    from . import progress
     args = parser().parse_args(argv)
+    progress.quiet(args.quiet)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)

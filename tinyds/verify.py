@@ -12,13 +12,13 @@ import subprocess
 import tempfile
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import reference
+from . import progress, reference
 from .codegen import MARKER, harness_source
 from .errors import TinydsError
 from .ir import OP_TYPES, Graph, Op, Tensor
@@ -322,8 +322,10 @@ def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray
 
 
 def reference_outputs(qg: Graph, x: np.ndarray) -> np.ndarray:
+    starts = range(0, len(x), REFERENCE_CHUNK)
     return np.concatenate([reference.run(qg, x[i:i + REFERENCE_CHUNK]).reshape(
-        len(x[i:i + REFERENCE_CHUNK]), -1) for i in range(0, len(x), REFERENCE_CHUNK)])
+        len(x[i:i + REFERENCE_CHUNK]), -1) for i in progress.bar(
+            starts, f"NumPy reference, {len(x)} vectors", len(starts), "chunk")])
 
 
 def check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
@@ -420,6 +422,10 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
         edited = edited_files(o)
+        with progress.bar(desc="C builds and runs", total=4, unit="build") as bar:
+            for f in as_completed([*runs.values(), per_layer, cross]):
+                f.result()
+                bar.update()
         checks = [check(b, f.result(), want) for b, f in runs.items()]
         layers = check_layers(qg, per_layer.result(), x[:LAYER_VECTORS])
         target = cross.result()

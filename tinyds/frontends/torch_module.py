@@ -52,6 +52,7 @@ def from_module(module, example_input, source: str | None = None, name: str | No
     source = source or name
     x = torch.as_tensor(np.asarray(example_input, dtype=np.float32)
                         if not isinstance(example_input, torch.Tensor) else example_input)[:1].float()
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         with torch.no_grad():
@@ -59,4 +60,7 @@ def from_module(module, example_input, source: str | None = None, name: str | No
     except Exception as e:  # noqa: BLE001 - tracing runs user code
         raise TinydsError(f"{source}: tracing the module on an input of shape {tuple(x.shape)} failed "
                           f"({str(e).splitlines()[0]}); check the example input's shape") from None
+    finally:
+        for m, training in modes:        # the caller's module as it was, submodule by submodule
+            m.training = training
     return torchscript.lower(traced, tuple(x.shape), source=source, name=name)
