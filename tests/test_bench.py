@@ -159,9 +159,9 @@ def test_cycles_agree_with_the_reference_estimator(kws, tmp_path):
 
 @pytest.mark.slow
 def test_bench_reports_cycles_ms_and_honest_ram(kws):
-    from tinyds import verify
+    from tinyds import bundle
     out = kws[0]
-    b = bench.measure(out, verify.load_graph(out / verify.BUNDLE))
+    b = bench.measure(out, bundle.load_graph(out / bundle.BUNDLE))
     assert b.cycle_model == "Cortex-M4, P=2"
     assert [la.cycles for la in b.layers] == [s.cycles for s in kws[2][1:14]]
     # the first conv runs over its input, so KWS's input lives in the arena (NAME_input())

@@ -169,7 +169,7 @@ def test_generate_reports_each_layers_kernel(files, tmp_path, capsys, mcu, optim
 def test_export_tflite_is_the_quantization_generate_uses(files, tmp_path, capsys):
     from tinyds import reference
     from tinyds.frontends.tflite import load_tflite
-    from tinyds.verify import load_graph
+    from tinyds.bundle import load_graph
     out, tfl = tmp_path / "out", tmp_path / "tiny.tflite"
     assert run(capsys, "generate", files["tiny.pt"], "--calib", files["calib.npy"], "-o", out)[0] == 0
     rc, stdout, err = run(capsys, "export-tflite", files["tiny.pt"], "--calib", files["calib.npy"],

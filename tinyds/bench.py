@@ -289,12 +289,12 @@ def bench(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
 
     graph: defaults to the quantized model generate saved in out/verify/."""
-    from tinyds import verify
+    from tinyds import bundle as saved
     if clock_mhz is not None and not clock_mhz > 0:
         raise TinydsError(f"--clock-mhz {clock_mhz:g}: must be a positive clock in MHz")
-    bundle = Path(out_dir) / verify.BUNDLE
+    bundle = Path(out_dir) / saved.BUNDLE
     if graph is None and (bundle / "model.json").exists():
-        graph = verify.load_graph(bundle)
+        graph = saved.load_graph(bundle)
     b = measure(out_dir, graph, cycles)
     text = report(b, clock_mhz) + "\n" + tflm_arena_line(out_dir, graph, b)
     if not b.sample_ok:

@@ -327,7 +327,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     All of it is written into a temporary sibling folder and renamed at the end,
     so a failure never leaves a folder that looks like valid output.
     """
-    from . import project, report, verify
+    from . import bundle, project, report
     out = Path(out_dir).resolve()
     files, lib = render_for_mcu(qg, name, mcu, optimize, source)
     mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram + lib.output_size, source or qg.name)
@@ -344,7 +344,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         lib_dir.mkdir(parents=True)
         for fname, text in files.items():
             (lib_dir / fname).write_text(text)
-        verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
+        bundle.save_bundle(tmp / bundle.BUNDLE, qg, vectors)
         natmod = ()
         if micropython:
             from . import micropython as mpy
@@ -359,7 +359,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
             "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
-            "vectors": len(verify.stored_vectors(vectors))},
+            "vectors": len(bundle.stored_vectors(vectors))},
             indent=2) + "\n")
         _replace_dir(tmp, out)
     except OSError as e:
