@@ -205,13 +205,43 @@ def test_verify_on_qemu_and_bench(files, tmp_path, capsys):
     ("scripted.pt", ["--input-shape", "1x1x8x8"]),
 ])
 def test_models_that_need_an_input_shape(model, extra, files, tmp_path, capsys):
-    argv = ["generate", files[model], "--calib", files["calib.npy"], "-o", tmp_path / "out"]
-    rc, _, err = run(capsys, *argv, *[a for a in extra if a != "--input-shape" and "8" not in a])
+    """Without --input-shape the calibration batch's shape stands in; with neither (synthetic
+    calibration) the error asks for it."""
+    argv = ["generate", files[model], "-o", tmp_path / "out"]
+    without = [a for a in extra if a != "--input-shape" and "8" not in a]
+    rc, _, err = run(capsys, *argv, "--calib", "synthetic", *without)
     assert_one_line_error(rc, err, model, "--input-shape")
     assert not (tmp_path / "out").exists()
-    rc, _, err = run(capsys, *argv, *extra)
-    assert rc == 0, err
-    assert (tmp_path / "out" / "lib" / model[:-3] / f"{model[:-3]}.c").is_file()
+    for i, shape in enumerate((extra, without)):        # given, then taken from --calib
+        out = tmp_path / f"out{i}"
+        rc, _, err = run(capsys, *argv[:-1], out, "--calib", files["calib.npy"], *shape)
+        assert rc == 0, err
+        assert (out / "lib" / model[:-3] / f"{model[:-3]}.c").is_file()
+
+
+def test_a_pickled_modules_class_is_found_in_the_current_folder(tmp_path):
+    """The installed `tinyds` script does not put the current folder on sys.path, where a
+    user's model class usually lives; --allow-pickle looks there."""
+    (tmp_path / "mynet.py").write_text(
+        "import torch.nn as nn\n"
+        "class MyNet(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(72, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.conv(x).flatten(1))\n")
+    runner = tmp_path / "bin" / "tinyds_script.py"        # like the console script: elsewhere
+    runner.parent.mkdir()
+    runner.write_text("import sys\nfrom tinyds.cli import main\nsys.exit(main())\n")
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", "import torch, mynet; "
+                    "torch.save(mynet.MyNet(), 'net.pt')"], cwd=tmp_path, check=True, env={
+                        **env, "PYTHONPATH": f"{REPO}:{tmp_path}"})
+    res = subprocess.run([sys.executable, str(runner), "inspect", "net.pt", "--allow-pickle",
+                          "--input-shape", "1,1,8,8"], cwd=tmp_path, capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "conv2d" in res.stdout and "fits" in res.stdout
 
 
 def test_without_calib_is_refused(files, tmp_path, capsys):

@@ -26,15 +26,19 @@ class ConvertResult:
 
 
 def load_graph(module_or_path, allow_pickle: bool = False, example_input=None,
-               input_shape=None) -> tuple[Graph, str]:
-    """Float graph and the default model name (file stem or class name)."""
+               input_shape=None, default_shape=None) -> tuple[Graph, str]:
+    """Float graph and the default model name (file stem or class name).
+
+    default_shape: the input shape for a file that does not record one when input_shape
+    is not given (the calibration batch's)."""
     from . import frontends
     if isinstance(module_or_path, (str, Path)):
         path = Path(module_or_path)
         if not path.is_file():
             raise TinydsError(f"{path}: model file not found; check the path")
         shape = {} if input_shape is None else {"input_shape": tuple(input_shape)}
-        return frontends.load(path, allow_pickle=allow_pickle, **shape), path.stem
+        return frontends.load(path, allow_pickle=allow_pickle, default_shape=default_shape,
+                              **shape), path.stem
     if example_input is None:
         raise TinydsError(f"{type(module_or_path).__name__}: an nn.Module needs its input shape "
                           "to trace; pass calib= or input_shape=(1, C, H, W)")
@@ -81,7 +85,8 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
         import torch
         example = (torch.zeros(tuple(input_shape)) if input_shape else
                    torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
-    g, stem = load_graph(module_or_path, allow_pickle, example, input_shape)
+    from_calib = None if calib is None or synthetic else (1, *np.shape(calib)[1:])
+    g, stem = load_graph(module_or_path, allow_pickle, example, input_shape, from_calib)
     from . import passes, quantize
     if not g.is_quantized:
         g = passes.optimize(g)

@@ -37,7 +37,7 @@ class _ModuleRef:
         self.module, self.path = module, path
 
 
-def load(path, input_shape=None) -> Graph:
+def load(path, input_shape=None, default_shape=None) -> Graph:
     path = Path(path)
     try:
         module = torch.jit.load(str(path), map_location="cpu")
@@ -48,7 +48,7 @@ def load(path, input_shape=None) -> Graph:
         raise TinydsError(f"{path}: the model was traced in training mode (BatchNorm would use "
                           "batch statistics, dropout would drop); call model.eval() before "
                           "torch.jit.trace and save it again")
-    shape = input_shape or traced_input_shape(path)
+    shape = input_shape or traced_input_shape(path) or default_shape
     return lower(module, shape, source=str(path), name=path.stem)
 
 
