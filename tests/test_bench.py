@@ -205,6 +205,10 @@ def test_tflm_measured_on_the_original_tflite(files, tmp_path, capsys):  # noqa:
     head = tflm_arena_size(tfl.read_bytes())["head"]
     assert f"TFLM arena for the original tiny.tflite: {head} B of tensors" in stdout
     assert "cycles: not estimated (--no-cycles)" in stdout
+    report = json.loads((out / "report.json").read_text())["bench"]   # bench joins the report
+    assert f"per-layer figures added to {out / 'report.html'}" in stdout
+    assert report["cycles"] is None and report["total_instructions"] > 0
+    assert all(la["instructions"] > 0 for la in report["layers"])
     shutil.move(tfl, tmp_path / "moved.tflite")
     rc, stdout, err = run(capsys, "bench", out, "--no-cycles")
     assert rc == 0, err

@@ -20,7 +20,9 @@ CALIB = REPO / "examples" / "digits_calib.npy"
 KWS_TFLITE = REPO.parent / "shared" / "models" / "mlperf-tiny" / "kws_ref_model.tflite"
 
 TOP = {"schema", "tinyds_version", "model", "source", "mcu", "board", "optimize", "totals",
-       "memory", "calibration", "layers", "buffers", "timeline"}
+       "memory", "calibration", "layers", "buffers", "timeline", "bench"}
+BENCH = {"mcu", "total_instructions", "cycles", "cycle_model", "layers"}
+BENCH_LAYER = {"index", "instructions", "cycles"}
 TOTALS = {"macs", "params", "layers"}
 MEMORY = {"arena_bytes", "unshared_bytes", "input_bytes", "output_bytes", "input_in_arena",
           "flash_bytes", "ram_bytes", "mcu_flash_bytes", "mcu_ram_bytes"}
@@ -47,6 +49,28 @@ def test_json_schema_is_stable(digits):
     assert all(set(layer) == LAYER for layer in doc["layers"])
     assert all(set(b) == BUFFER for b in doc["buffers"])
     assert all(set(live) == LIVE for step in doc["timeline"] for live in step)
+    assert doc["bench"] is None                    # until tinyds bench runs
+
+
+def test_bench_figures_join_the_report(digits, tmp_path):
+    """What `tinyds bench` adds (its QEMU run is tested in test_bench): a Bench's per-layer
+    instructions and cycles land in report.json and as columns and a plot in the HTML."""
+    from tinyds import bench
+    out = Path(shutil.copytree(digits, tmp_path / "out"))
+    layers = [bench.Layer(i, f"l{i}", 1000 + 10 * i, cycles=1500 + 10 * i) for i in range(8)]
+    b = bench.Bench("digits_dscnn", "stm32f4", layers, 99_999, {}, {}, 1204, 300, True,
+                    cycle_model="Cortex-M4, P=2")
+    assert report.record_bench(out, b)
+    doc = json.loads((out / "report.json").read_text())
+    assert set(doc) == TOP and set(doc["bench"]) == BENCH
+    assert all(set(la) == BENCH_LAYER for la in doc["bench"]["layers"])
+    assert doc["bench"]["cycles"] == sum(1500 + 10 * i for i in range(8))
+    assert [la["instructions"] for la in doc["bench"]["layers"]] == [1000 + 10 * i for i in range(8)]
+    text = (out / "report.html").read_text()
+    assert "<th>instr</th><th>cycles</th>" in text and text.count("<svg") == 4
+    assert "99,999 instructions" in text and '<td class="n">1070</td>' in text
+    (out / "report.json").unlink()                 # an older folder: nothing to add to
+    assert not report.record_bench(out, b)
 
 
 def test_json_agrees_with_the_generated_folder(digits):

@@ -300,4 +300,7 @@ def bench(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     if not b.sample_ok:
         raise TinydsError(f"{out_dir}: bench: the firmware's output differs from the reference "
                           f"sample; run `tinyds verify {out_dir} --target qemu`\n{text}")
+    from tinyds import report as html_report
+    if html_report.record_bench(Path(out_dir), b):
+        text += f"\nper-layer figures added to {Path(out_dir) / 'report.html'}"
     return text

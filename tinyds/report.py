@@ -3,9 +3,10 @@
 report.json is for tools (its schema is SCHEMA; tests hold its keys fixed): per layer the
 op, shapes, MACs, parameters, weight and activation bytes, kernel, scales and SNR; the
 memory plan (every arena buffer with its offset and lifetime, and the live buffers at
-each layer); flash and RAM against the MCU; the calibration figures. report.html is the
-same for people, self-contained (inline CSS, matplotlib SVG plots, no script, no link):
-the arena over time, MACs per layer and SNR per layer.
+each layer); flash and RAM against the MCU; the calibration figures; and, once
+`tinyds bench` has run, its instructions and cycles per layer. report.html is the same
+for people, self-contained (inline CSS, matplotlib SVG plots, no script, no link): the
+arena over time, MACs, SNR and (after bench) instructions and cycles per layer.
 """
 from __future__ import annotations
 
@@ -72,7 +73,33 @@ def document(qg: Graph, lib, mcu: str, optimize: str, name: str, source: str,
                     for b in lib.plan.buffers if b.where == "arena"],
         "timeline": [[{"tensor": t, "offset": off, "bytes": size} for t, off, size in step]
                      for step in a.timeline],
+        "bench": None,
     }
+
+
+def with_bench(doc: dict, b) -> dict:
+    """doc with a tinyds.bench.Bench's figures: per layer instructions and estimated cycles
+    (None when not estimated), matched by index when bench timed every layer."""
+    per_layer = len(b.layers) == len(doc["layers"])
+    return {**doc, "bench": {
+        "mcu": b.mcu, "total_instructions": b.total_instructions, "cycles": b.cycles,
+        "cycle_model": b.cycle_model or None,
+        "layers": [{"index": la.index, "instructions": la.instructions, "cycles": la.cycles}
+                   for la in b.layers] if per_layer else None}}
+
+
+def record_bench(out_dir: Path, b) -> bool:
+    """Add bench's figures to out/report.json and out/report.html; False when generate
+    wrote no report there (an older output folder)."""
+    path = Path(out_dir) / "report.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        return False
+    write(Path(out_dir), with_bench(doc, b))
+    return True
 
 
 def _svg(fig) -> str:
@@ -130,6 +157,22 @@ def plots(doc: dict) -> dict[str, str]:
         ax.set_title("Float vs int8 SNR per layer output"
                      + (" (SYNTHETIC calibration data)" if synthetic else ""))
         out["snr"] = _svg(fig)
+        plt.close(fig)
+
+    bench = doc.get("bench")
+    if bench and bench["layers"]:
+        fig, ax = plt.subplots(figsize=(width, 3.0))
+        idx = [la["index"] for la in bench["layers"]]
+        ax.bar([i - 0.2 for i in idx], [la["instructions"] for la in bench["layers"]], 0.4,
+               label="instructions (QEMU, exact)", color="slategray")
+        if bench["cycle_model"]:
+            ax.bar([i + 0.2 for i in idx], [la["cycles"] for la in bench["layers"]], 0.4,
+                   label=f"cycles (estimated, {bench['cycle_model']})", color="darkorange")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("count")
+        ax.set_title(f"tinyds bench on {bench['mcu']}: per layer")
+        ax.legend(fontsize=8)
+        out["bench"] = _svg(fig)
         plt.close(fig)
     return out
 
