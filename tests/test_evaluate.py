@@ -108,13 +108,15 @@ def test_generated_c_is_evaluated_too(files, tmp_path, capsys):
     assert_one_line_error(rc, err, "drop --calib")
 
 
-def test_synthetic_calibration_marks_every_figure(files, capsys):
-    rc, stdout, _ = run(capsys, "eval", files / "m.pt", "--data", files / "test.npz",
-                        "--calib", "synthetic")
-    assert rc == 0
-    lines = stdout.splitlines()
-    summary = lines[1:4] + [ln for ln in lines if ln.startswith("confusion")]
-    assert all("SYNTHETIC" in ln for ln in summary), stdout
+def test_synthetic_calibration_marks_every_figure(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(capsys, "generate", files / "m.pt", "--calib", "synthetic", "-o", out)[0] == 0
+    for where in (["--calib", "synthetic"], ["--out", out]):
+        rc, stdout, _ = run(capsys, "eval", files / "m.pt", "--data", files / "test.npz", *where)
+        assert rc == 0
+        lines = stdout.splitlines()
+        summary = lines[1:4] + [ln for ln in lines if ln.startswith("confusion")]
+        assert all("SYNTHETIC" in ln for ln in summary), stdout
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -15,11 +15,10 @@ from .ir import MAX_ELEMENTS, too_large
 
 def _generate(args) -> int:
     from .api import convert
-    lines = []
     res = convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
                   method=args.calib_method, allow_pickle=args.allow_pickle,
                   input_shape=args.input_shape, optimize=args.optimize,
-                  micropython=args.micropython, log=lines.append if args.quiet else print)
+                  micropython=args.micropython, log=(lambda text: None) if args.quiet else print)
     if args.quiet:                       # the one line that says where it went
         print(f"{res.name}: wrote {res.out_dir} (arena {res.arena_bytes} B, weights "
               f"{res.weight_bytes} B)")
@@ -39,7 +38,7 @@ def _inspect(args) -> int:
 
 
 def _eval(args) -> int:
-    from . import calib, evaluate, passes, verify
+    from . import calib, evaluate, passes, report, verify
     from .api import load_graph, quantize_model
     x, y = evaluate.load_data(args.data, args.labels)
     if args.out is not None:
@@ -53,7 +52,7 @@ def _eval(args) -> int:
             raise TinydsError(f"{args.out}: was generated for input {qg.input.shape}, "
                               f"{args.model} takes {g.input.shape}; pass the model it was "
                               "generated from")
-        synthetic = False
+        synthetic = report.calibrated_synthetically(Path(args.out))
     else:
         q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
                            allow_pickle=args.allow_pickle, input_shape=args.input_shape,

@@ -88,6 +88,15 @@ def with_bench(doc: dict, b) -> dict:
                    for la in b.layers] if per_layer else None}}
 
 
+def calibrated_synthetically(out_dir: Path) -> bool:
+    """Whether generate calibrated out_dir's model with --calib synthetic (as its report says)."""
+    try:
+        doc = json.loads((out_dir / "report.json").read_text())
+        return bool((doc.get("calibration") or {}).get("synthetic"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def record_bench(out_dir: Path, b) -> bool:
     """Add bench's figures to out/report.json and out/report.html; False when generate
     wrote no report there (an older output folder)."""
