@@ -159,9 +159,9 @@ def test_cycles_agree_with_the_reference_estimator(kws, tmp_path):
 
 @pytest.mark.slow
 def test_bench_reports_cycles_ms_and_honest_ram(kws):
-    from tinyds import verify
+    from tinyds import bundle
     out = kws[0]
-    b = bench.measure(out, verify.load_graph(out / verify.BUNDLE))
+    b = bench.measure(out, bundle.load_graph(out / bundle.BUNDLE))
     assert b.cycle_model == "Cortex-M4, P=2"
     assert [la.cycles for la in b.layers] == [s.cycles for s in kws[2][1:14]]
     # the first conv runs over its input, so KWS's input lives in the arena (NAME_input())
@@ -205,6 +205,10 @@ def test_tflm_measured_on_the_original_tflite(files, tmp_path, capsys):  # noqa:
     head = tflm_arena_size(tfl.read_bytes())["head"]
     assert f"TFLM arena for the original tiny.tflite: {head} B of tensors" in stdout
     assert "cycles: not estimated (--no-cycles)" in stdout
+    report = json.loads((out / "report.json").read_text())["bench"]   # bench joins the report
+    assert f"per-layer figures added to {out / 'report.html'}" in stdout
+    assert report["cycles"] is None and report["total_instructions"] > 0
+    assert all(la["instructions"] > 0 for la in report["layers"])
     shutil.move(tfl, tmp_path / "moved.tflite")
     rc, stdout, err = run(capsys, "bench", out, "--no-cycles")
     assert rc == 0, err

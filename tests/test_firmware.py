@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from test_project import toy_library, toy_project, toy_ref
-from tinyds import bench, mcu as mcu_table, verify
+from tinyds import bench, bundle, mcu as mcu_table
 from tinyds.firmware import FIRMWARE_DIR, build_elf, run_qemu, run_vectors
 
 pytestmark = pytest.mark.slow
@@ -158,7 +158,7 @@ def test_mobilenet_bit_exact_in_qemu(vww_out, mcu):
 def test_kws_bench(kws_out):
     text = bench.bench(kws_out)
     print(text)
-    b = bench.measure(kws_out, graph=verify.load_graph(kws_out / verify.BUNDLE))
+    b = bench.measure(kws_out, graph=bundle.load_graph(kws_out / bundle.BUNDLE))
     weighted = ("conv2d", "depthwise_conv2d", "fully_connected")
     assert b.sample_ok and sum(la.macs for la in b.layers if la.op in weighted) == KWS_MACS
     assert [layer.op for layer in b.layers][:3] == ["conv2d", "depthwise_conv2d", "conv2d"]

@@ -53,7 +53,7 @@ def test_optimize_size_and_flash_fallback(monkeypatch):
     streams = {i: len(speed.kernels[i].params["stream"]) for i in fast}
     biggest = max(streams, key=streams.get)
     # a flash that holds everything but the biggest int16 stream's extra bytes
-    need = codegen._flash_need(speed) + mcu_table.RUNTIME_FLASH_BYTES
+    need = codegen.flash_need(speed) + mcu_table.RUNTIME_FLASH_BYTES
     tight = dataclasses.replace(mcu_table.MCUS["stm32f4"], flash=need - 1)
     monkeypatch.setitem(mcu_table.MCUS, "stm32f4", tight)
     _, fell = codegen.render_for_mcu(g, "m", "stm32f4")

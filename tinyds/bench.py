@@ -25,6 +25,7 @@ from elftools.elf.elffile import ELFFile
 from tinyds import cycles as cycle_models
 from tinyds import mcu as mcu_table
 from tinyds import ops as op_modules
+from tinyds import progress
 from tinyds.errors import TinydsError
 from tinyds.firmware import build_elf, run_qemu
 from tinyds.ir import Graph
@@ -182,17 +183,21 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     mcu = mcu or project_mcu
     m = mcu_table.get(mcu)
     lib_dir = out_dir / "lib" / name
-    with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp, progress.bar(
+            desc=f"bench on QEMU {BENCH_MACHINE}", total=3 if cycles else 2, unit="step") as bar:
         elf = build_elf(Path(tmp), lib_dir, name, m, out_dir / "src" / "main.c",
                         machine=mcu_table.MACHINES[BENCH_MACHINE],
                         defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
+        bar.update()
         printed = run_qemu(elf, BENCH_MACHINE, Path(tmp), icount=True)
+        bar.update()
         sections, own = elf_sizes(elf, name, {c.name for c in lib_dir.glob("*.c")})
         layers, total, arena, stack, ok = parse_output(printed)
         b = Bench(name, mcu, layers, total, sections, own, arena, stack, ok,
                   *io_sizes(out_dir, name), printed=printed)
         if cycles:
             estimate_cycles(b, elf)
+            bar.update()
         else:
             b.cycle_note = "not estimated (--no-cycles)"
     if graph is not None and len(graph.ops) == len(layers):
@@ -284,15 +289,18 @@ def bench(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
 
     graph: defaults to the quantized model generate saved in out/verify/."""
-    from tinyds import verify
+    from tinyds import bundle as saved
     if clock_mhz is not None and not clock_mhz > 0:
         raise TinydsError(f"--clock-mhz {clock_mhz:g}: must be a positive clock in MHz")
-    bundle = Path(out_dir) / verify.BUNDLE
+    bundle = Path(out_dir) / saved.BUNDLE
     if graph is None and (bundle / "model.json").exists():
-        graph = verify.load_graph(bundle)
+        graph = saved.load_graph(bundle)
     b = measure(out_dir, graph, cycles)
     text = report(b, clock_mhz) + "\n" + tflm_arena_line(out_dir, graph, b)
     if not b.sample_ok:
         raise TinydsError(f"{out_dir}: bench: the firmware's output differs from the reference "
                           f"sample; run `tinyds verify {out_dir} --target qemu`\n{text}")
+    from tinyds import report as html_report
+    if html_report.record_bench(Path(out_dir), b):
+        text += f"\nper-layer figures added to {Path(out_dir) / 'report.html'}"
     return text

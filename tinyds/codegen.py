@@ -121,17 +121,18 @@ def environment() -> jinja2.Environment:
 def weight_bytes(g: Graph, chosen=None) -> int:
     """Flash used by constants: tensors plus the per-channel requant arrays; a fast
     kernel's int16 weight stream counts 4 bytes per word."""
-    total = 0
-    for i, op in enumerate(g.ops):
-        k = chosen[i] if chosen else None
-        consts = [n for n in op.inputs if n and g.tensors[n].is_const]
-        if k is not None and k.fast:
-            total += 4 * (len(k.params["stream"]) + len(k.params["bias"]) + len(k.params["mult"]))
-            total += 4 * len(k.params["shift"]) if k.params["requant"] == "tflite" else 0
-            continue
-        total += sum(g.tensors[n].nbytes for n in consts)
-        total += sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray))
-    return total
+    return sum(layer_weight_bytes(g, op, chosen[i] if chosen else None)
+               for i, op in enumerate(g.ops))
+
+
+def layer_weight_bytes(g: Graph, op, k=None) -> int:
+    """One layer's share of weight_bytes, k its chosen kernel."""
+    if k is not None and k.fast:
+        total = 4 * (len(k.params["stream"]) + len(k.params["bias"]) + len(k.params["mult"]))
+        return total + (4 * len(k.params["shift"]) if k.params["requant"] == "tflite" else 0)
+    consts = [n for n in op.inputs if n and g.tensors[n].is_const]
+    return (sum(g.tensors[n].nbytes for n in consts)
+            + sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray)))
 
 
 def _pointer(p: Plan, tensor: str, name: str) -> str:
@@ -281,7 +282,7 @@ def _sample(qg: Graph, vectors) -> np.ndarray:
     return rng.integers(-128, 128, (1, *qg.input.shape[1:]), dtype=np.int8)
 
 
-def _flash_need(lib: Library) -> int:
+def flash_need(lib: Library) -> int:
     return lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers
 
 
@@ -294,7 +295,7 @@ def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", sour
     fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
                   key=lambda i: -len(lib.kernels[i].params["stream"]))
     size_layers = set()
-    while _flash_need(lib) > budget and fast:
+    while flash_need(lib) > budget and fast:
         size_layers.add(fast.pop(0))
         target = kernel_choice.Target(target.dsp, optimize, frozenset(size_layers))
         files, lib = render_library(qg, name, source, target)
@@ -315,21 +316,21 @@ def kernel_report(qg: Graph, lib: Library) -> str:
 
 
 def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
-             source: str = "", optimize: str = "speed", micropython: bool = False
-             ) -> GenerateResult:
+             source: str = "", optimize: str = "speed", micropython: bool = False,
+             quant_report=None) -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
 
     vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
     micropython: also write micropython/, the library as a MicroPython native module.
+    quant_report: the quantize.Report whose figures report.json/report.html show.
     All of it is written into a temporary sibling folder and renamed at the end,
     so a failure never leaves a folder that looks like valid output.
     """
-    from . import project, verify
+    from . import bundle, project, report
     out = Path(out_dir).resolve()
     files, lib = render_for_mcu(qg, name, mcu, optimize, source)
-    mcu_table.check_fits(mcu, _flash_need(lib),
-                         lib.arena_bytes + lib.input_size + lib.output_size, source or qg.name)
+    mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram + lib.output_size, source or qg.name)
     check_out_dir(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -343,12 +344,14 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         lib_dir.mkdir(parents=True)
         for fname, text in files.items():
             (lib_dir / fname).write_text(text)
-        verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
+        bundle.save_bundle(tmp / bundle.BUNDLE, qg, vectors)
         natmod = ()
         if micropython:
             from . import micropython as mpy
             natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
                 files, name, source or qg.name, lib.input_size, lib.output_size, mcu), name, mcu))
+        report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
+                                          quant_report))
         sample = _sample(qg, vectors)
         project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
         (tmp / MARKER).write_text(json.dumps({
@@ -356,7 +359,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
             "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
-            "vectors": len(verify.stored_vectors(vectors))},
+            "vectors": len(bundle.stored_vectors(vectors))},
             indent=2) + "\n")
         _replace_dir(tmp, out)
     except OSError as e:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyds import mcu as mcu_table
+from tinyds import progress
 from tinyds import verify
 from tinyds.errors import TinydsError
 from tinyds.mcu import MCU, Machine
@@ -164,12 +165,15 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
     o = verify.load_output(out_dir)
     mcu = mcu or o.mcu
     x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
-    got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size)
+    with progress.bar(desc=f"QEMU {mcu_table.get(mcu).qemu}", total=2, unit="firmware") as bar:
+        got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size)
+        bar.update()
+        few = x[:verify.LAYER_VECTORS]
+        sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
+        _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1),
+                                o.qg.output.size, layer_sizes=sizes)
+        bar.update()
     check = verify.check("firmware", got, verify.reference_outputs(o.qg, x))
-    few = x[:verify.LAYER_VECTORS]
-    sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
-    _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1), o.qg.output.size,
-                            layer_sizes=sizes)
     layers = verify.check_layers(o.qg, dumped, few)
     return QemuResult(mcu_table.get(mcu).qemu, mcu, o.name, check, time.perf_counter() - t0,
                       layers)

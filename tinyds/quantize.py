@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import float_ref, reference, requant
+from . import float_ref, progress, reference, requant
 from .errors import TinydsError
 from .ir import Graph, Op, Tensor
 
@@ -213,12 +213,20 @@ def _check_calib(g: Graph, x) -> np.ndarray:
 
 # ---------------------------------------------------------------- running in chunks
 
+def _chunk_size(g: Graph) -> int:
+    per_sample = sum(t.size for t in g.tensors.values() if not t.is_const) * 8
+    return max(1, CHUNK_BYTES // max(per_sample, 1))
+
+
 def _chunks(g: Graph, x: np.ndarray):
     """Batch slices small enough that float_ref's every-tensor output stays in memory."""
-    per_sample = sum(t.size for t in g.tensors.values() if not t.is_const) * 8
-    step = max(1, CHUNK_BYTES // max(per_sample, 1))
+    step = _chunk_size(g)
     for i in range(0, len(x), step):
         yield x[i:i + step]
+
+
+def _n_chunks(g: Graph, x) -> int:
+    return -(-len(x) // _chunk_size(g))
 
 
 def _activations(g: Graph) -> list[str]:
@@ -227,7 +235,7 @@ def _activations(g: Graph) -> list[str]:
 
 def _observe(g: Graph, x: np.ndarray, method: str) -> dict[str, Observer]:
     obs = {name: Observer() for name in _activations(g)}
-    for chunk in _chunks(g, x):
+    for chunk in progress.bar(_chunks(g, x), "calibrating (float ranges)", _n_chunks(g, x)):
         values = float_ref.run(g, chunk)
         for name, o in obs.items():
             if not np.all(np.isfinite(values[name])):
@@ -236,7 +244,8 @@ def _observe(g: Graph, x: np.ndarray, method: str) -> dict[str, Observer]:
                                   "calibration data; check the weights and the input scaling")
             o.see_range(values[name])
     if method != "minmax":
-        for chunk in _chunks(g, x):
+        for chunk in progress.bar(_chunks(g, x), f"calibrating ({method} histograms)",
+                                  _n_chunks(g, x)):
             values = float_ref.run(g, chunk)
             for name, o in obs.items():
                 o.see_hist(values[name])
@@ -364,7 +373,8 @@ def compare(g: Graph, qg: Graph, x: np.ndarray) -> Comparison:
     sig = dict.fromkeys(names, 0.0)
     noise = dict.fromkeys(names, 0.0)
     agree = 0
-    for chunk in _chunks(g, np.asarray(x, np.float32)):
+    for chunk in progress.bar(_chunks(g, np.asarray(x, np.float32)), "float vs int8",
+                              _n_chunks(g, x)):
         f = float_ref.run(g, chunk)
         q = reference.run_all(qg, quantize_input(qg, chunk))
         for name in names:
@@ -412,6 +422,8 @@ class Report:
             lo, hi = self.observed[y.name]
             rows.append((op.name, op.type, f"{s:.4g}", str(zp), wr, f"{lo:.3g}..{hi:.3g}",
                          f"{self.comparison.tensor_snr_db[y.name]:.1f}"))
+        if self.synthetic:                 # no SNR figure without its caveat
+            rows = [(*r[:-1], f"{r[-1]} (SYNTHETIC data)") for r in rows]
         return rows
 
     def text(self) -> str:

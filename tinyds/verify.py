@@ -11,21 +11,19 @@ import shutil
 import subprocess
 import tempfile
 import time
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import reference
+from . import progress, reference
+from .bundle import BUNDLE, load_graph
 from .codegen import MARKER, harness_source
 from .errors import TinydsError
-from .ir import OP_TYPES, Graph, Op, Tensor
+from .ir import Graph
 
-BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
 RANDOM_VECTORS = 1000
-MAX_STORED_VECTORS = 1000
 REFERENCE_CHUNK = 128
 REALISTIC_SIGMAS = (4.0, 12.0, 32.0)   # int8 steps around the input zero point
 
@@ -136,89 +134,6 @@ def split_layers(dumped: np.ndarray, n: int, layer_sizes, where) -> list[np.ndar
     return [per_vector[:, a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-# ---------------------------------------------------------------- the saved model
-# JSON for structure, one .npz for arrays, loaded with allow_pickle=False: a
-# verify folder from someone else can never run code.
-
-def _encode(v, key: str, arrays: dict):
-    if isinstance(v, np.ndarray):
-        arrays[key] = v
-        return {"array": key}
-    if isinstance(v, np.generic):
-        return {"scalar": v.item(), "dtype": v.dtype.str}
-    if isinstance(v, tuple):
-        return {"tuple": [_encode(e, f"{key}.{i}", arrays) for i, e in enumerate(v)]}
-    if isinstance(v, list):
-        return [_encode(e, f"{key}.{i}", arrays) for i, e in enumerate(v)]
-    if isinstance(v, dict):
-        return {"dict": {k: _encode(e, f"{key}.{k}", arrays) for k, e in v.items()}}
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    raise TypeError(f"cannot save {key} of type {type(v).__name__}")
-
-
-def _decode(v, arrays):
-    if isinstance(v, list):
-        return [_decode(e, arrays) for e in v]
-    if isinstance(v, dict):
-        if "array" in v:
-            return arrays[v["array"]]
-        if "scalar" in v:
-            return np.dtype(v["dtype"]).type(v["scalar"])
-        if "tuple" in v:
-            return tuple(_decode(e, arrays) for e in v["tuple"])
-        return {k: _decode(e, arrays) for k, e in v["dict"].items()}
-    return v
-
-
-def _fields(obj, key: str, arrays: dict) -> dict:
-    return {f.name: _encode(getattr(obj, f.name), f"{key}.{f.name}", arrays)
-            for f in dataclasses.fields(obj)}
-
-
-def save_graph(g: Graph, folder: Path) -> None:
-    arrays: dict = {}
-    doc = {"name": g.name, "inputs": g.inputs, "outputs": g.outputs,
-           "source_layout": g.source_layout,
-           "tensors": [_fields(t, f"t{i}", arrays) for i, t in enumerate(g.tensors.values())],
-           "ops": [_fields(op, f"op{i}", arrays) for i, op in enumerate(g.ops)]}
-    (folder / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
-    np.savez(folder / "model.npz", **arrays)
-
-
-def load_graph(folder: Path) -> Graph:
-    try:
-        doc = json.loads((folder / "model.json").read_text())
-        with np.load(folder / "model.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        tensors = [Tensor(**{k: _decode(v, arrays) for k, v in t.items()}) for t in doc["tensors"]]
-        ops = [Op(**{k: _decode(v, arrays) for k, v in op.items()}) for op in doc["ops"]]
-        unknown = [op.type for op in ops if op.type not in OP_TYPES]
-        if unknown:
-            raise ValueError(f"unknown op {unknown[0]!r}")
-        return Graph(doc["name"], {t.name: t for t in tensors}, ops, doc["inputs"],
-                     doc["outputs"], doc["source_layout"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
-            zipfile.BadZipFile) as e:
-        raise TinydsError(f"{folder}: saved quantized model is missing or damaged ({e}); "
-                          "run tinyds generate again") from None
-
-
-def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
-    """What `tinyds verify` needs besides the C: the quantized model and calibration vectors."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_graph(qg, folder)
-    v = stored_vectors(vectors)
-    if len(v):
-        np.save(folder / "vectors.npy", v, allow_pickle=False)
-
-
-def stored_vectors(vectors) -> np.ndarray:
-    """The calibration vectors the bundle keeps (generate records how many)."""
-    return np.zeros(0, np.int8) if vectors is None else \
-        np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
-
-
 # ---------------------------------------------------------------- tinyds verify
 
 @dataclass
@@ -322,8 +237,10 @@ def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray
 
 
 def reference_outputs(qg: Graph, x: np.ndarray) -> np.ndarray:
+    starts = range(0, len(x), REFERENCE_CHUNK)
     return np.concatenate([reference.run(qg, x[i:i + REFERENCE_CHUNK]).reshape(
-        len(x[i:i + REFERENCE_CHUNK]), -1) for i in range(0, len(x), REFERENCE_CHUNK)])
+        len(x[i:i + REFERENCE_CHUNK]), -1) for i in progress.bar(
+            starts, f"NumPy reference, {len(x)} vectors", len(starts), "chunk")])
 
 
 def check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
@@ -420,6 +337,10 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
         edited = edited_files(o)
+        with progress.bar(desc="C builds and runs", total=4, unit="build") as bar:
+            for f in as_completed([*runs.values(), per_layer, cross]):
+                f.result()
+                bar.update()
         checks = [check(b, f.result(), want) for b, f in runs.items()]
         layers = check_layers(qg, per_layer.result(), x[:LAYER_VECTORS])
         target = cross.result()

@@ -15,7 +15,9 @@ from ..errors import TinydsError
 from .. import fixedpoint
 from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, wrap_int32
 from ..ir import Graph, Op
-from ..window import taps
+from ..window import windows
+
+IM2COL_BYTES = 64 << 20       # the reference's im2col matrix per slice of the batch
 
 
 def operands(g: Graph, op: Op):
@@ -113,19 +115,22 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
-    """Integer conv. Each tap is a float64 matmul: every product and partial sum is an
-    integer below 2**53, so BLAS computes the int32 accumulator exactly, and fast."""
+    """Integer conv as one im2col matmul in float64: every product (|x + offset| <= 255,
+    |w| <= 127) and every partial sum is an integer far below 2**53, so BLAS computes the
+    int32 accumulator exactly, and fast. Padded taps read x + offset == 0."""
     xt, w, bias, _ = operands(g, op)
     weight_zero_point(g, op)
     xs = x.astype(np.float64) - float(xt.zero_point[0])   # x + input_offset; padding is 0
-    wf = w.astype(np.float64)
-    acc = 0.0
-    for i, j, v in taps(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
-                        op.attrs["padding"], 0.0):
-        acc = acc + v @ wf[:, i, j, :].T
-    acc = np.asarray(acc).astype(np.int64)
+    win = windows(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
+                  op.attrs["padding"], 0.0)               # (N, OH, OW, C, KH, KW)
+    wmat = w.transpose(0, 3, 1, 2).reshape(len(w), -1).astype(np.float64).T
+    acc = np.empty((*win.shape[:3], len(w)), np.int64)
+    step = max(1, IM2COL_BYTES // max(1, 8 * int(np.prod(win.shape[1:]))))
+    for i in range(0, len(x), step):                      # bounded im2col copies
+        cols = win[i:i + step].reshape(-1, wmat.shape[0])
+        acc[i:i + step] = (cols @ wmat).reshape(acc[i:i + step].shape)
     if bias is not None:
-        acc = acc + bias
+        acc += bias
     return requantize(acc, g, op)
 
 

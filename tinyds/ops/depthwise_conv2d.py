@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
-from ..window import taps
+from ..window import windows
 from .conv2d import (fold_bias, gemm_requant, int_list, operands, quant_params, requantize,
                      weight_zero_point, window_params, wrapped_fold)
 
@@ -19,19 +19,19 @@ MAX_PLANE_BYTES = 1024     # the plane path's stack buffer: one channel's window
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    """One einsum over every window (a view, no im2col copy), in float64: products and
+    sums are integers far below 2**53, so the accumulator is exact."""
     xt, w, bias, _ = operands(g, op)
     weight_zero_point(g, op)
     m = int(op.attrs["depth_multiplier"])
-    xs = x.astype(np.int32) - int(xt.zero_point[0])   # x + input_offset; padding is 0
+    xs = x.astype(np.float64) - float(xt.zero_point[0])   # x + input_offset; padding is 0
     if m > 1:
         xs = np.repeat(xs, m, axis=-1)
-    wk = w.astype(np.int32)
-    acc = np.zeros(1, np.int64)
-    for i, j, v in taps(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
-                        op.attrs["padding"], 0):
-        acc = acc + v * wk[0, i, j, :]
+    win = windows(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
+                  op.attrs["padding"], 0.0)               # (N, OH, OW, C*M, KH, KW)
+    acc = np.einsum("nhwckl,klc->nhwc", win, w[0].astype(np.float64)).astype(np.int64)
     if bias is not None:
-        acc = acc + bias
+        acc += bias
     return requantize(acc, g, op)
 
 
