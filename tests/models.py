@@ -160,6 +160,22 @@ class OpMix(nn.Module):
         return F.softmax(a + b, dim=1)
 
 
+class ActMix(nn.Module):
+    """The element-wise activations: hardswish after a stem and a pointwise conv, leaky ReLU
+    after a depthwise conv, and a sigmoid on the logits (multi-label output)."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.stem = _conv_bn(3, 12, 3, stride=2, padding=1, act=nn.Hardswish)
+        self.dw = _conv_bn(12, 12, 3, padding=1, groups=12, act=lambda: nn.LeakyReLU(0.1))
+        self.pw = _conv_bn(12, 24, 1, act=nn.Hardswish)
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        x = self.pw(self.dw(self.stem(x)))
+        return torch.sigmoid(self.fc(x.mean((2, 3))))
+
+
 def sample_inputs(shape, n: int, seed: int = 0) -> torch.Tensor:
     """n standard-normal inputs of `shape` (batch replaced by n), seeded."""
     return torch.randn((n,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed))
@@ -224,9 +240,9 @@ def _center(model, lin: nn.Linear, shape):
 
 
 SHAPES = {"ds_stack": (1, 3, 32, 32), "dscnn": (1, 1, 49, 10), "mobilenet_v1": (1, 3, 96, 96),
-          "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20)}
+          "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20), "act_mix": (1, 3, 24, 24)}
 BUILDERS = {"ds_stack": DSStack, "dscnn": DSCNN, "mobilenet_v1": MobileNetV1,
-            "mobilenet_v2": MobileNetV2, "opmix": OpMix}
+            "mobilenet_v2": MobileNetV2, "opmix": OpMix, "act_mix": ActMix}
 NAMES = tuple(BUILDERS)
 
 

@@ -215,15 +215,26 @@ def test_zero_pad_and_batchnorm1d_after_linear(tmp_path, via):
     assert_close(opt, m, x * 2)
 
 
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2", "module"])
+def test_elementwise_activations(tmp_path, via):
+    m = nn.Sequential(nn.Conv2d(2, 4, 1), nn.LeakyReLU(0.2), nn.Conv2d(4, 4, 3), nn.Hardswish(),
+                      nn.Conv2d(4, 3, 1), nn.Sigmoid(), nn.Conv2d(3, 2, 1), nn.LeakyReLU(inplace=True))
+    g, m, x = _lower(m, (1, 2, 6, 5), tmp_path, via)
+    assert [op.type for op in g.ops] == ["conv2d", "leaky_relu", "conv2d", "hard_swish", "conv2d",
+                                         "logistic", "conv2d", "leaky_relu"]
+    assert [op.attrs["alpha"] for op in g.ops if op.type == "leaky_relu"] == pytest.approx([0.2, 0.01])
+    assert_close(g, m, x * 4)
+
+
 # ---- errors ---------------------------------------------------------------
 
 def test_unsupported_op_names_op_layer_and_supported(tmp_path):
-    m = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Sigmoid())
+    m = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Tanh())
     for via, f in (("traced", "m.pt"), ("pt2", "m.pt2")):
         with pytest.raises(TinydsError) as e:
             _lower(m, (1, 1, 4, 4), tmp_path, via)
         msg = str(e.value)
-        assert msg.startswith(f"{tmp_path / f}: layer 1: unsupported op aten::sigmoid; supported: conv2d")
+        assert msg.startswith(f"{tmp_path / f}: layer 1: unsupported op aten::tanh; supported: conv2d")
         assert "\n" not in msg
 
 

@@ -159,7 +159,7 @@ def test_tflm_arena_size(name):
     assert largest <= sizes["head"] <= sizes["total"]
 
 
-@pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "act_mix"])
 def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     """`export-tflite` of each PyTorch test model: TFLM on that file equals our reference on
     every tensor, so our quantizer's arithmetic is TFLite's."""

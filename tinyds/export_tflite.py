@@ -27,6 +27,7 @@ OPCODES = {
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
     "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
+    "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
 }
 
 
@@ -183,6 +184,11 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
     elif op.type == "softmax":
         w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
              w.options("SoftmaxOptionsT", beta=float(op.attrs.get("beta", 1.0))), "SoftmaxOptions")
+    elif op.type == "leaky_relu":
+        w.op("leaky_relu", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
+             w.options("LeakyReluOptionsT", alpha=float(op.attrs["alpha"])), "LeakyReluOptions")
+    elif op.type in ("hard_swish", "logistic"):
+        w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op))
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

@@ -83,6 +83,18 @@ def _softmax(g, op, x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _leaky_relu(g, op, x):
+    return np.where(x > 0, x, x * op.attrs["alpha"])
+
+
+def _hard_swish(g, op, x):
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def _logistic(g, op, x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))     # 1 / (1 + exp(-x)) without overflow
+
+
 def _batch_norm(g, op, x):
     mean, var, gamma, beta = (_const(g, n) for n in op.inputs[1:5])
     return (x - mean) / np.sqrt(var + op.attrs["eps"]) * gamma + beta
@@ -100,7 +112,8 @@ KERNELS = {
     "conv2d": _conv2d, "depthwise_conv2d": _depthwise_conv2d, "fully_connected": _fully_connected,
     "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add,
     "reshape": _reshape, "pad": _pad, "softmax": _softmax, "batch_norm": _batch_norm,
-    "relu": _relu, "relu6": _relu6,
+    "relu": _relu, "relu6": _relu6, "leaky_relu": _leaky_relu, "hard_swish": _hard_swish,
+    "logistic": _logistic,
 }
 
 

@@ -36,6 +36,15 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       padding (top, left, bottom, right); pads with the input zero point.
   softmax
       beta; quantized: input_multiplier, input_left_shift, diff_min.
+  leaky_relu
+      alpha; quantized: identity_multiplier, identity_shift, alpha_multiplier,
+      alpha_shift.
+  hard_swish
+      quantized: output_multiplier, output_shift, reluish_multiplier,
+      reluish_shift (int16 multipliers, TFLite's HardSwishParams).
+  logistic
+      output scale 1/256, zero point -128; quantized: input_multiplier,
+      input_left_shift, input_range_radius.
   Float-only, removed by passes before quantization:
   batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
 
@@ -51,7 +60,7 @@ import numpy as np
 
 OP_TYPES = (
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-    "mean", "add", "reshape", "pad", "softmax",
+    "mean", "add", "reshape", "pad", "softmax", "leaky_relu", "hard_swish", "logistic",
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")

@@ -30,7 +30,7 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # gets its own (as TFLite's converter does): the global average has a narrower
 # range than its input, and the rescaling path rounds where the shared one truncates.
 SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad")
-SOFTMAX_PARAMS = (np.float32(1 / 256), -128)
+SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
 # A tensor that never left 0 during calibration still needs a usable scale;
 # [0, 1] keeps downstream multipliers ordinary if real data is not all zero.
@@ -260,7 +260,7 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
         first_in = tensors[op.inputs[0]]
         if op.type in SHARED_PARAMS and not _is_global_pool(g, op):
             params = first_in.qparams
-        elif op.type == "softmax":
+        elif op.type in ("softmax", "logistic"):
             params = SOFTMAX_PARAMS
         else:
             params = activation_params(*ranges[y.name])

@@ -218,6 +218,12 @@ def _unary(type_):
     return lower
 
 
+def _leaky_relu(lo, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    return lo._emit("leaky_relu", layer, [x.name], x.shape, {"alpha": float(a["negative_slope"])},
+                    perm=x.perm)
+
+
 def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
     if lo_v == 0 and hi_v is None:
         return _unary("relu")(lo, {"self": x}, layer)
@@ -465,6 +471,7 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
+    "leaky_relu": _leaky_relu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
     "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
@@ -476,5 +483,6 @@ HANDLERS = {
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "batch_norm", "relu", "relu6/hardtanh(0,6)",
+             "leaky_relu", "hardswish", "sigmoid",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
              "linear", "add", "softmax", "zero pad", "dropout")

@@ -26,14 +26,15 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
            "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
-           "DEQUANTIZE": None}
+           "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
+           "LOGISTIC": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
               "PAD": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
-             "QUANTIZE", "DEQUANTIZE")
+             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC")
 
 
 def schema():
@@ -441,6 +442,19 @@ def _softmax(r: _Reader, op, where: str) -> Op:
     return Op("softmax", where, [x], [y], {"beta": float(op.builtinOptions.beta)})
 
 
+def _unary(r: _Reader, op, where: str, opname: str) -> Op:
+    """LEAKY_RELU, HARD_SWISH, LOGISTIC: element-wise, same shape in and out."""
+    x = r.tensor(op.inputs[0], where)
+    y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[x].shape)
+    if opname == "LOGISTIC" and r.g.tensors[y].qparams != (1 / 256, -128):
+        raise r.err(where, f"logistic output quantization {r.g.tensors[y].qparams}",
+                    "TFLite int8 logistic outputs scale 1/256, zero point -128")
+    if opname == "LEAKY_RELU":
+        return Op("leaky_relu", where, [x], [y], {"alpha": float(op.builtinOptions.alpha)})
+    return Op(opname.lower(), where, [x], [y], {})
+
+
 def load_tflite(path) -> Graph:
     """Read a fully-int8 .tflite into a quantized Graph with integer params derived."""
     path = Path(path)
@@ -482,6 +496,8 @@ def load_tflite(path) -> Graph:
             new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
+        elif opname in ("LEAKY_RELU", "HARD_SWISH", "LOGISTIC"):
+            new = _unary(r, op, where, opname)
         else:
             new = _softmax(r, op, where)
         ops.append(new)
