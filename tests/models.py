@@ -176,6 +176,55 @@ class ActMix(nn.Module):
         return torch.sigmoid(self.fc(x.mean((2, 3))))
 
 
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's SE: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> hardsigmoid -> scale x."""
+
+    def __init__(self, c, squeeze):
+        super().__init__()
+        self.reduce = nn.Conv2d(c, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x):
+        s = F.relu(self.reduce(x.mean((2, 3), keepdim=True)))
+        return x * F.hardsigmoid(self.expand(s))
+
+
+class MNV3Block(nn.Module):
+    """Inverted residual with optional SE and hardswish, residual add when shapes allow."""
+
+    def __init__(self, cin, expand, cout, k, stride, se, act):
+        super().__init__()
+        self.expand = _conv_bn(cin, expand, 1, act=act) if expand != cin else nn.Identity()
+        self.dw = _conv_bn(expand, expand, k, stride, k // 2, groups=expand, act=act)
+        self.se = SqueezeExcite(expand, max(8, expand // 4)) if se else nn.Identity()
+        self.project = _conv_bn(expand, cout, 1, act=nn.Identity)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.project(self.se(self.dw(self.expand(x))))
+        return x + y if self.residual else y
+
+
+class MobileNetV3Small(nn.Module):
+    """A narrow MobileNetV3-small: hardswish stem, SE blocks (hardsigmoid gating), ReLU and
+    hardswish blocks, a hardswish head."""
+
+    def __init__(self, num_classes=6):
+        super().__init__()
+        self.stem = _conv_bn(3, 16, 3, 2, 1, act=nn.Hardswish)
+        self.blocks = nn.Sequential(
+            MNV3Block(16, 16, 16, 3, 2, True, nn.ReLU),
+            MNV3Block(16, 48, 24, 3, 2, False, nn.ReLU),
+            MNV3Block(24, 56, 24, 3, 1, False, nn.ReLU),
+            MNV3Block(24, 64, 32, 5, 2, True, nn.Hardswish),
+            MNV3Block(32, 96, 32, 5, 1, True, nn.Hardswish))
+        self.head = _conv_bn(32, 96, 1, act=nn.Hardswish)
+        self.fc = nn.Sequential(nn.Linear(96, 64), nn.Hardswish(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
+
+
 def sample_inputs(shape, n: int, seed: int = 0) -> torch.Tensor:
     """n standard-normal inputs of `shape` (batch replaced by n), seeded."""
     return torch.randn((n,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed))
@@ -240,9 +289,11 @@ def _center(model, lin: nn.Linear, shape):
 
 
 SHAPES = {"ds_stack": (1, 3, 32, 32), "dscnn": (1, 1, 49, 10), "mobilenet_v1": (1, 3, 96, 96),
-          "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20), "act_mix": (1, 3, 24, 24)}
+          "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20), "act_mix": (1, 3, 24, 24),
+          "mobilenet_v3": (1, 3, 64, 64)}
 BUILDERS = {"ds_stack": DSStack, "dscnn": DSCNN, "mobilenet_v1": MobileNetV1,
-            "mobilenet_v2": MobileNetV2, "opmix": OpMix, "act_mix": ActMix}
+            "mobilenet_v2": MobileNetV2, "opmix": OpMix, "act_mix": ActMix,
+            "mobilenet_v3": MobileNetV3Small}
 NAMES = tuple(BUILDERS)
 
 

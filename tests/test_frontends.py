@@ -226,6 +226,40 @@ def test_elementwise_activations(tmp_path, via):
     assert_close(g, m, x * 4)
 
 
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2", "module"])
+def test_mul_sub_hardsigmoid_and_scalars(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.a(x)
+            gate = F.hardsigmoid(y.mean((2, 3), keepdim=True))
+            z = (self.b(x) - y) * gate                         # [1,C,H,W] x [1,C,1,1]
+            return (z * 0.5 + 1.0) - 2 * y
+
+    g, m, x = _lower(M(), (1, 3, 5, 6), tmp_path, via)
+    types = [op.type for op in g.ops]
+    assert types == ["conv2d", "avg_pool2d", "add", "mul", "conv2d", "sub", "mul", "mul", "add",
+                     "mul", "sub"]
+    hs_add, hs_mul = g.ops[2], g.ops[3]
+    assert hs_add.attrs["activation"] == "relu6"
+    assert [float(g.tensors[n].data[0]) for n in (hs_add.inputs[1], hs_mul.inputs[1])] == \
+        pytest.approx([3.0, 1 / 6])
+    assert g.tensors[g.ops[6].inputs[1]].shape == (1, 1, 1, 4)
+    assert_close(g, m, x * 3)
+
+
+def test_constant_minus_activation_is_refused(tmp_path):
+    class M(nn.Module):
+        def forward(self, x):
+            return 1.0 - x
+
+    with pytest.raises(TinydsError, match=r"m\.pt2: layer rsub: unsupported op aten::rsub; "):
+        _lower(M(), (1, 2, 3, 3), tmp_path, "pt2")
+
+
 # ---- errors ---------------------------------------------------------------
 
 def test_unsupported_op_names_op_layer_and_supported(tmp_path):

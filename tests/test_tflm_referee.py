@@ -159,7 +159,8 @@ def test_tflm_arena_size(name):
     assert largest <= sizes["head"] <= sizes["total"]
 
 
-@pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "act_mix"])
+@pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "act_mix",
+                                      "mobilenet_v3"])
 def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     """`export-tflite` of each PyTorch test model: TFLM on that file equals our reference on
     every tensor, so our quantizer's arithmetic is TFLite's."""

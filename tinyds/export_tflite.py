@@ -27,7 +27,7 @@ OPCODES = {
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
     "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
-    "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
+    "sub": ("SUB", 2), "mul": ("MUL", 2), "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
 }
 
 
@@ -162,10 +162,10 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         w.op("fully_connected", ins, _out(w, g, op),
              w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
              "FullyConnectedOptions")
-    elif op.type == "add":
+    elif op.type in ("add", "sub", "mul"):
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
-        w.op("add", ins, _out(w, g, op), w.options("AddOptionsT", fusedActivationFunction=act),
-             "AddOptions")
+        kind = {"add": "AddOptions", "sub": "SubOptions", "mul": "MulOptions"}[op.type]
+        w.op(op.type, ins, _out(w, g, op), w.options(kind + "T", fusedActivationFunction=act), kind)
     elif op.type == "reshape":
         x = w.tensor(g.tensors[op.inputs[0]])
         shape = list(op.attrs["shape"])

@@ -64,8 +64,26 @@ def _mean(g, op, x):
     return x.mean(axis=tuple(op.attrs["axes"]), keepdims=op.attrs.get("keepdims", True))
 
 
-def _add(g, op, a, b):
+def _operands(g, op, args):
+    """add/sub/mul inputs, constants included, shaped to broadcast over the batch."""
+    it = iter(args)
+    return [g.tensors[n].data.astype(np.float64)[None] if g.tensors[n].is_const else next(it)
+            for n in op.inputs[:2]]
+
+
+def _add(g, op, *args):
+    a, b = _operands(g, op, args)
     return _act(a + b, op)
+
+
+def _sub(g, op, *args):
+    a, b = _operands(g, op, args)
+    return _act(a - b, op)
+
+
+def _mul(g, op, *args):
+    a, b = _operands(g, op, args)
+    return _act(a * b, op)
 
 
 def _reshape(g, op, x):
@@ -110,7 +128,7 @@ def _relu6(g, op, x):
 
 KERNELS = {
     "conv2d": _conv2d, "depthwise_conv2d": _depthwise_conv2d, "fully_connected": _fully_connected,
-    "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add,
+    "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add, "sub": _sub, "mul": _mul,
     "reshape": _reshape, "pad": _pad, "softmax": _softmax, "batch_norm": _batch_norm,
     "relu": _relu, "relu6": _relu6, "leaky_relu": _leaky_relu, "hard_swish": _hard_swish,
     "logistic": _logistic,

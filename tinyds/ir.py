@@ -26,10 +26,15 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       quantized: act_min, act_max.
   mean
       axes (1, 2), keepdims. (TFLite MEAN; the torch path uses avg_pool2d.)
-  add
+  add, sub
       activation; quantized: left_shift, input1_multiplier, input1_shift,
       input2_multiplier, input2_shift, output_multiplier, output_shift,
       act_min, act_max.
+  mul
+      activation; quantized: output_multiplier, output_shift, act_min, act_max.
+  add, sub and mul broadcast as TFLite does (shapes aligned on the right, dims
+  equal or 1); either operand may be a constant int8 tensor (hardsigmoid's 3
+  and 1/6), stored with its own per-tensor quantization.
   reshape
       shape (the new full shape).
   pad
@@ -60,7 +65,8 @@ import numpy as np
 
 OP_TYPES = (
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-    "mean", "add", "reshape", "pad", "softmax", "leaky_relu", "hard_swish", "logistic",
+    "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
+    "logistic",
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")

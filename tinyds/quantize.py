@@ -32,6 +32,7 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad")
 SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
+ELEMENTWISE_BINARY = ("add", "sub", "mul")     # may have one constant operand
 # A tensor that never left 0 during calibration still needs a usable scale;
 # [0, 1] keeps downstream multipliers ordinary if real data is not all zero.
 DEGENERATE_RANGE = 1.0
@@ -165,6 +166,16 @@ def quantize_weights(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np
     return np.clip(q, -127, 127).astype(np.int8), scale
 
 
+def quantize_constant(t: Tensor) -> Tensor:
+    """A constant operand of add/sub/mul: per-tensor asymmetric int8 over its own [min, max]
+    (with 0), as the converter quantizes constant tensors; a scalar lands exactly on 127 or -128."""
+    data = t.data.astype(np.float32)
+    scale, zp = activation_params(float(data.min()), float(data.max()))
+    q = np.clip(round_half_away(data / scale) + zp, -128, 127).astype(np.int8)
+    return Tensor(t.name, t.shape, "int8", data=q, scale=np.array([scale], np.float32),
+                  zero_point=np.array([zp], np.int64))
+
+
 def quantize_bias(b: np.ndarray, s_in: np.float32, s_w: np.ndarray):
     """TFLite SymmetricPerChannelBiasQuantize: float32 scale product, float32 inverse, saturate."""
     scale = (np.float32(s_in) * s_w.astype(np.float32)).astype(np.float32)
@@ -257,6 +268,10 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
     for op in g.ops:
         y = g.tensors[op.outputs[0]]
+        if op.type in ELEMENTWISE_BINARY:
+            for name in op.inputs:
+                if g.tensors[name].is_const:
+                    tensors[name] = quantize_constant(g.tensors[name])
         first_in = tensors[op.inputs[0]]
         if op.type in SHARED_PARAMS and not _is_global_pool(g, op):
             params = first_in.qparams
@@ -269,11 +284,11 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
         if op.type in WEIGHTED:
             mean = None if means is None else means[op.inputs[0]]
             inputs = inputs[:2] + [_quantize_weighted(g, op, tensors, first_in.scale[0], mean)]
-        else:
+        elif op.type not in ELEMENTWISE_BINARY:
             for name in op.inputs[1:]:
                 if name and g.tensors[name].is_const:
                     raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
-                                      "supported; only conv/depthwise/linear carry constants")
+                                      "supported; only conv/depthwise/linear/add/sub/mul carry constants")
         if _is_global_pool(g, op):
             qg.ops.append(Op("mean", op.name, inputs, list(op.outputs), {"axes": (1, 2), "keepdims": True}))
         else:

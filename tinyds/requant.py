@@ -57,6 +57,12 @@ def _add(g: Graph, op: Op) -> None:
         twice_max / ((1 << ADD_LEFT_SHIFT) * s_out))
 
 
+def _mul(g: Graph, op: Op) -> None:
+    """TFLM CalculateOpDataMul: s1 * s2 / s_out in double."""
+    s1, s2, s_out = (float(g.tensors[n].scale[0]) for n in (*op.inputs[:2], op.outputs[0]))
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = quantize_multiplier(s1 * s2 / s_out)
+
+
 def _softmax(g: Graph, op: Op) -> None:
     """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input."""
     s_in = float(g.tensors[op.inputs[0]].scale[0])
@@ -152,8 +158,10 @@ def derive_int_params(g: Graph) -> Graph:
     for op in g.ops:
         if op.type in ("conv2d", "depthwise_conv2d", "fully_connected"):
             _weighted(g, op)
-        elif op.type == "add":
+        elif op.type in ("add", "sub"):
             _add(g, op)
+        elif op.type == "mul":
+            _mul(g, op)
         elif op.type == "softmax":
             _softmax(g, op)
         elif op.type in DERIVE:

@@ -433,24 +433,73 @@ def _matmul(lo, a, layer):
     return _fc(lo, layer, lo._expect_act(a["self"], layer), w, None, wdata=np.asarray(w.data).T)
 
 
+def _scalar(v):
+    """v as a float if it is a number or a one-element constant, else None."""
+    if isinstance(v, Const):
+        v = v.data
+    if isinstance(v, (Act, bool, str, list, tuple)) or v is None:
+        return None
+    a = np.asarray(v)                     # a number, or a 0-d tensor (TorchScript's scalars)
+    return float(a.reshape(-1)[0]) if a.size == 1 and a.dtype.kind in "iuf" else None
+
+
+def _binary(lo: Lowering, layer, type_, x, y):
+    """add/sub/mul of two activations (broadcasting dims of size 1, same rank) or of an
+    activation and a scalar (a one-element constant operand)."""
+    if isinstance(x, Act) and isinstance(y, Act):
+        same = x.shape == y.shape and (x.perm is None) == (y.perm is None)
+        broadcast = (len(x.shape) == len(y.shape) and x.perm is None and y.perm is None
+                     and all(p == q or 1 in (p, q) for p, q in zip(x.shape, y.shape)))
+        if not (same or broadcast):
+            raise lo.fail(layer, f"{type_} of shapes {x.shape} and {y.shape} is not supported; "
+                                 "operands must have the same rank and dims equal or 1")
+        shape = tuple(max(p, q) for p, q in zip(x.shape, y.shape))
+        return lo._emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
+    value = _scalar(y)
+    if not isinstance(x, Act) or value is None:
+        raise lo.fail(layer, f"{type_} of a constant is only supported as activation {type_} scalar"
+                      + (" or as the bias after a matmul" if type_ == "add" else ""))
+    lo.check_finite(layer, Const(np.array([value]), layer))
+    c = lo._const(f"{layer}.const", np.array([value], np.float32))
+    return lo._emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
+
+
 def _add(lo: Lowering, a, layer):
     x, y = a["self"], a["other"]
     if a.get("alpha", 1) != 1:
         raise lo.fail(layer, "add with alpha != 1 is not supported")
-    if isinstance(x, Act) and isinstance(y, Act):
-        if x.shape != y.shape or (x.perm is None) != (y.perm is None):
-            raise lo.fail(layer, f"add of shapes {x.shape} and {y.shape} (broadcasting) is not supported")
-        return lo._emit("add", layer, [x.name, y.name], x.shape, {"activation": "none"}, perm=x.perm)
     act, c = (x, y) if isinstance(x, Act) else (y, x)
     # matmul + add: fold the constant into the bias of the fully_connected that produced `act`.
     prod = lo.g.ops[-1] if lo.g.ops else None
-    if (isinstance(c, Const) and prod is not None and prod.outputs == [act.name]
+    if (isinstance(act, Act) and isinstance(c, Const) and prod is not None
+            and prod.outputs == [act.name]
             and prod.type == "fully_connected" and prod.inputs[2] == ""
             and np.asarray(c.data).size == act.shape[1] and len(lo.g.consumers(act.name)) == 0):
         lo.check_finite(layer, c)
         prod.inputs[2] = lo._const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
         return act
-    raise lo.fail(layer, "add of a constant is only supported as the bias after a matmul")
+    return _binary(lo, layer, "add", act, c)
+
+
+def _sub(lo: Lowering, a, layer):
+    if a.get("alpha", 1) != 1:
+        raise lo.fail(layer, "sub with alpha != 1 is not supported")
+    return _binary(lo, layer, "sub", a["self"], a["other"])
+
+
+def _mul(lo: Lowering, a, layer):
+    x, y = a["self"], a["other"]
+    return _binary(lo, layer, "mul", *((x, y) if isinstance(x, Act) else (y, x)))
+
+
+def _hardsigmoid(lo: Lowering, a, layer):
+    """relu6(x + 3) / 6 as TFLite's converter lowers it: ADD of 3 with a fused ReLU6, MUL by 1/6."""
+    x = lo._expect_act(a["self"], layer)
+    three = lo._const(f"{layer}.three", np.array([3.0], np.float32))
+    y = lo._emit("add", f"{layer}.add", [x.name, three], x.shape, {"activation": "relu6"},
+                 perm=x.perm)
+    sixth = lo._const(f"{layer}.sixth", np.array([1.0 / 6.0], np.float32))
+    return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 
 
 def _softmax(lo: Lowering, a, layer):
@@ -478,11 +527,12 @@ HANDLERS = {
     "flatten": _flatten, "view": _view, "reshape": _view, "_unsafe_view": _view,
     "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
-    "add": _add, "softmax": _softmax, "_softmax": _softmax,
+    "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
+    "softmax": _softmax, "_softmax": _softmax,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "leaky_relu", "hardswish", "sigmoid",
+             "leaky_relu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
-             "linear", "add", "softmax", "zero pad", "dropout")
+             "linear", "softmax", "zero pad", "dropout")

@@ -27,14 +27,16 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
            "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
            "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
+           "SUB": "SubOptions", "MUL": "MulOptions",
            "LOGISTIC": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
+              "SUB": 2, "MUL": 2,
               "PAD": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
-             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC")
+             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL")
 
 
 def schema():
@@ -396,16 +398,27 @@ def _mean(r: _Reader, op, where: str) -> Op:
     return Op("mean", where, [x], [y], {"axes": (1, 2), "keepdims": bool(op.builtinOptions.keepDims)})
 
 
-def _add(r: _Reader, op, where: str) -> Op:
+def _binary(r: _Reader, op, where: str, opname: str) -> Op:
+    """ADD, SUB, MUL: two int8 operands (one may be constant) that broadcast like TFLite."""
     a, b = (r.tensor(i, where) for i in op.inputs[:2])
-    if r.g.tensors[a].shape != r.g.tensors[b].shape:
-        raise r.err(where, f"broadcasting ADD {r.g.tensors[a].shape} + {r.g.tensors[b].shape}",
-                    "only same-shape ADD is supported")
-    if r.g.tensors[a].is_const or r.g.tensors[b].is_const:
-        raise r.err(where, "ADD of a constant tensor", "only ADD of two activations is supported")
+    ta, tb = r.g.tensors[a], r.g.tensors[b]
+    if ta.is_const and tb.is_const:
+        raise r.err(where, f"{opname} of two constants", "fold it into a constant; re-convert")
+    for t in (ta, tb):
+        if t.dtype != "int8" or t.scale is None or len(t.scale) != 1:
+            raise r.err(where, f"{opname} operand {t.name} is {t.dtype} with "
+                        f"{0 if t.scale is None else len(t.scale)} scales",
+                        "only per-tensor int8 operands are supported")
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[a].shape)
-    return Op("add", where, [a, b], [y],
+    shapes = [tuple(ta.shape), tuple(tb.shape), tuple(r.g.tensors[y].shape)]
+    try:
+        ok = max(map(len, shapes)) <= 4 and np.broadcast_shapes(*shapes[:2]) == shapes[2]
+    except ValueError:
+        ok = False
+    if not ok:
+        raise r.err(where, f"{opname} of shapes {shapes[0]} and {shapes[1]} into {shapes[2]}",
+                    "operands must broadcast (dims equal or 1, at most 4-D) to the output shape")
+    return Op(opname.lower(), where, [a, b], [y],
               {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
 
 
@@ -490,8 +503,8 @@ def load_tflite(path) -> Graph:
             new = _pool(r, op, where, opname)
         elif opname == "MEAN":
             new = _mean(r, op, where)
-        elif opname == "ADD":
-            new = _add(r, op, where)
+        elif opname in ("ADD", "SUB", "MUL"):
+            new = _binary(r, op, where, opname)
         elif opname == "PAD":
             new = _pad(r, op, where)
         elif opname == "RESHAPE":
