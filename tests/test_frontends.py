@@ -251,6 +251,27 @@ def test_mul_sub_hardsigmoid_and_scalars(tmp_path, via):
     assert_close(g, m, x * 3)
 
 
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2"])
+def test_cat_on_channels_height_width_and_flat(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 3, 1), nn.Conv2d(2, 5, (1, 2))
+
+        def forward(self, x):
+            y = self.a(x)
+            c = torch.cat([y, self.b(F.pad(x, [0, 1, 0, 0])), y], dim=1)
+            h = torch.cat([c, c], dim=-2)
+            w = torch.cat([h, h], dim=3)
+            return torch.cat([w.mean((2, 3)), y.mean((2, 3))], dim=1)
+
+    g, m, x = _lower(M(), (1, 2, 4, 3), tmp_path, via)
+    cats = [(op.attrs["axis"], g.tensors[op.outputs[0]].shape) for op in g.ops
+            if op.type == "concatenation"]
+    assert cats == [(3, (1, 4, 3, 11)), (1, (1, 8, 3, 11)), (2, (1, 8, 6, 11)), (1, (1, 14))]
+    assert_close(g, m, x)
+
+
 def test_constant_minus_activation_is_refused(tmp_path):
     class M(nn.Module):
         def forward(self, x):

@@ -50,6 +50,9 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
   logistic
       output scale 1/256, zero point -128; quantized: input_multiplier,
       input_left_shift, input_range_radius.
+  concatenation
+      axis (of the IR's NHWC / (1, N) shape); inputs: the tensors in order, all
+      with the output's quantization.
   Float-only, removed by passes before quantization:
   batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
 
@@ -66,7 +69,7 @@ import numpy as np
 OP_TYPES = (
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
     "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
-    "logistic",
+    "logistic", "concatenation",
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")

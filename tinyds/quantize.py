@@ -289,11 +289,57 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
                 if name and g.tensors[name].is_const:
                     raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
                                       "supported; only conv/depthwise/linear/add/sub/mul carry constants")
+        if op.type == "concatenation":
+            _check_concat(qg, Op(op.type, op.name, inputs, list(op.outputs)))
         if _is_global_pool(g, op):
             qg.ops.append(Op("mean", op.name, inputs, list(op.outputs), {"axes": (1, 2), "keepdims": True}))
         else:
             qg.ops.append(Op(op.type, op.name, inputs, list(op.outputs), dict(op.attrs)))
     return requant.derive_int_params(qg)
+
+
+def _tie_concat_ranges(g: Graph, ranges: dict) -> dict:
+    """A concatenation copies bytes, so its inputs need the output's scale and zero point:
+    every tensor joined to a concatenation (directly, or through an op that shares its
+    input's params) gets the union of the group's calibration ranges."""
+    parent = {}
+
+    def find(t):
+        while parent.get(t, t) != t:
+            t = parent[t]
+        return t
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    concat_members = set()
+    for op in g.ops:
+        if op.type == "concatenation":
+            concat_members.update(op.inputs + op.outputs)
+            for name in op.inputs:
+                union(name, op.outputs[0])
+        elif op.type in SHARED_PARAMS and not _is_global_pool(g, op):
+            union(op.inputs[0], op.outputs[0])
+    groups: dict[str, list[str]] = {}
+    for name in ranges:
+        groups.setdefault(find(name), []).append(name)
+    ranges = dict(ranges)
+    for members in groups.values():
+        if concat_members.intersection(members):
+            lo = min(ranges[n][0] for n in members)
+            hi = max(ranges[n][1] for n in members)
+            for n in members:
+                ranges[n] = (lo, hi)
+    return ranges
+
+
+def _check_concat(qg: Graph, op: Op) -> None:
+    want = qg.tensors[op.outputs[0]].qparams
+    for name in op.inputs:
+        if qg.tensors[name].qparams != want:
+            raise TinydsError(f"{op.name}: concatenation input {name} has fixed quantization "
+                              f"{qg.tensors[name].qparams} (softmax/sigmoid output) but the "
+                              f"output needs {want}; concatenate before the softmax/sigmoid")
 
 
 def _is_global_pool(g: Graph, op: Op) -> bool:
@@ -462,7 +508,7 @@ def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
     synthetic = calib_nhwc is None
     x = synthetic_calibration(g) if synthetic else _check_calib(g, calib_nhwc)
     obs = _observe(g, x, method)
-    ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
+    ranges = _tie_concat_ranges(g, {name: RANGE_FNS[method](o) for name, o in obs.items()})
     qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None)
     report = Report(method, synthetic, compare(g, qg, x[:REPORT_SAMPLES]), qg,
                     {name: (o.lo, o.hi) for name, o in obs.items()})

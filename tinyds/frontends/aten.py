@@ -502,6 +502,25 @@ def _hardsigmoid(lo: Lowering, a, layer):
     return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 
 
+def _cat(lo: Lowering, a, layer):
+    """torch.cat of activations of one rank: NCHW dim d is NHWC axis (0, 3, 1, 2)[d]."""
+    xs = a["tensors"]
+    if not xs or not all(isinstance(x, Act) and x.perm is None for x in xs):
+        raise lo.fail(layer, "cat is only supported of activation tensors (not of constants or "
+                             "flattened feature maps)")
+    rank = len(xs[0].shape)
+    dim = a.get("dim", 0)
+    if not -rank <= dim < rank or dim % rank == 0 or any(len(x.shape) != rank for x in xs):
+        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]} along dim {dim} is not "
+                             "supported; concatenate along channels, H or W (not the batch)")
+    dim %= rank
+    if any(x.shape[:dim] + x.shape[dim + 1:] != xs[0].shape[:dim] + xs[0].shape[dim + 1:] for x in xs):
+        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]}: sizes differ off dim {dim}")
+    shape = xs[0].shape[:dim] + (sum(x.shape[dim] for x in xs),) + xs[0].shape[dim + 1:]
+    axis = (0, 3, 1, 2)[dim] if rank == 4 else dim
+    return lo._emit("concatenation", layer, [x.name for x in xs], shape, {"axis": axis})
+
+
 def _softmax(lo: Lowering, a, layer):
     x = lo._expect_act(a["self"], layer)
     if x.perm is not None:
@@ -528,11 +547,11 @@ HANDLERS = {
     "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
-    "softmax": _softmax, "_softmax": _softmax,
+    "softmax": _softmax, "cat": _cat, "concat": _cat, "concatenate": _cat, "_softmax": _softmax,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "leaky_relu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)",
+             "leaky_relu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
              "linear", "softmax", "zero pad", "dropout")

@@ -27,7 +27,7 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
            "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
            "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
-           "SUB": "SubOptions", "MUL": "MulOptions",
+           "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
            "LOGISTIC": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
               "SUB": 2, "MUL": 2,
@@ -36,7 +36,8 @@ MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
-             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL")
+             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
+             "CONCATENATION")
 
 
 def schema():
@@ -468,6 +469,27 @@ def _unary(r: _Reader, op, where: str, opname: str) -> Op:
     return Op(opname.lower(), where, [x], [y], {})
 
 
+def _concatenation(r: _Reader, op, where: str) -> Op:
+    """Inputs of one rank, equal but along the axis; TFLM copies their int8 bytes as they are."""
+    xs = [r.tensor(i, where) for i in op.inputs]
+    y = r.tensor(op.outputs[0], where)
+    shapes = [tuple(r.g.tensors[x].shape) for x in xs]
+    rank = len(r.g.tensors[y].shape)
+    o = op.builtinOptions
+    axis = int(o.axis) % rank if -rank <= o.axis < rank else None
+    ok = (axis is not None and rank <= 4 and all(len(s) == rank for s in shapes)
+          and all(s[:axis] + s[axis + 1:] == shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes)
+          and not any(r.g.tensors[x].is_const for x in xs))
+    if not ok:
+        raise r.err(where, f"concatenation of {shapes} along axis {o.axis}",
+                    "inputs must be activations of one rank (<= 4), equal except along the axis")
+    _check_shape_is(r, where, y, shapes[0][:axis] + (sum(s[axis] for s in shapes),)
+                    + shapes[0][axis + 1:])
+    if o.fusedActivationFunction != 0:
+        raise r.err(where, "concatenation with a fused activation", "TFLM refuses it; re-convert")
+    return Op("concatenation", where, xs, [y], {"axis": axis})
+
+
 def load_tflite(path) -> Graph:
     """Read a fully-int8 .tflite into a quantized Graph with integer params derived."""
     path = Path(path)
@@ -509,6 +531,8 @@ def load_tflite(path) -> Graph:
             new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
+        elif opname == "CONCATENATION":
+            new = _concatenation(r, op, where)
         elif opname in ("LEAKY_RELU", "HARD_SWISH", "LOGISTIC"):
             new = _unary(r, op, where, opname)
         else:
