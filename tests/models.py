@@ -225,6 +225,24 @@ class MobileNetV3Small(nn.Module):
         return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
 
 
+class Conv1dKWS(nn.Module):
+    """A keyword-spotting net on (N, 10 MFCCs, 49 frames): Conv1d stem, depthwise-separable
+    Conv1d blocks, a max pool, a global mean over time and a Linear."""
+
+    def __init__(self, num_classes=12):
+        super().__init__()
+        def conv_bn(cin, cout, k, stride=1, groups=1):
+            return [nn.Conv1d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                    nn.BatchNorm1d(cout), nn.ReLU()]
+        self.features = nn.Sequential(
+            *conv_bn(10, 32, 5, 2), *conv_bn(32, 32, 3, groups=32), *conv_bn(32, 48, 1),
+            nn.MaxPool1d(2), *conv_bn(48, 48, 3, groups=48), *conv_bn(48, 64, 1))
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(2))
+
+
 def sample_inputs(shape, n: int, seed: int = 0) -> torch.Tensor:
     """n standard-normal inputs of `shape` (batch replaced by n), seeded."""
     return torch.randn((n,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed))
@@ -239,11 +257,11 @@ def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
     """Seeded weights, then BN stats from real activations, perturbed (so BN is not identity)."""
     torch.manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)):
             nn.init.kaiming_uniform_(m.weight, a=1.0)
             if m.bias is not None:
                 nn.init.uniform_(m.bias, -0.2, 0.2)
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             m.reset_running_stats()
             m.momentum = None                       # cumulative average over the batches below
             nn.init.uniform_(m.weight, 0.5, 1.5)
@@ -253,7 +271,7 @@ def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
         for i in range(4):
             model(sample_inputs(shape, 16, seed=seed * 100 + i))
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             c = m.num_features
             m.running_mean.add_(0.1 * torch.randn(c) * m.running_var.sqrt())
             m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.4))
@@ -290,10 +308,10 @@ def _center(model, lin: nn.Linear, shape):
 
 SHAPES = {"ds_stack": (1, 3, 32, 32), "dscnn": (1, 1, 49, 10), "mobilenet_v1": (1, 3, 96, 96),
           "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20), "act_mix": (1, 3, 24, 24),
-          "mobilenet_v3": (1, 3, 64, 64)}
+          "mobilenet_v3": (1, 3, 64, 64), "conv1d_kws": (1, 10, 49)}
 BUILDERS = {"ds_stack": DSStack, "dscnn": DSCNN, "mobilenet_v1": MobileNetV1,
             "mobilenet_v2": MobileNetV2, "opmix": OpMix, "act_mix": ActMix,
-            "mobilenet_v3": MobileNetV3Small}
+            "mobilenet_v3": MobileNetV3Small, "conv1d_kws": Conv1dKWS}
 NAMES = tuple(BUILDERS)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyds import float_ref, frontends, passes
+from tinyds import api, float_ref, frontends, passes
 from tinyds.errors import TinydsError
 
 import models
@@ -21,8 +21,7 @@ PATHS = ("traced", "scripted", "pt2", "module")
 
 
 def run_ir(g, x: torch.Tensor) -> np.ndarray:
-    xn = x.numpy()
-    return float_ref.run(g, xn.transpose(0, 2, 3, 1) if xn.ndim == 4 else xn)[g.outputs[0]]
+    return float_ref.run(g, api.calib_to_nhwc(g, x.numpy()))[g.outputs[0]]
 
 
 def assert_close(g, model, x, rtol=1e-4):
@@ -30,6 +29,8 @@ def assert_close(g, model, x, rtol=1e-4):
         want = model(x).numpy()
     got = run_ir(g, x)
     got = got.transpose(0, 3, 1, 2) if got.ndim == 4 else got     # IR feature maps are NHWC
+    if want.ndim == 3:                                             # (N, 1, L, C) -> (N, C, L)
+        got = got[:, :, 0, :]
     assert got.shape == want.shape
     err = np.abs(got - want).max() / np.abs(want).max()
     assert err <= rtol, f"max relative error {err:.2e}"
@@ -51,8 +52,12 @@ def load_via(saved, path):
 @pytest.mark.parametrize("path", PATHS)
 def test_zoo_matches_torch(saved, path):
     g = load_via(saved, path)
-    assert g.source_layout == "NCHW"
-    assert g.input.shape == tuple(np.array(saved["input"].shape)[[0, 2, 3, 1]])
+    shape = tuple(saved["input"].shape)
+    if len(shape) == 3:                                    # Conv1d: (N, C, L) is (N, 1, L, C)
+        assert g.source_layout == "NCL" and g.input.shape == (1, 1, shape[2], shape[1])
+    else:
+        assert g.source_layout == "NCHW"
+        assert g.input.shape == tuple(np.array(shape)[[0, 2, 3, 1]])
     torch.manual_seed(7)
     x = torch.randn(3, *saved["input"].shape[1:])
     assert_close(g, saved["model"], x)

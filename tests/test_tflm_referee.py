@@ -160,21 +160,22 @@ def test_tflm_arena_size(name):
 
 
 @pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "act_mix",
-                                      "mobilenet_v3"])
+                                      "mobilenet_v3", "conv1d_kws"])
 def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     """`export-tflite` of each PyTorch test model: TFLM on that file equals our reference on
     every tensor, so our quantizer's arithmetic is TFLite's."""
     import torch
 
     import models
-    from tinyds import frontends, passes, quantize
+    from tinyds import api, frontends, passes, quantize
     from tinyds.export_tflite import export_tflite
 
     model, example = models.build(zoo_name)
     torch.manual_seed(1)
-    calib = torch.randn(32, *example.shape[1:])
-    g = passes.optimize(frontends.from_module(model, example))
-    qg, _ = quantize.quantize(g, calib.permute(0, 2, 3, 1).numpy())
+    calib = api.calib_to_nhwc(g0 := frontends.from_module(model, example),
+                              torch.randn(32, *example.shape[1:]).numpy())
+    g = passes.optimize(g0)
+    qg, _ = quantize.quantize(g, calib)
     buf = export_tflite(qg)
     S = schema()
     m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(buf, 0))
@@ -182,7 +183,7 @@ def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     names = [op.outputs[0] for op in qg.ops]
     interp = runtime.Interpreter.from_bytes(
         buf, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    xs = np.concatenate([quantize.quantize_input(qg, calib.permute(0, 2, 3, 1).numpy()),
+    xs = np.concatenate([quantize.quantize_input(qg, calib),
                          np.random.default_rng(2).integers(-128, 128, (100, *qg.input.shape[1:]),
                                                            dtype=np.int8)])
     theirs = _tflm_all(interp, xs, index, names)

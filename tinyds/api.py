@@ -47,6 +47,8 @@ def calib_to_nhwc(g: Graph, calib) -> np.ndarray:
     x = np.asarray(calib)
     if g.source_layout == "NCHW" and x.ndim == 4 and len(g.input.shape) == 4:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if g.source_layout == "NCL" and x.ndim == 3:        # (N, C, L) -> (N, 1, L, C)
+        return np.ascontiguousarray(x.transpose(0, 2, 1)[:, None])
     return x
 
 

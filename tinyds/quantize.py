@@ -203,6 +203,9 @@ def _shown_shape(shape, layout: str) -> tuple:
     if layout == "NCHW" and len(shape) == 4:
         n, h, w, c = shape
         return (n, c, h, w)
+    if layout == "NCL" and len(shape) == 4:
+        n, _, w, c = shape
+        return (n, c, w)
     return tuple(shape)
 
 

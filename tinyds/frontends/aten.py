@@ -51,7 +51,30 @@ def _pair(v, n=2):
 
 
 def _nhwc(shape):
+    """The IR shape of a PyTorch activation: NCHW -> NHWC, (N, C, L) -> (N, 1, L, C)."""
+    if len(shape) == 3:
+        return (1, 1, shape[2], shape[1])
     return (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
+
+
+def _as4d(x: "Act") -> "Act":
+    """An (N, C, L) activation seen as (N, C, 1, L): the same IR tensor (Conv1d is a 1xL conv2d)."""
+    return Act(x.name, (x.shape[0], x.shape[1], 1, x.shape[2]), x.perm) if len(x.shape) == 3 else x
+
+
+def _as3d(x: "Act") -> "Act":
+    return Act(x.name, (x.shape[0], x.shape[1], x.shape[3]), x.perm)
+
+
+def _args_2d(a: dict, keys: dict) -> dict:
+    """A 1-D op's window args as the 2-D op's: each key gets `keys[key]` along H."""
+    out = dict(a)
+    for key, h in keys.items():
+        v = a.get(key)
+        if v is None or isinstance(v, str) or v == []:
+            continue
+        out[key] = [h, v[0] if isinstance(v, (list, tuple)) else v]
+    return out
 
 
 class Lowering:
@@ -95,9 +118,12 @@ class Lowering:
 
     def input(self, name: str, shape) -> Act:
         shape = (1,) + tuple(int(s) for s in shape[1:])
-        if len(shape) not in (2, 4):
-            raise TinydsError(f"{self.source}: input {name}: shape {shape} is not (N,C,H,W) or (N,F); "
-                              "tinyds supports image-like 4-D inputs and flat 2-D inputs")
+        if len(shape) not in (2, 3, 4):
+            raise TinydsError(f"{self.source}: input {name}: shape {shape} is not (N,C,H,W), (N,C,L) "
+                              "or (N,F); tinyds supports image-like 4-D inputs, 1-D sequences "
+                              "(Conv1d) and flat 2-D inputs")
+        if len(shape) == 3:
+            self.g.source_layout = "NCL"
         if too_large(shape):
             raise TinydsError(f"{self.source}: input {name}: shape {shape} has more than "
                               f"{MAX_ELEMENTS} elements, far beyond a microcontroller's RAM; "
@@ -146,12 +172,17 @@ class Lowering:
 # ---- handlers: one per ATen op family --------------------------------------
 
 def _conv(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["input"], layer), layer, "conv2d")
+    x = lo._expect_act(a["input"], layer)
     w, b = a["weight"], a.get("bias")
     if a.get("transposed", False):
         raise lo.fail(layer, "unsupported op aten::conv_transpose2d; supported: " + ", ".join(SUPPORTED))
     lo.check_finite(layer, w, b)
     wd = np.asarray(w.data, dtype=np.float64)
+    if wd.ndim == 3 and len(x.shape) == 3 and x.perm is None:   # Conv1d: 1xL conv2d on (N,C,1,L)
+        a = _args_2d(a, {"stride": 1, "dilation": 1, "padding": 0})
+        y = _conv(lo, {**a, "input": _as4d(x), "weight": Const(wd[:, :, None, :], w.name)}, layer)
+        return _as3d(y)
+    x = lo._expect_4d(x, layer, "conv2d")
     if wd.ndim != 4:
         raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
     o, ipg, kh, kw = wd.shape
@@ -282,6 +313,26 @@ def _max_pool(lo: Lowering, a, layer):
                     dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
 
 
+def _pool1d(handler, kind):
+    """max_pool1d / avg_pool1d on (N, C, L): the 2-D pool with a 1xk window."""
+    def lower(lo: Lowering, a, layer):
+        x = lo._expect_act(a["self"], layer)
+        if len(x.shape) != 3:
+            raise lo.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
+        a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
+        return _as3d(handler(lo, {**a, "self": _as4d(x)}, layer))
+    return lower
+
+
+def _adaptive_avg_pool1d(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    if len(x.shape) != 3:
+        raise lo.fail(layer, f"adaptive_avg_pool1d needs an (N,C,L) input, got shape {x.shape}")
+    size = a["output_size"]
+    return _as3d(_adaptive_avg_pool(lo, {"self": _as4d(x), "output_size": [1, size[0] if isinstance(
+        size, (list, tuple)) else size]}, layer))
+
+
 def _max_pool_with_indices(lo, a, layer):
     return (_max_pool(lo, a, layer), None)
 
@@ -329,6 +380,10 @@ def _mean(lo: Lowering, a, layer):
     dims = a.get("dim")
     dims = list(range(len(x.shape))) if dims is None else dims if isinstance(dims, (list, tuple)) else [dims]
     dims = sorted(d % len(x.shape) for d in dims)
+    if len(x.shape) == 3 and dims == [2]:               # over L of (N, C, L)
+        out = _global_avg(lo, layer, _as4d(x))
+        return _as3d(out) if a.get("keepdim", False) else _reshape_to(
+            lo, layer + ".squeeze", out, (1, x.shape[1]))
     if len(x.shape) != 4 or dims != [2, 3]:
         raise lo.fail(layer, f"mean over dims {dims} of a {len(x.shape)}-D tensor is not supported; "
                              "only the spatial mean over dims [2, 3] (global average pooling) is")
@@ -341,6 +396,9 @@ def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
     shape = tuple(int(s) for s in shape)
     if shape == x.shape:
         return x
+    if 3 in (len(x.shape), len(shape)):                 # (N, C, L) is (N, C, 1, L)
+        y = _reshape_to(lo, layer, _as4d(x), shape[:2] + (1,) + shape[2:] if len(shape) == 3 else shape)
+        return _as3d(y) if len(shape) == 3 else y
     if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
         raise lo.fail(layer, f"cannot reshape {x.shape} to {shape}; only batch-1 reshapes are supported")
     spatial = lambda s: len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)  # noqa: E731 NCHW == NHWC order
@@ -517,7 +575,7 @@ def _cat(lo: Lowering, a, layer):
     if any(x.shape[:dim] + x.shape[dim + 1:] != xs[0].shape[:dim] + xs[0].shape[dim + 1:] for x in xs):
         raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]}: sizes differ off dim {dim}")
     shape = xs[0].shape[:dim] + (sum(x.shape[dim] for x in xs),) + xs[0].shape[dim + 1:]
-    axis = (0, 3, 1, 2)[dim] if rank == 4 else dim
+    axis = (0, 3, 1, 2)[dim] if rank == 4 else (0, 3, 2)[dim] if rank == 3 else dim
     return lo._emit("concatenation", layer, [x.name for x in xs], shape, {"axis": axis})
 
 
@@ -542,6 +600,9 @@ HANDLERS = {
     "leaky_relu": _leaky_relu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
     "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
+    "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
+    "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
+    "adaptive_avg_pool1d": _adaptive_avg_pool1d, "conv1d": _conv,
     "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
     "flatten": _flatten, "view": _view, "reshape": _view, "_unsafe_view": _view,
     "squeeze": _squeeze, "unsqueeze": _unsqueeze,
@@ -551,7 +612,7 @@ HANDLERS = {
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
 }
-SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "batch_norm", "relu", "relu6/hardtanh(0,6)",
+SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
              "leaky_relu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
              "linear", "softmax", "zero pad", "dropout")
