@@ -277,6 +277,33 @@ def test_cat_on_channels_height_width_and_flat(tmp_path, via):
     assert_close(g, m, x)
 
 
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2"])
+def test_mean_over_other_dims(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            a, b = y.mean(1, keepdim=True), y.mean((1, 3), keepdim=True)   # over C; over C, W
+            c = y.mean((1, 2))                                                # (1, W)
+            return torch.cat([(a * b).flatten(1), c, c.mean(1, keepdim=True)], 1)
+
+    g, m, x = _lower(M(), (1, 2, 3, 5), tmp_path, via)
+    means = [(op.attrs["axes"], g.tensors[op.outputs[0]].shape) for op in g.ops if op.type == "mean"]
+    assert means == [((3,), (1, 3, 5, 1)), ((2, 3), (1, 3, 1, 1)), ((1, 3), (1, 1, 5, 1)),
+                     ((1,), (1, 1))]
+    assert_close(g, m, x)
+    with pytest.raises(TinydsError, match=r"mean over dims \[1\] of shape \(1, 4, 3, 5\) is not "):
+        _lower(nn.Sequential(nn.Conv2d(2, 4, 1), ChannelMean()), (1, 2, 3, 5), tmp_path, via)
+
+
+class ChannelMean(nn.Module):
+    def forward(self, x):
+        return x.mean(1)                  # (1, H, W): NCHW and NHWC orders differ
+
+
 def test_constant_minus_activation_is_refused(tmp_path):
     class M(nn.Module):
         def forward(self, x):

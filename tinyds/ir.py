@@ -25,7 +25,8 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       number of in-bounds taps (TFLite); input and output share quant params.
       quantized: act_min, act_max.
   mean
-      axes (1, 2), keepdims. (TFLite MEAN; the torch path uses avg_pool2d.)
+      axes (any, of a tensor of at most 4-D), keepdims. (TFLite MEAN; a PyTorch
+      global average over H, W arrives as avg_pool2d and the quantizer makes it MEAN.)
   add, sub
       activation; quantized: left_shift, input1_multiplier, input1_shift,
       input2_multiplier, input2_shift, output_multiplier, output_shift,

@@ -384,11 +384,29 @@ def _mean(lo: Lowering, a, layer):
         out = _global_avg(lo, layer, _as4d(x))
         return _as3d(out) if a.get("keepdim", False) else _reshape_to(
             lo, layer + ".squeeze", out, (1, x.shape[1]))
-    if len(x.shape) != 4 or dims != [2, 3]:
-        raise lo.fail(layer, f"mean over dims {dims} of a {len(x.shape)}-D tensor is not supported; "
-                             "only the spatial mean over dims [2, 3] (global average pooling) is")
-    out = _global_avg(lo, layer, x)
-    return out if a.get("keepdim", False) else _reshape_to(lo, layer + ".squeeze", out, (1, x.shape[1]))
+    if len(x.shape) == 4 and dims == [2, 3]:
+        out = _global_avg(lo, layer, x)
+        return out if a.get("keepdim", False) else _reshape_to(lo, layer + ".squeeze", out,
+                                                               (1, x.shape[1]))
+    return _mean_any(lo, layer, x, [d for d in dims if d != 0], a.get("keepdim", False))
+
+
+def _mean_any(lo: Lowering, layer, x: Act, dims, keepdim: bool) -> Act:
+    """TFLite MEAN over other dims: on the IR's axes, keeping dims; without keepdim only
+    when at most one dim is left (whose element order NCHW and NHWC share)."""
+    kept = [d for d in range(1, len(x.shape)) if d not in dims]
+    if x.perm is not None or not dims or (not keepdim and len(kept) > 1):
+        raise lo.fail(layer, f"mean over dims {dims} of shape {x.shape}"
+                             f"{' (a flattened NCHW map)' if x.perm is not None else ''} is not "
+                             "supported; use keepdim=True, or reduce all but one dim")
+    x4 = _as4d(x)
+    dims4 = [(0, 1, 3)[d] for d in dims] if len(x.shape) == 3 else dims
+    axes = tuple(sorted((0, 3, 1, 2)[d] for d in dims4)) if len(x4.shape) == 4 else tuple(dims4)
+    shape = tuple(1 if i in dims4 else n for i, n in enumerate(x4.shape))
+    out = lo._emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
+    if not keepdim:
+        return _reshape_to(lo, layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
+    return _as3d(out) if len(x.shape) == 3 else out
 
 
 def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
@@ -614,5 +632,5 @@ HANDLERS = {
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
              "leaky_relu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat",
-             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
+             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
              "linear", "softmax", "zero pad", "dropout")

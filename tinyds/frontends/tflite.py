@@ -391,12 +391,17 @@ def _const_ints(r: _Reader, idx: int, where: str) -> np.ndarray:
 
 def _mean(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
-    axes = tuple(sorted(int(a) % 4 for a in _const_ints(r, op.inputs[1], where).ravel()))
-    if axes != (1, 2) or len(r.g.tensors[x].shape) != 4:
-        raise r.err(where, f"MEAN over axes {axes} is not supported",
-                    "only the spatial mean (axes 1, 2) of an NHWC tensor imports")
+    shape = r.g.tensors[x].shape
+    raw = [int(a) for a in _const_ints(r, op.inputs[1], where).ravel()]
+    if len(shape) > 4 or not raw or any(not -len(shape) <= a < len(shape) for a in raw):
+        raise r.err(where, f"MEAN over axes {tuple(raw)} of shape {shape}",
+                    "only axes of a tensor of at most 4 dimensions import")
+    axes = tuple(sorted({a % len(shape) for a in raw}))
+    keep = bool(op.builtinOptions.keepDims)
     y = r.tensor(op.outputs[0], where)
-    return Op("mean", where, [x], [y], {"axes": (1, 2), "keepdims": bool(op.builtinOptions.keepDims)})
+    _check_shape_is(r, where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
+                    else tuple(d for i, d in enumerate(shape) if i not in axes))
+    return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
 
 
 def _binary(r: _Reader, op, where: str, opname: str) -> Op:
