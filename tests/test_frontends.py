@@ -299,6 +299,25 @@ def test_mean_over_other_dims(tmp_path, via):
         _lower(nn.Sequential(nn.Conv2d(2, 4, 1), ChannelMean()), (1, 2, 3, 5), tmp_path, via)
 
 
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2"])
+def test_permute_and_transpose(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 4, 1), nn.Conv2d(5, 3, (2, 1))
+            self.c = nn.Conv1d(3, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x).permute(0, 3, 1, 2)           # (1, W=5, C=4, H=3): W becomes channels
+            z = self.b(y.transpose(2, 3))                # (1, 5, 3, 4) -> conv over "H"=3
+            s = z.mean(2, keepdim=True).squeeze(2)        # (1, 3, 4) as (N, C, L)
+            return self.c(s.permute(0, 2, 1).permute(0, 2, 1)) * 2
+
+    g, m, x = _lower(M(), (1, 2, 3, 5), tmp_path, via)
+    assert sum(op.type == "transpose" for op in g.ops) == 4
+    assert_close(g, m, x)
+
+
 class ChannelMean(nn.Module):
     def forward(self, x):
         return x.mean(1)                  # (1, H, W): NCHW and NHWC orders differ

@@ -28,7 +28,7 @@ OPCODES = {
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
     "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
     "sub": ("SUB", 2), "mul": ("MUL", 2), "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
-    "concatenation": ("CONCATENATION", 2),
+    "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
 }
 
 
@@ -188,6 +188,10 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
     elif op.type == "leaky_relu":
         w.op("leaky_relu", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
              w.options("LeakyReluOptionsT", alpha=float(op.attrs["alpha"])), "LeakyReluOptions")
+    elif op.type == "transpose":
+        x = w.tensor(g.tensors[op.inputs[0]])
+        w.op("transpose", [x, w.const_i32(f"{op.name}/perm", list(op.attrs["perm"]))],
+             _out(w, g, op), w.options("TransposeOptionsT"), "TransposeOptions")
     elif op.type == "concatenation":
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
         w.op("concatenation", ins, _out(w, g, op),

@@ -54,6 +54,8 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
   concatenation
       axis (of the IR's NHWC / (1, N) shape); inputs: the tensors in order, all
       with the output's quantization.
+  transpose
+      perm (of the IR shape, batch first); output keeps the input's quantization.
   Float-only, removed by passes before quantization:
   batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
 
@@ -70,7 +72,7 @@ import numpy as np
 OP_TYPES = (
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
     "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
-    "logistic", "concatenation",
+    "logistic", "concatenation", "transpose",
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")

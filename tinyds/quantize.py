@@ -29,7 +29,7 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # TFLite requires these outputs to reuse the input's scale and zero point. MEAN
 # gets its own (as TFLite's converter does): the global average has a narrower
 # range than its input, and the rescaling path rounds where the shared one truncates.
-SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad")
+SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "transpose")
 SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
 ELEMENTWISE_BINARY = ("add", "sub", "mul")     # may have one constant operand

@@ -28,16 +28,17 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
            "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
            "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
+           "TRANSPOSE": None,
            "LOGISTIC": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2,
+              "SUB": 2, "MUL": 2, "TRANSPOSE": 2,
               "PAD": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
              "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
-             "CONCATENATION")
+             "CONCATENATION", "TRANSPOSE")
 
 
 def schema():
@@ -474,6 +475,19 @@ def _unary(r: _Reader, op, where: str, opname: str) -> Op:
     return Op(opname.lower(), where, [x], [y], {})
 
 
+def _transpose(r: _Reader, op, where: str) -> Op:
+    """A permutation of the non-batch dims of a tensor of at most 4-D (bytes move as they are)."""
+    x = r.tensor(op.inputs[0], where)
+    shape = tuple(r.g.tensors[x].shape)
+    perm = [int(p) for p in _const_ints(r, op.inputs[1], where).ravel()]
+    if len(shape) > 4 or sorted(perm) != list(range(len(shape))) or perm[0] != 0:
+        raise r.err(where, f"TRANSPOSE {tuple(perm)} of shape {shape}",
+                    "only permutations of the non-batch dims of a tensor of at most 4-D import")
+    y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, tuple(shape[p] for p in perm))
+    return Op("transpose", where, [x], [y], {"perm": tuple(perm)})
+
+
 def _concatenation(r: _Reader, op, where: str) -> Op:
     """Inputs of one rank, equal but along the axis; TFLM copies their int8 bytes as they are."""
     xs = [r.tensor(i, where) for i in op.inputs]
@@ -536,6 +550,8 @@ def load_tflite(path) -> Graph:
             new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
+        elif opname == "TRANSPOSE":
+            new = _transpose(r, op, where)
         elif opname == "CONCATENATION":
             new = _concatenation(r, op, where)
         elif opname in ("LEAKY_RELU", "HARD_SWISH", "LOGISTIC"):
