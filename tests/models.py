@@ -162,17 +162,18 @@ class OpMix(nn.Module):
 
 class ActMix(nn.Module):
     """The element-wise activations: hardswish after a stem and a pointwise conv, leaky ReLU
-    after a depthwise conv, and a sigmoid on the logits (multi-label output)."""
+    after a depthwise conv, a per-channel PReLU, and a sigmoid on the logits (multi-label)."""
 
     def __init__(self, num_classes=5):
         super().__init__()
         self.stem = _conv_bn(3, 12, 3, stride=2, padding=1, act=nn.Hardswish)
         self.dw = _conv_bn(12, 12, 3, padding=1, groups=12, act=lambda: nn.LeakyReLU(0.1))
         self.pw = _conv_bn(12, 24, 1, act=nn.Hardswish)
+        self.pw2 = _conv_bn(24, 24, 1, act=lambda: nn.PReLU(24))
         self.fc = nn.Linear(24, num_classes)
 
     def forward(self, x):
-        x = self.pw(self.dw(self.stem(x)))
+        x = self.pw2(self.pw(self.dw(self.stem(x))))
         return torch.sigmoid(self.fc(x.mean((2, 3))))
 
 

@@ -29,6 +29,7 @@ OPCODES = {
     "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
     "sub": ("SUB", 2), "mul": ("MUL", 2), "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
     "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
+    "prelu": ("PRELU", 1),
 }
 
 
@@ -196,6 +197,8 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
         w.op("concatenation", ins, _out(w, g, op),
              w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
+    elif op.type == "prelu":
+        w.op("prelu", [w.tensor(g.tensors[n]) for n in op.inputs], _out(w, g, op))
     elif op.type in ("hard_swish", "logistic"):
         w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op))
     else:

@@ -81,6 +81,11 @@ def _sub(g, op, *args):
     return _act(a - b, op)
 
 
+def _prelu(g, op, *args):
+    x, alpha = _operands(g, op, args)
+    return np.where(x >= 0, x, x * alpha)
+
+
 def _mul(g, op, *args):
     a, b = _operands(g, op, args)
     return _act(a * b, op)
@@ -136,7 +141,7 @@ def _relu6(g, op, x):
 
 KERNELS = {
     "conv2d": _conv2d, "depthwise_conv2d": _depthwise_conv2d, "fully_connected": _fully_connected,
-    "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add, "sub": _sub, "mul": _mul,
+    "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add, "sub": _sub, "mul": _mul, "prelu": _prelu,
     "reshape": _reshape, "pad": _pad, "softmax": _softmax, "batch_norm": _batch_norm,
     "relu": _relu, "relu6": _relu6, "leaky_relu": _leaky_relu, "hard_swish": _hard_swish,
     "logistic": _logistic, "concatenation": _concatenation, "transpose": _transpose,

@@ -45,6 +45,9 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
   leaky_relu
       alpha; quantized: identity_multiplier, identity_shift, alpha_multiplier,
       alpha_shift.
+  prelu
+      inputs x and a constant alpha that broadcasts to x (per channel: shape (C,));
+      quantized: identity_multiplier, identity_shift, alpha_multiplier, alpha_shift.
   hard_swish
       quantized: output_multiplier, output_shift, reluish_multiplier,
       reluish_shift (int16 multipliers, TFLite's HardSwishParams).
@@ -72,7 +75,7 @@ import numpy as np
 OP_TYPES = (
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
     "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
-    "logistic", "concatenation", "transpose",
+    "logistic", "concatenation", "transpose", "prelu",
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")

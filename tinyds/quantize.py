@@ -32,7 +32,7 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "transpose")
 SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
-ELEMENTWISE_BINARY = ("add", "sub", "mul")     # may have one constant operand
+ELEMENTWISE_BINARY = ("add", "sub", "mul", "prelu")    # may have one constant operand
 # A tensor that never left 0 during calibration still needs a usable scale;
 # [0, 1] keeps downstream multipliers ordinary if real data is not all zero.
 DEGENERATE_RANGE = 1.0
@@ -291,7 +291,7 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
             for name in op.inputs[1:]:
                 if name and g.tensors[name].is_const:
                     raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
-                                      "supported; only conv/depthwise/linear/add/sub/mul carry constants")
+                                      "supported; only conv/depthwise/linear/add/sub/mul/prelu carry constants")
         if op.type == "concatenation":
             _check_concat(qg, Op(op.type, op.name, inputs, list(op.outputs)))
         if _is_global_pool(g, op):

@@ -255,6 +255,19 @@ def _leaky_relu(lo, a, layer):
                     perm=x.perm)
 
 
+def _prelu(lo, a, layer):
+    """PReLU: the weight (one slope, or one per channel) becomes a constant alpha that
+    broadcasts over the IR's last (channel) axis."""
+    x, w = lo._expect_act(a["self"], layer), a["weight"]
+    c = x.shape[1] if len(x.shape) > 1 else 1
+    if not isinstance(w, Const) or np.asarray(w.data).size not in (1, c) or x.perm is not None:
+        raise lo.fail(layer, f"prelu with weight {getattr(w, 'data', w)!r} on shape {x.shape} is "
+                             "not supported; use one slope or one per channel")
+    lo.check_finite(layer, w)
+    alpha = lo._const(f"{layer}.alpha", np.asarray(w.data, np.float32).reshape(-1))
+    return lo._emit("prelu", layer, [x.name, alpha], x.shape, {}, perm=x.perm)
+
+
 def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
     if lo_v == 0 and hi_v is None:
         return _unary("relu")(lo, {"self": x}, layer)
@@ -646,7 +659,7 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    "leaky_relu": _leaky_relu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
+    "leaky_relu": _leaky_relu, "prelu": _prelu, "_prelu_kernel": _prelu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
     "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
@@ -663,6 +676,6 @@ HANDLERS = {
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "leaky_relu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
+             "leaky_relu", "prelu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
              "linear", "softmax", "zero pad", "dropout")

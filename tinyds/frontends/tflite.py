@@ -28,17 +28,17 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
            "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
            "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
-           "TRANSPOSE": None,
+           "TRANSPOSE": None, "PRELU": None,
            "LOGISTIC": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2, "TRANSPOSE": 2,
+              "SUB": 2, "MUL": 2, "TRANSPOSE": 2, "PRELU": 2,
               "PAD": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
              "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
-             "CONCATENATION", "TRANSPOSE")
+             "CONCATENATION", "TRANSPOSE", "PRELU")
 
 
 def schema():
@@ -475,6 +475,23 @@ def _unary(r: _Reader, op, where: str, opname: str) -> Op:
     return Op(opname.lower(), where, [x], [y], {})
 
 
+def _prelu(r: _Reader, op, where: str) -> Op:
+    """x and a constant per-tensor int8 alpha that broadcasts to it."""
+    x, alpha = (r.tensor(i, where) for i in op.inputs[:2])
+    tx, ta = r.g.tensors[x], r.g.tensors[alpha]
+    y = r.tensor(op.outputs[0], where)
+    try:
+        ok = np.broadcast_shapes(tuple(tx.shape), tuple(ta.shape)) == tuple(tx.shape)
+    except ValueError:
+        ok = False
+    if tx.is_const or not ta.is_const or ta.dtype != "int8" or len(ta.scale) != 1 or not ok:
+        raise r.err(where, f"PRELU of {tx.shape} with alpha {ta.shape} ({ta.dtype}, "
+                    f"{'constant' if ta.is_const else 'computed'})",
+                    "alpha must be a per-tensor int8 constant that broadcasts to the input")
+    _check_shape_is(r, where, y, tx.shape)
+    return Op("prelu", where, [x, alpha], [y], {})
+
+
 def _transpose(r: _Reader, op, where: str) -> Op:
     """A permutation of the non-batch dims of a tensor of at most 4-D (bytes move as they are)."""
     x = r.tensor(op.inputs[0], where)
@@ -550,6 +567,8 @@ def load_tflite(path) -> Graph:
             new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
+        elif opname == "PRELU":
+            new = _prelu(r, op, where)
         elif opname == "TRANSPOSE":
             new = _transpose(r, op, where)
         elif opname == "CONCATENATION":
