@@ -29,7 +29,7 @@ OPCODES = {
     "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
     "sub": ("SUB", 2), "mul": ("MUL", 2), "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
     "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
-    "prelu": ("PRELU", 1),
+    "prelu": ("PRELU", 1), "quantize": ("QUANTIZE", 2),
 }
 
 
@@ -199,7 +199,7 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
              w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
     elif op.type == "prelu":
         w.op("prelu", [w.tensor(g.tensors[n]) for n in op.inputs], _out(w, g, op))
-    elif op.type in ("hard_swish", "logistic"):
+    elif op.type in ("hard_swish", "logistic", "quantize"):
         w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op))
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "

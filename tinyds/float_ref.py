@@ -126,6 +126,10 @@ def _transpose(g, op, x):
     return np.transpose(x, op.attrs["perm"])
 
 
+def _quantize(g, op, x):
+    return x                                      # a change of scale: the same real values
+
+
 def _batch_norm(g, op, x):
     mean, var, gamma, beta = (_const(g, n) for n in op.inputs[1:5])
     return (x - mean) / np.sqrt(var + op.attrs["eps"]) * gamma + beta
@@ -144,7 +148,7 @@ KERNELS = {
     "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add, "sub": _sub, "mul": _mul, "prelu": _prelu,
     "reshape": _reshape, "pad": _pad, "softmax": _softmax, "batch_norm": _batch_norm,
     "relu": _relu, "relu6": _relu6, "leaky_relu": _leaky_relu, "hard_swish": _hard_swish,
-    "logistic": _logistic, "concatenation": _concatenation, "transpose": _transpose,
+    "logistic": _logistic, "concatenation": _concatenation, "transpose": _transpose, "quantize": _quantize,
 }
 
 

@@ -59,6 +59,9 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       with the output's quantization.
   transpose
       perm (of the IR shape, batch first); output keeps the input's quantization.
+  quantize
+      int8 -> int8 requantization inside a graph (TFLite QUANTIZE);
+      quantized: multiplier, shift.
   Float-only, removed by passes before quantization:
   batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
 
@@ -75,7 +78,7 @@ import numpy as np
 OP_TYPES = (
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
     "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
-    "logistic", "concatenation", "transpose", "prelu",
+    "logistic", "concatenation", "transpose", "prelu", "quantize",
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")

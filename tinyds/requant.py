@@ -88,6 +88,12 @@ def _leaky_relu(g: Graph, op: Op) -> None:
         float(s_in / s_out))
 
 
+def _requantize(g: Graph, op: Op) -> None:
+    """TFLM PrepareQuantizeReference: s_in / s_out in double."""
+    s_in, s_out = (float(g.tensors[n].scale[0]) for n in (op.inputs[0], op.outputs[0]))
+    op.attrs["multiplier"], op.attrs["shift"] = quantize_multiplier(s_in / s_out)
+
+
 def _prelu(g: Graph, op: Op) -> None:
     """TFLM CalculatePreluParams: s_in / s_out and s_in * s_alpha / s_out in double."""
     s_in, s_alpha, s_out = (float(g.tensors[n].scale[0]) for n in (*op.inputs[:2], op.outputs[0]))
@@ -158,7 +164,7 @@ def _check_ranges(g: Graph, op: Op) -> None:
                               f"next to the input's; {fix}")
 
 
-DERIVE = {"leaky_relu": _leaky_relu, "prelu": _prelu, "hard_swish": _hard_swish, "logistic": _logistic}
+DERIVE = {"leaky_relu": _leaky_relu, "prelu": _prelu, "quantize": _requantize, "hard_swish": _hard_swish, "logistic": _logistic}
 
 
 def derive_int_params(g: Graph) -> Graph:

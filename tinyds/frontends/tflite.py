@@ -475,6 +475,16 @@ def _unary(r: _Reader, op, where: str, opname: str) -> Op:
     return Op(opname.lower(), where, [x], [y], {})
 
 
+def _requantize(r: _Reader, op, where: str) -> Op:
+    """QUANTIZE int8 -> int8: a change of scale and zero point."""
+    x = r.tensor(op.inputs[0], where)
+    y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[x].shape)
+    if r.g.tensors[y].dtype != "int8":
+        raise r.err(where, f"QUANTIZE to {r.g.tensors[y].dtype}", "only int8 outputs are supported")
+    return Op("quantize", where, [x], [y], {})
+
+
 def _prelu(r: _Reader, op, where: str) -> Op:
     """x and a constant per-tensor int8 alpha that broadcasts to it."""
     x, alpha = (r.tensor(i, where) for i in op.inputs[:2])
@@ -550,10 +560,13 @@ def load_tflite(path) -> Graph:
         if opname == "DEQUANTIZE" and op.outputs[0] == out_idx:
             out_idx = int(op.inputs[0])
             continue
-        if opname in ("QUANTIZE", "DEQUANTIZE"):
+        if opname == "QUANTIZE" and r._dtype(int(op.inputs[0]), where) == "int8":
+            new = _requantize(r, op, where)
+        elif opname in ("QUANTIZE", "DEQUANTIZE"):
             raise r.err(where, f"{opname} inside the graph",
-                        "only float QUANTIZE/DEQUANTIZE at the model's input/output are supported")
-        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                        "only int8 -> int8 QUANTIZE inside the graph and float QUANTIZE/"
+                        "DEQUANTIZE at the model's input/output are supported")
+        elif opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             new = _conv(r, op, where, opname)
         elif opname == "FULLY_CONNECTED":
             new = _fully_connected(r, op, where, ops)
