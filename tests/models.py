@@ -160,6 +160,90 @@ class OpMix(nn.Module):
         return F.softmax(a + b, dim=1)
 
 
+class ActMix(nn.Module):
+    """The element-wise activations: hardswish after a stem and a pointwise conv, leaky ReLU
+    after a depthwise conv, a per-channel PReLU, and a sigmoid on the logits (multi-label)."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.stem = _conv_bn(3, 12, 3, stride=2, padding=1, act=nn.Hardswish)
+        self.dw = _conv_bn(12, 12, 3, padding=1, groups=12, act=lambda: nn.LeakyReLU(0.1))
+        self.pw = _conv_bn(12, 24, 1, act=nn.Hardswish)
+        self.pw2 = _conv_bn(24, 24, 1, act=lambda: nn.PReLU(24))
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        x = self.pw2(self.pw(self.dw(self.stem(x))))
+        return torch.sigmoid(self.fc(x.mean((2, 3))))
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's SE: global mean -> 1x1 conv -> ReLU -> 1x1 conv -> hardsigmoid -> scale x."""
+
+    def __init__(self, c, squeeze):
+        super().__init__()
+        self.reduce = nn.Conv2d(c, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x):
+        s = F.relu(self.reduce(x.mean((2, 3), keepdim=True)))
+        return x * F.hardsigmoid(self.expand(s))
+
+
+class MNV3Block(nn.Module):
+    """Inverted residual with optional SE and hardswish, residual add when shapes allow."""
+
+    def __init__(self, cin, expand, cout, k, stride, se, act):
+        super().__init__()
+        self.expand = _conv_bn(cin, expand, 1, act=act) if expand != cin else nn.Identity()
+        self.dw = _conv_bn(expand, expand, k, stride, k // 2, groups=expand, act=act)
+        self.se = SqueezeExcite(expand, max(8, expand // 4)) if se else nn.Identity()
+        self.project = _conv_bn(expand, cout, 1, act=nn.Identity)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.project(self.se(self.dw(self.expand(x))))
+        return x + y if self.residual else y
+
+
+class MobileNetV3Small(nn.Module):
+    """A narrow MobileNetV3-small: hardswish stem, SE blocks (hardsigmoid gating), ReLU and
+    hardswish blocks, a hardswish head."""
+
+    def __init__(self, num_classes=6):
+        super().__init__()
+        self.stem = _conv_bn(3, 16, 3, 2, 1, act=nn.Hardswish)
+        self.blocks = nn.Sequential(
+            MNV3Block(16, 16, 16, 3, 2, True, nn.ReLU),
+            MNV3Block(16, 48, 24, 3, 2, False, nn.ReLU),
+            MNV3Block(24, 56, 24, 3, 1, False, nn.ReLU),
+            MNV3Block(24, 64, 32, 5, 2, True, nn.Hardswish),
+            MNV3Block(32, 96, 32, 5, 1, True, nn.Hardswish))
+        self.head = _conv_bn(32, 96, 1, act=nn.Hardswish)
+        self.fc = nn.Sequential(nn.Linear(96, 64), nn.Hardswish(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
+
+
+class Conv1dKWS(nn.Module):
+    """A keyword-spotting net on (N, 10 MFCCs, 49 frames): Conv1d stem, depthwise-separable
+    Conv1d blocks, a max pool, a global mean over time and a Linear."""
+
+    def __init__(self, num_classes=12):
+        super().__init__()
+        def conv_bn(cin, cout, k, stride=1, groups=1):
+            return [nn.Conv1d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                    nn.BatchNorm1d(cout), nn.ReLU()]
+        self.features = nn.Sequential(
+            *conv_bn(10, 32, 5, 2), *conv_bn(32, 32, 3, groups=32), *conv_bn(32, 48, 1),
+            nn.MaxPool1d(2), *conv_bn(48, 48, 3, groups=48), *conv_bn(48, 64, 1))
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(2))
+
+
 def sample_inputs(shape, n: int, seed: int = 0) -> torch.Tensor:
     """n standard-normal inputs of `shape` (batch replaced by n), seeded."""
     return torch.randn((n,) + tuple(shape[1:]), generator=torch.Generator().manual_seed(seed))
@@ -174,11 +258,11 @@ def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
     """Seeded weights, then BN stats from real activations, perturbed (so BN is not identity)."""
     torch.manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)):
             nn.init.kaiming_uniform_(m.weight, a=1.0)
             if m.bias is not None:
                 nn.init.uniform_(m.bias, -0.2, 0.2)
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             m.reset_running_stats()
             m.momentum = None                       # cumulative average over the batches below
             nn.init.uniform_(m.weight, 0.5, 1.5)
@@ -188,7 +272,7 @@ def _randomize(model: nn.Module, shape, seed: int) -> nn.Module:
         for i in range(4):
             model(sample_inputs(shape, 16, seed=seed * 100 + i))
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             c = m.num_features
             m.running_mean.add_(0.1 * torch.randn(c) * m.running_var.sqrt())
             m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.4))
@@ -224,9 +308,11 @@ def _center(model, lin: nn.Linear, shape):
 
 
 SHAPES = {"ds_stack": (1, 3, 32, 32), "dscnn": (1, 1, 49, 10), "mobilenet_v1": (1, 3, 96, 96),
-          "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20)}
+          "mobilenet_v2": (1, 3, 64, 64), "opmix": (1, 3, 24, 20), "act_mix": (1, 3, 24, 24),
+          "mobilenet_v3": (1, 3, 64, 64), "conv1d_kws": (1, 10, 49)}
 BUILDERS = {"ds_stack": DSStack, "dscnn": DSCNN, "mobilenet_v1": MobileNetV1,
-            "mobilenet_v2": MobileNetV2, "opmix": OpMix}
+            "mobilenet_v2": MobileNetV2, "opmix": OpMix, "act_mix": ActMix,
+            "mobilenet_v3": MobileNetV3Small, "conv1d_kws": Conv1dKWS}
 NAMES = tuple(BUILDERS)
 
 

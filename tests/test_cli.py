@@ -38,9 +38,9 @@ class Tiny(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-class Sigmoid(Tiny):
+class Tanh(Tiny):
     def forward(self, x):
-        return torch.sigmoid(super().forward(x))
+        return torch.tanh(super().forward(x))
 
 
 SHAPE = (1, 1, 8, 8)
@@ -60,7 +60,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (d / "corrupt.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     torch.save(Tiny().state_dict(), d / "weights.pt")
     torch.save(Tiny(), d / "pickled.pt")
-    traced(Sigmoid(), d / "sigmoid.pt")
+    traced(Tanh(), d / "tanh.pt")
     torch.jit.script(Tiny().eval()).save(str(d / "scripted.pt"))
     nan = Tiny()
     with torch.no_grad():
@@ -96,7 +96,7 @@ BAD = [
     ("truncated", "truncated.pt", [], ["truncated.pt"]),
     ("state_dict", "weights.pt", [], ["weights.pt", "architecture"]),
     ("pickle without opt-in", "pickled.pt", [], ["pickled.pt", "--allow-pickle"]),
-    ("unsupported op", "sigmoid.pt", ["--calib", "calib.npy"], ["sigmoid"]),
+    ("unsupported op", "tanh.pt", ["--calib", "calib.npy"], ["tanh"]),
     ("NaN weights", "nan.pt", ["--calib", "calib.npy"], ["NaN"]),
     ("calib layout", "tiny.pt", ["--calib", "calib_nhwc.npy"], ["(N, 1, 8, 8)"]),
     ("calib pickled", "tiny.pt", ["--calib", "calib_object.npy"], ["calib_object.npy"]),

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyds import float_ref, frontends, passes
+from tinyds import api, calib, float_ref, frontends, passes
 from tinyds.errors import TinydsError
 
 import models
@@ -21,8 +21,7 @@ PATHS = ("traced", "scripted", "pt2", "module")
 
 
 def run_ir(g, x: torch.Tensor) -> np.ndarray:
-    xn = x.numpy()
-    return float_ref.run(g, xn.transpose(0, 2, 3, 1) if xn.ndim == 4 else xn)[g.outputs[0]]
+    return float_ref.run(g, calib.for_graph(g, x.numpy()))[g.outputs[0]]
 
 
 def assert_close(g, model, x, rtol=1e-4):
@@ -30,6 +29,8 @@ def assert_close(g, model, x, rtol=1e-4):
         want = model(x).numpy()
     got = run_ir(g, x)
     got = got.transpose(0, 3, 1, 2) if got.ndim == 4 else got     # IR feature maps are NHWC
+    if want.ndim == 3:                                             # (N, 1, L, C) -> (N, C, L)
+        got = got[:, :, 0, :]
     assert got.shape == want.shape
     err = np.abs(got - want).max() / np.abs(want).max()
     assert err <= rtol, f"max relative error {err:.2e}"
@@ -51,8 +52,12 @@ def load_via(saved, path):
 @pytest.mark.parametrize("path", PATHS)
 def test_zoo_matches_torch(saved, path):
     g = load_via(saved, path)
-    assert g.source_layout == "NCHW"
-    assert g.input.shape == tuple(np.array(saved["input"].shape)[[0, 2, 3, 1]])
+    shape = tuple(saved["input"].shape)
+    if len(shape) == 3:                                    # Conv1d: (N, C, L) is (N, 1, L, C)
+        assert g.source_layout == "NCL" and g.input.shape == (1, 1, shape[2], shape[1])
+    else:
+        assert g.source_layout == "NCHW"
+        assert g.input.shape == tuple(np.array(shape)[[0, 2, 3, 1]])
     torch.manual_seed(7)
     x = torch.randn(3, *saved["input"].shape[1:])
     assert_close(g, saved["model"], x)
@@ -215,15 +220,127 @@ def test_zero_pad_and_batchnorm1d_after_linear(tmp_path, via):
     assert_close(opt, m, x * 2)
 
 
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2", "module"])
+def test_elementwise_activations(tmp_path, via):
+    m = nn.Sequential(nn.Conv2d(2, 4, 1), nn.LeakyReLU(0.2), nn.Conv2d(4, 4, 3), nn.Hardswish(),
+                      nn.Conv2d(4, 3, 1), nn.Sigmoid(), nn.Conv2d(3, 2, 1), nn.LeakyReLU(inplace=True))
+    g, m, x = _lower(m, (1, 2, 6, 5), tmp_path, via)
+    assert [op.type for op in g.ops] == ["conv2d", "leaky_relu", "conv2d", "hard_swish", "conv2d",
+                                         "logistic", "conv2d", "leaky_relu"]
+    assert [op.attrs["alpha"] for op in g.ops if op.type == "leaky_relu"] == pytest.approx([0.2, 0.01])
+    assert_close(g, m, x * 4)
+
+
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2", "module"])
+def test_mul_sub_hardsigmoid_and_scalars(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.a(x)
+            gate = F.hardsigmoid(y.mean((2, 3), keepdim=True))
+            z = (self.b(x) - y) * gate                         # [1,C,H,W] x [1,C,1,1]
+            return (z * 0.5 + 1.0) - 2 * y
+
+    g, m, x = _lower(M(), (1, 3, 5, 6), tmp_path, via)
+    types = [op.type for op in g.ops]
+    assert types == ["conv2d", "avg_pool2d", "add", "mul", "conv2d", "sub", "mul", "mul", "add",
+                     "mul", "sub"]
+    hs_add, hs_mul = g.ops[2], g.ops[3]
+    assert hs_add.attrs["activation"] == "relu6"
+    assert [float(g.tensors[n].data[0]) for n in (hs_add.inputs[1], hs_mul.inputs[1])] == \
+        pytest.approx([3.0, 1 / 6])
+    assert g.tensors[g.ops[6].inputs[1]].shape == (1, 1, 1, 4)
+    assert_close(g, m, x * 3)
+
+
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2"])
+def test_cat_on_channels_height_width_and_flat(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 3, 1), nn.Conv2d(2, 5, (1, 2))
+
+        def forward(self, x):
+            y = self.a(x)
+            c = torch.cat([y, self.b(F.pad(x, [0, 1, 0, 0])), y], dim=1)
+            h = torch.cat([c, c], dim=-2)
+            w = torch.cat([h, h], dim=3)
+            return torch.cat([w.mean((2, 3)), y.mean((2, 3))], dim=1)
+
+    g, m, x = _lower(M(), (1, 2, 4, 3), tmp_path, via)
+    cats = [(op.attrs["axis"], g.tensors[op.outputs[0]].shape) for op in g.ops
+            if op.type == "concatenation"]
+    assert cats == [(3, (1, 4, 3, 11)), (1, (1, 8, 3, 11)), (2, (1, 8, 6, 11)), (1, (1, 14))]
+    assert_close(g, m, x)
+
+
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2"])
+def test_mean_over_other_dims(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            a, b = y.mean(1, keepdim=True), y.mean((1, 3), keepdim=True)   # over C; over C, W
+            c = y.mean((1, 2))                                                # (1, W)
+            return torch.cat([(a * b).flatten(1), c, c.mean(1, keepdim=True)], 1)
+
+    g, m, x = _lower(M(), (1, 2, 3, 5), tmp_path, via)
+    means = [(op.attrs["axes"], g.tensors[op.outputs[0]].shape) for op in g.ops if op.type == "mean"]
+    assert means == [((3,), (1, 3, 5, 1)), ((2, 3), (1, 3, 1, 1)), ((1, 3), (1, 1, 5, 1)),
+                     ((1,), (1, 1))]
+    assert_close(g, m, x)
+    with pytest.raises(TinydsError, match=r"mean over dims \[1\] of shape \(1, 4, 3, 5\) is not "):
+        _lower(nn.Sequential(nn.Conv2d(2, 4, 1), ChannelMean()), (1, 2, 3, 5), tmp_path, via)
+
+
+@pytest.mark.parametrize("via", ["traced", "scripted", "pt2"])
+def test_permute_and_transpose(tmp_path, via):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 4, 1), nn.Conv2d(5, 3, (2, 1))
+            self.c = nn.Conv1d(3, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x).permute(0, 3, 1, 2)           # (1, W=5, C=4, H=3): W becomes channels
+            z = self.b(y.transpose(2, 3))                # (1, 5, 3, 4) -> conv over "H"=3
+            s = z.mean(2, keepdim=True).squeeze(2)        # (1, 3, 4) as (N, C, L)
+            return self.c(s.permute(0, 2, 1).permute(0, 2, 1)) * 2
+
+    g, m, x = _lower(M(), (1, 2, 3, 5), tmp_path, via)
+    assert sum(op.type == "transpose" for op in g.ops) == 4
+    assert_close(g, m, x)
+
+
+class ChannelMean(nn.Module):
+    def forward(self, x):
+        return x.mean(1)                  # (1, H, W): NCHW and NHWC orders differ
+
+
+def test_constant_minus_activation_is_refused(tmp_path):
+    class M(nn.Module):
+        def forward(self, x):
+            return 1.0 - x
+
+    with pytest.raises(TinydsError, match=r"m\.pt2: layer rsub: unsupported op aten::rsub; "):
+        _lower(M(), (1, 2, 3, 3), tmp_path, "pt2")
+
+
 # ---- errors ---------------------------------------------------------------
 
 def test_unsupported_op_names_op_layer_and_supported(tmp_path):
-    m = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Sigmoid())
+    m = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Tanh())
     for via, f in (("traced", "m.pt"), ("pt2", "m.pt2")):
         with pytest.raises(TinydsError) as e:
             _lower(m, (1, 1, 4, 4), tmp_path, via)
         msg = str(e.value)
-        assert msg.startswith(f"{tmp_path / f}: layer 1: unsupported op aten::sigmoid; supported: conv2d")
+        assert msg.startswith(f"{tmp_path / f}: layer 1: unsupported op aten::tanh; supported: conv2d")
         assert "\n" not in msg
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinyds import float_ref, frontends, passes
+from tinyds import api, calib, float_ref, frontends, passes
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op, Tensor
 
@@ -178,11 +178,11 @@ def test_optimize_zoo_against_torch(name):
     model, x = models.build(name)
     g = passes.optimize(frontends.from_module(model, x))
     assert not {op.type for op in g.ops} & {"batch_norm", "relu", "relu6"}
-    n_weighted = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    n_weighted = sum(isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)) for m in model.modules())
     assert sum(op.type in ("conv2d", "depthwise_conv2d", "fully_connected") for op in g.ops) == n_weighted
     torch.manual_seed(3)
     xs = torch.randn(4, *x.shape[1:])
     with torch.no_grad():
         want = model(xs).numpy()
-    got = float_ref.run(g, xs.numpy().transpose(0, 2, 3, 1))[g.outputs[0]]
+    got = float_ref.run(g, calib.for_graph(g, xs.numpy()))[g.outputs[0]]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

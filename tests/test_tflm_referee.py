@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyds import reference
+from tinyds import calib, reference
 from tinyds.frontends.tflite import load_tflite, schema
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
@@ -159,7 +159,8 @@ def test_tflm_arena_size(name):
     assert largest <= sizes["head"] <= sizes["total"]
 
 
-@pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("zoo_name", ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "act_mix",
+                                      "mobilenet_v3", "conv1d_kws"])
 def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     """`export-tflite` of each PyTorch test model: TFLM on that file equals our reference on
     every tensor, so our quantizer's arithmetic is TFLite's."""
@@ -171,9 +172,10 @@ def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
 
     model, example = models.build(zoo_name)
     torch.manual_seed(1)
-    calib = torch.randn(32, *example.shape[1:])
-    g = passes.optimize(frontends.from_module(model, example))
-    qg, _ = quantize.quantize(g, calib.permute(0, 2, 3, 1).numpy())
+    batch = calib.for_graph(g0 := frontends.from_module(model, example),
+                            torch.randn(32, *example.shape[1:]).numpy())
+    g = passes.optimize(g0)
+    qg, _ = quantize.quantize(g, batch)
     buf = export_tflite(qg)
     S = schema()
     m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(buf, 0))
@@ -181,7 +183,7 @@ def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     names = [op.outputs[0] for op in qg.ops]
     interp = runtime.Interpreter.from_bytes(
         buf, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    xs = np.concatenate([quantize.quantize_input(qg, calib.permute(0, 2, 3, 1).numpy()),
+    xs = np.concatenate([quantize.quantize_input(qg, batch),
                          np.random.default_rng(2).integers(-128, 128, (100, *qg.input.shape[1:]),
                                                            dtype=np.int8)])
     theirs = _tflm_all(interp, xs, index, names)

@@ -95,8 +95,7 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
             module_or_path, (str, Path)) else stem)
     if calib is None and not g.is_quantized:
         raise TinydsError(calib_data.MISSING)
-    x = None if calib is None or synthetic else calib_data.to_nhwc(
-        calib, g.source_layout, tuple(g.input.shape[1:]))
+    x = None if calib is None or synthetic else calib_data.for_graph(g, calib)
     if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
         qg, report = g, None
         if x is not None and tuple(np.shape(x)[1:]) != tuple(qg.input.shape[1:]):

@@ -128,6 +128,8 @@ def to_nhwc(x: np.ndarray, layout: str, want_nhwc: tuple, where: str = "calibrat
 
     want_nhwc: the model's input shape without the batch, (H, W, C) for a 4-D input."""
     x = np.asarray(x)
+    if layout == "NCL" and x.ndim == 3:          # Conv1d: (N, C, L) -> (N, 1, L, C)
+        return np.ascontiguousarray(x.transpose(0, 2, 1)[:, None])
     if len(want_nhwc) != 3 or x.ndim != 4:
         return x
     h, w, c = want_nhwc
@@ -142,3 +144,8 @@ def to_nhwc(x: np.ndarray, layout: str, want_nhwc: tuple, where: str = "calibrat
                           f"(N, {h}, {w}, {c}) (NHWC): transpose to NHWC with "
                           "x.transpose(0, 2, 3, 1)")
     return x
+
+
+def for_graph(g, x: np.ndarray) -> np.ndarray:
+    """x, in the layout the user gave g's input in, as g's NHWC input."""
+    return to_nhwc(x, g.source_layout, tuple(g.input.shape[1:]))

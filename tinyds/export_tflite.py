@@ -27,6 +27,9 @@ OPCODES = {
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
     "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
+    "sub": ("SUB", 2), "mul": ("MUL", 2), "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
+    "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
+    "prelu": ("PRELU", 1), "quantize": ("QUANTIZE", 2),
 }
 
 
@@ -161,10 +164,10 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         w.op("fully_connected", ins, _out(w, g, op),
              w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
              "FullyConnectedOptions")
-    elif op.type == "add":
+    elif op.type in ("add", "sub", "mul"):
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
-        w.op("add", ins, _out(w, g, op), w.options("AddOptionsT", fusedActivationFunction=act),
-             "AddOptions")
+        kind = {"add": "AddOptions", "sub": "SubOptions", "mul": "MulOptions"}[op.type]
+        w.op(op.type, ins, _out(w, g, op), w.options(kind + "T", fusedActivationFunction=act), kind)
     elif op.type == "reshape":
         x = w.tensor(g.tensors[op.inputs[0]])
         shape = list(op.attrs["shape"])
@@ -183,6 +186,21 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
     elif op.type == "softmax":
         w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
              w.options("SoftmaxOptionsT", beta=float(op.attrs.get("beta", 1.0))), "SoftmaxOptions")
+    elif op.type == "leaky_relu":
+        w.op("leaky_relu", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
+             w.options("LeakyReluOptionsT", alpha=float(op.attrs["alpha"])), "LeakyReluOptions")
+    elif op.type == "transpose":
+        x = w.tensor(g.tensors[op.inputs[0]])
+        w.op("transpose", [x, w.const_i32(f"{op.name}/perm", list(op.attrs["perm"]))],
+             _out(w, g, op), w.options("TransposeOptionsT"), "TransposeOptions")
+    elif op.type == "concatenation":
+        ins = [w.tensor(g.tensors[n]) for n in op.inputs]
+        w.op("concatenation", ins, _out(w, g, op),
+             w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
+    elif op.type == "prelu":
+        w.op("prelu", [w.tensor(g.tensors[n]) for n in op.inputs], _out(w, g, op))
+    elif op.type in ("hard_swish", "logistic", "quantize"):
+        w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op))
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

@@ -64,8 +64,31 @@ def _mean(g, op, x):
     return x.mean(axis=tuple(op.attrs["axes"]), keepdims=op.attrs.get("keepdims", True))
 
 
-def _add(g, op, a, b):
+def _operands(g, op, args):
+    """add/sub/mul inputs, constants included, shaped to broadcast over the batch."""
+    it = iter(args)
+    return [g.tensors[n].data.astype(np.float64)[None] if g.tensors[n].is_const else next(it)
+            for n in op.inputs[:2]]
+
+
+def _add(g, op, *args):
+    a, b = _operands(g, op, args)
     return _act(a + b, op)
+
+
+def _sub(g, op, *args):
+    a, b = _operands(g, op, args)
+    return _act(a - b, op)
+
+
+def _prelu(g, op, *args):
+    x, alpha = _operands(g, op, args)
+    return np.where(x >= 0, x, x * alpha)
+
+
+def _mul(g, op, *args):
+    a, b = _operands(g, op, args)
+    return _act(a * b, op)
 
 
 def _reshape(g, op, x):
@@ -83,6 +106,30 @@ def _softmax(g, op, x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _leaky_relu(g, op, x):
+    return np.where(x > 0, x, x * op.attrs["alpha"])
+
+
+def _hard_swish(g, op, x):
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def _logistic(g, op, x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))     # 1 / (1 + exp(-x)) without overflow
+
+
+def _concatenation(g, op, *xs):
+    return np.concatenate(xs, axis=op.attrs["axis"])
+
+
+def _transpose(g, op, x):
+    return np.transpose(x, op.attrs["perm"])
+
+
+def _quantize(g, op, x):
+    return x                                      # a change of scale: the same real values
+
+
 def _batch_norm(g, op, x):
     mean, var, gamma, beta = (_const(g, n) for n in op.inputs[1:5])
     return (x - mean) / np.sqrt(var + op.attrs["eps"]) * gamma + beta
@@ -98,9 +145,10 @@ def _relu6(g, op, x):
 
 KERNELS = {
     "conv2d": _conv2d, "depthwise_conv2d": _depthwise_conv2d, "fully_connected": _fully_connected,
-    "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add,
+    "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d, "mean": _mean, "add": _add, "sub": _sub, "mul": _mul, "prelu": _prelu,
     "reshape": _reshape, "pad": _pad, "softmax": _softmax, "batch_norm": _batch_norm,
-    "relu": _relu, "relu6": _relu6,
+    "relu": _relu, "relu6": _relu6, "leaky_relu": _leaky_relu, "hard_swish": _hard_swish,
+    "logistic": _logistic, "concatenation": _concatenation, "transpose": _transpose, "quantize": _quantize,
 }
 
 

@@ -25,17 +25,43 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       number of in-bounds taps (TFLite); input and output share quant params.
       quantized: act_min, act_max.
   mean
-      axes (1, 2), keepdims. (TFLite MEAN; the torch path uses avg_pool2d.)
-  add
+      axes (any, of a tensor of at most 4-D), keepdims. (TFLite MEAN; a PyTorch
+      global average over H, W arrives as avg_pool2d and the quantizer makes it MEAN.)
+  add, sub
       activation; quantized: left_shift, input1_multiplier, input1_shift,
       input2_multiplier, input2_shift, output_multiplier, output_shift,
       act_min, act_max.
+  mul
+      activation; quantized: output_multiplier, output_shift, act_min, act_max.
+  add, sub and mul broadcast as TFLite does (shapes aligned on the right, dims
+  equal or 1); either operand may be a constant int8 tensor (hardsigmoid's 3
+  and 1/6), stored with its own per-tensor quantization.
   reshape
       shape (the new full shape).
   pad
       padding (top, left, bottom, right); pads with the input zero point.
   softmax
       beta; quantized: input_multiplier, input_left_shift, diff_min.
+  leaky_relu
+      alpha; quantized: identity_multiplier, identity_shift, alpha_multiplier,
+      alpha_shift.
+  prelu
+      inputs x and a constant alpha that broadcasts to x (per channel: shape (C,));
+      quantized: identity_multiplier, identity_shift, alpha_multiplier, alpha_shift.
+  hard_swish
+      quantized: output_multiplier, output_shift, reluish_multiplier,
+      reluish_shift (int16 multipliers, TFLite's HardSwishParams).
+  logistic
+      output scale 1/256, zero point -128; quantized: input_multiplier,
+      input_left_shift, input_range_radius.
+  concatenation
+      axis (of the IR's NHWC / (1, N) shape); inputs: the tensors in order, all
+      with the output's quantization.
+  transpose
+      perm (of the IR shape, batch first); output keeps the input's quantization.
+  quantize
+      int8 -> int8 requantization inside a graph (TFLite QUANTIZE);
+      quantized: multiplier, shift.
   Float-only, removed by passes before quantization:
   batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
 
@@ -51,7 +77,8 @@ import numpy as np
 
 OP_TYPES = (
     "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-    "mean", "add", "reshape", "pad", "softmax",
+    "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
+    "logistic", "concatenation", "transpose", "prelu", "quantize",
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")

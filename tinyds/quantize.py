@@ -29,9 +29,10 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # TFLite requires these outputs to reuse the input's scale and zero point. MEAN
 # gets its own (as TFLite's converter does): the global average has a narrower
 # range than its input, and the rescaling path rounds where the shared one truncates.
-SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad")
-SOFTMAX_PARAMS = (np.float32(1 / 256), -128)
+SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "transpose")
+SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
+ELEMENTWISE_BINARY = ("add", "sub", "mul", "prelu")    # may have one constant operand
 # A tensor that never left 0 during calibration still needs a usable scale;
 # [0, 1] keeps downstream multipliers ordinary if real data is not all zero.
 DEGENERATE_RANGE = 1.0
@@ -165,6 +166,16 @@ def quantize_weights(w: np.ndarray, axis: int, bias: np.ndarray | None, s_in: np
     return np.clip(q, -127, 127).astype(np.int8), scale
 
 
+def quantize_constant(t: Tensor) -> Tensor:
+    """A constant operand of add/sub/mul: per-tensor asymmetric int8 over its own [min, max]
+    (with 0), as the converter quantizes constant tensors; a scalar lands exactly on 127 or -128."""
+    data = t.data.astype(np.float32)
+    scale, zp = activation_params(float(data.min()), float(data.max()))
+    q = np.clip(round_half_away(data / scale) + zp, -128, 127).astype(np.int8)
+    return Tensor(t.name, t.shape, "int8", data=q, scale=np.array([scale], np.float32),
+                  zero_point=np.array([zp], np.int64))
+
+
 def quantize_bias(b: np.ndarray, s_in: np.float32, s_w: np.ndarray):
     """TFLite SymmetricPerChannelBiasQuantize: float32 scale product, float32 inverse, saturate."""
     scale = (np.float32(s_in) * s_w.astype(np.float32)).astype(np.float32)
@@ -192,6 +203,9 @@ def _shown_shape(shape, layout: str) -> tuple:
     if layout == "NCHW" and len(shape) == 4:
         n, h, w, c = shape
         return (n, c, h, w)
+    if layout == "NCL" and len(shape) == 4:
+        n, _, w, c = shape
+        return (n, c, w)
     return tuple(shape)
 
 
@@ -266,10 +280,14 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
     for op in g.ops:
         y = g.tensors[op.outputs[0]]
+        if op.type in ELEMENTWISE_BINARY:
+            for name in op.inputs:
+                if g.tensors[name].is_const:
+                    tensors[name] = quantize_constant(g.tensors[name])
         first_in = tensors[op.inputs[0]]
         if op.type in SHARED_PARAMS and not _is_global_pool(g, op):
             params = first_in.qparams
-        elif op.type == "softmax":
+        elif op.type in ("softmax", "logistic"):
             params = SOFTMAX_PARAMS
         else:
             params = activation_params(*ranges[y.name])
@@ -278,16 +296,62 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
         if op.type in WEIGHTED:
             mean = None if means is None else means[op.inputs[0]]
             inputs = inputs[:2] + [_quantize_weighted(g, op, tensors, first_in.scale[0], mean)]
-        else:
+        elif op.type not in ELEMENTWISE_BINARY:
             for name in op.inputs[1:]:
                 if name and g.tensors[name].is_const:
                     raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
-                                      "supported; only conv/depthwise/linear carry constants")
+                                      "supported; only conv/depthwise/linear/add/sub/mul/prelu carry constants")
+        if op.type == "concatenation":
+            _check_concat(qg, Op(op.type, op.name, inputs, list(op.outputs)))
         if _is_global_pool(g, op):
             qg.ops.append(Op("mean", op.name, inputs, list(op.outputs), {"axes": (1, 2), "keepdims": True}))
         else:
             qg.ops.append(Op(op.type, op.name, inputs, list(op.outputs), dict(op.attrs)))
     return requant.derive_int_params(qg)
+
+
+def _tie_concat_ranges(g: Graph, ranges: dict) -> dict:
+    """A concatenation copies bytes, so its inputs need the output's scale and zero point:
+    every tensor joined to a concatenation (directly, or through an op that shares its
+    input's params) gets the union of the group's calibration ranges."""
+    parent = {}
+
+    def find(t):
+        while parent.get(t, t) != t:
+            t = parent[t]
+        return t
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    concat_members = set()
+    for op in g.ops:
+        if op.type == "concatenation":
+            concat_members.update(op.inputs + op.outputs)
+            for name in op.inputs:
+                union(name, op.outputs[0])
+        elif op.type in SHARED_PARAMS and not _is_global_pool(g, op):
+            union(op.inputs[0], op.outputs[0])
+    groups: dict[str, list[str]] = {}
+    for name in ranges:
+        groups.setdefault(find(name), []).append(name)
+    ranges = dict(ranges)
+    for members in groups.values():
+        if concat_members.intersection(members):
+            lo = min(ranges[n][0] for n in members)
+            hi = max(ranges[n][1] for n in members)
+            for n in members:
+                ranges[n] = (lo, hi)
+    return ranges
+
+
+def _check_concat(qg: Graph, op: Op) -> None:
+    want = qg.tensors[op.outputs[0]].qparams
+    for name in op.inputs:
+        if qg.tensors[name].qparams != want:
+            raise TinydsError(f"{op.name}: concatenation input {name} has fixed quantization "
+                              f"{qg.tensors[name].qparams} (softmax/sigmoid output) but the "
+                              f"output needs {want}; concatenate before the softmax/sigmoid")
 
 
 def _is_global_pool(g: Graph, op: Op) -> bool:
@@ -459,7 +523,7 @@ def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
     synthetic = calib_nhwc is None
     x = synthetic_calibration(g) if synthetic else _check_calib(g, calib_nhwc)
     obs = _observe(g, x, method)
-    ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
+    ranges = _tie_concat_ranges(g, {name: RANGE_FNS[method](o) for name, o in obs.items()})
     qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None)
     report = Report(method, synthetic, compare(g, qg, x[:REPORT_SAMPLES]), qg,
                     {name: (o.lo, o.hi) for name, o in obs.items()})

@@ -51,7 +51,30 @@ def _pair(v, n=2):
 
 
 def _nhwc(shape):
+    """The IR shape of a PyTorch activation: NCHW -> NHWC, (N, C, L) -> (N, 1, L, C)."""
+    if len(shape) == 3:
+        return (1, 1, shape[2], shape[1])
     return (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
+
+
+def _as4d(x: "Act") -> "Act":
+    """An (N, C, L) activation seen as (N, C, 1, L): the same IR tensor (Conv1d is a 1xL conv2d)."""
+    return Act(x.name, (x.shape[0], x.shape[1], 1, x.shape[2]), x.perm) if len(x.shape) == 3 else x
+
+
+def _as3d(x: "Act") -> "Act":
+    return Act(x.name, (x.shape[0], x.shape[1], x.shape[3]), x.perm)
+
+
+def _args_2d(a: dict, keys: dict) -> dict:
+    """A 1-D op's window args as the 2-D op's: each key gets `keys[key]` along H."""
+    out = dict(a)
+    for key, h in keys.items():
+        v = a.get(key)
+        if v is None or isinstance(v, str) or v == []:
+            continue
+        out[key] = [h, v[0] if isinstance(v, (list, tuple)) else v]
+    return out
 
 
 class Lowering:
@@ -95,9 +118,12 @@ class Lowering:
 
     def input(self, name: str, shape) -> Act:
         shape = (1,) + tuple(int(s) for s in shape[1:])
-        if len(shape) not in (2, 4):
-            raise TinydsError(f"{self.source}: input {name}: shape {shape} is not (N,C,H,W) or (N,F); "
-                              "tinyds supports image-like 4-D inputs and flat 2-D inputs")
+        if len(shape) not in (2, 3, 4):
+            raise TinydsError(f"{self.source}: input {name}: shape {shape} is not (N,C,H,W), (N,C,L) "
+                              "or (N,F); tinyds supports image-like 4-D inputs, 1-D sequences "
+                              "(Conv1d) and flat 2-D inputs")
+        if len(shape) == 3:
+            self.g.source_layout = "NCL"
         if too_large(shape):
             raise TinydsError(f"{self.source}: input {name}: shape {shape} has more than "
                               f"{MAX_ELEMENTS} elements, far beyond a microcontroller's RAM; "
@@ -146,12 +172,17 @@ class Lowering:
 # ---- handlers: one per ATen op family --------------------------------------
 
 def _conv(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["input"], layer), layer, "conv2d")
+    x = lo._expect_act(a["input"], layer)
     w, b = a["weight"], a.get("bias")
     if a.get("transposed", False):
         raise lo.fail(layer, "unsupported op aten::conv_transpose2d; supported: " + ", ".join(SUPPORTED))
     lo.check_finite(layer, w, b)
     wd = np.asarray(w.data, dtype=np.float64)
+    if wd.ndim == 3 and len(x.shape) == 3 and x.perm is None:   # Conv1d: 1xL conv2d on (N,C,1,L)
+        a = _args_2d(a, {"stride": 1, "dilation": 1, "padding": 0})
+        y = _conv(lo, {**a, "input": _as4d(x), "weight": Const(wd[:, :, None, :], w.name)}, layer)
+        return _as3d(y)
+    x = lo._expect_4d(x, layer, "conv2d")
     if wd.ndim != 4:
         raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
     o, ipg, kh, kw = wd.shape
@@ -218,6 +249,25 @@ def _unary(type_):
     return lower
 
 
+def _leaky_relu(lo, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    return lo._emit("leaky_relu", layer, [x.name], x.shape, {"alpha": float(a["negative_slope"])},
+                    perm=x.perm)
+
+
+def _prelu(lo, a, layer):
+    """PReLU: the weight (one slope, or one per channel) becomes a constant alpha that
+    broadcasts over the IR's last (channel) axis."""
+    x, w = lo._expect_act(a["self"], layer), a["weight"]
+    c = x.shape[1] if len(x.shape) > 1 else 1
+    if not isinstance(w, Const) or np.asarray(w.data).size not in (1, c) or x.perm is not None:
+        raise lo.fail(layer, f"prelu with weight {getattr(w, 'data', w)!r} on shape {x.shape} is "
+                             "not supported; use one slope or one per channel")
+    lo.check_finite(layer, w)
+    alpha = lo._const(f"{layer}.alpha", np.asarray(w.data, np.float32).reshape(-1))
+    return lo._emit("prelu", layer, [x.name, alpha], x.shape, {}, perm=x.perm)
+
+
 def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
     if lo_v == 0 and hi_v is None:
         return _unary("relu")(lo, {"self": x}, layer)
@@ -276,6 +326,26 @@ def _max_pool(lo: Lowering, a, layer):
                     dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
 
 
+def _pool1d(handler, kind):
+    """max_pool1d / avg_pool1d on (N, C, L): the 2-D pool with a 1xk window."""
+    def lower(lo: Lowering, a, layer):
+        x = lo._expect_act(a["self"], layer)
+        if len(x.shape) != 3:
+            raise lo.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
+        a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
+        return _as3d(handler(lo, {**a, "self": _as4d(x)}, layer))
+    return lower
+
+
+def _adaptive_avg_pool1d(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    if len(x.shape) != 3:
+        raise lo.fail(layer, f"adaptive_avg_pool1d needs an (N,C,L) input, got shape {x.shape}")
+    size = a["output_size"]
+    return _as3d(_adaptive_avg_pool(lo, {"self": _as4d(x), "output_size": [1, size[0] if isinstance(
+        size, (list, tuple)) else size]}, layer))
+
+
 def _max_pool_with_indices(lo, a, layer):
     return (_max_pool(lo, a, layer), None)
 
@@ -323,11 +393,33 @@ def _mean(lo: Lowering, a, layer):
     dims = a.get("dim")
     dims = list(range(len(x.shape))) if dims is None else dims if isinstance(dims, (list, tuple)) else [dims]
     dims = sorted(d % len(x.shape) for d in dims)
-    if len(x.shape) != 4 or dims != [2, 3]:
-        raise lo.fail(layer, f"mean over dims {dims} of a {len(x.shape)}-D tensor is not supported; "
-                             "only the spatial mean over dims [2, 3] (global average pooling) is")
-    out = _global_avg(lo, layer, x)
-    return out if a.get("keepdim", False) else _reshape_to(lo, layer + ".squeeze", out, (1, x.shape[1]))
+    if len(x.shape) == 3 and dims == [2]:               # over L of (N, C, L)
+        out = _global_avg(lo, layer, _as4d(x))
+        return _as3d(out) if a.get("keepdim", False) else _reshape_to(
+            lo, layer + ".squeeze", out, (1, x.shape[1]))
+    if len(x.shape) == 4 and dims == [2, 3]:
+        out = _global_avg(lo, layer, x)
+        return out if a.get("keepdim", False) else _reshape_to(lo, layer + ".squeeze", out,
+                                                               (1, x.shape[1]))
+    return _mean_any(lo, layer, x, [d for d in dims if d != 0], a.get("keepdim", False))
+
+
+def _mean_any(lo: Lowering, layer, x: Act, dims, keepdim: bool) -> Act:
+    """TFLite MEAN over other dims: on the IR's axes, keeping dims; without keepdim only
+    when at most one dim is left (whose element order NCHW and NHWC share)."""
+    kept = [d for d in range(1, len(x.shape)) if d not in dims]
+    if x.perm is not None or not dims or (not keepdim and len(kept) > 1):
+        raise lo.fail(layer, f"mean over dims {dims} of shape {x.shape}"
+                             f"{' (a flattened NCHW map)' if x.perm is not None else ''} is not "
+                             "supported; use keepdim=True, or reduce all but one dim")
+    x4 = _as4d(x)
+    dims4 = [(0, 1, 3)[d] for d in dims] if len(x.shape) == 3 else dims
+    axes = tuple(sorted((0, 3, 1, 2)[d] for d in dims4)) if len(x4.shape) == 4 else tuple(dims4)
+    shape = tuple(1 if i in dims4 else n for i, n in enumerate(x4.shape))
+    out = lo._emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
+    if not keepdim:
+        return _reshape_to(lo, layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
+    return _as3d(out) if len(x.shape) == 3 else out
 
 
 def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
@@ -335,6 +427,9 @@ def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
     shape = tuple(int(s) for s in shape)
     if shape == x.shape:
         return x
+    if 3 in (len(x.shape), len(shape)):                 # (N, C, L) is (N, C, 1, L)
+        y = _reshape_to(lo, layer, _as4d(x), shape[:2] + (1,) + shape[2:] if len(shape) == 3 else shape)
+        return _as3d(y) if len(shape) == 3 else y
     if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
         raise lo.fail(layer, f"cannot reshape {x.shape} to {shape}; only batch-1 reshapes are supported")
     spatial = lambda s: len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)  # noqa: E731 NCHW == NHWC order
@@ -427,24 +522,123 @@ def _matmul(lo, a, layer):
     return _fc(lo, layer, lo._expect_act(a["self"], layer), w, None, wdata=np.asarray(w.data).T)
 
 
+def _scalar(v):
+    """v as a float if it is a number or a one-element constant, else None."""
+    if isinstance(v, Const):
+        v = v.data
+    if isinstance(v, (Act, bool, str, list, tuple)) or v is None:
+        return None
+    a = np.asarray(v)                     # a number, or a 0-d tensor (TorchScript's scalars)
+    return float(a.reshape(-1)[0]) if a.size == 1 and a.dtype.kind in "iuf" else None
+
+
+def _binary(lo: Lowering, layer, type_, x, y):
+    """add/sub/mul of two activations (broadcasting dims of size 1, same rank) or of an
+    activation and a scalar (a one-element constant operand)."""
+    if isinstance(x, Act) and isinstance(y, Act):
+        same = x.shape == y.shape and (x.perm is None) == (y.perm is None)
+        broadcast = (len(x.shape) == len(y.shape) and x.perm is None and y.perm is None
+                     and all(p == q or 1 in (p, q) for p, q in zip(x.shape, y.shape)))
+        if not (same or broadcast):
+            raise lo.fail(layer, f"{type_} of shapes {x.shape} and {y.shape} is not supported; "
+                                 "operands must have the same rank and dims equal or 1")
+        shape = tuple(max(p, q) for p, q in zip(x.shape, y.shape))
+        return lo._emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
+    value = _scalar(y)
+    if not isinstance(x, Act) or value is None:
+        raise lo.fail(layer, f"{type_} of a constant is only supported as activation {type_} scalar"
+                      + (" or as the bias after a matmul" if type_ == "add" else ""))
+    lo.check_finite(layer, Const(np.array([value]), layer))
+    c = lo._const(f"{layer}.const", np.array([value], np.float32))
+    return lo._emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
+
+
 def _add(lo: Lowering, a, layer):
     x, y = a["self"], a["other"]
     if a.get("alpha", 1) != 1:
         raise lo.fail(layer, "add with alpha != 1 is not supported")
-    if isinstance(x, Act) and isinstance(y, Act):
-        if x.shape != y.shape or (x.perm is None) != (y.perm is None):
-            raise lo.fail(layer, f"add of shapes {x.shape} and {y.shape} (broadcasting) is not supported")
-        return lo._emit("add", layer, [x.name, y.name], x.shape, {"activation": "none"}, perm=x.perm)
     act, c = (x, y) if isinstance(x, Act) else (y, x)
     # matmul + add: fold the constant into the bias of the fully_connected that produced `act`.
     prod = lo.g.ops[-1] if lo.g.ops else None
-    if (isinstance(c, Const) and prod is not None and prod.outputs == [act.name]
+    if (isinstance(act, Act) and isinstance(c, Const) and prod is not None
+            and prod.outputs == [act.name]
             and prod.type == "fully_connected" and prod.inputs[2] == ""
             and np.asarray(c.data).size == act.shape[1] and len(lo.g.consumers(act.name)) == 0):
         lo.check_finite(layer, c)
         prod.inputs[2] = lo._const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
         return act
-    raise lo.fail(layer, "add of a constant is only supported as the bias after a matmul")
+    return _binary(lo, layer, "add", act, c)
+
+
+def _sub(lo: Lowering, a, layer):
+    if a.get("alpha", 1) != 1:
+        raise lo.fail(layer, "sub with alpha != 1 is not supported")
+    return _binary(lo, layer, "sub", a["self"], a["other"])
+
+
+def _mul(lo: Lowering, a, layer):
+    x, y = a["self"], a["other"]
+    return _binary(lo, layer, "mul", *((x, y) if isinstance(x, Act) else (y, x)))
+
+
+def _hardsigmoid(lo: Lowering, a, layer):
+    """relu6(x + 3) / 6 as TFLite's converter lowers it: ADD of 3 with a fused ReLU6, MUL by 1/6."""
+    x = lo._expect_act(a["self"], layer)
+    three = lo._const(f"{layer}.three", np.array([3.0], np.float32))
+    y = lo._emit("add", f"{layer}.add", [x.name, three], x.shape, {"activation": "relu6"},
+                 perm=x.perm)
+    sixth = lo._const(f"{layer}.sixth", np.array([1.0 / 6.0], np.float32))
+    return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
+
+
+def _cat(lo: Lowering, a, layer):
+    """torch.cat of activations of one rank: NCHW dim d is NHWC axis (0, 3, 1, 2)[d]."""
+    xs = a["tensors"]
+    if not xs or not all(isinstance(x, Act) and x.perm is None for x in xs):
+        raise lo.fail(layer, "cat is only supported of activation tensors (not of constants or "
+                             "flattened feature maps)")
+    rank = len(xs[0].shape)
+    dim = a.get("dim", 0)
+    if not -rank <= dim < rank or dim % rank == 0 or any(len(x.shape) != rank for x in xs):
+        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]} along dim {dim} is not "
+                             "supported; concatenate along channels, H or W (not the batch)")
+    dim %= rank
+    if any(x.shape[:dim] + x.shape[dim + 1:] != xs[0].shape[:dim] + xs[0].shape[dim + 1:] for x in xs):
+        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]}: sizes differ off dim {dim}")
+    shape = xs[0].shape[:dim] + (sum(x.shape[dim] for x in xs),) + xs[0].shape[dim + 1:]
+    axis = (0, 3, 1, 2)[dim] if rank == 4 else (0, 3, 2)[dim] if rank == 3 else dim
+    return lo._emit("concatenation", layer, [x.name for x in xs], shape, {"axis": axis})
+
+
+def _permute_to(lo: Lowering, layer, x: Act, p) -> Act:
+    """PyTorch permute p of a 4-D (or (N, C, L)) activation as an IR transpose: IR axis i
+    of the output holds PyTorch dim p[(0, 2, 3, 1)[i]] of x, IR axis (0, 3, 1, 2)[that]."""
+    rank = len(x.shape)
+    p = [int(d) % rank for d in p]
+    if x.perm is not None or rank not in (3, 4) or sorted(p) != list(range(rank)) or p[0] != 0:
+        raise lo.fail(layer, f"permute {tuple(p)} of shape {x.shape} is not supported; permute "
+                             "the non-batch dims of an (N,C,H,W) or (N,C,L) tensor")
+    if rank == 3:                           # (N, C, L) is (N, C, 1, L): H stays in place
+        m = (0, 1, 3)
+        y = _permute_to(lo, layer, _as4d(x), [m[p[0]], m[p[1]], 2, m[p[2]]])
+        return _as3d(y)
+    if p == [0, 1, 2, 3]:
+        return x
+    shape = tuple(x.shape[d] for d in p)
+    perm = tuple((0, 3, 1, 2)[p[(0, 2, 3, 1)[i]]] for i in range(4))
+    return lo._emit("transpose", layer, [x.name], shape, {"perm": perm})
+
+
+def _permute(lo: Lowering, a, layer):
+    return _permute_to(lo, layer, lo._expect_act(a["self"], layer), a["dims"])
+
+
+def _transpose(lo: Lowering, a, layer):
+    x = lo._expect_act(a["self"], layer)
+    p = list(range(len(x.shape)))
+    d0, d1 = a["dim0"] % len(p), a["dim1"] % len(p)
+    p[d0], p[d1] = p[d1], p[d0]
+    return _permute_to(lo, layer, x, p)
 
 
 def _softmax(lo: Lowering, a, layer):
@@ -465,16 +659,23 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
+    "leaky_relu": _leaky_relu, "prelu": _prelu, "_prelu_kernel": _prelu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
     "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
+    "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
+    "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
+    "adaptive_avg_pool1d": _adaptive_avg_pool1d, "conv1d": _conv,
     "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
     "flatten": _flatten, "view": _view, "reshape": _view, "_unsafe_view": _view,
     "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
-    "add": _add, "softmax": _softmax, "_softmax": _softmax,
+    "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
+    "permute": _permute, "transpose": _transpose,
+    "softmax": _softmax, "cat": _cat, "concat": _cat, "concatenate": _cat, "_softmax": _softmax,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
 }
-SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean(dim=[2,3])", "flatten/view/reshape",
-             "linear", "add", "softmax", "zero pad", "dropout")
+SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
+             "leaky_relu", "prelu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
+             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
+             "linear", "softmax", "zero pad", "dropout")

@@ -26,14 +26,19 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
            "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
-           "DEQUANTIZE": None}
+           "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
+           "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
+           "TRANSPOSE": None, "PRELU": None,
+           "LOGISTIC": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
+              "SUB": 2, "MUL": 2, "TRANSPOSE": 2, "PRELU": 2,
               "PAD": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
-             "QUANTIZE", "DEQUANTIZE")
+             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
+             "CONCATENATION", "TRANSPOSE", "PRELU")
 
 
 def schema():
@@ -387,24 +392,40 @@ def _const_ints(r: _Reader, idx: int, where: str) -> np.ndarray:
 
 def _mean(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
-    axes = tuple(sorted(int(a) % 4 for a in _const_ints(r, op.inputs[1], where).ravel()))
-    if axes != (1, 2) or len(r.g.tensors[x].shape) != 4:
-        raise r.err(where, f"MEAN over axes {axes} is not supported",
-                    "only the spatial mean (axes 1, 2) of an NHWC tensor imports")
+    shape = r.g.tensors[x].shape
+    raw = [int(a) for a in _const_ints(r, op.inputs[1], where).ravel()]
+    if len(shape) > 4 or not raw or any(not -len(shape) <= a < len(shape) for a in raw):
+        raise r.err(where, f"MEAN over axes {tuple(raw)} of shape {shape}",
+                    "only axes of a tensor of at most 4 dimensions import")
+    axes = tuple(sorted({a % len(shape) for a in raw}))
+    keep = bool(op.builtinOptions.keepDims)
     y = r.tensor(op.outputs[0], where)
-    return Op("mean", where, [x], [y], {"axes": (1, 2), "keepdims": bool(op.builtinOptions.keepDims)})
+    _check_shape_is(r, where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
+                    else tuple(d for i, d in enumerate(shape) if i not in axes))
+    return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
 
 
-def _add(r: _Reader, op, where: str) -> Op:
+def _binary(r: _Reader, op, where: str, opname: str) -> Op:
+    """ADD, SUB, MUL: two int8 operands (one may be constant) that broadcast like TFLite."""
     a, b = (r.tensor(i, where) for i in op.inputs[:2])
-    if r.g.tensors[a].shape != r.g.tensors[b].shape:
-        raise r.err(where, f"broadcasting ADD {r.g.tensors[a].shape} + {r.g.tensors[b].shape}",
-                    "only same-shape ADD is supported")
-    if r.g.tensors[a].is_const or r.g.tensors[b].is_const:
-        raise r.err(where, "ADD of a constant tensor", "only ADD of two activations is supported")
+    ta, tb = r.g.tensors[a], r.g.tensors[b]
+    if ta.is_const and tb.is_const:
+        raise r.err(where, f"{opname} of two constants", "fold it into a constant; re-convert")
+    for t in (ta, tb):
+        if t.dtype != "int8" or t.scale is None or len(t.scale) != 1:
+            raise r.err(where, f"{opname} operand {t.name} is {t.dtype} with "
+                        f"{0 if t.scale is None else len(t.scale)} scales",
+                        "only per-tensor int8 operands are supported")
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[a].shape)
-    return Op("add", where, [a, b], [y],
+    shapes = [tuple(ta.shape), tuple(tb.shape), tuple(r.g.tensors[y].shape)]
+    try:
+        ok = max(map(len, shapes)) <= 4 and np.broadcast_shapes(*shapes[:2]) == shapes[2]
+    except ValueError:
+        ok = False
+    if not ok:
+        raise r.err(where, f"{opname} of shapes {shapes[0]} and {shapes[1]} into {shapes[2]}",
+                    "operands must broadcast (dims equal or 1, at most 4-D) to the output shape")
+    return Op(opname.lower(), where, [a, b], [y],
               {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
 
 
@@ -441,6 +462,80 @@ def _softmax(r: _Reader, op, where: str) -> Op:
     return Op("softmax", where, [x], [y], {"beta": float(op.builtinOptions.beta)})
 
 
+def _unary(r: _Reader, op, where: str, opname: str) -> Op:
+    """LEAKY_RELU, HARD_SWISH, LOGISTIC: element-wise, same shape in and out."""
+    x = r.tensor(op.inputs[0], where)
+    y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[x].shape)
+    if opname == "LOGISTIC" and r.g.tensors[y].qparams != (1 / 256, -128):
+        raise r.err(where, f"logistic output quantization {r.g.tensors[y].qparams}",
+                    "TFLite int8 logistic outputs scale 1/256, zero point -128")
+    if opname == "LEAKY_RELU":
+        return Op("leaky_relu", where, [x], [y], {"alpha": float(op.builtinOptions.alpha)})
+    return Op(opname.lower(), where, [x], [y], {})
+
+
+def _requantize(r: _Reader, op, where: str) -> Op:
+    """QUANTIZE int8 -> int8: a change of scale and zero point."""
+    x = r.tensor(op.inputs[0], where)
+    y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, r.g.tensors[x].shape)
+    if r.g.tensors[y].dtype != "int8":
+        raise r.err(where, f"QUANTIZE to {r.g.tensors[y].dtype}", "only int8 outputs are supported")
+    return Op("quantize", where, [x], [y], {})
+
+
+def _prelu(r: _Reader, op, where: str) -> Op:
+    """x and a constant per-tensor int8 alpha that broadcasts to it."""
+    x, alpha = (r.tensor(i, where) for i in op.inputs[:2])
+    tx, ta = r.g.tensors[x], r.g.tensors[alpha]
+    y = r.tensor(op.outputs[0], where)
+    try:
+        ok = np.broadcast_shapes(tuple(tx.shape), tuple(ta.shape)) == tuple(tx.shape)
+    except ValueError:
+        ok = False
+    if tx.is_const or not ta.is_const or ta.dtype != "int8" or len(ta.scale) != 1 or not ok:
+        raise r.err(where, f"PRELU of {tx.shape} with alpha {ta.shape} ({ta.dtype}, "
+                    f"{'constant' if ta.is_const else 'computed'})",
+                    "alpha must be a per-tensor int8 constant that broadcasts to the input")
+    _check_shape_is(r, where, y, tx.shape)
+    return Op("prelu", where, [x, alpha], [y], {})
+
+
+def _transpose(r: _Reader, op, where: str) -> Op:
+    """A permutation of the non-batch dims of a tensor of at most 4-D (bytes move as they are)."""
+    x = r.tensor(op.inputs[0], where)
+    shape = tuple(r.g.tensors[x].shape)
+    perm = [int(p) for p in _const_ints(r, op.inputs[1], where).ravel()]
+    if len(shape) > 4 or sorted(perm) != list(range(len(shape))) or perm[0] != 0:
+        raise r.err(where, f"TRANSPOSE {tuple(perm)} of shape {shape}",
+                    "only permutations of the non-batch dims of a tensor of at most 4-D import")
+    y = r.tensor(op.outputs[0], where)
+    _check_shape_is(r, where, y, tuple(shape[p] for p in perm))
+    return Op("transpose", where, [x], [y], {"perm": tuple(perm)})
+
+
+def _concatenation(r: _Reader, op, where: str) -> Op:
+    """Inputs of one rank, equal but along the axis; TFLM copies their int8 bytes as they are."""
+    xs = [r.tensor(i, where) for i in op.inputs]
+    y = r.tensor(op.outputs[0], where)
+    shapes = [tuple(r.g.tensors[x].shape) for x in xs]
+    rank = len(r.g.tensors[y].shape)
+    o = op.builtinOptions
+    axis = int(o.axis) % rank if -rank <= o.axis < rank else None
+    ok = (axis is not None and rank <= 4 and all(len(s) == rank for s in shapes)
+          and all(s[:axis] + s[axis + 1:] == shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes)
+          and not any(r.g.tensors[x].is_const for x in xs))
+    if not ok:
+        raise r.err(where, f"concatenation of {shapes} along axis {o.axis}",
+                    "inputs must be activations of one rank (<= 4), equal except along the axis")
+    _check_shape_is(r, where, y, shapes[0][:axis] + (sum(s[axis] for s in shapes),)
+                    + shapes[0][axis + 1:])
+    if o.fusedActivationFunction != 0:
+        raise r.err(where, "concatenation with a fused activation", "TFLM refuses it; re-convert")
+    return Op("concatenation", where, xs, [y], {"axis": axis})
+
+
 def load_tflite(path) -> Graph:
     """Read a fully-int8 .tflite into a quantized Graph with integer params derived."""
     path = Path(path)
@@ -465,10 +560,13 @@ def load_tflite(path) -> Graph:
         if opname == "DEQUANTIZE" and op.outputs[0] == out_idx:
             out_idx = int(op.inputs[0])
             continue
-        if opname in ("QUANTIZE", "DEQUANTIZE"):
+        if opname == "QUANTIZE" and r._dtype(int(op.inputs[0]), where) == "int8":
+            new = _requantize(r, op, where)
+        elif opname in ("QUANTIZE", "DEQUANTIZE"):
             raise r.err(where, f"{opname} inside the graph",
-                        "only float QUANTIZE/DEQUANTIZE at the model's input/output are supported")
-        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                        "only int8 -> int8 QUANTIZE inside the graph and float QUANTIZE/"
+                        "DEQUANTIZE at the model's input/output are supported")
+        elif opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             new = _conv(r, op, where, opname)
         elif opname == "FULLY_CONNECTED":
             new = _fully_connected(r, op, where, ops)
@@ -476,12 +574,20 @@ def load_tflite(path) -> Graph:
             new = _pool(r, op, where, opname)
         elif opname == "MEAN":
             new = _mean(r, op, where)
-        elif opname == "ADD":
-            new = _add(r, op, where)
+        elif opname in ("ADD", "SUB", "MUL"):
+            new = _binary(r, op, where, opname)
         elif opname == "PAD":
             new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
+        elif opname == "PRELU":
+            new = _prelu(r, op, where)
+        elif opname == "TRANSPOSE":
+            new = _transpose(r, op, where)
+        elif opname == "CONCATENATION":
+            new = _concatenation(r, op, where)
+        elif opname in ("LEAKY_RELU", "HARD_SWISH", "LOGISTIC"):
+            new = _unary(r, op, where, opname)
         else:
             new = _softmax(r, op, where)
         ops.append(new)

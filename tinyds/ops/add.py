@@ -1,9 +1,10 @@
-"""ADD int8 (residual connections), as TFLM's reference_integer_ops::AddFunc.
+"""ADD int8 (residual connections, hardsigmoid's +3), as TFLM's
+reference_integer_ops::AddFunc, broadcasting like BroadcastAdd6DSlow.
 
 Each input is offset by its zero point, shifted left by 20 bits of headroom,
 rescaled to the common scale 2*max(s1, s2), summed, rescaled to the output
-scale and clamped. Params come from requant (TFLM's add Prepare); broadcasting
-is not supported.
+scale and clamped. Params come from requant (TFLM's add Prepare); operands
+and broadcasting from elementwise.
 """
 from __future__ import annotations
 
@@ -12,39 +13,43 @@ import numpy as np
 from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
 from ..ir import Graph, Op
+from . import elementwise
 
 
 def params(g: Graph, op: Op) -> dict:
     a, b, y = (g.tensors[n] for n in (*op.inputs[:2], op.outputs[0]))
-    if tuple(a.shape) != tuple(b.shape) or tuple(a.shape) != tuple(y.shape):
-        raise TinydsError(f"{g.name}: {op.name}: add of shapes {tuple(a.shape)} and "
-                          f"{tuple(b.shape)} needs broadcasting, which is not supported; "
-                          f"make both operands the same shape")
     at = op.attrs
-    p = dict(size=a.size, input1_offset=-a.qparams[1], input2_offset=-b.qparams[1],
+    p = dict(input1_offset=-a.qparams[1], input2_offset=-b.qparams[1],
              output_offset=y.qparams[1], left_shift=int(at["left_shift"]),
              input1_multiplier=int(at["input1_multiplier"]), input1_shift=int(at["input1_shift"]),
              input2_multiplier=int(at["input2_multiplier"]), input2_shift=int(at["input2_shift"]),
              output_multiplier=int(at["output_multiplier"]), output_shift=int(at["output_shift"]),
              act_min=int(at.get("act_min", -128)), act_max=int(at.get("act_max", 127)))
     if max(p["input1_shift"], p["input2_shift"], p["output_shift"]) > 0:
-        raise TinydsError(f"{g.name}: {op.name}: add output scale {y.qparams[0]:g} is too small "
-                          f"for the input scales (multiplier > 1); recalibrate the add's output")
+        raise TinydsError(f"{g.name}: {op.name}: {op.type} output scale {y.qparams[0]:g} is too "
+                          f"small for the input scales (multiplier > 1); recalibrate the "
+                          f"{op.type}'s output")
     return p
 
 
-def reference(g: Graph, op: Op, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def scaled_operands(p: dict, a: np.ndarray, b: np.ndarray):
+    """Both operands on the common scale with left_shift bits of headroom (ADD and SUB)."""
+    x1 = (a + p["input1_offset"]) << p["left_shift"]
+    x2 = (b + p["input2_offset"]) << p["left_shift"]
+    return (scale_lt1(x1, p["input1_multiplier"], p["input1_shift"]),
+            scale_lt1(x2, p["input2_multiplier"], p["input2_shift"]))
+
+
+def reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
     p = params(g, op)
-    x1 = (a.astype(np.int64) + p["input1_offset"]) << p["left_shift"]
-    x2 = (b.astype(np.int64) + p["input2_offset"]) << p["left_shift"]
-    total = (scale_lt1(x1, p["input1_multiplier"], p["input1_shift"])
-             + scale_lt1(x2, p["input2_multiplier"], p["input2_shift"]))
-    out = scale_lt1(total, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
-    return np.clip(out, p["act_min"], p["act_max"]).astype(np.int8)
+    elementwise.check(g, op)
+    s1, s2 = scaled_operands(p, *elementwise.operands(g, op, args))
+    out = scale_lt1(s1 + s2, p["output_multiplier"], p["output_shift"]) + p["output_offset"]
+    return elementwise.finish(g, op, np.clip(out, p["act_min"], p["act_max"]))
 
 
 def c_params(g: Graph, op: Op) -> dict:
-    return params(g, op)
+    return {**params(g, op), **elementwise.c_operands(g, op)}
 
 
 def macs(g: Graph, op: Op) -> int:

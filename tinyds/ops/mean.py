@@ -1,6 +1,7 @@
-"""MEAN over H and W int8, as current TFLM's reduce kernel (EvalIntegerMean ->
-QuantizedMeanOrSum): the int32 sum minus zp_in * count, requantized by
-s_in / s_out with 1/count folded into the multiplier, plus zp_out, clamped.
+"""MEAN int8 over any axes (global average pooling: H and W), as current TFLM's
+reduce kernel (EvalIntegerMean -> QuantizedMeanOrSum): the int32 sum minus
+zp_in * count, requantized by s_in / s_out with 1/count folded into the
+multiplier, plus zp_out, clamped. Shapes are padded to 4-D on the left.
 
 Current TFLM takes this path even when input and output share quantization
 (older releases divided the raw sum with truncation there); the TFLite Micro
@@ -29,21 +30,30 @@ def folded_multiplier(s_in: float, s_out: float, count: int) -> tuple[int, int]:
 
 def params(g: Graph, op: Op) -> dict:
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    axes = sorted(int(a) % 4 for a in op.attrs["axes"])
-    if len(x.shape) != 4 or axes != [1, 2]:
+    rank = len(x.shape)
+    dims = (1,) * (4 - rank) + tuple(int(d) for d in x.shape)
+    axes = sorted({int(a) % rank + 4 - rank for a in op.attrs["axes"]} - {0}) \
+        if -rank <= min(op.attrs["axes"]) and max(op.attrs["axes"]) < rank and rank <= 4 else None
+    kept = [int(dims[d]) for d in range(1, 4) if d not in (axes or [])]
+    if axes is None or int(np.prod(kept)) != y.size:
         raise TinydsError(f"{g.name}: {op.name}: mean over axes {tuple(op.attrs['axes'])} of a "
-                          f"{len(x.shape)}-D tensor is not supported; only the global average "
-                          f"over H and W of NHWC (axes 1, 2) is")
-    _, h, w, c = x.shape
+                          f"{rank}-D tensor {tuple(x.shape)} into {tuple(y.shape)} is not "
+                          f"supported; reduce existing axes of a tensor of at most 4 dimensions")
+    count = int(np.prod([dims[d] for d in axes]))
     (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
-    multiplier, shift = folded_multiplier(s_in, s_out, h * w)
-    return dict(in_h=h, in_w=w, channels=c, count=h * w, input_zp=zp_in, output_zp=zp_out,
-                multiplier=multiplier, shift=shift)
+    multiplier, shift = folded_multiplier(s_in, s_out, count)
+    strides = [int(np.prod(dims[d + 1:])) for d in range(1, 4)]
+    loops = [dict(var="hwc"[d - 1], size=int(dims[d]), stride=strides[d - 1])
+             for d in [d for d in range(1, 4) if d not in axes] + axes]
+    return dict(axes=[a - 1 for a in axes], count=count, input_zp=zp_in, output_zp=zp_out,
+                multiplier=multiplier, shift=shift, outer=loops[:3 - len(axes)],
+                inner=loops[3 - len(axes):])
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     p = params(g, op)
-    total = x.astype(np.int64).sum(axis=(1, 2))
+    x4 = x.reshape((len(x),) + (1,) * (4 - len(g.tensors[op.inputs[0]].shape)) + x.shape[1:])
+    total = x4.astype(np.int64).sum(axis=tuple(a + 1 for a in p["axes"]))
     shifted = wrap_int32(total - p["input_zp"] * p["count"])
     out = multiply_by_quantized_multiplier(shifted, p["multiplier"], p["shift"]) + p["output_zp"]
     out = np.clip(out, -128, 127).astype(np.int8)

@@ -49,17 +49,19 @@ _EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308
                (2, 39332535), (3, 720401), (4, 242))
 
 
-def exp_on_negative_values(a) -> np.ndarray:
-    """exp(a) for a <= 0 given in Q5.26, result in Q0.31 (gemmlowp)."""
-    fractional_bits = 31 - DIFF_INTEGER_BITS
+def exp_on_negative_values(a, integer_bits: int = DIFF_INTEGER_BITS) -> np.ndarray:
+    """exp(a) for a <= 0 in Q(integer_bits).(31 - integer_bits), integer_bits <= 5,
+    result in Q0.31 (gemmlowp; softmax uses Q5.26, logistic Q4.27)."""
+    fractional_bits = 31 - integer_bits
     quarter = 1 << (fractional_bits - 2)
     a_mod_quarter_minus_quarter = (a & (quarter - 1)) - quarter
     result = exp_on_interval_between_negative_one_quarter_and_0_excl(
-        shift_left_saturating(a_mod_quarter_minus_quarter, DIFF_INTEGER_BITS))
+        shift_left_saturating(a_mod_quarter_minus_quarter, integer_bits))
     remainder = a_mod_quarter_minus_quarter - a
     for exponent, multiplier in _EXP_BARREL:
-        bit = (remainder >> (fractional_bits + exponent)) & 1
-        result = np.where(bit == 1, mul(result, multiplier), result)
+        if exponent < integer_bits:
+            bit = (remainder >> (fractional_bits + exponent)) & 1
+            result = np.where(bit == 1, mul(result, multiplier), result)
     return np.where(a == 0, INT32_MAX, result)
 
 

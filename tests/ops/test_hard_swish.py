@@ -1,0 +1,44 @@
+"""hard_swish: reference vs PyTorch, vs TFLite Micro itself, and generated C vs reference,
+over every int8 input value, with scales that take each shift branch (reluish left
+shift, none, right shift)."""
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+from test_avg_pool2d import tflm
+from test_leaky_relu import ALL_INT8, assert_within_one_lsb, unary_graph
+from tinyds import reference
+from tinyds.errors import TinydsError
+
+
+def random_graph(rng):
+    s_in, zp_in = float(10 ** rng.uniform(-3.2, -0.3)), int(rng.integers(-128, 128))
+    # hardswish's output range is about [-0.375, max(x)]: output scales near the input's
+    s_out = s_in * float(10 ** rng.uniform(-0.4, 0.2))
+    return unary_graph("hard_swish", (s_in, zp_in), (s_out, int(rng.integers(-128, 0))))
+
+
+def graphs(seed, n):
+    rng = np.random.default_rng(seed)
+    gs = [random_graph(rng) for _ in range(n)]
+    assert {np.sign(g.ops[0].attrs["reluish_shift"]) for g in gs} == {-1, 0, 1}
+    return gs
+
+
+def test_reference_within_one_lsb_of_pytorch():
+    assert_within_one_lsb(graphs(40, 40), lambda g: F.hardswish, 0.9)
+
+
+def test_matches_tflite_micro():
+    for g in graphs(41, 30):
+        np.testing.assert_array_equal(reference.run(g, ALL_INT8), tflm(g, ALL_INT8),
+                                      err_msg=str(g.ops[0].attrs))
+
+
+def test_generated_c_matches_reference(opkit):
+    opkit.assert_c_matches_reference([(g, ALL_INT8) for g in graphs(42, 30)])
+
+
+def test_output_scale_far_below_the_input_scale_is_refused():
+    with pytest.raises(TinydsError, match="hardswish output scale"):
+        unary_graph("hard_swish", (1.0, 0), (1e-4, 0))

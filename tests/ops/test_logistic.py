@@ -1,0 +1,31 @@
+"""logistic (sigmoid): reference vs PyTorch, vs TFLite Micro itself, and generated C vs
+reference, over every int8 input value (the saturated tails beyond the input radius too)."""
+import numpy as np
+import torch
+
+from test_avg_pool2d import tflm
+from test_leaky_relu import ALL_INT8, assert_within_one_lsb, random_qparams, unary_graph
+from tinyds import reference
+from tinyds.ops.logistic import OUTPUT_PARAMS
+
+
+def graphs(seed, n):
+    rng = np.random.default_rng(seed)
+    gs = [unary_graph("logistic", random_qparams(rng), OUTPUT_PARAMS) for _ in range(n)]
+    radii = [g.ops[0].attrs["input_range_radius"] for g in gs]
+    assert min(radii) < 128 < max(radii)      # some inputs saturate, in some graphs none do
+    return gs
+
+
+def test_reference_within_one_lsb_of_pytorch():
+    assert_within_one_lsb(graphs(50, 30), lambda g: torch.sigmoid, 0.95)
+
+
+def test_matches_tflite_micro():
+    for g in graphs(51, 20):
+        np.testing.assert_array_equal(reference.run(g, ALL_INT8), tflm(g, ALL_INT8),
+                                      err_msg=str(g.ops[0].attrs))
+
+
+def test_generated_c_matches_reference(opkit):
+    opkit.assert_c_matches_reference([(g, ALL_INT8) for g in graphs(52, 20)])

@@ -1,0 +1,59 @@
+"""LOGISTIC (sigmoid) int8 -> int8 (output scale 1/256, zero point -128), as
+TFLM's reference_integer_ops::Logistic with gemmlowp fixed point.
+
+x - zp_in beyond the input radius saturates to -128 / 127. Otherwise it is
+rescaled to Q4.27 (input_multiplier, input_left_shift from requant, TFLM's
+CalculateArithmeticOpDataLogistic), gemmlowp's logistic gives Q0.31
+(1 / (1 + exp(-|x|)) from exp_on_negative_values and
+one_over_one_plus_x_for_x_in_0_1, mirrored for negative x, exactly 1/2 at 0),
+and that is shifted down to 8 bits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
+from ..fixedpoint import rounding_divide_by_pot as rdbpot
+from ..ir import Graph, Op
+from .softmax import exp_on_negative_values, one_over_one_plus_x_for_x_in_0_1
+
+INPUT_INTEGER_BITS = 4   # Q4.27 input to gemmlowp::logistic
+OUTPUT_PARAMS = (1 / 256, -128)
+
+
+def params(g: Graph, op: Op) -> dict:
+    x = g.tensors[op.inputs[0]]
+    at = op.attrs
+    return dict(size=x.size, input_zp=x.qparams[1],
+                input_multiplier=int(at["input_multiplier"]),
+                input_left_shift=int(at["input_left_shift"]),
+                input_range_radius=int(at["input_range_radius"]))
+
+
+def logistic_q4(a) -> np.ndarray:
+    """gemmlowp::logistic: Q4.27 in, Q0.31 out."""
+    a = np.asarray(a, np.int64)
+    positive = one_over_one_plus_x_for_x_in_0_1(
+        exp_on_negative_values(-np.abs(a), INPUT_INTEGER_BITS))
+    return np.where(a == 0, 1 << 30, np.where(a > 0, positive, INT32_MAX - positive))
+
+
+def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    p = params(g, op)
+    v = x.astype(np.int64) - p["input_zp"]
+    radius = p["input_range_radius"]
+    inside = np.abs(v) < radius
+    q4 = multiply_by_quantized_multiplier(np.where(inside, v, 0), p["input_multiplier"],
+                                          p["input_left_shift"])
+    out = np.clip(rdbpot(logistic_q4(q4), 31 - 8) - 128, -128, 127)
+    out = np.where(v <= -radius, -128, np.where(v >= radius, 127, out))
+    return out.astype(np.int8)
+
+
+def c_params(g: Graph, op: Op) -> dict:
+    return params(g, op)
+
+
+def macs(g: Graph, op: Op) -> int:
+    """About twenty fixed-point multiplies per element (exp and reciprocal)."""
+    return 20 * g.tensors[op.outputs[0]].size

@@ -1,0 +1,39 @@
+"""MUL int8 (squeeze-excite gating, hardsigmoid's /6), as TFLM's
+reference_integer_ops::MulElementwise / BroadcastMul4DSlow: the product of the
+zero-point-corrected operands, requantized by s1 * s2 / s_out (double-rounding
+MultiplyByQuantizedMultiplier; requant derives it as TFLM's CalculateOpDataMul),
+plus zp_out, clamped to the fused activation's range."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..fixedpoint import multiply_by_quantized_multiplier
+from ..ir import Graph, Op
+from . import elementwise
+
+
+def params(g: Graph, op: Op) -> dict:
+    a, b, y = (g.tensors[n] for n in (*op.inputs[:2], op.outputs[0]))
+    at = op.attrs
+    return dict(input1_offset=-a.qparams[1], input2_offset=-b.qparams[1],
+                output_offset=y.qparams[1], output_multiplier=int(at["output_multiplier"]),
+                output_shift=int(at["output_shift"]),
+                act_min=int(at.get("act_min", -128)), act_max=int(at.get("act_max", 127)))
+
+
+def reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
+    p = params(g, op)
+    elementwise.check(g, op)
+    a, b = elementwise.operands(g, op, args)
+    prod = (a + p["input1_offset"]) * (b + p["input2_offset"])
+    out = multiply_by_quantized_multiplier(prod, p["output_multiplier"], p["output_shift"])
+    return elementwise.finish(g, op, np.clip(out + p["output_offset"], p["act_min"], p["act_max"]))
+
+
+def c_params(g: Graph, op: Op) -> dict:
+    return {**params(g, op), **elementwise.c_operands(g, op)}
+
+
+def macs(g: Graph, op: Op) -> int:
+    """One multiply per output element."""
+    return g.tensors[op.outputs[0]].size
