@@ -39,10 +39,9 @@ def test_m0plus_build_is_thumb1_only(tmp_path):
 
 def _layer_counts(tmp_path: Path, nops: int) -> dict[str, int]:
     lib = toy_library(tmp_path / f"lib{nops}", nops=nops)
-    main = tmp_path / "main.c"
     out = tmp_path / f"out{nops}"
     toy_project(out, "stm32f4")
-    main.write_text((out / "src" / "main.c").read_text())
+    main = out / "src" / "main.c"
     elf = build_elf(tmp_path / f"b{nops}", lib, "toy", mcu_table.get("stm32f4"), main,
                     machine=mcu_table.MACHINES["netduinoplus2"],
                     defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))

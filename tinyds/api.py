@@ -117,7 +117,8 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
 
 def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: str | None = None,
             method: str = "minmax", allow_pickle: bool = False, input_shape=None,
-            optimize: str = "speed", micropython: bool = False, log=print) -> ConvertResult:
+            optimize: str = "speed", micropython: bool = False, lib_only: bool = False,
+            force: bool = False, log=print) -> ConvertResult:
     """Model (nn.Module, or a .pt/.pt2/.tflite path) -> out/ with the C library and project.
 
     calib: float batch in the model's own layout ((N, C, H, W) for PyTorch) or a .npy path.
@@ -125,6 +126,9 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     optimize: "speed" (fast int16-weight kernels where the core has DSP; per layer
     int8 when flash would not fit) or "size" (int8 weights, portable kernels).
     micropython: also write out/micropython/, a MicroPython native module per architecture.
+    lib_only: write out/lib/NAME/ (and the tinyds.json record) only.
+    force: also replace generated files the user edited (src/main.c and files the user
+    added are never touched).
     """
     from .kernels import Target
     Target.for_mcu(mcu, optimize)          # an unknown MCU or option fails before any slow work
@@ -135,13 +139,17 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     name = name or codegen.sanitize_name(q.stem)
     res = codegen.generate(q.qg, out, name, mcu, q.vectors, source=str(module_or_path)
                            if isinstance(module_or_path, (str, Path)) else q.stem,
-                           optimize=optimize, micropython=micropython)
+                           optimize=optimize, micropython=micropython, lib_only=lib_only,
+                           force=force)
     lib = res.library
     log(f"{name}: kernels for {mcu} (--optimize {optimize}):\n"
         + codegen.kernel_report(q.qg, lib))
     log(f"{name}: arena {lib.arena_bytes} bytes (peak of the liveness plan; "
         f"{lib.plan.unshared_size} without reuse), weights {lib.weight_bytes} bytes, "
         f"{lib.num_layers} layers -> {res.out_dir}")
+    if res.kept:
+        log(f"{name}: kept {len(res.kept)} file(s) you edited or added where tinyds writes: "
+            f"{', '.join(res.kept)} (--force replaces them)")
     if micropython:
         log(f"{name}: MicroPython native module in {res.out_dir / 'micropython'}:\n  "
             + "\n  ".join(res.micropython))

@@ -1,6 +1,6 @@
 """`tinyds bench out/`: instructions and estimated cycles per layer, flash and RAM of the real firmware.
 
-The project's own src/main.c is built for the MCU's core with TIM2 as its
+The project's demo main (as tinyds first wrote src/main.c, with its src/tinyds_sample.h) is built for the MCU's core with TIM2 as its
 counter and run on QEMU netduinoplus2 under `-icount shift=0`, where TIM2
 (1 GHz, PSC 0) advances exactly once per executed instruction: the counts are
 deterministic instructions, not cycles. Each layer's count includes the
@@ -28,6 +28,7 @@ from tinyds import ops as op_modules
 from tinyds.errors import TinydsError
 from tinyds.firmware import build_elf, run_qemu
 from tinyds.ir import Graph
+from tinyds.project import demo_main
 
 BENCH_MACHINE = "netduinoplus2"
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
@@ -183,9 +184,13 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     m = mcu_table.get(mcu)
     lib_dir = out_dir / "lib" / name
     with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp:
-        elf = build_elf(Path(tmp), lib_dir, name, m, out_dir / "src" / "main.c",
+        demo = Path(tmp) / "demo" / "main.c"       # the demo, not the user's own main.c
+        demo.parent.mkdir()
+        demo.write_text(demo_main(name, project_mcu))
+        elf = build_elf(Path(tmp), lib_dir, name, m, demo,
                         machine=mcu_table.MACHINES[BENCH_MACHINE],
-                        defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
+                        defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"),
+                        include=(out_dir / "src",))
         printed = run_qemu(elf, BENCH_MACHINE, Path(tmp), icount=True)
         sections, own = elf_sizes(elf, name, {c.name for c in lib_dir.glob("*.c")})
         layers, total, arena, stack, ok = parse_output(printed)

@@ -17,7 +17,8 @@ def _generate(args) -> int:
     from .api import convert
     convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
             method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape,
-            optimize=args.optimize, micropython=args.micropython)
+            optimize=args.optimize, micropython=args.micropython, lib_only=args.lib_only,
+            force=args.force)
     return 0
 
 
@@ -105,6 +106,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--micropython", action="store_true",
                    help="also write out/micropython/: the model as a MicroPython native module "
                    "(.mpy per architecture; building needs MPY_DIR, a MicroPython checkout)")
+    g.add_argument("--lib-only", action="store_true",
+                   help="write only out/lib/NAME/ (the model library) and out/tinyds.json")
+    g.add_argument("--force", action="store_true",
+                   help="replace generated files you edited (src/main.c and files you added "
+                   "are never touched)")
     g.set_defaults(run=_generate)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")

@@ -212,6 +212,8 @@ class GenerateResult:
     out_dir: Path
     library: Library
     micropython: tuple = ()   # with --micropython: one line per natmod architecture
+    kept: tuple = ()          # generated files the user edited, left as they were
+    removed: tuple = ()       # files an earlier generate wrote that this one does not
 
     @property
     def name(self) -> str:
@@ -263,15 +265,19 @@ def _umask() -> int:
     return mask
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Swap the finished tmp folder in for out, so out is never half-written."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+def _recorded(out: Path) -> dict[str, str]:
+    """The file hashes the previous generate recorded in out/tinyds.json ({} if none)."""
+    if not is_marker(out / MARKER):
+        return {}
+    files = json.loads((out / MARKER).read_text()).get("files", {})
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(files, dict) else {}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(text)
+    os.replace(part, path)
 
 
 def _sample(qg: Graph, vectors) -> np.ndarray:
@@ -315,17 +321,21 @@ def kernel_report(qg: Graph, lib: Library) -> str:
 
 
 def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
-             source: str = "", optimize: str = "speed", micropython: bool = False
-             ) -> GenerateResult:
+             source: str = "", optimize: str = "speed", micropython: bool = False,
+             lib_only: bool = False, force: bool = False) -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
 
     vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
     micropython: also write micropython/, the library as a MicroPython native module.
-    All of it is written into a temporary sibling folder and renamed at the end,
-    so a failure never leaves a folder that looks like valid output.
+    lib_only: write lib/NAME/ and the marker only.
+    force: also replace generated files the user edited (never src/main.c nor a file
+    tinyds did not write; see outdir.py).
+    Everything is rendered into a temporary sibling folder first, so a failure never
+    leaves a half-written output; a new folder is renamed into place, an existing one
+    takes the files one atomic rename each, the marker last.
     """
-    from . import project, verify
+    from . import outdir, project, verify
     out = Path(out_dir).resolve()
     files, lib = render_for_mcu(qg, name, mcu, optimize, source)
     mcu_table.check_fits(mcu, _flash_need(lib),
@@ -343,22 +353,32 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         lib_dir.mkdir(parents=True)
         for fname, text in files.items():
             (lib_dir / fname).write_text(text)
-        verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
         natmod = ()
-        if micropython:
-            from . import micropython as mpy
-            natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
-                files, name, source or qg.name, lib.input_size, lib.output_size, mcu), name, mcu))
-        sample = _sample(qg, vectors)
-        project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
-        (tmp / MARKER).write_text(json.dumps({
+        if not lib_only:
+            verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
+            if micropython:
+                from . import micropython as mpy
+                natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
+                    files, name, source or qg.name, lib.input_size, lib.output_size, mcu),
+                    name, mcu))
+            sample = _sample(qg, vectors)
+            project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
+        meta = {
             "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
             "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
-            "vectors": len(verify.stored_vectors(vectors))},
-            indent=2) + "\n")
-        _replace_dir(tmp, out)
+            "vectors": len(verify.stored_vectors(vectors)), "lib_only": lib_only}
+        kept, removed = [], []
+        if out.exists():
+            meta["files"], kept, removed = outdir.merge(tmp, out, _recorded(out), force)
+            shutil.rmtree(tmp, ignore_errors=True)
+            _write_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
+        else:
+            meta["files"] = {rel: outdir.sha256(p) for rel, p in outdir.tree(tmp).items()
+                             if rel not in outdir.USER_FILES}
+            (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+            os.replace(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TinydsError(f"{out}: cannot write the output ({e}); check the disk and "
@@ -367,4 +387,4 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     lib.lib_dir = out / "lib" / name
-    return GenerateResult(out, lib, natmod)
+    return GenerateResult(out, lib, natmod, tuple(kept), tuple(removed))

@@ -35,11 +35,13 @@ def _need(tool: str) -> None:
 
 
 def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
-              machine: Machine | None = None, defines: tuple[str, ...] = ()) -> Path:
+              machine: Machine | None = None, defines: tuple[str, ...] = (),
+              include: tuple[Path, ...] = ()) -> Path:
     """Compile lib_dir's C with firmware/ startup and `main_c` for mcu's core.
 
     machine: link for that QEMU machine's memory instead of the board's.
     defines: extra -D flags, e.g. the console and counter choice.
+    include: more header folders (main_c's own folder is searched first).
     """
     _need(CC)
     build_dir = Path(build_dir)
@@ -52,7 +54,8 @@ def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
                *sorted(Path(lib_dir).glob("*.c"))]
     elf = build_dir / "firmware.elf"
     cmd = [CC, *mcu.cflags, *CFLAGS, *(f"-D{d}" for d in defines),
-           f"-I{build_dir}", f"-I{FIRMWARE_DIR}", f"-I{lib_dir}", *map(str, sources),
+           f"-I{Path(main_c).parent}", f"-I{build_dir}", *(f"-I{d}" for d in include),
+           f"-I{FIRMWARE_DIR}", f"-I{lib_dir}", *map(str, sources),
            "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections",
            "-T", str(build_dir / "link.ld"), "-o", str(elf)]
     res = subprocess.run(cmd, capture_output=True, text=True)

@@ -4,7 +4,9 @@ out/
   platformio.ini, tinyds_flags.py   `pio run -t upload` for the MCU's real board
   Makefile                           the same build with plain arm-none-eabi-gcc
   link.ld                            the board's MEMORY + firmware/sections.ld
-  src/main.c                         demo: runs an embedded sample, prints cycles per layer
+  src/main.c                         demo: runs the sample, prints cycles per layer; written
+                                     once, then the user's (see outdir.py)
+  src/tinyds_sample.h                a real input and the reference's output for it
   src/startup.c, board.c, tinyds_board.h, tinyds_model.h
   lib/NAME/                          written by codegen before this runs
 """
@@ -78,8 +80,15 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
     for f in FIRMWARE_SOURCES:
         shutil.copyfile(FIRMWARE_DIR / f, src / f)
     (src / "tinyds_model.h").write_text(model_glue(name, m.name))
-    counter = ("SysTick, 24 bit" if m.core == "cortex-m0plus" else "DWT->CYCCNT")
-    (src / "main.c").write_text(render(
-        "main.c.j2", **ctx, counter_doc=counter,
+    (src / "tinyds_sample.h").write_text(render(
+        "tinyds_sample.h.j2", name=name,
         sample_input=_c_rows(np.asarray(sample_input, dtype=np.int8)),
         sample_output=_c_rows(np.asarray(sample_output, dtype=np.int8))))
+    (src / "main.c").write_text(demo_main(name, m.name))
+
+
+def demo_main(name: str, mcu: str) -> str:
+    """The demo's main.c: the project's first src/main.c, and what bench runs."""
+    m: MCU = mcu_table.get(mcu)
+    counter = ("SysTick, 24 bit" if m.core == "cortex-m0plus" else "DWT->CYCCNT")
+    return render("main.c.j2", name=name, board=m.board, counter_doc=counter)

@@ -371,6 +371,9 @@ def load_output(out_dir) -> Output:
             raise TinydsError(f"optimize {optimize!r} or source {source!r} is not valid")
     except TinydsError as e:
         raise TinydsError(f"{out / MARKER}: damaged ({e}); run tinyds generate again") from None
+    if meta.get("lib_only"):
+        raise TinydsError(f"{out}: generated with --lib-only, so it has no {BUNDLE}/ data to "
+                          "verify against; run tinyds generate without --lib-only")
     bundle = out / BUNDLE
     qg = load_graph(bundle)
     vectors = bundle / "vectors.npy"
