@@ -124,3 +124,24 @@ def test_a_damaged_record_leaves_every_file_in_place_as_tinyds_s(bad, tmp_path, 
     else:
         assert rc == 0
     assert (out / "src" / "app.c").read_text() == "int app;\n"
+
+
+def test_same_model_from_two_places_gives_identical_bytes(tmp_path, capsys):
+    """No absolute path (nor time) in anything generated: builds reproduce on any machine."""
+    trees = []
+    for where in ("a", "b/deeper/still"):
+        home = tmp_path / where
+        home.mkdir(parents=True)
+        (home / "digits_dscnn.pt").write_bytes(MODEL.read_bytes())
+        (home / "calib.npy").write_bytes(CALIB.read_bytes())
+        out = home / "project" / "out"
+        assert main(["generate", str(home / "digits_dscnn.pt"), "--calib", str(home / "calib.npy"),
+                     "-o", str(out)]) == 0
+        capsys.readouterr()
+        trees.append(snapshot(out))
+        for rel, data in trees[-1].items():
+            assert str(tmp_path).encode() not in data, rel
+    assert sorted(trees[0]) == sorted(trees[1])
+    for rel in trees[0]:
+        assert trees[0][rel] == trees[1][rel], rel
+    assert b'"source": "digits_dscnn.pt"' in trees[0]["tinyds.json"]
