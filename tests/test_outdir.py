@@ -98,7 +98,7 @@ def test_lib_only_writes_just_the_library(tmp_path, capsys):
     assert generate(capsys, out, "--lib-only")[0] == 0
     assert sorted(outdir.tree(out)) == [
         "lib/digits_dscnn/digits_dscnn.c", "lib/digits_dscnn/digits_dscnn.h",
-        "lib/digits_dscnn/tinyds_common.h", "lib/digits_dscnn/tinyds_dsp.h", "tinyds.json"]
+        "lib/digits_dscnn/digits_dscnn_io.c", "lib/digits_dscnn/tinyds_common.h", "lib/digits_dscnn/tinyds_dsp.h", "tinyds.json"]
     rc = main(["verify", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1 and "--lib-only" in err
@@ -107,7 +107,7 @@ def test_lib_only_writes_just_the_library(tmp_path, capsys):
     assert generate(capsys, out, "--lib-only")[0] == 0
     assert sorted(outdir.tree(out)) == [
         "lib/digits_dscnn/digits_dscnn.c", "lib/digits_dscnn/digits_dscnn.h",
-        "lib/digits_dscnn/tinyds_common.h", "lib/digits_dscnn/tinyds_dsp.h", "src/main.c",
+        "lib/digits_dscnn/digits_dscnn_io.c", "lib/digits_dscnn/tinyds_common.h", "lib/digits_dscnn/tinyds_dsp.h", "src/main.c",
         "tinyds.json"]
 
 

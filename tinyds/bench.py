@@ -133,9 +133,11 @@ def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
 
 def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
     """The caller's input and output buffers from the library's header: NAME_INPUT_SIZE
-    (0 when the input lives in the arena, NAME_INPUT_IN_ARENA) and NAME_OUTPUT_SIZE."""
+    (0 when the input lives in the arena, NAME_INPUT_IN_ARENA) and NAME_OUTPUT_SIZE (0 when
+    NAME_OUTPUT_IN_ARENA)."""
     header = (Path(out_dir) / "lib" / name / f"{name}.h").read_text()
     in_arena = re.search(rf"#define {name.upper()}_INPUT_IN_ARENA 1\b", header)
+    out_in_arena = re.search(rf"#define {name.upper()}_OUTPUT_IN_ARENA 1\b", header)
 
     def size(what: str) -> int:
         m = re.search(rf"#define {name.upper()}_{what}_SIZE (\d+)", header)
@@ -143,7 +145,7 @@ def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
             raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_SIZE; "
                               "regenerate the folder with `tinyds generate`")
         return int(m.group(1))
-    return (0 if in_arena else size("INPUT")), size("OUTPUT")
+    return (0 if in_arena else size("INPUT")), (0 if out_in_arena else size("OUTPUT"))
 
 
 def estimate_cycles(b: Bench, elf: Path) -> None:
@@ -249,7 +251,7 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
         f"flash: {b.flash} B of {m.flash} (.text {s.get('.text', 0)}, .rodata {s.get('.rodata', 0)}, "
         f".data {s.get('.data', 0)}, vectors {s.get('.isr_vector', 0)}); model symbols: {own}",
         f"RAM: {b.ram} B of {m.ram} = library static {b.library_ram} (arena {b.arena}) + input "
-        f"buffer {b.input_bytes}{' (input in the arena)' if b.input_bytes == 0 else ''} + output buffer {b.output_bytes} + stack high-water {b.stack}; "
+        f"buffer {b.input_bytes}{' (input in the arena)' if b.input_bytes == 0 else ''} + output buffer {b.output_bytes}{' (output in the arena)' if b.output_bytes == 0 else ''} + stack high-water {b.stack}; "
         f"the demo's other statics ({demo} B: profiling stamps) are not counted",
         "sample output: " + ("matches the reference" if b.sample_ok else "MISMATCH"),
     ]
@@ -257,19 +259,19 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
 
 
 def tflm_arena_line(out_dir: Path, graph: Graph | None, b: Bench) -> str:
-    """TensorFlow Lite Micro's arena for the user's own .tflite (tinyds.json's
-    source), or for tinyds's export of a PyTorch model, beside tinyds's RAM."""
-    from tinyds import codegen
+    """TensorFlow Lite Micro's arena for the user's own .tflite (kept by generate in
+    verify/source.tflite), or for tinyds's export of a PyTorch model, beside tinyds's RAM."""
+    from tinyds import codegen, verify
     marker = Path(out_dir) / codegen.MARKER
     source = json.loads(marker.read_text()).get("source", "") if marker.is_file() else ""
     try:
         from tinyds.export_tflite import export_tflite, tflm_arena_size
         if source.endswith(".tflite"):
-            path = Path(source)
+            path = Path(out_dir) / verify.BUNDLE / verify.SOURCE_TFLITE
             if not path.is_file():
-                return (f"TFLM arena: not measured: the original model {source}, recorded by "
-                        f"generate, is not at {path.resolve()}; run bench from where generate ran")
-            what, model = f"the original {path.name}", path.read_bytes()
+                return (f"TFLM arena: not measured: {path} (the original {source}) is missing; "
+                        "run tinyds generate again")
+            what, model = f"the original {source}", path.read_bytes()
         elif graph is not None:
             what, model = "tinyds's .tflite export of the PyTorch model", export_tflite(graph)
         else:

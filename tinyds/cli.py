@@ -18,7 +18,7 @@ def _generate(args) -> int:
     convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
             method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape,
             optimize=args.optimize, micropython=args.micropython, lib_only=args.lib_only,
-            force=args.force)
+            force=args.force, labels=args.labels)
     return 0
 
 
@@ -106,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--micropython", action="store_true",
                    help="also write out/micropython/: the model as a MicroPython native module "
                    "(.mpy per architecture; building needs MPY_DIR, a MicroPython checkout)")
+    g.add_argument("--labels", metavar="labels.txt",
+                   help="class names, one per line and one per output: NAME_labels[] in C")
     g.add_argument("--lib-only", action="store_true",
                    help="write only out/lib/NAME/ (the model library) and out/tinyds.json")
     g.add_argument("--force", action="store_true",

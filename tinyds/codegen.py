@@ -134,19 +134,20 @@ def weight_bytes(g: Graph, chosen=None) -> int:
     return total
 
 
-def _pointer(p: Plan, tensor: str, name: str) -> str:
+def _pointer(p: Plan, tensor: str) -> str:
     where, offset = p.location(tensor)
     if where == "arena":
-        return f"{name}_arena.bytes + {offset}" if offset else f"{name}_arena.bytes"
+        return f"arena + {offset}" if offset else "arena"
     return where
 
 
 def render_library(qg: Graph, name: str, source: str = "",
-                   target: kernel_choice.Target = kernel_choice.Target()
+                   target: kernel_choice.Target = kernel_choice.Target(), labels=()
                    ) -> tuple[dict[str, str], Library]:
     """The library's files as text, plus its figures. Nothing is written.
 
-    target: the core's features and --optimize, which pick each layer's kernel."""
+    target: the core's features and --optimize, which pick each layer's kernel.
+    labels: a class name per output byte (--labels), or none."""
     if not qg.is_quantized:
         raise TinydsError(f"{qg.name}: graph is not quantized; run tinyds.quantize.quantize first")
     env = environment()
@@ -156,16 +157,16 @@ def render_library(qg: Graph, name: str, source: str = "",
     for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": "",
-                 "out": _pointer(p, op.outputs[0], name),
+                 "out": _pointer(p, op.outputs[0]),
                  "out_size": qg.tensors[op.outputs[0]].size}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
             kernels.append(env.get_template(f"ops/{k.template}.c.j2").render(
                 fn=fn, prefix=name, **k.params))
-            args = [_pointer(p, t, name) for t in op.inputs if t and not qg.tensors[t].is_const]
-            args.append(_pointer(p, op.outputs[0], name))
+            args = [_pointer(p, t) for t in op.inputs if t and not qg.tensors[t].is_const]
+            args.append(_pointer(p, op.outputs[0]))
             if k.scratch:
-                args.append(_pointer(p, scratch_name(i), name))
+                args.append(_pointer(p, scratch_name(i)))
             layer["call"] = f"{fn}({', '.join(args)})"
         layers.append(layer)
     x, y = qg.input, qg.output
@@ -178,10 +179,15 @@ def render_library(qg: Graph, name: str, source: str = "",
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
         output_scale=_c_float(s_out), output_zero_point=zp_out,
         copy_through=p.location(qg.outputs[0])[0] == "input",
-        input_in_arena=p.input_in_arena, input_offset=p.location(qg.inputs[0])[1])
+        input_in_arena=p.input_in_arena, input_offset=p.location(qg.inputs[0])[1],
+        output_in_arena=p.output_in_arena, output_offset=p.location(qg.outputs[0])[1],
+        uses_input=p.input_in_arena or any("input" in layer["call"].split("(", 1)[-1]
+                                           for layer in layers),
+        labels=[_c_string(label) for label in labels])
     files = {
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),
+        f"{name}_io.c": env.get_template("model_io.c.j2").render(**ctx),
     }
     for header in RUNTIME_HEADERS:
         files[header] = (data_dir("templates") / header).read_text()
@@ -291,11 +297,12 @@ def _flash_need(lib: Library) -> int:
     return lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers
 
 
-def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = ""):
+def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = "",
+                   labels=()):
     """render_library for an MCU; under "speed", layers whose int16 weight streams
     would overflow the MCU's flash fall back to int8 ("size"), largest first."""
     target = kernel_choice.Target.for_mcu(mcu, optimize)
-    files, lib = render_library(qg, name, source, target)
+    files, lib = render_library(qg, name, source, target, labels)
     budget = mcu_table.get(mcu).flash - mcu_table.RUNTIME_FLASH_BYTES
     fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
                   key=lambda i: -len(lib.kernels[i].params["stream"]))
@@ -303,8 +310,27 @@ def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", sour
     while _flash_need(lib) > budget and fast:
         size_layers.add(fast.pop(0))
         target = kernel_choice.Target(target.dsp, optimize, frozenset(size_layers))
-        files, lib = render_library(qg, name, source, target)
+        files, lib = render_library(qg, name, source, target, labels)
     return files, lib
+
+
+def check_labels(labels, output_size: int, where: str) -> list[str]:
+    """One class name per output byte, each one line of printable text."""
+    labels = list(labels or ())
+    if labels and len(labels) != output_size:
+        raise TinydsError(f"{where}: --labels gives {len(labels)} labels for {output_size} "
+                          "outputs; write one label per line, one per output")
+    return labels
+
+
+def read_labels(path) -> list[str]:
+    """--labels FILE: one label per line, blank lines at the end ignored."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TinydsError(f"{path}: cannot read the labels ({e}); give a UTF-8 text file "
+                          "with one label per line") from None
+    return text.rstrip("\r\n").splitlines() if text.strip() else []
 
 
 def kernel_report(qg: Graph, lib: Library) -> str:
@@ -322,13 +348,16 @@ def kernel_report(qg: Graph, lib: Library) -> str:
 
 def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
              source: str = "", optimize: str = "speed", micropython: bool = False,
-             lib_only: bool = False, force: bool = False) -> GenerateResult:
+             lib_only: bool = False, force: bool = False, labels=(),
+             tflite: bytes | None = None) -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
 
     vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
     micropython: also write micropython/, the library as a MicroPython native module.
     lib_only: write lib/NAME/ and the marker only.
+    labels: a class name per output byte, for NAME_labels[].
+    tflite: the original .tflite's bytes, kept as verify/source.tflite for bench's TFLM figure.
     force: also replace generated files the user edited (never src/main.c nor a file
     tinyds did not write; see outdir.py).
     Everything is rendered into a temporary sibling folder first, so a failure never
@@ -337,7 +366,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     """
     from . import outdir, project, verify
     out = Path(out_dir).resolve()
-    files, lib = render_for_mcu(qg, name, mcu, optimize, source)
+    labels = check_labels(labels, qg.output.size, name)
+    files, lib = render_for_mcu(qg, name, mcu, optimize, source, labels)
     mcu_table.check_fits(mcu, _flash_need(lib),
                          lib.arena_bytes + lib.input_size + lib.output_size, source or qg.name)
     check_out_dir(out)
@@ -356,10 +386,12 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         natmod = ()
         if not lib_only:
             verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
+            if tflite is not None:
+                (tmp / verify.BUNDLE / verify.SOURCE_TFLITE).write_bytes(tflite)
             if micropython:
                 from . import micropython as mpy
                 natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
-                    files, name, source or qg.name, lib.input_size, lib.output_size, mcu),
+                    {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu),
                     name, mcu))
             sample = _sample(qg, vectors)
             project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
@@ -368,7 +400,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
             "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
-            "vectors": len(verify.stored_vectors(vectors)), "lib_only": lib_only}
+            "vectors": len(verify.stored_vectors(vectors)), "lib_only": lib_only,
+            "labels": list(labels)}
         kept, removed = [], []
         if out.exists():
             meta["files"], kept, removed = outdir.merge(tmp, out, _recorded(out), force)
