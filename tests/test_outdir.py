@@ -97,7 +97,7 @@ def test_lib_only_writes_just_the_library(tmp_path, capsys):
     out = tmp_path / "out"
     assert generate(capsys, out, "--lib-only")[0] == 0
     assert sorted(outdir.tree(out)) == [
-        "lib/digits_dscnn/digits_dscnn.c", "lib/digits_dscnn/digits_dscnn.h",
+        "lib/digits_dscnn/CMakeLists.txt", "lib/digits_dscnn/digits_dscnn.c", "lib/digits_dscnn/digits_dscnn.h",
         "lib/digits_dscnn/digits_dscnn_io.c", "lib/digits_dscnn/tinyds_common.h", "lib/digits_dscnn/tinyds_dsp.h", "tinyds.json"]
     rc = main(["verify", str(out)])
     err = capsys.readouterr().err
@@ -106,7 +106,7 @@ def test_lib_only_writes_just_the_library(tmp_path, capsys):
     assert generate(capsys, out)[0] == 0 and (out / "Makefile").is_file()
     assert generate(capsys, out, "--lib-only")[0] == 0
     assert sorted(outdir.tree(out)) == [
-        "lib/digits_dscnn/digits_dscnn.c", "lib/digits_dscnn/digits_dscnn.h",
+        "lib/digits_dscnn/CMakeLists.txt", "lib/digits_dscnn/digits_dscnn.c", "lib/digits_dscnn/digits_dscnn.h",
         "lib/digits_dscnn/digits_dscnn_io.c", "lib/digits_dscnn/tinyds_common.h", "lib/digits_dscnn/tinyds_dsp.h", "src/main.c",
         "tinyds.json"]
 

@@ -383,6 +383,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         lib_dir.mkdir(parents=True)
         for fname, text in files.items():
             (lib_dir / fname).write_text(text)
+        (lib_dir / "CMakeLists.txt").write_text(project.library_cmake(name))
         natmod = ()
         if not lib_only:
             verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
@@ -394,7 +395,9 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
                     {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu),
                     name, mcu))
             sample = _sample(qg, vectors)
-            project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
+            project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0],
+                                  files, lib.plan.input_in_arena, lib.plan.output_in_arena,
+                                  bool(labels))
         meta = {
             "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
