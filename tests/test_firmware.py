@@ -47,7 +47,7 @@ def _layer_counts(tmp_path: Path, nops: int) -> dict[str, int]:
                     defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
     text = run_qemu(elf, "netduinoplus2", tmp_path, icount=True)
     assert "sample match" in text
-    return {n: int(c) for n, c in re.findall(r"^layer \d+ (\w+) cycles (\d+)", text, re.M)}
+    return {n: int(c) for n, c in re.findall(r"^layer \d+ (\w+) instructions (\d+)", text, re.M)}
 
 
 def test_tim2_under_icount_counts_exactly_one_per_instruction(tmp_path):

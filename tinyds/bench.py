@@ -120,14 +120,14 @@ def elf_sizes(elf: Path, model: str, lib_sources: set[str]) -> tuple[dict[str, i
 
 def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
     layers = [Layer(int(i), n, int(c)) for i, n, c in
-              re.findall(r"^layer (\d+) (\S+) cycles (\d+)", printed, re.M)]
+              re.findall(r"^layer (\d+) (\S+) instructions (\d+)", printed, re.M)]
 
     def number(key: str) -> int:
         m = re.search(rf"^{key} (\d+)", printed, re.M)
         if not m:
             raise TinydsError(f"bench: the firmware did not print '{key}'; it printed: {printed.strip()}")
         return int(m.group(1))
-    return (layers, number("total cycles"), number("arena bytes"), number("stack bytes"),
+    return (layers, number("total instructions"), number("arena bytes"), number("stack bytes"),
             "sample match" in printed)
 
 

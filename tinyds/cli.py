@@ -1,6 +1,6 @@
 """tinyds: a small CNN -> int8 C99 for Cortex-M, bit-exact with its NumPy reference.
 
-Subcommands generate, verify, bench and export-tflite. Any TinydsError becomes one line on
+Subcommands generate, verify, bench, run and export-tflite. Any TinydsError becomes one line on
 stderr and exit status 2; everything else about the work lives in api/verify."""
 from __future__ import annotations
 
@@ -64,6 +64,21 @@ def _bench(args) -> int:
     from .bench import bench
     print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz))
     return 0
+
+
+def _run(args) -> int:
+    from .firmware import run_project
+    return run_project(Path(args.out), timeout=args.timeout)
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = 0.0
+    if not s > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return s
 
 
 def _export_tflite(args) -> int:
@@ -131,6 +146,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cycles", dest="cycles", action="store_false",
                    help="skip the traced run that estimates cycles (instructions only)")
     b.set_defaults(run=_bench)
+    r = sub.add_parser("run", help="build out/'s firmware and boot it on the MCU's QEMU machine, "
+                       "its console on this terminal")
+    r.add_argument("out", help="a folder written by tinyds generate")
+    r.add_argument("--timeout", type=_seconds, default=60.0,
+                   help="seconds before a firmware that does not return is stopped (default 60)")
+    r.set_defaults(run=_run)
     e = sub.add_parser("export-tflite", help="write the tinyds-quantized model as an int8 .tflite")
     _model_args(e)
     e.add_argument("-o", "--out", required=True, help="the .tflite file to write")

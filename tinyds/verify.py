@@ -364,16 +364,23 @@ class Output:
         return self.dir / "lib" / self.name
 
 
-def load_output(out_dir) -> Output:
-    """A generated folder, every part checked: its name becomes file names and compiler
-    arguments, its vectors are reshaped to the model input."""
-    from . import mcu as mcu_table
-    from .codegen import check_name, is_marker
+def load_meta(out_dir) -> dict:
+    """tinyds.json of a generated folder, or one clear error."""
+    from .codegen import is_marker
     out = Path(out_dir)
     if not is_marker(out / MARKER):
         raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER} written by "
                           f"tinyds); run tinyds generate MODEL -o {out} first")
-    meta = json.loads((out / MARKER).read_text())
+    return json.loads((out / MARKER).read_text())
+
+
+def load_output(out_dir) -> Output:
+    """A generated folder, every part checked: its name becomes file names and compiler
+    arguments, its vectors are reshaped to the model input."""
+    from . import mcu as mcu_table
+    from .codegen import check_name
+    out = Path(out_dir)
+    meta = load_meta(out)
     try:
         name, mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
         optimize, source = meta.get("optimize", "speed"), meta.get("source", "")
