@@ -308,9 +308,10 @@ def test_verify_catches_an_out_of_bounds_write(tmp_path):
 def test_generate_replaces_its_own_output_but_never_a_users_folder(tmp_path):
     out = tmp_path / "out"
     _generate(out)
-    (out / "lib" / "res" / "stale.txt").write_text("from an older run")
-    _generate(out)
-    assert not (out / "lib" / "res" / "stale.txt").exists()
+    (out / "lib" / "res" / "notes.txt").write_text("the user's")
+    codegen.generate(residual_graph(), out, "res2")
+    assert not (out / "lib" / "res" / "res.c").exists()        # stale generated file: gone
+    assert (out / "lib" / "res" / "notes.txt").read_text() == "the user's"   # added: kept
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyds import api, calib, float_ref, frontends, passes
+from tinyds import calib, float_ref, frontends, passes
 from tinyds.errors import TinydsError
 
 import models

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinyds import api, calib, float_ref, frontends, passes
+from tinyds import calib, float_ref, frontends, passes
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op, Tensor
 

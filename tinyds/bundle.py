@@ -17,6 +17,7 @@ from .errors import TinydsError
 from .ir import OP_TYPES, Graph, Op, Tensor
 
 BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
+SOURCE_TFLITE = "source.tflite"   # and the user's .tflite, when the model was one
 MAX_STORED_VECTORS = 1000
 
 

@@ -1,6 +1,6 @@
 """tinyds: a small CNN -> int8 C99 for Cortex-M, bit-exact with its NumPy reference.
 
-Subcommands generate, inspect, eval, verify, bench and export-tflite. Any TinydsError becomes one line on
+Subcommands generate, inspect, eval, verify, bench, run and export-tflite. Any TinydsError becomes one line on
 stderr and exit status 2; everything else about the work lives in api/verify."""
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def _generate(args) -> int:
     res = convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
                   method=args.calib_method, allow_pickle=args.allow_pickle,
                   input_shape=args.input_shape, optimize=args.optimize,
-                  micropython=args.micropython, log=(lambda text: None) if args.quiet else print)
+                  micropython=args.micropython, lib_only=args.lib_only, force=args.force,
+                  labels=args.labels, log=(lambda text: None) if args.quiet else print)
     if args.quiet:                       # the one line that says where it went
         print(f"{res.name}: wrote {res.out_dir} (arena {res.arena_bytes} B, weights "
               f"{res.weight_bytes} B)")
@@ -118,6 +119,21 @@ def _bench(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from .firmware import run_project
+    return run_project(Path(args.out), timeout=args.timeout)
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = 0.0
+    if not s > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return s
+
+
 def _export_tflite(args) -> int:
     from .api import quantize_model
     from .export_tflite import write_tflite
@@ -176,6 +192,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--micropython", action="store_true",
                    help="also write out/micropython/: the model as a MicroPython native module "
                    "(.mpy per architecture; building needs MPY_DIR, a MicroPython checkout)")
+    g.add_argument("--labels", metavar="labels.txt",
+                   help="class names, one per line and one per output: NAME_labels[] in C")
+    g.add_argument("--lib-only", action="store_true",
+                   help="write only out/lib/NAME/ (the model library) and out/tinyds.json")
+    g.add_argument("--force", action="store_true",
+                   help="replace generated files you edited (src/main.c and files you added "
+                   "are never touched)")
     _quiet_arg(g)
     g.set_defaults(run=_generate)
     i = sub.add_parser("inspect", help="per-layer MACs, params and bytes, the memory plan and "
@@ -219,6 +242,12 @@ def parser() -> argparse.ArgumentParser:
                    help="skip the traced run that estimates cycles (instructions only)")
     _quiet_arg(b)
     b.set_defaults(run=_bench)
+    r = sub.add_parser("run", help="build out/'s firmware and boot it on the MCU's QEMU machine, "
+                       "its console on this terminal")
+    r.add_argument("out", help="a folder written by tinyds generate")
+    r.add_argument("--timeout", type=_seconds, default=60.0,
+                   help="seconds before a firmware that does not return is stopped (default 60)")
+    r.set_defaults(run=_run)
     e = sub.add_parser("export-tflite", help="write the tinyds-quantized model as an int8 .tflite")
     _model_args(e)
     e.add_argument("-o", "--out", required=True, help="the .tflite file to write")

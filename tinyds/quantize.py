@@ -403,10 +403,20 @@ def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> 
 # ---------------------------------------------------------------- float vs int8
 
 def quantize_input(qg: Graph, x: np.ndarray) -> np.ndarray:
-    """Float NHWC batch -> int8 with the input's params (TFLite QUANTIZE: round(x/s) + zp)."""
+    """Float NHWC batch -> int8 with the input's params (TFLite QUANTIZE: round(x/s) + zp,
+    the quotient in float32, halves away from zero, saturated). NaN, undefined in TFLite,
+    becomes the zero point (real 0), as NAME_quantize_input does."""
     s, zp = qg.input.qparams
-    q = round_half_away(np.asarray(x, np.float32) / np.float32(s)) + zp
-    return np.clip(q, -128, 127).astype(np.int8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = np.asarray(x, np.float32) / np.float32(s)
+    q = np.clip(round_half_away(np.where(np.isnan(v), 0, v)) + zp, -128, 127)
+    return q.astype(np.int8)
+
+
+def dequantize_output(qg: Graph, q: np.ndarray) -> np.ndarray:
+    """int8 output -> float32 s * (q - zp), one float32 rounding as NAME_dequantize_output."""
+    s, zp = qg.output.qparams
+    return np.float32(s) * (np.asarray(q, np.int32) - zp).astype(np.float32)
 
 
 def dequantize(t: Tensor, q: np.ndarray) -> np.ndarray:

@@ -59,7 +59,13 @@ def compiler() -> str:
 
 def build_command(lib_dir: Path, name: str, harness: Path, exe: Path, build: str) -> list[str]:
     return [compiler(), *CFLAGS, *BUILDS[build], "-I", str(lib_dir), str(harness),
-            str(lib_dir / f"{name}.c"), "-o", str(exe)]
+            *map(str, library_sources(lib_dir, name)), "-o", str(exe)]
+
+
+def library_sources(lib_dir: Path, name: str) -> list[Path]:
+    """NAME.c, and NAME_io.c (the float helpers) where the library has it."""
+    io = Path(lib_dir) / f"{name}_io.c"
+    return [Path(lib_dir) / f"{name}.c"] + ([io] if io.is_file() else [])
 
 
 def compile_host(lib_dir, name: str, build_dir, build: str = "release") -> Path:
@@ -83,12 +89,14 @@ def compile_target(lib_dir: Path, name: str, mcu: str, build_dir: Path) -> str:
     if shutil.which(ARM_CC) is None:
         return f"{ARM_CC} not installed: cross-compile for {mcu} skipped"
     flags = mcu_table.get(mcu).cflags
-    cmd = [ARM_CC, *flags, *CFLAGS, "-O2", "-c", str(lib_dir / f"{name}.c"), "-I", str(lib_dir),
-           "-o", str(build_dir / f"{name}_{mcu}.o")]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip())
-        raise TinydsError(f"{lib_dir / (name + '.c')}: {ARM_CC} for {mcu} failed: {first}")
+    for src in library_sources(lib_dir, name):
+        cmd = [ARM_CC, *flags, *CFLAGS, "-O2", "-c", str(src), "-I", str(lib_dir),
+               "-o", str(build_dir / f"{src.stem}_{mcu}.o")]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            first = next((ln for ln in res.stderr.splitlines() if "error" in ln),
+                         res.stderr.strip())
+            raise TinydsError(f"{src}: {ARM_CC} for {mcu} failed: {first}")
     return f"{name}: compiled with {ARM_CC} {' '.join(flags)} {' '.join(CFLAGS)}: clean"
 
 
@@ -263,31 +271,45 @@ class Output:
     mcu: str
     qg: Graph
     stored: np.ndarray | None     # the quantized calibration vectors, if generate had any
-    optimize: str                 # generate's --optimize and model source, to render it again
-    source: str
+    optimize: str                 # generate's --optimize, model source and labels, to render
+    source: str                   # it again
+    labels: list
 
     @property
     def lib_dir(self) -> Path:
         return self.dir / "lib" / self.name
 
 
-def load_output(out_dir) -> Output:
-    """A generated folder, every part checked: its name becomes file names and compiler
-    arguments, its vectors are reshaped to the model input."""
-    from . import mcu as mcu_table
-    from .codegen import check_name, is_marker
+def load_meta(out_dir) -> dict:
+    """tinyds.json of a generated folder, or one clear error."""
+    from .codegen import is_marker
     out = Path(out_dir)
     if not is_marker(out / MARKER):
         raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER} written by "
                           f"tinyds); run tinyds generate MODEL -o {out} first")
-    meta = json.loads((out / MARKER).read_text())
+    return json.loads((out / MARKER).read_text())
+
+
+def load_output(out_dir) -> Output:
+    """A generated folder, every part checked: its name becomes file names and compiler
+    arguments, its vectors are reshaped to the model input."""
+    from . import mcu as mcu_table
+    from .codegen import check_name
+    out = Path(out_dir)
+    meta = load_meta(out)
     try:
         name, mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
         optimize, source = meta.get("optimize", "speed"), meta.get("source", "")
+        labels = meta.get("labels", [])
         if optimize not in ("speed", "size") or not isinstance(source, str):
             raise TinydsError(f"optimize {optimize!r} or source {source!r} is not valid")
+        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+            raise TinydsError("labels is not a list of strings")
     except TinydsError as e:
         raise TinydsError(f"{out / MARKER}: damaged ({e}); run tinyds generate again") from None
+    if meta.get("lib_only"):
+        raise TinydsError(f"{out}: generated with --lib-only, so it has no {BUNDLE}/ data to "
+                          "verify against; run tinyds generate without --lib-only")
     bundle = out / BUNDLE
     qg = load_graph(bundle)
     vectors = bundle / "vectors.npy"
@@ -301,7 +323,7 @@ def load_output(out_dir) -> Output:
             raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
     except (OSError, ValueError, EOFError) as e:
         raise TinydsError(f"{vectors}: damaged ({e}); run tinyds generate again") from None
-    return Output(out, name, mcu, qg, stored, optimize, source)
+    return Output(out, name, mcu, qg, stored, optimize, source, labels)
 
 
 def edited_files(o: Output) -> list[str]:
@@ -309,7 +331,7 @@ def edited_files(o: Output) -> list[str]:
     cannot catch every edit: one unit of a late layer's int32 bias is often a ten-thousandth
     of an output step, so it changes an output byte on almost no input."""
     from .codegen import render_for_mcu
-    files, _ = render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)
+    files, _ = render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source, o.labels)
     return [f for f, text in files.items()
             if not (o.lib_dir / f).is_file() or (o.lib_dir / f).read_text() != text]
 
