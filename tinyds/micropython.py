@@ -258,8 +258,9 @@ def unix_run(files: dict[str, bytes], module: str) -> str:
 def romfs_image(files: dict[str, bytes]) -> bytes:
     """A ROMFS image holding files, with the weight blob of any NAME_weights.mpy
     among them on a 4-byte boundary, where the natmod reads it in place.
-    mpremote's writer places files back to back, so a padding file of 0-7 bytes
-    ahead of them moves the blob there."""
+    mpremote's writer places files back to back and pads the image to an even
+    length at its start, so a padding file of 0-7 bytes after them moves the blob
+    there."""
     try:
         from mpremote.romfs import VfsRomWriter
     except ImportError:
@@ -269,9 +270,9 @@ def romfs_image(files: dict[str, bytes]) -> bytes:
              if fname.endswith("_weights.mpy")]
     for pad in range(8):
         rom = VfsRomWriter()
-        rom.mkfile("_pad", bytes(pad))
         for fname, data in sorted(files.items()):
             rom.mkfile(fname, data)
+        rom.mkfile("_pad", bytes(pad))
         image = rom.finalise()
         if all((image.find(data) + at) % weight_blob.ALIGN == 0 for data, at in blobs):
             return image

@@ -7,7 +7,8 @@ Kernel templates declare their constants as `static const T NAME[N] = {...};`.
 `externalize` keeps each declaration as it is and adds, under
 -DTINYDS_WEIGHTS_EXTERNAL, a macro that makes NAME a pointer into the blob at the
 array's offset, so every use of NAME in a template (indexing, pointer arithmetic,
-an argument) compiles either way and no template changes.
+an argument) compiles either way and no template changes. Layers with inline
+assembly keep their constants (see externalize).
 
 Layout: a 16-byte header (MAGIC, format VERSION, the blob's size, the Adler-32 of
 everything after the header; little-endian uint32s), then the arrays, each on a
@@ -62,8 +63,15 @@ class Blob:
 
 
 def externalize(c_text: str, macro: str, blob: Blob) -> str:
-    """c_text with each constant array also placed in blob and, under
-    TINYDS_WEIGHTS_EXTERNAL, its name defined as macro(type, offset)."""
+    """A layer's C with each constant array also placed in blob and, under
+    TINYDS_WEIGHTS_EXTERNAL, its name defined as macro(type, offset).
+
+    A layer whose function embeds inline assembly keeps its constants compiled
+    in: that assembly may take all fourteen registers (the fast depthwise kernel
+    does), and a base pointer the compiler must keep live besides leaves GCC
+    with "impossible constraints"."""
+    if "__asm__" in c_text:
+        return c_text
     seen = set()
 
     def move(m: re.Match) -> str:
