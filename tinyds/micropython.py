@@ -10,6 +10,7 @@ in the x64 unix port and in MicroPython firmware on QEMU's MPS2 boards.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -258,9 +259,9 @@ def unix_run(files: dict[str, bytes], module: str) -> str:
 def romfs_image(files: dict[str, bytes]) -> bytes:
     """A ROMFS image holding files, with the weight blob of any NAME_weights.mpy
     among them on a 4-byte boundary, where the natmod reads it in place.
-    mpremote's writer places files back to back and pads the image to an even
-    length at its start, so a padding file of 0-7 bytes after them moves the blob
-    there."""
+    mpremote's writer places files back to back and makes the image's length even
+    with a byte at its start: padding files before (0-7 bytes) and after (0-1)
+    the others move the blob there."""
     try:
         from mpremote.romfs import VfsRomWriter
     except ImportError:
@@ -268,15 +269,16 @@ def romfs_image(files: dict[str, bytes]) -> bytes:
                           "image MicroPython on QEMU imports from)") from None
     blobs = [(data, data.find(weight_blob.MAGIC)) for fname, data in files.items()
              if fname.endswith("_weights.mpy")]
-    for pad in range(8):
+    for before, after in itertools.product(range(8), range(2)):
         rom = VfsRomWriter()
+        rom.mkfile("_pad0", bytes(before))
         for fname, data in sorted(files.items()):
             rom.mkfile(fname, data)
-        rom.mkfile("_pad", bytes(pad))
+        rom.mkfile("_pad1", bytes(after))
         image = rom.finalise()
         if all((image.find(data) + at) % weight_blob.ALIGN == 0 for data, at in blobs):
             return image
-    raise AssertionError("no padding aligns the weight blob")     # 8 consecutive shifts do
+    raise AssertionError("no padding aligns the weight blob")
 
 
 def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
