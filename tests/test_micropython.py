@@ -73,7 +73,7 @@ def _missing() -> str:
     if not (KIT / "py" / "dynruntime.mk").is_file() and "MPY_DIR" not in os.environ:
         return f"natmod kit not found at {KIT} and MPY_DIR unset"
     for tool in ("make", "x86_64-linux-gnu-gcc", "arm-none-eabi-gcc", "micropython",
-                 "qemu-system-arm"):
+                 "qemu-system-arm", "mpy-cross"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (make test installs it)"
     return ""
