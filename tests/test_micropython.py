@@ -193,8 +193,8 @@ def test_api(built, arch):
     halves = (np.arange(n, dtype=np.float32) * 4 - 2 * n + 0.5) * np.float32(s_in)
     values = np.where(np.arange(n) % 2, halves, rng.normal(0.5, 2.0, n)).astype(np.float32)
     values[:4] = [np.inf, -np.inf, 1e30, -1e30]
-    files = {"digits_dscnn.mpy": (built / "micropython" / arch / "digits_dscnn.mpy").read_bytes(),
-             "values.bin": values.tobytes(),
+    files = {f.name: f.read_bytes() for f in (built / "micropython" / arch).glob("*.mpy")}
+    files |= {"values.bin": values.tobytes(),
              "api.py": api_script("digits_dscnn", "" if arch == "x64" else "/rom/").encode()}
     printed = mpy.unix_run(files, "api") if arch == "x64" else mpy.qemu_run(arch, files, "api")
     lines = {ln.split(" ", 1)[0] + (" " + ln.split()[1] if ln.startswith("err") else ""):
