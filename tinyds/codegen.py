@@ -17,7 +17,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from . import __version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project, reference
+from . import (__version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project,
+               reference, weight_blob)
 from .errors import TinydsError
 from .ir import Graph
 from .planner import Plan, is_alias, plan, scratch_name
@@ -55,6 +56,7 @@ class Library:
     output_size: int
     num_layers: int
     kernels: list = None   # per op: the kernels.Kernel chosen (None for a reshape)
+    weights: bytes = b""   # every constant array, for -DTINYDS_WEIGHTS_EXTERNAL (weight_blob)
 
 
 def sanitize_name(text: str) -> str:
@@ -155,6 +157,7 @@ def render_library(qg: Graph, name: str, source: str = "",
     chosen = [None if is_alias(qg, op) else kernel_choice.choose(qg, op, target) for op in qg.ops]
     p = plan(qg, chosen)
     layers, kernels = [], []
+    blob = weight_blob.Blob()
     for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": "",
@@ -162,8 +165,9 @@ def render_library(qg: Graph, name: str, source: str = "",
                  "out_size": qg.tensors[op.outputs[0]].size}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
-            kernels.append(env.get_template(f"ops/{k.template}.c.j2").render(
-                fn=fn, prefix=name, **k.params))
+            kernels.append(weight_blob.externalize(env.get_template(
+                f"ops/{k.template}.c.j2").render(fn=fn, prefix=name, **k.params),
+                f"{name.upper()}_W", blob))
             args = [_pointer(p, t) for t in op.inputs if t and not qg.tensors[t].is_const]
             args.append(_pointer(p, op.outputs[0]))
             if k.scratch:
@@ -184,7 +188,9 @@ def render_library(qg: Graph, name: str, source: str = "",
         output_in_arena=p.output_in_arena, output_offset=p.location(qg.outputs[0])[1],
         uses_input=p.input_in_arena or any("input" in layer["call"].split("(", 1)[-1]
                                            for layer in layers),
-        labels=[_c_string(label) for label in labels])
+        labels=[_c_string(label) for label in labels],
+        weights_size=blob.size, weights_version=weight_blob.VERSION,
+        weights_checksum=f"{blob.checksum:#010x}")
     files = {
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),
@@ -193,7 +199,7 @@ def render_library(qg: Graph, name: str, source: str = "",
     for header in RUNTIME_HEADERS:
         files[header] = (data_dir("templates") / header).read_text()
     lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg, chosen), x.size, y.size,
-                  len(qg.ops), chosen)
+                  len(qg.ops), chosen, blob.to_bytes())
     return files, lib
 
 
@@ -393,8 +399,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
             if micropython:
                 from . import micropython as mpy
                 natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
-                    {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu),
-                    name, mcu))
+                    {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu,
+                    lib.weights), name, mcu))
             report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
                                               quant_report))
             sample = _sample(qg, vectors)
