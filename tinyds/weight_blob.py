@@ -64,14 +64,9 @@ class Blob:
 
 def externalize(c_text: str, macro: str, blob: Blob) -> str:
     """A layer's C with each constant array also placed in blob and, under
-    TINYDS_WEIGHTS_EXTERNAL, its name defined as macro(type, offset).
-
-    A layer whose function embeds inline assembly keeps its constants compiled
-    in: that assembly may take all fourteen registers (the fast depthwise kernel
-    does), and a base pointer the compiler must keep live besides leaves GCC
-    with "impossible constraints"."""
-    if "__asm__" in c_text:
-        return c_text
+    TINYDS_WEIGHTS_EXTERNAL, its name defined as macro(type, offset). The fast
+    kernels' assembly takes its tables through pointer operands, so a blob
+    works for them as for the C kernels."""
     seen = set()
 
     def move(m: re.Match) -> str:
