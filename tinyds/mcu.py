@@ -59,6 +59,7 @@ class MCU:
     console: str           # UART driver in firmware/board.c (TINYDS_CONSOLE_<upper>)
     qemu: str              # key of MACHINES used to verify and benchmark this core
     max_mhz: int           # highest core clock: bench's default for milliseconds
+    boot2: bool = False    # flash starts with the RP2040's 256-byte boot2 stage
 
     @property
     def cflags(self) -> list[str]:
@@ -92,10 +93,10 @@ MCUS = {m.name: m for m in [
         "ST Nucleo-L476RG", "ststm32", "nucleo_l476rg", "stm32l4_usart2", "mps2-an386", 80),
     MCU("nrf52840", "cortex-m4f", True, True, 0x00000000, 1024 * K, 0x20000000, 256 * K,
         "Nordic nRF52840-DK", "nordicnrf52", "nrf52840_dk", "nrf52_uart0", "mps2-an386", 64),
-    # RP2040 has no internal flash: code runs from XIP QSPI flash at 0x10000000,
-    # which needs the 256-byte boot2 stage that this bare-metal project does not ship.
+    # RP2040 has no internal flash: code runs from XIP flash at 0x10000000 after the
+    # 256-byte boot2 stage (tinyds/rp2040.py), which the flash size here includes.
     MCU("rp2040", "cortex-m0plus", False, False, 0x10000000, 2048 * K, 0x20000000, 264 * K,
-        "Raspberry Pi Pico", "raspberrypi", "pico", "semihosting", "mps2-an385", 133),
+        "Raspberry Pi Pico", "raspberrypi", "pico", "rp2040_uart0", "mps2-an385", 133, boot2=True),
     # Generic cores: the clock of a common part with that core (SAMD21 48 MHz,
     # STM32F103 72 MHz, STM32F407 168 MHz, STM32F746 216 MHz); --clock-mhz overrides.
     _generic("cortex-m0plus", "cortex-m0plus", False, False, "mps2-an385", 48),
