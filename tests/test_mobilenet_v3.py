@@ -69,3 +69,19 @@ def test_exported_tflite_imports_back(mnv3, tmp_path):
     path = tmp_path / "mnv3.tflite"
     path.write_bytes(export_tflite(qg))
     np.testing.assert_array_equal(reference.run(load_tflite(path), xs), reference.run(qg, xs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcu", ["stm32f4", "rp2040"])
+def test_qemu_verify_is_bit_exact(tmp_path, mcu):
+    """generate + verify on the emulated core: the M4's fast convolutions interleaved with
+    the new element-wise kernels, and the M0+'s narrow-multiply requantization."""
+    import tinyds
+    from tinyds.firmware import verify_qemu
+
+    model, x = models.build("mobilenet_v3")
+    path = models.save_pt2(model, x, tmp_path / "mnv3.pt2")
+    calib = models.inputs("mobilenet_v3", 32).numpy()
+    res = tinyds.convert(path, calib, mcu=mcu, out=tmp_path / "out", log=lambda *a: None)
+    q = verify_qemu(res.out_dir, n_random=20)
+    assert q.ok, q.text()
