@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))          # this checkout's tinyds, not an installed one
 
-from tinyds import bench, convert, verify  # noqa: E402
+from tinyds import bench, bundle, convert  # noqa: E402
 
 MODELS = REPO.parent / "shared" / "models" / "mlperf-tiny"
 
@@ -44,7 +44,7 @@ def main() -> int:
         for i, (file, mcu, cmsis_instr, cmsis_cycles) in enumerate(RUNS):
             out = Path(tmp) / str(i)
             convert(str(MODELS / file), mcu=mcu, out=out, log=lambda s: None)
-            graph = verify.load_graph(out / verify.BUNDLE)
+            graph = bundle.load_graph(out / bundle.BUNDLE)
             b = bench.measure(out, graph)
             if not b.sample_ok:
                 print(f"benchmarks: {file} on {mcu}: the firmware's output differs from the "

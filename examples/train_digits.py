@@ -3,9 +3,11 @@
 Writes, next to this file:
   digits_dscnn.pt     TorchScript model, input (1, 1, 8, 8) float32 in [0, 1], 10 logits
   digits_calib.npy    (256, 1, 8, 8) float32 calibration batch from the training split
+  digits_test.npz     the held-out split: x (450, 1, 8, 8) float32, y (450,) labels
 
 Regenerate with `python examples/train_digits.py`; then
-`tinyds generate examples/digits_dscnn.pt --mcu stm32f4 --calib examples/digits_calib.npy -o out/`.
+`tinyds generate examples/digits_dscnn.pt --mcu stm32f4 --calib examples/digits_calib.npy -o out/`
+and `tinyds eval examples/digits_dscnn.pt --data examples/digits_test.npz --out out/`.
 The split is fixed (`load_split`), so the held-out test set can be rebuilt anywhere.
 """
 from __future__ import annotations
@@ -81,9 +83,10 @@ def train(epochs: int = 60) -> tuple[nn.Module, float]:
 def main() -> None:
     model, acc = train()
     torch.jit.save(torch.jit.trace(model, torch.zeros(1, 1, 8, 8)), HERE / "digits_dscnn.pt")
-    x_tr = load_split()[0]
+    x_tr, x_te, _, y_te = load_split()
     calib = x_tr[np.random.default_rng(SEED).permutation(len(x_tr))[:CALIB_SAMPLES]]
     np.save(HERE / "digits_calib.npy", calib.astype(np.float32))
+    np.savez(HERE / "digits_test.npz", x=x_te.astype(np.float32), y=y_te.astype(np.int64))
     print(f"test accuracy {100 * acc:.2f}%; wrote {HERE / 'digits_dscnn.pt'} and "
           f"{HERE / 'digits_calib.npy'} {calib.shape}")
 

@@ -81,6 +81,30 @@ static inline uint32_t tinyds_sxtb16_ror8(uint32_t w)
 #endif
 }
 
+/* acc + bytes 0 and 2 of w, each int16 half on its own (SXTAB16; the halves
+ * wrap at 16 bits, as the instruction's do). */
+static inline uint32_t tinyds_sxtab16(uint32_t acc, uint32_t w)
+{
+#if defined(__ARM_FEATURE_DSP)
+    return __sxtab16(acc, w);
+#else
+    return (uint32_t)(uint16_t)(acc + (uint32_t)(int32_t)(int8_t)(w & 0xFF))
+         | (uint32_t)(uint16_t)((acc >> 16) + (uint32_t)(int32_t)(int8_t)((w >> 16) & 0xFF)) << 16;
+#endif
+}
+
+/* acc + bytes 1 and 3 of w (SXTAB16 with ROR #8, written out as for SXTB16). */
+static inline uint32_t tinyds_sxtab16_ror8(uint32_t acc, uint32_t w)
+{
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(acc), "r"(w));
+    return r;
+#else
+    return tinyds_sxtab16(acc, w >> 8);
+#endif
+}
+
 /* k + high word of acc * m (SMMLA). */
 static inline int32_t tinyds_smmla(int32_t acc, int32_t m, int32_t k)
 {
@@ -164,6 +188,7 @@ static inline int8_t tinyds_requant_fast(int32_t acc, int32_t m, int32_t k, int3
  * the same intrinsics: slower, the same bytes. */
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(__clang__) \
     && defined(__OPTIMIZE__)
+#define TINYDS_GEMM_ASM 1
 #define TINYDS_GEMM_ATTR __attribute__((optimize("O2", "no-schedule-insns", "omit-frame-pointer")))
 /* Per step one LDRD of the two pixels' pairs, two LDRD of the four channels'
  * weight pairs, eight SMLAD. Eight steps per loop pass, after one lone pass
@@ -250,20 +275,160 @@ static inline int8_t tinyds_requant_fast(int32_t acc, int32_t m, int32_t k, int3
         STORE2(c + 2, a2, b2); STORE2(c + 3, a3, b3);                       \
     }
 
-/* STORE2(ch, a, b): channel ch's two outputs from one load of its parameters
- * (the int8 stores may alias them, so the compiler would reload per output). */
-static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast(
-    const uint32_t *x, int steps, const uint32_t *w, int out_c, const int32_t *bias,
-    const int32_t *mk, int32_t e, int8_t *oa, int8_t *ob)
-{
-#define TINYDS_STORE2_FAST(ch, a, b) do {                                   \
-        const int32_t m_ = mk[2 * (ch)], k_ = mk[2 * (ch) + 1];             \
-        oa[ch] = tinyds_requant_fast(a, m_, k_, e);                         \
-        ob[ch] = tinyds_requant_fast(b, m_, k_, e);                         \
-    } while (0)
-    TINYDS_GEMM_4X2_LOOP(TINYDS_STORE2_FAST)
-#undef TINYDS_STORE2_FAST
+/* The unclamped "fast" requantizations' GEMM reads one stream per block of
+ * four channels (conv2d.py::gemm_stream): the four biases, `steps` x the four
+ * channels' weight pairs, then (m, k) per channel -- or (m, k, e) with a
+ * shift per channel ("fast_var" over the whole int8 range) -- so a single
+ * pointer walks the whole layer. With one exponent e for the layer it is the
+ * SSAT's immediate shift: the model instantiates one core per exponent it
+ * uses, TINYDS_GEMM_4X2_FAST(e), which defines
+ * tinyds_gemm_4x2_fast_e<e>(x, steps, s, out_c, oa, ob); TINYDS_GEMM_4X2_FAST_VAR
+ * defines tinyds_gemm_4x2_fast_var_s. The _SHORT forms (suffix _short) serve
+ * layers of at most TINYDS_GEMM_UNROLL steps, whose MACs take one pass: no
+ * end check. */
+#if defined(TINYDS_GEMM_ASM)
+/* The whole layer in one assembly statement, per block of four channels:
+ * the biases open the first step through SMLAD's accumulate operand, the
+ * other steps run as a jump into an unrolled body of TINYDS_GEMM_UNROLL steps
+ * (entered so that its first pass runs the remainder: every step is eleven
+ * 32-bit instructions, 44 bytes), then SMMLA + SSAT #8, asr #e (or ASR by
+ * the channel's e, then SSAT) and eight STRB.
+ * The 14 operand registers are all in use, so the loop's constants live in a
+ * 24-byte frame the statement pushes and pops itself: [sp] x, [sp+4] the
+ * entry address, [sp+8] x's end, [sp+12] the stream's end, [sp+16] oa,
+ * [sp+20] ob. */
+#define TINYDS_GEMM_UNROLL 32
+#define TINYDS_STR(v) TINYDS_STR_(v)
+#define TINYDS_STR_(v) #v
+#define TINYDS_RQ2(a, b, E)                                                 \
+            "ldrd   %[xa], %[xb], [%[wp]], #8\n\t"                          \
+            "smmla  %[" #a "], %[" #a "], %[xa], %[xb]\n\t"                 \
+            "smmla  %[" #b "], %[" #b "], %[xa], %[xb]\n\t"                 \
+            "ssat   %[" #a "], #8, %[" #a "], asr #" #E "\n\t"              \
+            "ssat   %[" #b "], #8, %[" #b "], asr #" #E "\n\t"
+#define TINYDS_RQ2_VAR(a, b)                                                \
+            "ldrd   %[xa], %[xb], [%[wp]], #8\n\t"                          \
+            "ldr    %[w0], [%[wp]], #4\n\t"                                 \
+            "smmla  %[" #a "], %[" #a "], %[xa], %[xb]\n\t"                 \
+            "smmla  %[" #b "], %[" #b "], %[xa], %[xb]\n\t"                 \
+            "asr    %[" #a "], %[" #a "], %[w0]\n\t"                        \
+            "asr    %[" #b "], %[" #b "], %[w0]\n\t"                        \
+            "ssat   %[" #a "], #8, %[" #a "]\n\t"                           \
+            "ssat   %[" #b "], #8, %[" #b "]\n\t"
+#define TINYDS_RQ8(E) TINYDS_RQ2(a0, b0, E) TINYDS_RQ2(a1, b1, E)           \
+            TINYDS_RQ2(a2, b2, E) TINYDS_RQ2(a3, b3, E)
+#define TINYDS_RQ8_VAR TINYDS_RQ2_VAR(a0, b0) TINYDS_RQ2_VAR(a1, b1)         \
+            TINYDS_RQ2_VAR(a2, b2) TINYDS_RQ2_VAR(a3, b3)
+#define TINYDS_GEMM_PASSES                                                  \
+            "ldr    %[xa], [sp, #8]\n\t"                                    \
+            "cmp    %[xp], %[xa]\n\t"                                       \
+            "bne    3b\n\t"
+#define TINYDS_GEMM_4X2_FAST(E) \
+    TINYDS_GEMM_4X2_FAST_(e##E, TINYDS_GEMM_PASSES, TINYDS_RQ8(E), 8)
+#define TINYDS_GEMM_4X2_FAST_SHORT(E) TINYDS_GEMM_4X2_FAST_(e##E##_short, "", TINYDS_RQ8(E), 8)
+#define TINYDS_GEMM_4X2_FAST_VAR \
+    TINYDS_GEMM_4X2_FAST_(var_s, TINYDS_GEMM_PASSES, TINYDS_RQ8_VAR, 12)
+#define TINYDS_GEMM_4X2_FAST_VAR_SHORT TINYDS_GEMM_4X2_FAST_(var_s_short, "", TINYDS_RQ8_VAR, 12)
+#define TINYDS_GEMM_4X2_FAST_(SUFFIX, PASSES, RQ8, TAIL)                     \
+static TINYDS_OUTLINE TINYDS_GEMM_ATTR void tinyds_gemm_4x2_fast_##SUFFIX(  \
+    const uint32_t *x, int steps, const uint32_t *s, int out_c, int8_t *oa, int8_t *ob) \
+{                                                                           \
+    uint32_t a0 = (uint32_t)(uintptr_t)(x + 2 * steps);                     \
+    uint32_t a1 = (uint32_t)(uintptr_t)(s + out_c / 4 * (4 + TAIL + 4 * steps)); \
+    uint32_t a2 = (uint32_t)(uintptr_t)oa, a3 = (uint32_t)(uintptr_t)ob;    \
+    uint32_t b0 = (uint32_t)(TINYDS_GEMM_UNROLL - (steps - 1) % TINYDS_GEMM_UNROLL) * 44; \
+    uint32_t b1, b2, b3, xa_, xb_, w0_, w1_;                                \
+    const uint32_t *xp = x;                                                 \
+    __asm__ volatile(                                                       \
+            "sub    sp, sp, #24\n\t"                                        \
+            "adr    %[xa], 3f\n\t"                                          \
+            "add    %[xa], %[xa], %[b0]\n\t"                                \
+            "str    %[xp], [sp]\n\t"                                        \
+            "str    %[xa], [sp, #4]\n\t"                                    \
+            "strd   %[a0], %[a1], [sp, #8]\n\t"                             \
+            "strd   %[a2], %[a3], [sp, #16]\n\t"                            \
+            "1:\n\t"                                                        \
+            "ldr    %[xp], [sp]\n\t"                                        \
+            "ldrd   %[b0], %[b1], [%[wp]], #8\n\t"                          \
+            "ldrd   %[b2], %[b3], [%[wp]], #8\n\t"                          \
+            "ldrd   %[xa], %[xb], [%[xp]], #8\n\t"                          \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a0], %[xa], %[w0], %[b0]\n\t"                         \
+            "smlad  %[b0], %[xb], %[w0], %[b0]\n\t"                         \
+            "smlad  %[a1], %[xa], %[w1], %[b1]\n\t"                         \
+            "smlad  %[b1], %[xb], %[w1], %[b1]\n\t"                         \
+            "ldrd   %[w0], %[w1], [%[wp]], #8\n\t"                          \
+            "smlad  %[a2], %[xa], %[w0], %[b2]\n\t"                         \
+            "smlad  %[b2], %[xb], %[w0], %[b2]\n\t"                         \
+            "smlad  %[a3], %[xa], %[w1], %[b3]\n\t"                         \
+            "smlad  %[b3], %[xb], %[w1], %[b3]\n\t"                         \
+            "ldr    %[xa], [sp, #4]\n\t"                                    \
+            "mov    pc, %[xa]\n\t"                                          \
+            "3:\n\t"                                                        \
+            ".rept " TINYDS_STR(TINYDS_GEMM_UNROLL) "\n\t"                  \
+            TINYDS_MAC_STEP                                                 \
+            ".endr\n\t"                                                     \
+            PASSES                                                          \
+            RQ8                                                             \
+            "ldrd   %[xa], %[xb], [sp, #16]\n\t"                            \
+            "strb   %[a0], [%[xa]]\n\t"                                     \
+            "strb   %[a1], [%[xa], #1]\n\t"                                 \
+            "strb   %[a2], [%[xa], #2]\n\t"                                 \
+            "strb   %[a3], [%[xa], #3]\n\t"                                 \
+            "strb   %[b0], [%[xb]]\n\t"                                     \
+            "strb   %[b1], [%[xb], #1]\n\t"                                 \
+            "strb   %[b2], [%[xb], #2]\n\t"                                 \
+            "strb   %[b3], [%[xb], #3]\n\t"                                 \
+            "add    %[xa], %[xa], #4\n\t"                                   \
+            "add    %[xb], %[xb], #4\n\t"                                   \
+            "strd   %[xa], %[xb], [sp, #16]\n\t"                            \
+            "ldr    %[xa], [sp, #12]\n\t"                                   \
+            "cmp    %[wp], %[xa]\n\t"                                       \
+            "bne    1b\n\t"                                                 \
+            "add    sp, sp, #24\n\t"                                        \
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),   \
+              [b0] "+r"(b0), [b1] "=&r"(b1), [b2] "=&r"(b2), [b3] "=&r"(b3), \
+              [xp] "+r"(xp), [wp] "+r"(s), [xa] "=&r"(xa_), [xb] "=&r"(xb_), \
+              [w0] "=&r"(w0_), [w1] "=&r"(w1_)                              \
+            :                                                               \
+            : "cc", "memory");                                              \
 }
+#else
+/* e < 0: a shift per channel, (m, k, e) in the stream. */
+static inline void tinyds_gemm_4x2_fast_c(const uint32_t *x, int steps, const uint32_t *s,
+                                          int out_c, int32_t e, int8_t *oa, int8_t *ob)
+{
+    const uint32_t *x_end = x + 2 * steps;
+    const int tail = e < 0 ? 3 : 2;
+    for (int c = 0; c < out_c; c += 4, s += 4 * tail) {
+        int32_t a0 = (int32_t)s[0], a1 = (int32_t)s[1], a2 = (int32_t)s[2], a3 = (int32_t)s[3];
+        int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
+        const uint32_t *xp = x;
+        s += 4;
+        TINYDS_MAC_4X2(xp, x_end, s);
+#define TINYDS_RQ2_C(j, a, b) do {                                          \
+            const int32_t m_ = (int32_t)s[tail * (j)], k_ = (int32_t)s[tail * (j) + 1]; \
+            const int32_t e_ = e < 0 ? (int32_t)s[tail * (j) + 2] : e;      \
+            oa[c + (j)] = tinyds_requant_fast(a, m_, k_, e_);               \
+            ob[c + (j)] = tinyds_requant_fast(b, m_, k_, e_);               \
+        } while (0)
+        TINYDS_RQ2_C(0, a0, b0); TINYDS_RQ2_C(1, a1, b1);
+        TINYDS_RQ2_C(2, a2, b2); TINYDS_RQ2_C(3, a3, b3);
+#undef TINYDS_RQ2_C
+    }
+}
+
+#define TINYDS_GEMM_4X2_FAST(E) TINYDS_GEMM_4X2_FAST_(E, e##E)
+#define TINYDS_GEMM_4X2_FAST_SHORT(E) TINYDS_GEMM_4X2_FAST_(E, e##E##_short)
+#define TINYDS_GEMM_4X2_FAST_VAR TINYDS_GEMM_4X2_FAST_(-1, var_s)
+#define TINYDS_GEMM_4X2_FAST_VAR_SHORT TINYDS_GEMM_4X2_FAST_(-1, var_s_short)
+#define TINYDS_GEMM_4X2_FAST_(E, SUFFIX)                                    \
+static TINYDS_OUTLINE void tinyds_gemm_4x2_fast_##SUFFIX(                   \
+    const uint32_t *x, int steps, const uint32_t *s, int out_c, int8_t *oa, int8_t *ob) \
+{                                                                           \
+    tinyds_gemm_4x2_fast_c(x, steps, s, out_c, E, oa, ob);                  \
+}
+#endif
 
 /* Both pixels' outputs of channel ch through SMMLA + SSAT, clamped to [lo, hi]. */
 #define TINYDS_OUT2_CLAMPED(ch, a, b, m, k, e) do {                         \

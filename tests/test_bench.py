@@ -159,14 +159,15 @@ def test_cycles_agree_with_the_reference_estimator(kws, tmp_path):
 
 @pytest.mark.slow
 def test_bench_reports_cycles_ms_and_honest_ram(kws):
-    from tinyds import verify
+    from tinyds import bundle
     out = kws[0]
-    b = bench.measure(out, verify.load_graph(out / verify.BUNDLE))
+    b = bench.measure(out, bundle.load_graph(out / bundle.BUNDLE))
     assert b.cycle_model == "Cortex-M4, P=2"
     assert [la.cycles for la in b.layers] == [s.cycles for s in kws[2][1:14]]
-    # the first conv runs over its input, so KWS's input lives in the arena (NAME_input())
-    assert (b.input_bytes, b.output_bytes, b.library_ram) == (0, 12, b.arena)
-    assert b.ram == b.arena + 12 + b.stack
+    # the first conv runs over its input, so KWS's input lives in the arena (NAME_input());
+    # its 12 output bytes fit where dead activations were (NAME_output())
+    assert (b.input_bytes, b.output_bytes, b.library_ram) == (0, 0, b.arena)
+    assert b.ram == b.arena + b.stack
     text = bench.report(b, clock_mhz=50)
     conv = next(line for line in text.splitlines() if "conv_2d_0" in line).split()
     assert conv[6] == str(b.layers[0].cycles)
@@ -174,7 +175,8 @@ def test_bench_reports_cycles_ms_and_honest_ram(kws):
     assert conv[8] == f"{b.layers[0].cycles / 50e3:.3f}"        # ms at 50 MHz
     assert "zero-wait-state memory assumed" in text and "ms at 50 MHz" in text
     assert f"RAM: {b.ram} B of 131072 = library static {b.arena} (arena {b.arena}) + input " \
-           f"buffer 0 (input in the arena) + output buffer 12 + stack high-water {b.stack}" in text
+           f"buffer 0 (input in the arena) + output buffer 0 (output in the arena) + stack " \
+           f"high-water {b.stack}" in text
 
 
 @pytest.mark.slow
@@ -205,11 +207,18 @@ def test_tflm_measured_on_the_original_tflite(files, tmp_path, capsys):  # noqa:
     head = tflm_arena_size(tfl.read_bytes())["head"]
     assert f"TFLM arena for the original tiny.tflite: {head} B of tensors" in stdout
     assert "cycles: not estimated (--no-cycles)" in stdout
+    report = json.loads((out / "report.json").read_text())["bench"]   # bench joins the report
+    assert f"per-layer figures added to {out / 'report.html'}" in stdout
+    assert report["cycles"] is None and report["total_instructions"] > 0
+    assert all(la["instructions"] > 0 for la in report["layers"])
     shutil.move(tfl, tmp_path / "moved.tflite")
     rc, stdout, err = run(capsys, "bench", out, "--no-cycles")
     assert rc == 0, err
-    assert f"TFLM arena: not measured: the original model {tfl}, recorded by generate, " \
-           "is not at" in stdout
+    assert f"TFLM arena for the original tiny.tflite: {head} B of tensors" in stdout
+    (out / "verify" / "source.tflite").unlink()
+    rc, stdout, err = run(capsys, "bench", out, "--no-cycles")
+    assert rc == 0, err
+    assert "TFLM arena: not measured: " in stdout and "run tinyds generate again" in stdout
 
 
 def test_io_sizes_count_the_input_only_outside_the_arena(tmp_path):

@@ -169,7 +169,7 @@ def test_generate_reports_each_layers_kernel(files, tmp_path, capsys, mcu, optim
 def test_export_tflite_is_the_quantization_generate_uses(files, tmp_path, capsys):
     from tinyds import reference
     from tinyds.frontends.tflite import load_tflite
-    from tinyds.verify import load_graph
+    from tinyds.bundle import load_graph
     out, tfl = tmp_path / "out", tmp_path / "tiny.tflite"
     assert run(capsys, "generate", files["tiny.pt"], "--calib", files["calib.npy"], "-o", out)[0] == 0
     rc, stdout, err = run(capsys, "export-tflite", files["tiny.pt"], "--calib", files["calib.npy"],
@@ -205,20 +205,63 @@ def test_verify_on_qemu_and_bench(files, tmp_path, capsys):
     ("scripted.pt", ["--input-shape", "1x1x8x8"]),
 ])
 def test_models_that_need_an_input_shape(model, extra, files, tmp_path, capsys):
-    argv = ["generate", files[model], "--calib", files["calib.npy"], "-o", tmp_path / "out"]
-    rc, _, err = run(capsys, *argv, *[a for a in extra if a != "--input-shape" and "8" not in a])
+    """Without --input-shape the calibration batch's shape stands in; with neither (synthetic
+    calibration) the error asks for it."""
+    argv = ["generate", files[model], "-o", tmp_path / "out"]
+    without = [a for a in extra if a != "--input-shape" and "8" not in a]
+    rc, _, err = run(capsys, *argv, "--calib", "synthetic", *without)
     assert_one_line_error(rc, err, model, "--input-shape")
     assert not (tmp_path / "out").exists()
-    rc, _, err = run(capsys, *argv, *extra)
-    assert rc == 0, err
-    assert (tmp_path / "out" / "lib" / model[:-3] / f"{model[:-3]}.c").is_file()
+    for i, shape in enumerate((extra, without)):        # given, then taken from --calib
+        out = tmp_path / f"out{i}"
+        rc, _, err = run(capsys, *argv[:-1], out, "--calib", files["calib.npy"], *shape)
+        assert rc == 0, err
+        assert (out / "lib" / model[:-3] / f"{model[:-3]}.c").is_file()
 
 
-def test_without_calib_warns_loudly(files, tmp_path, capsys):
+def test_a_pickled_modules_class_is_found_in_the_current_folder(tmp_path):
+    """The installed `tinyds` script does not put the current folder on sys.path, where a
+    user's model class usually lives; --allow-pickle looks there."""
+    (tmp_path / "mynet.py").write_text(
+        "import torch.nn as nn\n"
+        "class MyNet(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(72, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.conv(x).flatten(1))\n")
+    runner = tmp_path / "bin" / "tinyds_script.py"        # like the console script: elsewhere
+    runner.parent.mkdir()
+    runner.write_text("import sys\nfrom tinyds.cli import main\nsys.exit(main())\n")
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", "import torch, mynet; "
+                    "torch.save(mynet.MyNet(), 'net.pt')"], cwd=tmp_path, check=True, env={
+                        **env, "PYTHONPATH": f"{REPO}:{tmp_path}"})
+    res = subprocess.run([sys.executable, str(runner), "inspect", "net.pt", "--allow-pickle",
+                          "--input-shape", "1,1,8,8"], cwd=tmp_path, capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "conv2d" in res.stdout and "fits" in res.stdout
+
+
+def test_without_calib_is_refused(files, tmp_path, capsys):
+    for cmd, out in (("generate", tmp_path / "out"), ("export-tflite", tmp_path / "m.tflite")):
+        rc, stdout, err = run(capsys, cmd, files["tiny.pt"], "-o", out)
+        assert_one_line_error(rc, err, "--calib", "--calib synthetic")
+        assert stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_calib_says_so_on_every_accuracy_line(files, tmp_path, capsys):
     out = tmp_path / "out"
-    rc, _, err = run(capsys, "generate", files["tiny.pt"], "-o", out, "--name", "smoke")
+    rc, stdout, err = run(capsys, "generate", files["tiny.pt"], "--calib", "synthetic", "-o", out,
+                          "--name", "smoke")
     assert rc == 0
     assert "WARNING" in err and "SYNTHETIC" in err
+    lines = stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("layer") and "SNR dB" in ln)
+    end = next(i for i, ln in enumerate(lines) if "top-1 agreement" in ln)
+    measured = lines[head + 1:end + 1]          # each layer's SNR, then agreement and SNR
+    assert len(measured) >= 6 and all("SYNTHETIC" in ln for ln in measured), stdout
     assert (out / "lib" / "smoke" / "smoke.c").is_file()
 
 
@@ -243,7 +286,11 @@ def test_python_api_converts_a_module_in_hand(tmp_path, capsys):
         tinyds.convert(Tiny().eval(), out=tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
     capsys.readouterr()
-    res = tinyds.convert(Tiny().eval(), input_shape=SHAPE, out=tmp_path / "out3", name="smoke")
+    with pytest.raises(TinydsError, match="--calib synthetic"):
+        tinyds.convert(Tiny().eval(), input_shape=SHAPE, out=tmp_path / "out3")
+    assert not (tmp_path / "out3").exists()
+    res = tinyds.convert(Tiny().eval(), "synthetic", input_shape=SHAPE, out=tmp_path / "out3",
+                         name="smoke")
     assert "SYNTHETIC" in capsys.readouterr().err and res.report.synthetic
 
 
@@ -338,7 +385,8 @@ def test_sigterm_during_generate_leaves_no_temp_folder(files, tmp_path, monkeypa
                         lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as e:
-        main(["generate", str(files["tiny.pt"]), "-o", str(tmp_path / "out")])
+        main(["generate", str(files["tiny.pt"]), "--calib", "synthetic", "-o",
+              str(tmp_path / "out")])
     assert e.value.code == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) == before       # main restores the handler

@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 import pytest
 
-from tinyds import codegen, ops, reference, verify
+from tinyds import bundle, codegen, ops, reference, verify
 from tinyds.cli import main
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op, Tensor
@@ -56,10 +56,12 @@ def _floor(g, op):
 STANDINS = {
     "relu": SimpleNamespace(
         reference=lambda g, op, x: np.maximum(x, _floor(g, op)).astype(np.int8),
-        c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size, "floor": _floor(g, op)}),
+        c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size, "floor": _floor(g, op)},
+        macs=lambda g, op: 0),
     "relu6": SimpleNamespace(
         reference=lambda g, op, a, b: np.clip(a.astype(np.int32) + b, -128, 127).astype(np.int8),
-        c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size}),
+        c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size},
+        macs=lambda g, op: 0),
 }
 
 
@@ -234,8 +236,8 @@ def test_saved_model_round_trips_without_pickle(tmp_path):
                           act_min=np.int32(-128), beta=1.5, activation="relu6")
     g.tensors["w"] = Tensor("w", (2, 1, 1, 3), "int8", data=np.arange(6, dtype=np.int8).reshape(2, 1, 1, 3),
                             scale=np.array([0.1, 0.2], np.float32), zero_point=np.zeros(2, np.int64), axis=0)
-    verify.save_graph(g, tmp_path)
-    back = verify.load_graph(tmp_path)
+    bundle.save_graph(g, tmp_path)
+    back = bundle.load_graph(tmp_path)
     assert [op.__dict__.keys() for op in back.ops] == [op.__dict__.keys() for op in g.ops]
     a0, b0 = g.ops[0].attrs, back.ops[0].attrs
     assert b0["stride"] == (2, 1) and isinstance(b0["stride"], tuple)
@@ -247,7 +249,7 @@ def test_saved_model_round_trips_without_pickle(tmp_path):
     # an object array in the npz (which would need pickle) is refused
     np.savez(tmp_path / "model.npz", x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(TinydsError, match="damaged"):
-        verify.load_graph(tmp_path)
+        bundle.load_graph(tmp_path)
 
 
 def _generate(out, g=None, **kw):
@@ -306,9 +308,10 @@ def test_verify_catches_an_out_of_bounds_write(tmp_path):
 def test_generate_replaces_its_own_output_but_never_a_users_folder(tmp_path):
     out = tmp_path / "out"
     _generate(out)
-    (out / "lib" / "res" / "stale.txt").write_text("from an older run")
-    _generate(out)
-    assert not (out / "lib" / "res" / "stale.txt").exists()
+    (out / "lib" / "res" / "notes.txt").write_text("the user's")
+    codegen.generate(residual_graph(), out, "res2")
+    assert not (out / "lib" / "res" / "res.c").exists()        # stale generated file: gone
+    assert (out / "lib" / "res" / "notes.txt").read_text() == "the user's"   # added: kept
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
@@ -342,3 +345,21 @@ def test_failed_generate_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(TinydsError, match="does not fit"):
         codegen.generate(big, tmp_path / "out", "big", mcu="stm32f4")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_pipeline_imports_one_way():
+    """codegen writes the saved model through tinyds.bundle and never imports verify, which
+    reads it; bundle imports neither: the modules form no cycle."""
+    import ast
+
+    def imported(module: str) -> set[str]:
+        tree = ast.parse((Path(__file__).resolve().parent.parent / "tinyds" /
+                          f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names |= {node.module} if node.module else {a.name for a in node.names}
+        return names
+    assert "bundle" in imported("codegen") and "verify" not in imported("codegen")
+    assert {"bundle", "codegen"} <= imported("verify")
+    assert not imported("bundle") & {"codegen", "verify"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from test_project import toy_library, toy_project, toy_ref
-from tinyds import bench, mcu as mcu_table, verify
+from tinyds import bench, bundle, mcu as mcu_table
 from tinyds.firmware import FIRMWARE_DIR, build_elf, run_qemu, run_vectors
 
 pytestmark = pytest.mark.slow
@@ -39,16 +39,15 @@ def test_m0plus_build_is_thumb1_only(tmp_path):
 
 def _layer_counts(tmp_path: Path, nops: int) -> dict[str, int]:
     lib = toy_library(tmp_path / f"lib{nops}", nops=nops)
-    main = tmp_path / "main.c"
     out = tmp_path / f"out{nops}"
     toy_project(out, "stm32f4")
-    main.write_text((out / "src" / "main.c").read_text())
+    main = out / "src" / "main.c"
     elf = build_elf(tmp_path / f"b{nops}", lib, "toy", mcu_table.get("stm32f4"), main,
                     machine=mcu_table.MACHINES["netduinoplus2"],
                     defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
     text = run_qemu(elf, "netduinoplus2", tmp_path, icount=True)
     assert "sample match" in text
-    return {n: int(c) for n, c in re.findall(r"^layer \d+ (\w+) cycles (\d+)", text, re.M)}
+    return {n: int(c) for n, c in re.findall(r"^layer \d+ (\w+) instructions (\d+)", text, re.M)}
 
 
 def test_tim2_under_icount_counts_exactly_one_per_instruction(tmp_path):
@@ -158,7 +157,7 @@ def test_mobilenet_bit_exact_in_qemu(vww_out, mcu):
 def test_kws_bench(kws_out):
     text = bench.bench(kws_out)
     print(text)
-    b = bench.measure(kws_out, graph=verify.load_graph(kws_out / verify.BUNDLE))
+    b = bench.measure(kws_out, graph=bundle.load_graph(kws_out / bundle.BUNDLE))
     weighted = ("conv2d", "depthwise_conv2d", "fully_connected")
     assert b.sample_ok and sum(la.macs for la in b.layers if la.op in weighted) == KWS_MACS
     assert [layer.op for layer in b.layers][:3] == ["conv2d", "depthwise_conv2d", "conv2d"]

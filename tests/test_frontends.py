@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyds import api, float_ref, frontends, passes
+from tinyds import calib, float_ref, frontends, passes
 from tinyds.errors import TinydsError
 
 import models
@@ -21,7 +21,7 @@ PATHS = ("traced", "scripted", "pt2", "module")
 
 
 def run_ir(g, x: torch.Tensor) -> np.ndarray:
-    return float_ref.run(g, api.calib_to_nhwc(g, x.numpy()))[g.outputs[0]]
+    return float_ref.run(g, calib.for_graph(g, x.numpy()))[g.outputs[0]]
 
 
 def assert_close(g, model, x, rtol=1e-4):

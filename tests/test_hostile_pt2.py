@@ -120,7 +120,7 @@ def test_payload_never_runs(case, good, tmp_path, capsys):
 
 def test_restricted_pickles_still_load(good, tmp_path, capsys):
     """Plain-tensor example inputs (what torch.export.save writes) are admitted."""
-    rc, _, err = run(capsys, "generate", good, "-o", tmp_path / "out")
+    rc, _, err = run(capsys, "generate", good, "--calib", "synthetic", "-o", tmp_path / "out")
     assert rc == 0, err
 
 
@@ -186,7 +186,7 @@ def legacy(weights) -> callable:
 def test_legacy_pickled_weights_load_when_they_are_only_tensors(good, tmp_path, capsys):
     sd = torch.export.load(str(good)).state_dict
     bad = repack(good, tmp_path / "legacy.pt2", legacy(lambda: dict(sd)))
-    rc, _, err = run(capsys, "generate", bad, "-o", tmp_path / "out")
+    rc, _, err = run(capsys, "generate", bad, "--calib", "synthetic", "-o", tmp_path / "out")
     assert rc == 0, err
 
 

@@ -4,6 +4,7 @@ generated library warning-free under every compiler and core the issue names."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_optimize_size_and_flash_fallback(monkeypatch):
     streams = {i: len(speed.kernels[i].params["stream"]) for i in fast}
     biggest = max(streams, key=streams.get)
     # a flash that holds everything but the biggest int16 stream's extra bytes
-    need = codegen._flash_need(speed) + mcu_table.RUNTIME_FLASH_BYTES
+    need = codegen.flash_need(speed) + mcu_table.RUNTIME_FLASH_BYTES
     tight = dataclasses.replace(mcu_table.MCUS["stm32f4"], flash=need - 1)
     monkeypatch.setitem(mcu_table.MCUS, "stm32f4", tight)
     _, fell = codegen.render_for_mcu(g, "m", "stm32f4")
@@ -121,3 +122,12 @@ def test_kws_kernel_code_fits_8_kb(tmp_path):
     with open(obj, "rb") as f:
         text = sum(s["sh_size"] for s in ELFFile(f).iter_sections() if s.name.startswith(".text"))
     assert 2000 < text <= 8 * 1024, text
+
+
+def test_gemm_unroll_agrees_with_the_assembly_core():
+    """conv2d.py picks the one-pass "fast" core for layers of at most GEMM_UNROLL
+    steps; the assembly body unrolls TINYDS_GEMM_UNROLL steps: they must agree,
+    or a longer layer would skip its second pass."""
+    from tinyds.ops import conv2d
+    header = (Path(codegen.__file__).resolve().parents[1] / "templates" / "tinyds_dsp.h").read_text()
+    assert re.search(r"#define TINYDS_GEMM_UNROLL (\d+)", header).group(1) == str(conv2d.GEMM_UNROLL)

@@ -15,6 +15,7 @@ import pytest
 
 from tinyds import micropython as mpy
 from tinyds.cli import main
+from tinyds.codegen import render_for_mcu
 from tinyds.quantize import quantize_input
 from tinyds.verify import load_output, reference_outputs
 
@@ -62,11 +63,17 @@ def test_verify_without_a_module_is_one_line_exit_2(tmp_path, capsys, monkeypatc
 
 # ---------------------------------------------------------------- built modules
 
+def blob(out: Path) -> bytes:
+    """The weight blob tinyds renders for out/'s saved model (not read from the module)."""
+    o = load_output(out)
+    return render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)[1].weights
+
+
 def _missing() -> str:
     if not (KIT / "py" / "dynruntime.mk").is_file() and "MPY_DIR" not in os.environ:
         return f"natmod kit not found at {KIT} and MPY_DIR unset"
     for tool in ("make", "x86_64-linux-gnu-gcc", "arm-none-eabi-gcc", "micropython",
-                 "qemu-system-arm"):
+                 "qemu-system-arm", "mpy-cross"):
         if shutil.which(tool) is None:
             return f"{tool} not installed (make test installs it)"
     return ""
@@ -93,7 +100,15 @@ def test_every_arch_is_built(built):
         data = (built / "micropython" / arch / "digits_dscnn.mpy").read_bytes()
         assert data[:2] == b"M\x06" and data[2] >> 2 == code, arch
         package = json.loads((built / "micropython" / arch / "package.json").read_text())
-        assert package["urls"] == [["digits_dscnn.mpy", "digits_dscnn.mpy"]]
+        assert package["urls"] == [["digits_dscnn.mpy", "digits_dscnn.mpy"],
+                                   ["digits_dscnn_weights.mpy", "digits_dscnn_weights.mpy"]]
+        weights = (built / "micropython" / arch / "digits_dscnn_weights.mpy").read_bytes()
+        assert weights == (built / "micropython" / "digits_dscnn_weights.mpy").read_bytes()
+    # Bytecode (architecture 0): one weights module for every architecture, the
+    # blob in it verbatim.
+    weights = (built / "micropython" / "digits_dscnn_weights.mpy").read_bytes()
+    assert weights[:2] == b"M\x06" and weights[2] >> 2 == 0
+    assert blob(built) in weights
     assert not list((built / "micropython").glob("build-*"))
 
 
@@ -106,11 +121,13 @@ def test_bit_exact_in_micropython_and_close_to_bare_metal(built, capsys):
     meta = json.loads((built / "tinyds.json").read_text())
     for arch, r in runs.items():
         assert r.check.mismatched_vectors == 0 and r.check.mismatched_bytes == 0, r.check.first
+        assert r.weights_copied == 0, (arch, r)
         if arch != "x64":
             assert r.check.vectors >= 100
             assert r.bare_metal and r.instructions <= 1.10 * r.bare_metal, (arch, r)
-            # natmod code and data are copied to RAM on import: weights and arena at least
-            assert r.import_ram >= meta["weight_bytes"] + meta["arena_bytes"], (arch, r)
+            # The natmod (code, the arena, constants of layers with assembly) is
+            # copied to RAM on import, the blob is read in place from ROMFS.
+            assert meta["arena_bytes"] < r.import_ram, (arch, r)
     rc = main(["verify", str(built), "--target", "micropython", "--vectors", "1000"])
     printed = capsys.readouterr().out
     assert rc == 0 and "mismatches: 0 -> OK" in printed
@@ -176,8 +193,8 @@ def test_api(built, arch):
     halves = (np.arange(n, dtype=np.float32) * 4 - 2 * n + 0.5) * np.float32(s_in)
     values = np.where(np.arange(n) % 2, halves, rng.normal(0.5, 2.0, n)).astype(np.float32)
     values[:4] = [np.inf, -np.inf, 1e30, -1e30]
-    files = {"digits_dscnn.mpy": (built / "micropython" / arch / "digits_dscnn.mpy").read_bytes(),
-             "values.bin": values.tobytes(),
+    files = {f.name: f.read_bytes() for f in (built / "micropython" / arch).glob("*.mpy")}
+    files |= {"values.bin": values.tobytes(),
              "api.py": api_script("digits_dscnn", "" if arch == "x64" else "/rom/").encode()}
     printed = mpy.unix_run(files, "api") if arch == "x64" else mpy.qemu_run(arch, files, "api")
     lines = {ln.split(" ", 1)[0] + (" " + ln.split()[1] if ln.startswith("err") else ""):
@@ -214,3 +231,113 @@ def test_api(built, arch):
     assert lines["err bytes_values"] == "TypeError values must be an array('f')"
     assert lines["err short_values"].startswith(f"ValueError values must hold {n} floats")
     assert lines["err top_of_input"].startswith("ValueError output must be")
+
+
+def weights_script(name: str, folder: str) -> str:
+    """MicroPython checking the weights module: its RAM, then init() on bad blobs,
+    an unaligned one, and the module's own again; one tagged line per check."""
+    return f"""
+import gc
+gc.collect()
+free = gc.mem_free()
+import {name}_weights as w
+gc.collect()
+print("wram", free - gc.mem_free(), len(w.DATA))
+import {name} as m
+print("copied", m.WEIGHTS_COPIED)
+x = bytearray(m.INPUT_SIZE)
+with open("{folder}x.bin", "rb") as fh:
+    fh.readinto(x)
+y = bytearray(m.OUTPUT_SIZE)
+m.run(x, y)
+print("y", y.hex())
+d = w.DATA
+def flip(i):
+    b = bytearray(d)
+    b[i] ^= 1
+    return bytes(b)
+for label, bad in [("truncated", d[:-4]), ("empty", b""), ("magic", flip(0)), ("version", flip(4)),
+                   ("size", flip(8)), ("other", flip(12)), ("corrupt", flip(len(d) // 2)),
+                   ("int", 7)]:
+    try:
+        m.init(bad)
+        print("err", label, "none")
+    except Exception as e:
+        print("err", label, type(e).__name__, e)
+m.run(x, y)
+print("kept", y.hex())
+buf = bytearray(len(d) + 1)
+buf[1:] = d
+m.init(memoryview(buf)[1:])
+buf = None
+gc.collect()
+bytearray(len(d))      # reuses the freed buffer's memory unless the copy is kept
+print("ucopied", m.WEIGHTS_COPIED)
+m.run(x, y)
+print("unaligned", y.hex())
+m.init(d)
+print("back", m.WEIGHTS_COPIED)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["x64", "armv7emsp", "armv7m", "armv6m"])
+def test_weights_module(built, arch):
+    """The weights stay in flash from ROMFS (in RAM from a file, as the unix port
+    loads them), and a wrong, truncated, corrupt or unaligned blob never crashes."""
+    o = load_output(built)
+    data = blob(built)
+    x = np.random.default_rng(2).integers(-128, 128, (1, *o.qg.input.shape[1:]), dtype=np.int8)
+    want = reference_outputs(o.qg, x)[0].tobytes().hex()
+    folder = built / "micropython" / arch
+    files = {f.name: f.read_bytes() for f in folder.glob("*.mpy")}
+    files |= {"x.bin": x.tobytes(),
+              "wcheck.py": weights_script("digits_dscnn", "" if arch == "x64" else "/rom/").encode()}
+    printed = mpy.unix_run(files, "wcheck") if arch == "x64" else mpy.qemu_run(arch, files, "wcheck")
+    assert "Traceback" not in printed, printed
+    lines = {" ".join(ln.split()[:2]) if ln.startswith("err") else ln.split()[0]:
+             ln.split(maxsplit=2 if ln.startswith("err") else 1)[-1].strip()
+             for ln in printed.splitlines() if ln.strip()}
+
+    wram, size = map(int, lines["wram"].split())
+    assert size == len(data)
+    if arch == "x64":
+        assert wram >= len(data)      # the measurement sees a blob on the heap
+    else:
+        assert wram < 512             # ROMFS: the bytes constant is read in place
+    assert lines["copied"] == "0" and lines["back"] == "0"
+    assert lines["y"] == lines["kept"] == want
+    assert lines["ucopied"] == str(len(data)) and lines["unaligned"] == want
+    name = "digits_dscnn"
+    for label in ("truncated", "size"):
+        assert lines[f"err {label}"] == (f"ValueError {name}: weights must be {len(data)} bytes; "
+                                         "this blob is truncated or belongs to another model")
+    for label in ("empty", "magic"):
+        assert lines[f"err {label}"].startswith(f"ValueError {name}: not a tinyds weights blob")
+    assert lines["err version"].startswith(f"ValueError {name}: weights blob of another format")
+    assert lines["err other"].startswith(f"ValueError {name}: weights belong to another model")
+    assert lines["err corrupt"].startswith(f"ValueError {name}: weights are corrupt")
+    assert lines["err int"].startswith(f"TypeError {name}: weights must be a bytes-like object")
+
+
+@pytest.mark.slow
+def test_import_with_bad_or_missing_weights_raises(built):
+    """import NAME checks the weights module it imports: clear errors, no crash."""
+    folder = built / "micropython" / "x64"
+    natmod = (folder / "digits_dscnn.mpy").read_bytes()
+    weights = bytearray((folder / "digits_dscnn_weights.mpy").read_bytes())
+    at = bytes(weights).find(blob(built))
+    weights[at + len(blob(built)) // 2] ^= 0x40
+    script = b"""
+try:
+    import digits_dscnn
+    print("imported")
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+    bad = mpy.unix_run({"digits_dscnn.mpy": natmod, "digits_dscnn_weights.mpy": bytes(weights),
+                        "t.py": script}, "t")
+    assert bad.strip() == ("ValueError digits_dscnn: weights are corrupt (Adler-32 mismatch); "
+                           "copy digits_dscnn_weights.mpy again")
+    missing = mpy.unix_run({"digits_dscnn.mpy": natmod, "t.py": script}, "t")
+    assert missing.strip().startswith("ImportError") and "digits_dscnn_weights" in missing

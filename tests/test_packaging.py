@@ -37,6 +37,7 @@ print(json.dumps({
     "templates": str(templates), "firmware": str(firmware),
     "kernel_templates": sorted(p.name for p in (templates / "ops").glob("*.c.j2")),
     "harness": (templates / "harness" / "harness.c.j2").is_file(),
+    "report": (templates / "report" / "report.html.j2").is_file(),
     "startup": (firmware / "startup.c").is_file(),
     "firmware_module": hasattr(tinyds.firmware, "run_vectors"),
     "header_ok": "int probe_run(const int8_t *input, int8_t *output);" in files["probe.h"],
@@ -62,7 +63,7 @@ def _expect(found: dict, root: Path) -> None:
     assert Path(found["templates"]).resolve().is_relative_to(root.resolve())
     assert Path(found["firmware"]).resolve().is_relative_to(root.resolve())
     assert found["kernel_templates"] == repo_kernels and repo_kernels
-    assert found["harness"] and found["startup"] and found["firmware_module"] and found["header_ok"]
+    assert found["harness"] and found["report"] and found["startup"] and found["firmware_module"] and found["header_ok"]
 
 
 def test_wheel_install_ships_templates_and_firmware(tmp_path):

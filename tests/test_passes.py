@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinyds import api, float_ref, frontends, passes
+from tinyds import calib, float_ref, frontends, passes
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op, Tensor
 
@@ -184,5 +184,5 @@ def test_optimize_zoo_against_torch(name):
     xs = torch.randn(4, *x.shape[1:])
     with torch.no_grad():
         want = model(xs).numpy()
-    got = float_ref.run(g, api.calib_to_nhwc(g, xs.numpy()))[g.outputs[0]]
+    got = float_ref.run(g, calib.for_graph(g, xs.numpy()))[g.outputs[0]]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

@@ -49,10 +49,23 @@ def test_chain_reuses_memory_exactly_as_greedy_by_size_says():
                [("conv2d", ["x"], "a"), ("conv2d", ["a"], "b"), ("conv2d", ["b"], "c"),
                 ("conv2d", ["c"], "y")], "y")
     p = plan(g)
-    assert p.location("x") == ("input", 0) and p.location("y") == ("output", 0)
+    assert p.location("x") == ("input", 0)
     assert p.location("a") == ("arena", 0) and p.location("c") == ("arena", 0)
     assert p.location("b") == ("arena", 100)
-    assert p.arena_size == 152 < p.unshared_size == 250
+    # y is written when b is dead: it takes b's bytes, and the caller needs no output buffer
+    assert p.location("y") == ("arena", 100) and p.output_in_arena
+    assert p.arena_size == 152 and p.unshared_size == 260 and p.ram == 152 + 10
+    _simulate(g)
+
+
+def test_output_stays_out_of_the_arena_when_it_would_grow_it():
+    # x -> a(100) -> y(10): y is written while a is alive, so inside the arena it would
+    # cost 12 bytes (100 + 10, aligned) where the caller's buffer costs 10.
+    g = _graph({"x": 10, "a": 100, "y": 10},
+               [("conv2d", ["x"], "a"), ("conv2d", ["a"], "y")], "y")
+    p = plan(g)
+    assert p.location("y") == ("output", 0) and not p.output_in_arena
+    assert p.arena_size == 100 and p.ram == 100 + 10 + 10
     _simulate(g)
 
 
@@ -314,9 +327,9 @@ def test_random_inplace_chains(seed):
     g = _nhwc(shapes, ops, "y")
     from tinyds.planner import _place
     assert simulate_inplace(g, kernels) > 0
-    candidates = [_place(g, kernels, inplace=False), _place(g, kernels, inplace=True)]
-    if kernels[0].inplace:
-        candidates.append(_place(g, kernels, inplace=True, input_in_arena=True))
+    configs = [(False, False), (True, False)] + ([(True, True)] if kernels[0].inplace else [])
+    candidates = [_place(g, kernels, inplace, into, output_in_arena=out)
+                  for inplace, into in configs for out in (False, True)]
     for p in candidates:
         assert simulate_inplace(g, kernels, p) > 0
     assert plan(g, kernels).ram == min(p.ram for p in candidates)

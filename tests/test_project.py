@@ -122,15 +122,16 @@ def test_too_big_model_error_gives_the_figures():
 def test_write_project_files(tmp_path):
     x, y = toy_project(tmp_path, "stm32f4")
     for f in ["platformio.ini", "tinyds_flags.py", "Makefile", "link.ld", "src/main.c",
-              "src/startup.c", "src/board.c", "src/tinyds_board.h", "src/tinyds_model.h"]:
+              "src/startup.c", "src/board.c", "src/tinyds_board.h", "src/tinyds_model.h",
+              "src/tinyds_sample.h"]:
         assert (tmp_path / f).is_file(), f
     ini = (tmp_path / "platformio.ini").read_text()
     assert "platform = ststm32" in ini and "board = nucleo_f411re" in ini
     assert "-DTINYDS_CONSOLE_STM32F4_USART2" in ini
     ld = (tmp_path / "link.ld").read_text()
     assert "ORIGIN = 0x08000000, LENGTH = 524288" in ld and "ORIGIN = 0x20000000, LENGTH = 131072" in ld
-    main = (tmp_path / "src/main.c").read_text()
-    body = main[main.index("sample_input["):].split("{", 1)[1].split("}", 1)[0]
+    sample = (tmp_path / "src/tinyds_sample.h").read_text()
+    body = sample[sample.index("sample_input["):].split("{", 1)[1].split("}", 1)[0]
     assert [int(v) for v in re.findall(r"-?\d+", body)] == x.tolist()
     glue = (tmp_path / "src/tinyds_model.h").read_text()
     assert "#define TINYDS_RUN toy_run" in glue and '"stm32f4"' in glue

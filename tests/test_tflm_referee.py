@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyds import reference
+from tinyds import calib, reference
 from tinyds.frontends.tflite import load_tflite, schema
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
@@ -167,15 +167,15 @@ def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     import torch
 
     import models
-    from tinyds import api, frontends, passes, quantize
+    from tinyds import frontends, passes, quantize
     from tinyds.export_tflite import export_tflite
 
     model, example = models.build(zoo_name)
     torch.manual_seed(1)
-    calib = api.calib_to_nhwc(g0 := frontends.from_module(model, example),
-                              torch.randn(32, *example.shape[1:]).numpy())
+    batch = calib.for_graph(g0 := frontends.from_module(model, example),
+                            torch.randn(32, *example.shape[1:]).numpy())
     g = passes.optimize(g0)
-    qg, _ = quantize.quantize(g, calib)
+    qg, _ = quantize.quantize(g, batch)
     buf = export_tflite(qg)
     S = schema()
     m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(buf, 0))
@@ -183,7 +183,7 @@ def test_exported_pytorch_model_runs_in_tflm_like_our_reference(zoo_name):
     names = [op.outputs[0] for op in qg.ops]
     interp = runtime.Interpreter.from_bytes(
         buf, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-    xs = np.concatenate([quantize.quantize_input(qg, calib),
+    xs = np.concatenate([quantize.quantize_input(qg, batch),
                          np.random.default_rng(2).integers(-128, 128, (100, *qg.input.shape[1:]),
                                                            dtype=np.int8)])
     theirs = _tflm_all(interp, xs, index, names)

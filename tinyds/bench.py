@@ -1,6 +1,6 @@
 """`tinyds bench out/`: instructions and estimated cycles per layer, flash and RAM of the real firmware.
 
-The project's own src/main.c is built for the MCU's core with TIM2 as its
+The project's demo main (as tinyds first wrote src/main.c, with its src/tinyds_sample.h) is built for the MCU's core with TIM2 as its
 counter and run on QEMU netduinoplus2 under `-icount shift=0`, where TIM2
 (1 GHz, PSC 0) advances exactly once per executed instruction: the counts are
 deterministic instructions, not cycles. Each layer's count includes the
@@ -25,9 +25,11 @@ from elftools.elf.elffile import ELFFile
 from tinyds import cycles as cycle_models
 from tinyds import mcu as mcu_table
 from tinyds import ops as op_modules
+from tinyds import progress
 from tinyds.errors import TinydsError
 from tinyds.firmware import build_elf, run_qemu
 from tinyds.ir import Graph
+from tinyds.project import demo_main
 
 BENCH_MACHINE = "netduinoplus2"
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
@@ -119,22 +121,24 @@ def elf_sizes(elf: Path, model: str, lib_sources: set[str]) -> tuple[dict[str, i
 
 def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
     layers = [Layer(int(i), n, int(c)) for i, n, c in
-              re.findall(r"^layer (\d+) (\S+) cycles (\d+)", printed, re.M)]
+              re.findall(r"^layer (\d+) (\S+) instructions (\d+)", printed, re.M)]
 
     def number(key: str) -> int:
         m = re.search(rf"^{key} (\d+)", printed, re.M)
         if not m:
             raise TinydsError(f"bench: the firmware did not print '{key}'; it printed: {printed.strip()}")
         return int(m.group(1))
-    return (layers, number("total cycles"), number("arena bytes"), number("stack bytes"),
+    return (layers, number("total instructions"), number("arena bytes"), number("stack bytes"),
             "sample match" in printed)
 
 
 def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
     """The caller's input and output buffers from the library's header: NAME_INPUT_SIZE
-    (0 when the input lives in the arena, NAME_INPUT_IN_ARENA) and NAME_OUTPUT_SIZE."""
+    (0 when the input lives in the arena, NAME_INPUT_IN_ARENA) and NAME_OUTPUT_SIZE (0 when
+    NAME_OUTPUT_IN_ARENA)."""
     header = (Path(out_dir) / "lib" / name / f"{name}.h").read_text()
     in_arena = re.search(rf"#define {name.upper()}_INPUT_IN_ARENA 1\b", header)
+    out_in_arena = re.search(rf"#define {name.upper()}_OUTPUT_IN_ARENA 1\b", header)
 
     def size(what: str) -> int:
         m = re.search(rf"#define {name.upper()}_{what}_SIZE (\d+)", header)
@@ -142,7 +146,7 @@ def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
             raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_SIZE; "
                               "regenerate the folder with `tinyds generate`")
         return int(m.group(1))
-    return (0 if in_arena else size("INPUT")), size("OUTPUT")
+    return (0 if in_arena else size("INPUT")), (0 if out_in_arena else size("OUTPUT"))
 
 
 def estimate_cycles(b: Bench, elf: Path) -> None:
@@ -182,17 +186,25 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     mcu = mcu or project_mcu
     m = mcu_table.get(mcu)
     lib_dir = out_dir / "lib" / name
-    with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp:
-        elf = build_elf(Path(tmp), lib_dir, name, m, out_dir / "src" / "main.c",
+    with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp, progress.bar(
+            desc=f"bench on QEMU {BENCH_MACHINE}", total=3 if cycles else 2, unit="step") as bar:
+        demo = Path(tmp) / "demo" / "main.c"       # the demo, not the user's own main.c
+        demo.parent.mkdir()
+        demo.write_text(demo_main(name, project_mcu))
+        elf = build_elf(Path(tmp), lib_dir, name, m, demo,
                         machine=mcu_table.MACHINES[BENCH_MACHINE],
-                        defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
+                        defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"),
+                        include=(out_dir / "src",))
+        bar.update()
         printed = run_qemu(elf, BENCH_MACHINE, Path(tmp), icount=True)
+        bar.update()
         sections, own = elf_sizes(elf, name, {c.name for c in lib_dir.glob("*.c")})
         layers, total, arena, stack, ok = parse_output(printed)
         b = Bench(name, mcu, layers, total, sections, own, arena, stack, ok,
                   *io_sizes(out_dir, name), printed=printed)
         if cycles:
             estimate_cycles(b, elf)
+            bar.update()
         else:
             b.cycle_note = "not estimated (--no-cycles)"
     if graph is not None and len(graph.ops) == len(layers):
@@ -244,7 +256,7 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
         f"flash: {b.flash} B of {m.flash} (.text {s.get('.text', 0)}, .rodata {s.get('.rodata', 0)}, "
         f".data {s.get('.data', 0)}, vectors {s.get('.isr_vector', 0)}); model symbols: {own}",
         f"RAM: {b.ram} B of {m.ram} = library static {b.library_ram} (arena {b.arena}) + input "
-        f"buffer {b.input_bytes}{' (input in the arena)' if b.input_bytes == 0 else ''} + output buffer {b.output_bytes} + stack high-water {b.stack}; "
+        f"buffer {b.input_bytes}{' (input in the arena)' if b.input_bytes == 0 else ''} + output buffer {b.output_bytes}{' (output in the arena)' if b.output_bytes == 0 else ''} + stack high-water {b.stack}; "
         f"the demo's other statics ({demo} B: profiling stamps) are not counted",
         "sample output: " + ("matches the reference" if b.sample_ok else "MISMATCH"),
     ]
@@ -252,19 +264,19 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
 
 
 def tflm_arena_line(out_dir: Path, graph: Graph | None, b: Bench) -> str:
-    """TensorFlow Lite Micro's arena for the user's own .tflite (tinyds.json's
-    source), or for tinyds's export of a PyTorch model, beside tinyds's RAM."""
-    from tinyds import codegen
+    """TensorFlow Lite Micro's arena for the user's own .tflite (kept by generate in
+    verify/source.tflite), or for tinyds's export of a PyTorch model, beside tinyds's RAM."""
+    from tinyds import bundle, codegen
     marker = Path(out_dir) / codegen.MARKER
     source = json.loads(marker.read_text()).get("source", "") if marker.is_file() else ""
     try:
         from tinyds.export_tflite import export_tflite, tflm_arena_size
         if source.endswith(".tflite"):
-            path = Path(source)
+            path = Path(out_dir) / bundle.BUNDLE / bundle.SOURCE_TFLITE
             if not path.is_file():
-                return (f"TFLM arena: not measured: the original model {source}, recorded by "
-                        f"generate, is not at {path.resolve()}; run bench from where generate ran")
-            what, model = f"the original {path.name}", path.read_bytes()
+                return (f"TFLM arena: not measured: {path} (the original {source}) is missing; "
+                        "run tinyds generate again")
+            what, model = f"the original {source}", path.read_bytes()
         elif graph is not None:
             what, model = "tinyds's .tflite export of the PyTorch model", export_tflite(graph)
         else:
@@ -284,15 +296,18 @@ def bench(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
 
     graph: defaults to the quantized model generate saved in out/verify/."""
-    from tinyds import verify
+    from tinyds import bundle as saved
     if clock_mhz is not None and not clock_mhz > 0:
         raise TinydsError(f"--clock-mhz {clock_mhz:g}: must be a positive clock in MHz")
-    bundle = Path(out_dir) / verify.BUNDLE
+    bundle = Path(out_dir) / saved.BUNDLE
     if graph is None and (bundle / "model.json").exists():
-        graph = verify.load_graph(bundle)
+        graph = saved.load_graph(bundle)
     b = measure(out_dir, graph, cycles)
     text = report(b, clock_mhz) + "\n" + tflm_arena_line(out_dir, graph, b)
     if not b.sample_ok:
         raise TinydsError(f"{out_dir}: bench: the firmware's output differs from the reference "
                           f"sample; run `tinyds verify {out_dir} --target qemu`\n{text}")
+    from tinyds import report as html_report
+    if html_report.record_bench(Path(out_dir), b):
+        text += f"\nper-layer figures added to {Path(out_dir) / 'report.html'}"
     return text

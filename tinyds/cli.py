@@ -1,6 +1,6 @@
 """tinyds: a small CNN -> int8 C99 for Cortex-M, bit-exact with its NumPy reference.
 
-Subcommands generate, verify, bench and export-tflite. Any TinydsError becomes one line on
+Subcommands generate, inspect, eval, verify, bench, run and export-tflite. Any TinydsError becomes one line on
 stderr and exit status 2; everything else about the work lives in api/verify."""
 from __future__ import annotations
 
@@ -15,9 +15,59 @@ from .ir import MAX_ELEMENTS, too_large
 
 def _generate(args) -> int:
     from .api import convert
-    convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
-            method=args.calib_method, allow_pickle=args.allow_pickle, input_shape=args.input_shape,
-            optimize=args.optimize, micropython=args.micropython)
+    res = convert(args.model, calib=args.calib, mcu=args.mcu, out=args.out, name=args.name,
+                  method=args.calib_method, allow_pickle=args.allow_pickle,
+                  input_shape=args.input_shape, optimize=args.optimize,
+                  micropython=args.micropython, lib_only=args.lib_only, force=args.force,
+                  labels=args.labels, log=(lambda text: None) if args.quiet else print)
+    if args.quiet:                       # the one line that says where it went
+        print(f"{res.name}: wrote {res.out_dir} (arena {res.arena_bytes} B, weights "
+              f"{res.weight_bytes} B)")
+    return 0
+
+
+def _inspect(args) -> int:
+    from . import analyze, passes
+    from .api import load_graph
+    from .kernels import Target
+    Target.for_mcu(args.mcu, args.optimize)
+    g, _ = load_graph(args.model, args.allow_pickle, input_shape=args.input_shape)
+    a = analyze.analyze(g if g.is_quantized else passes.optimize(g), args.mcu, args.optimize,
+                        args.model)
+    print(a.text())
+    return 0 if a.fits else 1
+
+
+def _eval(args) -> int:
+    from . import calib, evaluate, passes, report, verify
+    from .api import load_graph, quantize_model
+    x, y = evaluate.load_data(args.data, args.labels)
+    if args.out is not None:
+        if args.calib is not None:
+            raise TinydsError(f"--calib {args.calib}: {args.out} already holds the int8 model "
+                              "generate calibrated; drop --calib, or drop --out to quantize anew")
+        qg = verify.load_output(args.out).qg
+        g, _ = load_graph(args.model, args.allow_pickle, input_shape=args.input_shape)
+        g = None if g.is_quantized else passes.optimize(g)
+        if g is not None and tuple(g.input.shape) != tuple(qg.input.shape):
+            raise TinydsError(f"{args.out}: was generated for input {qg.input.shape}, "
+                              f"{args.model} takes {g.input.shape}; pass the model it was "
+                              "generated from")
+        synthetic = report.calibrated_synthetically(Path(args.out))
+    else:
+        q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
+                           allow_pickle=args.allow_pickle, input_shape=args.input_shape,
+                           log=lambda text: None)
+        qg, g, synthetic = q.qg, q.float_graph, q.report is not None and q.report.synthetic
+    layout = qg.source_layout if g is None else g.source_layout
+    x = calib.to_nhwc(x, layout, tuple(qg.input.shape[1:]), "test data")
+    if tuple(x.shape[1:]) != tuple(qg.input.shape[1:]):
+        raise TinydsError(f"{args.data}: test inputs have shape {x.shape} after layout "
+                          f"conversion, the model takes (N, {', '.join(map(str, qg.input.shape[1:]))}) "
+                          "NHWC; pass inputs in the model's own layout")
+    ev = evaluate.evaluate(g, qg, x, y, None if args.out is None else Path(args.out))
+    ev.synthetic = synthetic
+    print(ev.text())
     return 0
 
 
@@ -60,9 +110,28 @@ def _verify(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import bench
+    try:
+        from .bench import bench
+    except ModuleNotFoundError as e:
+        raise TinydsError(f"tinyds bench needs {e.name} (reads the firmware's ELF); install "
+                          "the extra: pip install 'tinyds[firmware]'") from None
     print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz))
     return 0
+
+
+def _run(args) -> int:
+    from .firmware import run_project
+    return run_project(Path(args.out), timeout=args.timeout)
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        s = 0.0
+    if not s > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return s
 
 
 def _export_tflite(args) -> int:
@@ -82,8 +151,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     """What generate and export-tflite share: they must quantize identically."""
     p.add_argument("model", help="TorchScript .pt, torch.export .pt2, int8 .tflite "
                    "(or a pickled nn.Module with --allow-pickle)")
-    p.add_argument("--calib", help=".npy float32 batch of real inputs in the model's layout, "
-                   "e.g. (N, C, H, W) for PyTorch")
+    p.add_argument("--calib", metavar="DATA|synthetic",
+                   help="real model inputs in the model's layout, e.g. (N, C, H, W) for PyTorch: "
+                   ".npy, .npz (file.npz:name), a torch.save()d tensor, or a folder of .npy; "
+                   "required for a float model. 'synthetic': random inputs, a smoke test only")
     p.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
@@ -91,12 +162,28 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="input shape for a scripted TorchScript model (traced ones record it)")
 
 
+def _mcu_arg(p: argparse.ArgumentParser) -> None:
+    from .mcu import MCUS
+    p.add_argument("--mcu", default="stm32f4", type=str.lower,
+                   help=f"target MCU, any case: {', '.join(MCUS)} (default stm32f4)")
+
+
+def _quiet_arg(p: argparse.ArgumentParser) -> None:
+    """-q after the subcommand too; SUPPRESS keeps the top-level value when absent."""
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bars, and generate prints only where it wrote")
+
+
 def parser() -> argparse.ArgumentParser:
+    from . import __version__
     p = argparse.ArgumentParser(prog="tinyds", description=__doc__.split(".")[0])
+    p.add_argument("--version", action="version", version=f"tinyds {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars, and generate prints only where it wrote")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="model -> int8 C library and firmware project")
     _model_args(g)
-    g.add_argument("--mcu", default="stm32f4", help="target MCU (default stm32f4)")
+    _mcu_arg(g)
     g.add_argument("-o", "--out", default="out", help="output folder (default out/)")
     g.add_argument("--name", help="C symbol prefix (default: the model file's stem)")
     g.add_argument("--optimize", choices=("speed", "size"), default="speed",
@@ -105,15 +192,46 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--micropython", action="store_true",
                    help="also write out/micropython/: the model as a MicroPython native module "
                    "(.mpy per architecture; building needs MPY_DIR, a MicroPython checkout)")
+    g.add_argument("--labels", metavar="labels.txt",
+                   help="class names, one per line and one per output: NAME_labels[] in C")
+    g.add_argument("--lib-only", action="store_true",
+                   help="write only out/lib/NAME/ (the model library) and out/tinyds.json")
+    g.add_argument("--force", action="store_true",
+                   help="replace generated files you edited (src/main.c and files you added "
+                   "are never touched)")
+    _quiet_arg(g)
     g.set_defaults(run=_generate)
+    i = sub.add_parser("inspect", help="per-layer MACs, params and bytes, the memory plan and "
+                       "the MCU budget, in seconds and without calibration data")
+    i.add_argument("model", help="a model generate takes")
+    _mcu_arg(i)
+    i.add_argument("--optimize", choices=("speed", "size"), default="speed")
+    i.add_argument("--allow-pickle", action="store_true",
+                   help="load a torch.save()d nn.Module; unpickling runs the file's code")
+    i.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
+                   help="input shape for a scripted TorchScript model (traced ones record it)")
+    _quiet_arg(i)
+    i.set_defaults(run=_inspect)
+    ev = sub.add_parser("eval", help="accuracy on labelled data: float, int8 reference and "
+                        "generated C; per class, confusion matrix, agreement, SNR, clipping")
+    _model_args(ev)
+    ev.add_argument("--data", required=True, help="test inputs in the model's layout: a .npz "
+                    "with arrays x and y, or inputs in any --calib format with --labels")
+    ev.add_argument("--labels", help="class indices (or one-hot), any --calib format")
+    ev.add_argument("--out", help="a folder written by tinyds generate: its int8 model is the "
+                    "one evaluated, and its C library runs the data too (host build)")
+    _quiet_arg(ev)
+    ev.set_defaults(run=_eval)
     v = sub.add_parser("verify", help="compile out/'s C on the host and compare with the reference")
     v.add_argument("out", help="a folder written by tinyds generate")
     v.add_argument("--target", choices=("host", "qemu", "micropython"), default="host",
                    help="host: gcc on this machine; qemu: the firmware on an emulated Cortex-M; "
                    "micropython: the native module in the unix port and in MicroPython on QEMU")
-    v.add_argument("--mcu", help="with --target qemu: build for this MCU (default: generate's)")
+    v.add_argument("--mcu", type=str.lower, help="with --target qemu: build for this MCU "
+                   "(default: generate's)")
     v.add_argument("--vectors", type=_count, help="random int8 vectors (default 1000 host and "
                    "micropython, 200 qemu)")
+    _quiet_arg(v)
     v.set_defaults(run=_verify)
     b = sub.add_parser("bench", help="instructions and estimated cycles per layer under QEMU, "
                        "flash and RAM bytes")
@@ -122,10 +240,18 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the MCU's maximum)")
     b.add_argument("--no-cycles", dest="cycles", action="store_false",
                    help="skip the traced run that estimates cycles (instructions only)")
+    _quiet_arg(b)
     b.set_defaults(run=_bench)
+    r = sub.add_parser("run", help="build out/'s firmware and boot it on the MCU's QEMU machine, "
+                       "its console on this terminal")
+    r.add_argument("out", help="a folder written by tinyds generate")
+    r.add_argument("--timeout", type=_seconds, default=60.0,
+                   help="seconds before a firmware that does not return is stopped (default 60)")
+    r.set_defaults(run=_run)
     e = sub.add_parser("export-tflite", help="write the tinyds-quantized model as an int8 .tflite")
     _model_args(e)
     e.add_argument("-o", "--out", required=True, help="the .tflite file to write")
+    _quiet_arg(e)
     e.set_defaults(run=_export_tflite)
     return p
 
@@ -136,7 +262,9 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
+    from . import progress
     args = parser().parse_args(argv)
+    progress.quiet(args.quiet)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)

@@ -17,7 +17,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from . import __version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project, reference
+from . import (__version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project,
+               reference, weight_blob)
 from .errors import TinydsError
 from .ir import Graph
 from .planner import Plan, is_alias, plan, scratch_name
@@ -55,6 +56,7 @@ class Library:
     output_size: int
     num_layers: int
     kernels: list = None   # per op: the kernels.Kernel chosen (None for a reshape)
+    weights: bytes = b""   # every constant array, for -DTINYDS_WEIGHTS_EXTERNAL (weight_blob)
 
 
 def sanitize_name(text: str) -> str:
@@ -121,72 +123,83 @@ def environment() -> jinja2.Environment:
 def weight_bytes(g: Graph, chosen=None) -> int:
     """Flash used by constants: tensors plus the per-channel requant arrays; a fast
     kernel's int16 weight stream counts 4 bytes per word."""
-    total = 0
-    for i, op in enumerate(g.ops):
-        k = chosen[i] if chosen else None
-        consts = [n for n in op.inputs if n and g.tensors[n].is_const]
-        if k is not None and k.fast:
-            total += 4 * (len(k.params["stream"]) + len(k.params["bias"]) + len(k.params["mult"]))
-            total += 4 * len(k.params["shift"]) if k.params["requant"] == "tflite" else 0
-            continue
-        total += sum(g.tensors[n].nbytes for n in consts)
-        total += sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray))
-    return total
+    return sum(layer_weight_bytes(g, op, chosen[i] if chosen else None)
+               for i, op in enumerate(g.ops))
 
 
-def _pointer(p: Plan, tensor: str, name: str) -> str:
+def layer_weight_bytes(g: Graph, op, k=None) -> int:
+    """One layer's share of weight_bytes, k its chosen kernel."""
+    if k is not None and k.fast:
+        total = 4 * (len(k.params["stream"]) + len(k.params["bias"]) + len(k.params["mult"]))
+        return total + (4 * len(k.params["shift"]) if k.params["requant"] == "tflite" else 0)
+    consts = [n for n in op.inputs if n and g.tensors[n].is_const]
+    return (sum(g.tensors[n].nbytes for n in consts)
+            + sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray)))
+
+
+def _pointer(p: Plan, tensor: str) -> str:
     where, offset = p.location(tensor)
     if where == "arena":
-        return f"{name}_arena.bytes + {offset}" if offset else f"{name}_arena.bytes"
+        return f"arena + {offset}" if offset else "arena"
     return where
 
 
 def render_library(qg: Graph, name: str, source: str = "",
-                   target: kernel_choice.Target = kernel_choice.Target()
+                   target: kernel_choice.Target = kernel_choice.Target(), labels=()
                    ) -> tuple[dict[str, str], Library]:
     """The library's files as text, plus its figures. Nothing is written.
 
-    target: the core's features and --optimize, which pick each layer's kernel."""
+    target: the core's features and --optimize, which pick each layer's kernel.
+    labels: a class name per output byte (--labels), or none."""
     if not qg.is_quantized:
         raise TinydsError(f"{qg.name}: graph is not quantized; run tinyds.quantize.quantize first")
     env = environment()
     chosen = [None if is_alias(qg, op) else kernel_choice.choose(qg, op, target) for op in qg.ops]
     p = plan(qg, chosen)
     layers, kernels = [], []
+    blob = weight_blob.Blob()
     for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": "",
-                 "out": _pointer(p, op.outputs[0], name),
+                 "out": _pointer(p, op.outputs[0]),
                  "out_size": qg.tensors[op.outputs[0]].size}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
-            kernels.append(env.get_template(f"ops/{k.template}.c.j2").render(
-                fn=fn, prefix=name, **k.params))
-            args = [_pointer(p, t, name) for t in op.inputs if t and not qg.tensors[t].is_const]
-            args.append(_pointer(p, op.outputs[0], name))
+            kernels.append(weight_blob.externalize(env.get_template(
+                f"ops/{k.template}.c.j2").render(fn=fn, prefix=name, **k.params),
+                f"{name.upper()}_W", blob))
+            args = [_pointer(p, t) for t in op.inputs if t and not qg.tensors[t].is_const]
+            args.append(_pointer(p, op.outputs[0]))
             if k.scratch:
-                args.append(_pointer(p, scratch_name(i), name))
+                args.append(_pointer(p, scratch_name(i)))
             layer["call"] = f"{fn}({', '.join(args)})"
         layers.append(layer)
     x, y = qg.input, qg.output
     (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
     ctx = dict(
         name=name, NAME=name.upper(), source=(source or qg.name).replace("*/", "* /"),
-        layers=layers, kernels=kernels, dsp=any(k is not None and k.fast for k in chosen),
+        layers=layers, kernels=kernels, dsp=any(k is not None and k.dsp for k in chosen),
         input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),
         input_size=x.size, output_size=y.size, arena_size=p.arena_size,
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
         output_scale=_c_float(s_out), output_zero_point=zp_out,
         copy_through=p.location(qg.outputs[0])[0] == "input",
-        input_in_arena=p.input_in_arena, input_offset=p.location(qg.inputs[0])[1])
+        input_in_arena=p.input_in_arena, input_offset=p.location(qg.inputs[0])[1],
+        output_in_arena=p.output_in_arena, output_offset=p.location(qg.outputs[0])[1],
+        uses_input=p.input_in_arena or any("input" in layer["call"].split("(", 1)[-1]
+                                           for layer in layers),
+        labels=[_c_string(label) for label in labels],
+        weights_size=blob.size, weights_version=weight_blob.VERSION,
+        weights_checksum=f"{blob.checksum:#010x}")
     files = {
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),
+        f"{name}_io.c": env.get_template("model_io.c.j2").render(**ctx),
     }
     for header in RUNTIME_HEADERS:
         files[header] = (data_dir("templates") / header).read_text()
     lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg, chosen), x.size, y.size,
-                  len(qg.ops), chosen)
+                  len(qg.ops), chosen, blob.to_bytes())
     return files, lib
 
 
@@ -212,6 +225,8 @@ class GenerateResult:
     out_dir: Path
     library: Library
     micropython: tuple = ()   # with --micropython: one line per natmod architecture
+    kept: tuple = ()          # generated files the user edited, left as they were
+    removed: tuple = ()       # files an earlier generate wrote that this one does not
 
     @property
     def name(self) -> str:
@@ -263,15 +278,19 @@ def _umask() -> int:
     return mask
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Swap the finished tmp folder in for out, so out is never half-written."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+def _recorded(out: Path) -> dict[str, str]:
+    """The file hashes the previous generate recorded in out/tinyds.json ({} if none)."""
+    if not is_marker(out / MARKER):
+        return {}
+    files = json.loads((out / MARKER).read_text()).get("files", {})
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(files, dict) else {}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(text)
+    os.replace(part, path)
 
 
 def _sample(qg: Graph, vectors) -> np.ndarray:
@@ -281,24 +300,44 @@ def _sample(qg: Graph, vectors) -> np.ndarray:
     return rng.integers(-128, 128, (1, *qg.input.shape[1:]), dtype=np.int8)
 
 
-def _flash_need(lib: Library) -> int:
+def flash_need(lib: Library) -> int:
     return lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers
 
 
-def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = ""):
+def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = "",
+                   labels=()):
     """render_library for an MCU; under "speed", layers whose int16 weight streams
     would overflow the MCU's flash fall back to int8 ("size"), largest first."""
     target = kernel_choice.Target.for_mcu(mcu, optimize)
-    files, lib = render_library(qg, name, source, target)
+    files, lib = render_library(qg, name, source, target, labels)
     budget = mcu_table.get(mcu).flash - mcu_table.RUNTIME_FLASH_BYTES
     fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
                   key=lambda i: -len(lib.kernels[i].params["stream"]))
     size_layers = set()
-    while _flash_need(lib) > budget and fast:
+    while flash_need(lib) > budget and fast:
         size_layers.add(fast.pop(0))
         target = kernel_choice.Target(target.dsp, optimize, frozenset(size_layers))
-        files, lib = render_library(qg, name, source, target)
+        files, lib = render_library(qg, name, source, target, labels)
     return files, lib
+
+
+def check_labels(labels, output_size: int, where: str) -> list[str]:
+    """One class name per output byte, each one line of printable text."""
+    labels = list(labels or ())
+    if labels and len(labels) != output_size:
+        raise TinydsError(f"{where}: --labels gives {len(labels)} labels for {output_size} "
+                          "outputs; write one label per line, one per output")
+    return labels
+
+
+def read_labels(path) -> list[str]:
+    """--labels FILE: one label per line, blank lines at the end ignored."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TinydsError(f"{path}: cannot read the labels ({e}); give a UTF-8 text file "
+                          "with one label per line") from None
+    return text.rstrip("\r\n").splitlines() if text.strip() else []
 
 
 def kernel_report(qg: Graph, lib: Library) -> str:
@@ -307,7 +346,7 @@ def kernel_report(qg: Graph, lib: Library) -> str:
     for op, k in zip(qg.ops, lib.kernels):
         if k is None:
             continue
-        kind = "fast" if k.fast else "portable"
+        kind = "fast" if k.dsp else "portable"
         place = f", in place ({k.inplace})" if k.inplace else ""
         lines.append(f"  {op.name[:32]:<32} {op.type:<17} {kind}{': ' + k.note if k.note else ''}"
                      f"{place}")
@@ -315,21 +354,29 @@ def kernel_report(qg: Graph, lib: Library) -> str:
 
 
 def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
-             source: str = "", optimize: str = "speed", micropython: bool = False
-             ) -> GenerateResult:
+             source: str = "", optimize: str = "speed", micropython: bool = False,
+             quant_report=None, lib_only: bool = False, force: bool = False, labels=(),
+             tflite: bytes | None = None) -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
 
     vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
     micropython: also write micropython/, the library as a MicroPython native module.
-    All of it is written into a temporary sibling folder and renamed at the end,
-    so a failure never leaves a folder that looks like valid output.
+    quant_report: the quantize.Report whose figures report.json/report.html show.
+    lib_only: write lib/NAME/ and the marker only.
+    labels: a class name per output byte, for NAME_labels[].
+    tflite: the original .tflite's bytes, kept as verify/source.tflite for bench's TFLM figure.
+    force: also replace generated files the user edited (never src/main.c nor a file
+    tinyds did not write; see outdir.py).
+    Everything is rendered into a temporary sibling folder first, so a failure never
+    leaves a half-written output; a new folder is renamed into place, an existing one
+    takes the files one atomic rename each, the marker last.
     """
-    from . import project, verify
+    from . import bundle, outdir, project, report
     out = Path(out_dir).resolve()
-    files, lib = render_for_mcu(qg, name, mcu, optimize, source)
-    mcu_table.check_fits(mcu, _flash_need(lib),
-                         lib.arena_bytes + lib.input_size + lib.output_size, source or qg.name)
+    labels = check_labels(labels, qg.output.size, name)
+    files, lib = render_for_mcu(qg, name, mcu, optimize, source, labels)
+    mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram, source or qg.name)
     check_out_dir(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -343,22 +390,40 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         lib_dir.mkdir(parents=True)
         for fname, text in files.items():
             (lib_dir / fname).write_text(text)
-        verify.save_bundle(tmp / verify.BUNDLE, qg, vectors)
+        (lib_dir / "CMakeLists.txt").write_text(project.library_cmake(name))
         natmod = ()
-        if micropython:
-            from . import micropython as mpy
-            natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
-                files, name, source or qg.name, lib.input_size, lib.output_size, mcu), name, mcu))
-        sample = _sample(qg, vectors)
-        project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0])
-        (tmp / MARKER).write_text(json.dumps({
+        if not lib_only:
+            bundle.save_bundle(tmp / bundle.BUNDLE, qg, vectors)
+            if tflite is not None:
+                (tmp / bundle.BUNDLE / bundle.SOURCE_TFLITE).write_bytes(tflite)
+            if micropython:
+                from . import micropython as mpy
+                natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
+                    {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu,
+                    lib.weights), name, mcu))
+            report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
+                                              quant_report))
+            sample = _sample(qg, vectors)
+            project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0],
+                                  files, lib.plan.input_in_arena, lib.plan.output_in_arena,
+                                  bool(labels))
+        meta = {
             "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,
             "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
             "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
-            "vectors": len(verify.stored_vectors(vectors))},
-            indent=2) + "\n")
-        _replace_dir(tmp, out)
+            "vectors": len(bundle.stored_vectors(vectors)), "lib_only": lib_only,
+            "labels": list(labels)}
+        kept, removed = [], []
+        if out.exists():
+            meta["files"], kept, removed = outdir.merge(tmp, out, _recorded(out), force)
+            shutil.rmtree(tmp, ignore_errors=True)
+            _write_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
+        else:
+            meta["files"] = {rel: outdir.sha256(p) for rel, p in outdir.tree(tmp).items()
+                             if rel not in outdir.USER_FILES}
+            (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+            os.replace(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TinydsError(f"{out}: cannot write the output ({e}); check the disk and "
@@ -367,4 +432,4 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     lib.lib_dir = out / "lib" / name
-    return GenerateResult(out, lib, natmod)
+    return GenerateResult(out, lib, natmod, tuple(kept), tuple(removed))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyds import mcu as mcu_table
+from tinyds import progress
 from tinyds import verify
 from tinyds.errors import TinydsError
 from tinyds.mcu import MCU, Machine
@@ -35,11 +36,13 @@ def _need(tool: str) -> None:
 
 
 def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
-              machine: Machine | None = None, defines: tuple[str, ...] = ()) -> Path:
+              machine: Machine | None = None, defines: tuple[str, ...] = (),
+              include: tuple[Path, ...] = ()) -> Path:
     """Compile lib_dir's C with firmware/ startup and `main_c` for mcu's core.
 
     machine: link for that QEMU machine's memory instead of the board's.
     defines: extra -D flags, e.g. the console and counter choice.
+    include: more header folders (main_c's own folder is searched first).
     """
     _need(CC)
     build_dir = Path(build_dir)
@@ -52,7 +55,8 @@ def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
                *sorted(Path(lib_dir).glob("*.c"))]
     elf = build_dir / "firmware.elf"
     cmd = [CC, *mcu.cflags, *CFLAGS, *(f"-D{d}" for d in defines),
-           f"-I{build_dir}", f"-I{FIRMWARE_DIR}", f"-I{lib_dir}", *map(str, sources),
+           f"-I{Path(main_c).parent}", f"-I{build_dir}", *(f"-I{d}" for d in include),
+           f"-I{FIRMWARE_DIR}", f"-I{lib_dir}", *map(str, sources),
            "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections",
            "-T", str(build_dir / "link.ld"), "-o", str(elf)]
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -164,12 +168,103 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
     o = verify.load_output(out_dir)
     mcu = mcu or o.mcu
     x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
-    got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size)
+    with progress.bar(desc=f"QEMU {mcu_table.get(mcu).qemu}", total=2, unit="firmware") as bar:
+        got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size)
+        bar.update()
+        few = x[:verify.LAYER_VECTORS]
+        sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
+        _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1),
+                                o.qg.output.size, layer_sizes=sizes)
+        bar.update()
     check = verify.check("firmware", got, verify.reference_outputs(o.qg, x))
-    few = x[:verify.LAYER_VECTORS]
-    sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
-    _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1), o.qg.output.size,
-                            layer_sizes=sizes)
     layers = verify.check_layers(o.qg, dumped, few)
     return QemuResult(mcu_table.get(mcu).qemu, mcu, o.name, check, time.perf_counter() - t0,
                       layers)
+
+
+@dataclass
+class Boot:
+    """How `tinyds run` boots a project's firmware on QEMU."""
+    machine: str
+    console: str              # TINYDS_CONSOLE_* the build uses
+    serial: int               # QEMU serial port index that console is
+    counter: str              # TINYDS_COUNTER_* under QEMU
+    notes: tuple[str, ...]
+
+
+def boot_plan(mcu: str) -> Boot:
+    """The QEMU machine for mcu, and a console QEMU really models on it."""
+    m = mcu_table.get(mcu)
+    notes = []
+    if m.console == "stm32f4_usart2" and m.qemu == "netduinoplus2":
+        console, serial = "TINYDS_CONSOLE_STM32F4_USART2", 1     # USART2: QEMU's second port
+    else:
+        console, serial = "TINYDS_CONSOLE_CMSDK_UART0", 0
+        if m.console != "cmsdk_uart0":
+            notes.append(f"{m.board}'s console ({m.console}) is not modelled by QEMU {m.qemu}: "
+                         "its CMSDK UART0 stands in")
+    if m.qemu == "netduinoplus2":
+        counter = "TINYDS_COUNTER_TIM2"
+        notes.append("counts are executed instructions (TIM2 under -icount shift=0), not cycles; "
+                     "on the board the demo reads DWT->CYCCNT")
+    else:
+        counter = "TINYDS_COUNTER_NONE"
+        notes.append(f"QEMU {m.qemu} has no cycle or instruction counter: counts read 0; "
+                     "`tinyds bench` counts instructions")
+    return Boot(m.qemu, console, serial, counter, tuple(notes))
+
+
+def build_project(out_dir: Path, build_dir: Path, name: str, mcu: str, boot: Boot) -> Path:
+    """out/'s own firmware (src/*.c, the user's main.c included, and lib/NAME/*.c) linked
+    for the QEMU machine's memory, printing on its console, exiting when main returns."""
+    _need(CC)
+    m = mcu_table.get(mcu)
+    mem = m.machine
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "link.ld").write_text(
+        link_script(mem.flash_origin, mem.flash, mem.ram_origin, mem.ram))
+    lib_dir = Path(out_dir) / "lib" / name
+    sources = sorted((Path(out_dir) / "src").glob("*.c")) + sorted(lib_dir.glob("*.c"))
+    elf = build_dir / "firmware.elf"
+    cmd = [CC, *m.cflags, "-std=c99", "-O2", "-Wall", "-Wextra", "-ffunction-sections",
+           "-fdata-sections", "-DTINYDS_PROFILE", f"-D{boot.console}", f"-D{boot.counter}",
+           "-DTINYDS_SEMIHOSTING_EXIT", f"-I{Path(out_dir) / 'src'}", f"-I{lib_dir}",
+           *map(str, sources), "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections",
+           "-T", str(build_dir / "link.ld"), "-o", str(elf)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip())
+        raise TinydsError(f"{out_dir}: building the firmware for {m.cpu} failed; fix the C: "
+                          f"{first}")
+    return elf
+
+
+def run_project(out_dir: Path, timeout: float = 60, stdout=None) -> int:
+    """`tinyds run out/`: build out/'s firmware, boot it on the MCU's QEMU machine with
+    its console on stdout, and return the firmware's exit status (0: main returned 0)."""
+    from .codegen import check_name
+    meta = verify.load_meta(out_dir)
+    try:
+        name, o_mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
+    except TinydsError as e:
+        raise TinydsError(f"{out_dir}/tinyds.json: damaged ({e}); run tinyds generate again"
+                          ) from None
+    if meta.get("lib_only") or not (Path(out_dir) / "src").is_dir():
+        raise TinydsError(f"{out_dir}: has no firmware project (generated with --lib-only?); "
+                          "run tinyds generate without --lib-only")
+    boot = boot_plan(o_mcu)
+    with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
+        elf = build_project(Path(out_dir), Path(tmp), name, o_mcu, boot)
+        cmd = qemu_command(elf, boot.machine)
+        cmd[cmd.index("-serial"):cmd.index("-serial") + 2] = (
+            ["-serial", "null"] * boot.serial + ["-serial", "stdio"])
+        if boot.counter == "TINYDS_COUNTER_TIM2":
+            cmd += ["-icount", "shift=0"]
+        print(f"tinyds run: {out_dir} ({o_mcu}) on QEMU {boot.machine}; "
+              + "; ".join(boot.notes), file=stdout, flush=True)
+        try:
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TinydsError(f"{out_dir}: the firmware still ran after {timeout:g} s (a main "
+                              "that never returns?); pass a larger --timeout") from None
+    return res.returncode

@@ -49,25 +49,42 @@ def wrap_int32(x: np.ndarray) -> np.ndarray:
 
 
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2**31), saturating."""
+    """gemmlowp SaturatingRoundingDoublingHighMul: round(a * b / 2**31), saturating.
+
+    Branch-free on int64, in place (it runs on every accumulator of every layer): the
+    nudge is 2**30, or 1 - 2**30 for a negative product, and C's truncating int64
+    division by 2**31 is an arithmetic shift after adding 2**31 - 1 to negatives."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    t = ab + nudge
-    # C's int64 division truncates towards zero; >> floors, so fix up negatives.
-    high = np.where(t >= 0, t >> 31, -((-t) >> 31))
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+    t = np.asarray(a * b)
+    sign = np.asarray(t >> 63)                       # -1 for a negative product, else 0
+    sign &= 1 - (1 << 31)
+    t += sign
+    t += 1 << 30                                     # t = a*b + nudge
+    np.right_shift(t, 63, out=sign)
+    sign &= (1 << 31) - 1
+    t += sign
+    t >>= 31
+    if np.any(b == INT32_MIN):                       # only INT32_MIN * INT32_MIN saturates
+        t = np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, t)
+    return t
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
-    """gemmlowp RoundingDivideByPOT: x / 2**exponent, rounding half away from zero."""
-    x = np.asarray(x, dtype=np.int64)
-    exponent = np.asarray(exponent, dtype=np.int64)
-    mask = (np.int64(1) << exponent) - 1
+    """gemmlowp RoundingDivideByPOT: x / 2**exponent, rounding half away from zero.
+
+    int32 x (exponent <= 31) stays int32, as in the C, at half the memory traffic;
+    anything else is computed on int64."""
+    x = np.asarray(x)
+    dtype = np.int32 if x.dtype == np.int32 else np.int64
+    x = x.astype(dtype, copy=False)
+    exponent = np.asarray(exponent, dtype=dtype)
+    mask = (dtype(1) << exponent) - dtype(1)         # 2**31 - 1 for 31: wraps as in C
     remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    threshold = (mask >> 1) - (x >> (8 * x.itemsize - 1))   # one more for negatives
+    out = x >> exponent
+    out += remainder > threshold
+    return out
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
@@ -75,8 +92,13 @@ def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
     shift = np.asarray(shift, dtype=np.int64)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    pre = wrap_int32(np.asarray(x, dtype=np.int64) << left)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(pre, multiplier), right)
+    x = np.asarray(x, dtype=np.int64)
+    if np.any(left) or x.size and (x.min() < INT32_MIN or x.max() > INT32_MAX):
+        x = wrap_int32(x << left)                    # the C's int32 pre-shift wraps
+    high = saturating_rounding_doubling_high_mul(x, multiplier)
+    if right.max(initial=0) <= 31:                   # the high half fits int32 (gemmlowp's type)
+        high = high.astype(np.int32)
+    return rounding_divide_by_pot(high, right).astype(np.int64)
 
 
 def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, shift) -> np.ndarray:

@@ -53,6 +53,11 @@ class Kernel:
     def fast(self) -> bool:
         return self.template.endswith("_s16")
 
+    @property
+    def dsp(self) -> bool:
+        """Whether the kernel needs tinyds_dsp.h (fast kernels, SIMD pooling)."""
+        return self.fast or bool(self.params.get("simd"))
+
 
 def portable(g: Graph, op: Op) -> Kernel:
     try:
@@ -78,4 +83,8 @@ def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
         if p is not None:
             return Kernel("depthwise_conv2d_s16", p, p["scratch"], "channels",
                           f"SMLAD int16 plane, requant {p['requant']}")
+    if fast and op.type == "avg_pool2d":
+        p = ops.get("avg_pool2d").c_params(g, op)
+        if p["channels"] % 4 == 0 and p["kernel_h"] * p["kernel_w"] <= 256:
+            return Kernel("avg_pool2d", {**p, "simd": True}, note="SXTAB16 four channels per word")
     return portable(g, op)

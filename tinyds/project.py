@@ -4,9 +4,15 @@ out/
   platformio.ini, tinyds_flags.py   `pio run -t upload` for the MCU's real board
   Makefile                           the same build with plain arm-none-eabi-gcc
   link.ld                            the board's MEMORY + firmware/sections.ld
-  src/main.c                         demo: runs an embedded sample, prints cycles per layer
+  src/main.c                         demo: runs the sample, prints cycles per layer; written
+                                     once, then the user's (see outdir.py)
+  src/tinyds_sample.h                a real input and the reference's output for it
   src/startup.c, board.c, tinyds_board.h, tinyds_model.h
-  lib/NAME/                          written by codegen before this runs
+  CMakeLists.txt, cmake/arm-none-eabi.cmake   add_subdirectory(out) for the library target,
+                                     or the firmware with the toolchain file
+  zephyr/                            module.yml, CMakeLists.txt, Kconfig: a Zephyr module
+  arduino/NAME/                      the model as an Arduino library with an example sketch
+  lib/NAME/                          written by codegen (with its CMakeLists.txt)
 """
 from __future__ import annotations
 
@@ -28,8 +34,24 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
+_env_blocks = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(data_dir("templates") / "project")),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+    lstrip_blocks=True)
+
+
 def render(template: str, **ctx) -> str:
     return _env.get_template(template).render(**ctx)
+
+
+def render_blocks(template: str, **ctx) -> str:
+    """The templates written with {% %} lines of their own (CMake, Zephyr, Arduino)."""
+    return _env_blocks.get_template(template).render(**ctx)
+
+
+def library_cmake(name: str) -> str:
+    """lib/NAME/CMakeLists.txt: the library target, also for --lib-only."""
+    return render_blocks("lib_CMakeLists.txt.j2", name=name)
 
 
 def console_define(console: str) -> str:
@@ -57,11 +79,15 @@ def _c_rows(data: np.ndarray, per_row: int = 16) -> list[str]:
 
 
 def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
-                  sample_output: np.ndarray) -> None:
+                  sample_output: np.ndarray, lib_files: dict[str, str] | None = None,
+                  input_in_arena: bool = False, output_in_arena: bool = False,
+                  labels: bool = False) -> None:
     """Write everything but lib/NAME/ (codegen's) into out_dir for `mcu`.
 
     sample_input/sample_output: one int8 input vector and the reference output
     bytes for it; the demo embeds both and reports whether the board agrees.
+    lib_files: the library's files, copied into the Arduino library (none: no Arduino
+    library); input_in_arena, output_in_arena, labels: what its example sketch uses.
     """
     m: MCU = mcu_table.get(mcu)
     out_dir = Path(out_dir)
@@ -78,8 +104,44 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
     for f in FIRMWARE_SOURCES:
         shutil.copyfile(FIRMWARE_DIR / f, src / f)
     (src / "tinyds_model.h").write_text(model_glue(name, m.name))
-    counter = ("SysTick, 24 bit" if m.core == "cortex-m0plus" else "DWT->CYCCNT")
-    (src / "main.c").write_text(render(
-        "main.c.j2", **ctx, counter_doc=counter,
+    (src / "tinyds_sample.h").write_text(render(
+        "tinyds_sample.h.j2", name=name,
         sample_input=_c_rows(np.asarray(sample_input, dtype=np.int8)),
         sample_output=_c_rows(np.asarray(sample_output, dtype=np.int8))))
+    (src / "main.c").write_text(demo_main(name, m.name))
+    (out_dir / "CMakeLists.txt").write_text(render_blocks("CMakeLists.txt.j2", **ctx))
+    (out_dir / "cmake").mkdir(exist_ok=True)
+    (out_dir / "cmake" / "arm-none-eabi.cmake").write_text(
+        render_blocks("arm-none-eabi.cmake.j2", **ctx))
+    (out_dir / "zephyr").mkdir(exist_ok=True)
+    (out_dir / "zephyr" / "module.yml").write_text(render_blocks("zephyr/module.yml.j2", **ctx))
+    for f in ("CMakeLists.txt", "Kconfig"):
+        (out_dir / "zephyr" / f).write_text(render_blocks(f"zephyr/{f}.j2", **ctx))
+    if lib_files is not None:
+        samples = dict(sample_input=_c_rows(np.asarray(sample_input, dtype=np.int8)),
+                       sample_output=_c_rows(np.asarray(sample_output, dtype=np.int8)))
+        write_arduino(out_dir / "arduino" / name, name, lib_files, samples,
+                      dict(input_in_arena=input_in_arena, output_in_arena=output_in_arena,
+                           labels=labels))
+
+
+def write_arduino(folder: Path, name: str, lib_files: dict[str, str], samples: dict,
+                  sketch: dict) -> None:
+    """An Arduino library (1.5 format): library.properties, src/ (the model library),
+    examples/NAME/NAME.ino with the sample in examples/NAME/sample.h."""
+    from tinyds import __version__
+    ctx = dict(name=name, NAME=name.upper(), version=__version__, **samples, **sketch)
+    (folder / "src").mkdir(parents=True)
+    for f, text in lib_files.items():
+        (folder / "src" / f).write_text(text)
+    (folder / "library.properties").write_text(render_blocks("arduino/library.properties.j2", **ctx))
+    example = folder / "examples" / name
+    example.mkdir(parents=True)
+    (example / f"{name}.ino").write_text(render_blocks("arduino/example.ino.j2", **ctx))
+    (example / "sample.h").write_text(render_blocks("arduino/sample.h.j2", **ctx))
+
+def demo_main(name: str, mcu: str) -> str:
+    """The demo's main.c: the project's first src/main.c, and what bench runs."""
+    m: MCU = mcu_table.get(mcu)
+    counter = ("SysTick, 24 bit" if m.core == "cortex-m0plus" else "DWT->CYCCNT")
+    return render("main.c.j2", name=name, board=m.board, counter_doc=counter)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import float_ref, reference, requant
+from . import float_ref, progress, reference, requant
 from .errors import TinydsError
 from .ir import Graph, Op, Tensor
 
@@ -227,12 +227,20 @@ def _check_calib(g: Graph, x) -> np.ndarray:
 
 # ---------------------------------------------------------------- running in chunks
 
+def _chunk_size(g: Graph) -> int:
+    per_sample = sum(t.size for t in g.tensors.values() if not t.is_const) * 8
+    return max(1, CHUNK_BYTES // max(per_sample, 1))
+
+
 def _chunks(g: Graph, x: np.ndarray):
     """Batch slices small enough that float_ref's every-tensor output stays in memory."""
-    per_sample = sum(t.size for t in g.tensors.values() if not t.is_const) * 8
-    step = max(1, CHUNK_BYTES // max(per_sample, 1))
+    step = _chunk_size(g)
     for i in range(0, len(x), step):
         yield x[i:i + step]
+
+
+def _n_chunks(g: Graph, x) -> int:
+    return -(-len(x) // _chunk_size(g))
 
 
 def _activations(g: Graph) -> list[str]:
@@ -241,7 +249,7 @@ def _activations(g: Graph) -> list[str]:
 
 def _observe(g: Graph, x: np.ndarray, method: str) -> dict[str, Observer]:
     obs = {name: Observer() for name in _activations(g)}
-    for chunk in _chunks(g, x):
+    for chunk in progress.bar(_chunks(g, x), "calibrating (float ranges)", _n_chunks(g, x)):
         values = float_ref.run(g, chunk)
         for name, o in obs.items():
             if not np.all(np.isfinite(values[name])):
@@ -250,7 +258,8 @@ def _observe(g: Graph, x: np.ndarray, method: str) -> dict[str, Observer]:
                                   "calibration data; check the weights and the input scaling")
             o.see_range(values[name])
     if method != "minmax":
-        for chunk in _chunks(g, x):
+        for chunk in progress.bar(_chunks(g, x), f"calibrating ({method} histograms)",
+                                  _n_chunks(g, x)):
             values = float_ref.run(g, chunk)
             for name, o in obs.items():
                 o.see_hist(values[name])
@@ -394,10 +403,20 @@ def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> 
 # ---------------------------------------------------------------- float vs int8
 
 def quantize_input(qg: Graph, x: np.ndarray) -> np.ndarray:
-    """Float NHWC batch -> int8 with the input's params (TFLite QUANTIZE: round(x/s) + zp)."""
+    """Float NHWC batch -> int8 with the input's params (TFLite QUANTIZE: round(x/s) + zp,
+    the quotient in float32, halves away from zero, saturated). NaN, undefined in TFLite,
+    becomes the zero point (real 0), as NAME_quantize_input does."""
     s, zp = qg.input.qparams
-    q = round_half_away(np.asarray(x, np.float32) / np.float32(s)) + zp
-    return np.clip(q, -128, 127).astype(np.int8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = np.asarray(x, np.float32) / np.float32(s)
+    q = np.clip(round_half_away(np.where(np.isnan(v), 0, v)) + zp, -128, 127)
+    return q.astype(np.int8)
+
+
+def dequantize_output(qg: Graph, q: np.ndarray) -> np.ndarray:
+    """int8 output -> float32 s * (q - zp), one float32 rounding as NAME_dequantize_output."""
+    s, zp = qg.output.qparams
+    return np.float32(s) * (np.asarray(q, np.int32) - zp).astype(np.float32)
 
 
 def dequantize(t: Tensor, q: np.ndarray) -> np.ndarray:
@@ -428,7 +447,8 @@ def compare(g: Graph, qg: Graph, x: np.ndarray) -> Comparison:
     sig = dict.fromkeys(names, 0.0)
     noise = dict.fromkeys(names, 0.0)
     agree = 0
-    for chunk in _chunks(g, np.asarray(x, np.float32)):
+    for chunk in progress.bar(_chunks(g, np.asarray(x, np.float32)), "float vs int8",
+                              _n_chunks(g, x)):
         f = float_ref.run(g, chunk)
         q = reference.run_all(qg, quantize_input(qg, chunk))
         for name in names:
@@ -476,6 +496,8 @@ class Report:
             lo, hi = self.observed[y.name]
             rows.append((op.name, op.type, f"{s:.4g}", str(zp), wr, f"{lo:.3g}..{hi:.3g}",
                          f"{self.comparison.tensor_snr_db[y.name]:.1f}"))
+        if self.synthetic:                 # no SNR figure without its caveat
+            rows = [(*r[:-1], f"{r[-1]} (SYNTHETIC data)") for r in rows]
         return rows
 
     def text(self) -> str:

@@ -11,21 +11,19 @@ import shutil
 import subprocess
 import tempfile
 import time
-import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import reference
+from . import progress, reference
+from .bundle import BUNDLE, load_graph
 from .codegen import MARKER, harness_source
 from .errors import TinydsError
-from .ir import OP_TYPES, Graph, Op, Tensor
+from .ir import Graph
 
-BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
 RANDOM_VECTORS = 1000
-MAX_STORED_VECTORS = 1000
 REFERENCE_CHUNK = 128
 REALISTIC_SIGMAS = (4.0, 12.0, 32.0)   # int8 steps around the input zero point
 
@@ -61,7 +59,13 @@ def compiler() -> str:
 
 def build_command(lib_dir: Path, name: str, harness: Path, exe: Path, build: str) -> list[str]:
     return [compiler(), *CFLAGS, *BUILDS[build], "-I", str(lib_dir), str(harness),
-            str(lib_dir / f"{name}.c"), "-o", str(exe)]
+            *map(str, library_sources(lib_dir, name)), "-o", str(exe)]
+
+
+def library_sources(lib_dir: Path, name: str) -> list[Path]:
+    """NAME.c, and NAME_io.c (the float helpers) where the library has it."""
+    io = Path(lib_dir) / f"{name}_io.c"
+    return [Path(lib_dir) / f"{name}.c"] + ([io] if io.is_file() else [])
 
 
 def compile_host(lib_dir, name: str, build_dir, build: str = "release") -> Path:
@@ -85,12 +89,14 @@ def compile_target(lib_dir: Path, name: str, mcu: str, build_dir: Path) -> str:
     if shutil.which(ARM_CC) is None:
         return f"{ARM_CC} not installed: cross-compile for {mcu} skipped"
     flags = mcu_table.get(mcu).cflags
-    cmd = [ARM_CC, *flags, *CFLAGS, "-O2", "-c", str(lib_dir / f"{name}.c"), "-I", str(lib_dir),
-           "-o", str(build_dir / f"{name}_{mcu}.o")]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip())
-        raise TinydsError(f"{lib_dir / (name + '.c')}: {ARM_CC} for {mcu} failed: {first}")
+    for src in library_sources(lib_dir, name):
+        cmd = [ARM_CC, *flags, *CFLAGS, "-O2", "-c", str(src), "-I", str(lib_dir),
+               "-o", str(build_dir / f"{src.stem}_{mcu}.o")]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            first = next((ln for ln in res.stderr.splitlines() if "error" in ln),
+                         res.stderr.strip())
+            raise TinydsError(f"{src}: {ARM_CC} for {mcu} failed: {first}")
     return f"{name}: compiled with {ARM_CC} {' '.join(flags)} {' '.join(CFLAGS)}: clean"
 
 
@@ -134,89 +140,6 @@ def split_layers(dumped: np.ndarray, n: int, layer_sizes, where) -> list[np.ndar
     per_vector = dumped.reshape(n, sum(layer_sizes))
     bounds = np.cumsum([0, *layer_sizes])
     return [per_vector[:, a:b] for a, b in zip(bounds, bounds[1:])]
-
-
-# ---------------------------------------------------------------- the saved model
-# JSON for structure, one .npz for arrays, loaded with allow_pickle=False: a
-# verify folder from someone else can never run code.
-
-def _encode(v, key: str, arrays: dict):
-    if isinstance(v, np.ndarray):
-        arrays[key] = v
-        return {"array": key}
-    if isinstance(v, np.generic):
-        return {"scalar": v.item(), "dtype": v.dtype.str}
-    if isinstance(v, tuple):
-        return {"tuple": [_encode(e, f"{key}.{i}", arrays) for i, e in enumerate(v)]}
-    if isinstance(v, list):
-        return [_encode(e, f"{key}.{i}", arrays) for i, e in enumerate(v)]
-    if isinstance(v, dict):
-        return {"dict": {k: _encode(e, f"{key}.{k}", arrays) for k, e in v.items()}}
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    raise TypeError(f"cannot save {key} of type {type(v).__name__}")
-
-
-def _decode(v, arrays):
-    if isinstance(v, list):
-        return [_decode(e, arrays) for e in v]
-    if isinstance(v, dict):
-        if "array" in v:
-            return arrays[v["array"]]
-        if "scalar" in v:
-            return np.dtype(v["dtype"]).type(v["scalar"])
-        if "tuple" in v:
-            return tuple(_decode(e, arrays) for e in v["tuple"])
-        return {k: _decode(e, arrays) for k, e in v["dict"].items()}
-    return v
-
-
-def _fields(obj, key: str, arrays: dict) -> dict:
-    return {f.name: _encode(getattr(obj, f.name), f"{key}.{f.name}", arrays)
-            for f in dataclasses.fields(obj)}
-
-
-def save_graph(g: Graph, folder: Path) -> None:
-    arrays: dict = {}
-    doc = {"name": g.name, "inputs": g.inputs, "outputs": g.outputs,
-           "source_layout": g.source_layout,
-           "tensors": [_fields(t, f"t{i}", arrays) for i, t in enumerate(g.tensors.values())],
-           "ops": [_fields(op, f"op{i}", arrays) for i, op in enumerate(g.ops)]}
-    (folder / "model.json").write_text(json.dumps(doc, indent=1) + "\n")
-    np.savez(folder / "model.npz", **arrays)
-
-
-def load_graph(folder: Path) -> Graph:
-    try:
-        doc = json.loads((folder / "model.json").read_text())
-        with np.load(folder / "model.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        tensors = [Tensor(**{k: _decode(v, arrays) for k, v in t.items()}) for t in doc["tensors"]]
-        ops = [Op(**{k: _decode(v, arrays) for k, v in op.items()}) for op in doc["ops"]]
-        unknown = [op.type for op in ops if op.type not in OP_TYPES]
-        if unknown:
-            raise ValueError(f"unknown op {unknown[0]!r}")
-        return Graph(doc["name"], {t.name: t for t in tensors}, ops, doc["inputs"],
-                     doc["outputs"], doc["source_layout"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
-            zipfile.BadZipFile) as e:
-        raise TinydsError(f"{folder}: saved quantized model is missing or damaged ({e}); "
-                          "run tinyds generate again") from None
-
-
-def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
-    """What `tinyds verify` needs besides the C: the quantized model and calibration vectors."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_graph(qg, folder)
-    v = stored_vectors(vectors)
-    if len(v):
-        np.save(folder / "vectors.npy", v, allow_pickle=False)
-
-
-def stored_vectors(vectors) -> np.ndarray:
-    """The calibration vectors the bundle keeps (generate records how many)."""
-    return np.zeros(0, np.int8) if vectors is None else \
-        np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
 
 
 # ---------------------------------------------------------------- tinyds verify
@@ -322,8 +245,10 @@ def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray
 
 
 def reference_outputs(qg: Graph, x: np.ndarray) -> np.ndarray:
+    starts = range(0, len(x), REFERENCE_CHUNK)
     return np.concatenate([reference.run(qg, x[i:i + REFERENCE_CHUNK]).reshape(
-        len(x[i:i + REFERENCE_CHUNK]), -1) for i in range(0, len(x), REFERENCE_CHUNK)])
+        len(x[i:i + REFERENCE_CHUNK]), -1) for i in progress.bar(
+            starts, f"NumPy reference, {len(x)} vectors", len(starts), "chunk")])
 
 
 def check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
@@ -346,31 +271,45 @@ class Output:
     mcu: str
     qg: Graph
     stored: np.ndarray | None     # the quantized calibration vectors, if generate had any
-    optimize: str                 # generate's --optimize and model source, to render it again
-    source: str
+    optimize: str                 # generate's --optimize, model source and labels, to render
+    source: str                   # it again
+    labels: list
 
     @property
     def lib_dir(self) -> Path:
         return self.dir / "lib" / self.name
 
 
-def load_output(out_dir) -> Output:
-    """A generated folder, every part checked: its name becomes file names and compiler
-    arguments, its vectors are reshaped to the model input."""
-    from . import mcu as mcu_table
-    from .codegen import check_name, is_marker
+def load_meta(out_dir) -> dict:
+    """tinyds.json of a generated folder, or one clear error."""
+    from .codegen import is_marker
     out = Path(out_dir)
     if not is_marker(out / MARKER):
         raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER} written by "
                           f"tinyds); run tinyds generate MODEL -o {out} first")
-    meta = json.loads((out / MARKER).read_text())
+    return json.loads((out / MARKER).read_text())
+
+
+def load_output(out_dir) -> Output:
+    """A generated folder, every part checked: its name becomes file names and compiler
+    arguments, its vectors are reshaped to the model input."""
+    from . import mcu as mcu_table
+    from .codegen import check_name
+    out = Path(out_dir)
+    meta = load_meta(out)
     try:
         name, mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
         optimize, source = meta.get("optimize", "speed"), meta.get("source", "")
+        labels = meta.get("labels", [])
         if optimize not in ("speed", "size") or not isinstance(source, str):
             raise TinydsError(f"optimize {optimize!r} or source {source!r} is not valid")
+        if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+            raise TinydsError("labels is not a list of strings")
     except TinydsError as e:
         raise TinydsError(f"{out / MARKER}: damaged ({e}); run tinyds generate again") from None
+    if meta.get("lib_only"):
+        raise TinydsError(f"{out}: generated with --lib-only, so it has no {BUNDLE}/ data to "
+                          "verify against; run tinyds generate without --lib-only")
     bundle = out / BUNDLE
     qg = load_graph(bundle)
     vectors = bundle / "vectors.npy"
@@ -384,7 +323,7 @@ def load_output(out_dir) -> Output:
             raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
     except (OSError, ValueError, EOFError) as e:
         raise TinydsError(f"{vectors}: damaged ({e}); run tinyds generate again") from None
-    return Output(out, name, mcu, qg, stored, optimize, source)
+    return Output(out, name, mcu, qg, stored, optimize, source, labels)
 
 
 def edited_files(o: Output) -> list[str]:
@@ -392,7 +331,7 @@ def edited_files(o: Output) -> list[str]:
     cannot catch every edit: one unit of a late layer's int32 bias is often a ten-thousandth
     of an output step, so it changes an output byte on almost no input."""
     from .codegen import render_for_mcu
-    files, _ = render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)
+    files, _ = render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source, o.labels)
     return [f for f, text in files.items()
             if not (o.lib_dir / f).is_file() or (o.lib_dir / f).read_text() != text]
 
@@ -420,6 +359,10 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
         edited = edited_files(o)
+        with progress.bar(desc="C builds and runs", total=4, unit="build") as bar:
+            for f in as_completed([*runs.values(), per_layer, cross]):
+                f.result()
+                bar.update()
         checks = [check(b, f.result(), want) for b, f in runs.items()]
         layers = check_layers(qg, per_layer.result(), x[:LAYER_VECTORS])
         target = cross.result()

@@ -126,3 +126,47 @@ def test_requantizing_pool_is_rejected():
 def test_macs_counts_every_tap():
     g = pool_graph((1, 8, 8, 3), (2, 2), (2, 2), (0, 0, 0, 0))
     assert avg_pool2d.macs(g, g.ops[0]) == 4 * 4 * 3 * 4
+
+
+def simd_cases(rng, n):
+    """Pools the SXTAB16 path takes (channels in fours or eights), and a 16x16
+    global pool at the int8 extremes: 256 taps of -128 sum to -32768, the last
+    value an int16 half holds."""
+    cases = []
+    while len(cases) < n:
+        g, _ = random_case(rng)
+        c = 8 if len(cases) % 2 else 4
+        kh, kw = g.ops[0].attrs["kernel"]
+        g = pool_graph((1, *g.input.shape[1:3], c), (kh, kw), g.ops[0].attrs["stride"],
+                       g.ops[0].attrs["padding"], g.ops[0].attrs["activation"],
+                       *g.input.qparams)
+        cases.append((g, rng.integers(-128, 128, (16, *g.input.shape[1:])).astype(np.int8)))
+    g = pool_graph((1, 16, 16, 12), (16, 16), (1, 1), (0, 0, 0, 0))
+    cases.append((g, np.stack([np.full((16, 16, 12), v, np.int8) for v in (-128, 127, -1)])))
+    return cases
+
+
+def test_simd_path_matches_reference(opkit):
+    """The DSP cores' pooling (two SXTAB16 per word of four channels) through its C
+    twins; which pools take it."""
+    from tinyds.kernels import Target, choose
+    cases = simd_cases(np.random.default_rng(5), 24)
+    assert all(choose(g, g.ops[0], opkit.DSP).params["simd"] for g, _ in cases)
+    got = opkit.run_kernels(cases, target=opkit.DSP)
+    for (g, x), y in zip(cases, got):
+        np.testing.assert_array_equal(y, avg_pool2d.reference(g, g.ops[0], x))
+    assert got[-1][:2, 0, 0, 0].tolist() == [-128, 127]
+    opkit.arm_compiles(cases[:6], target=opkit.DSP)
+    big = pool_graph((1, 17, 16, 4), (17, 16), (1, 1), (0, 0, 0, 0))     # 272 taps
+    assert not choose(big, big.ops[0], opkit.DSP).params["simd"]
+    six = pool_graph((1, 4, 4, 6), (2, 2), (2, 2), (0, 0, 0, 0))
+    assert not choose(six, six.ops[0], opkit.DSP).params["simd"]
+    assert not choose(cases[0][0], cases[0][0].ops[0], Target()).params["simd"]
+
+
+@pytest.mark.slow
+def test_simd_path_on_cortex_m4_in_qemu(opkit, tmp_path):
+    cases = simd_cases(np.random.default_rng(6), 8)
+    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
+        np.testing.assert_array_equal(got, avg_pool2d.reference(g, g.ops[0], x),
+                                      err_msg=f"case {i}")

@@ -8,10 +8,10 @@ from tinyds.ops import conv2d
 
 
 def random_case(opkit, rng, *, pointwise=False, small=False, out_c=None, zp_out=None,
-                activation=None, wide_shifts=False):
+                activation=None, wide_shifts=False, in_c=None):
     """A random conv2d layer and a batch of 4 inputs (see conftest.random_*)."""
     (h, w_, kh, kw), attrs = opkit.random_window(rng, pointwise=pointwise)
-    ic, oc = int(rng.integers(1, 10)), out_c or int(rng.integers(1, 11))
+    ic, oc = in_c or int(rng.integers(1, 10)), out_c or int(rng.integers(1, 11))
     attrs["activation"] = activation or attrs["activation"]
     q = opkit.random_scales(rng, kh * kw * ic, oc, small)
     q["zp_out"] = q["zp_out"] if zp_out is None else zp_out
@@ -152,15 +152,32 @@ def fast_sweep(opkit, seed, n):
     """Layers the fast kernel takes (output channels in fours), spread over its
     requantization variants: ReLU with zero point -128 ("fast"), ReLU/ReLU6 with
     another zero point ("fast_clamp"), shifts too far apart for one ("fast_var"),
-    no activation or a left shift ("tflite")."""
+    no activation or a left shift ("tflite"); the unclamped shift-per-channel
+    variant (its own assembly core) at i = 4 mod 16; pointwise layers over 65-99
+    input channels (more steps than the assembly cores' one-pass body) at i = 0
+    mod 8 and 4 mod 32."""
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(n):
         act, zp = [("relu", -128), ("relu", None), ("relu6", None), ("none", None)][i % 4]
-        cases.append(random_case(opkit, rng, pointwise=i % 3 == 0, small=i % 5 == 4,
+        wide = i % 8 == 0 or i % 32 == 4
+        cases.append(random_case(opkit, rng, pointwise=wide or i % 3 == 0 or i % 16 == 4,
+                                 small=i % 5 == 4,
                                  out_c=int(rng.choice([4, 8, 12, 16])), zp_out=zp, activation=act,
-                                 wide_shifts=i % 4 == 1))
+                                 wide_shifts=i % 4 == 1 or i % 16 == 4,
+                                 in_c=int(rng.integers(65, 100)) if wide else None))
     return cases
+
+
+def fast_cores(opkit, cases):
+    """The assembly cores (unclamped requantization, stream-packed) the cases run:
+    (requant kind, one pass)."""
+    from tinyds.kernels import choose
+    params = [choose(g, g.ops[0], opkit.DSP).params for g, _ in cases]
+    return {(p["requant"], p["one_pass"]) for p in params if p.get("packed")}
+
+
+ALL_CORES = {("fast", True), ("fast", False), ("fast_var", True), ("fast_var", False)}
 
 
 def kinds(opkit, cases):
@@ -171,8 +188,9 @@ def kinds(opkit, cases):
 def test_fast_kernel_matches_reference(opkit):
     """The int16 GEMM path through its C twins, out of place and in place."""
     from tinyds.kernels import choose
-    cases = fast_sweep(opkit, 30, 32)
+    cases = fast_sweep(opkit, 30, 40)
     assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "fast_var", "tflite"}
+    assert fast_cores(opkit, cases) == ALL_CORES
     modes = {choose(g, g.ops[0], opkit.DSP).inplace for g, _ in cases}
     assert modes == {"pixels", "window", "window_reverse"}, modes
     opkit.assert_c_matches_reference(cases, target=opkit.DSP)
@@ -273,8 +291,9 @@ def test_fast_kernel_compiles_for_cortex_m4(opkit):
 @pytest.mark.slow
 def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
     """The inline-assembly GEMM loop, SXTB16/SMMLA/SSAT on the emulated Cortex-M4."""
-    cases = fast_sweep(opkit, 34, 12)
+    cases = fast_sweep(opkit, 50, 24)
     assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "fast_var", "tflite"}
+    assert fast_cores(opkit, cases) == ALL_CORES
     for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
         np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
 

@@ -152,15 +152,16 @@ def wide_case(opkit, rng, width, stride, wide_shifts=False):
                             depth_multiplier=1, activation="relu"), **q), x
 
 
-def asm_case(opkit, rng, h, w, c, kw=3, dil_w=1):
-    """A 3-row kernel at stride 1 under a ReLU at zero point -128: the assembly loop."""
+def asm_case(opkit, rng, h, w, c, kw=3, dil_w=1, stride=1):
+    """A 3-row kernel at stride 1 or an even one under a ReLU at zero point -128:
+    the assembly loops (two rows per step, or one)."""
     wt = rng.integers(-127, 128, (1, 3, kw, c))
     q = opkit.random_scales(rng, 3 * kw, c, False)
     q.pop("spread")
     q["zp_out"] = -128
     x = rng.integers(-128, 128, (3, h, w, c)).astype(np.int8)
     return opkit.graph("depthwise_conv2d", (1, h, w, c), wt, rng.integers(-900, 900, c),
-                       dict(stride=(1, 1), dilation=(1, dil_w), padding=(1, 1, 1, 1),
+                       dict(stride=(stride, stride), dilation=(1, dil_w), padding=(1, 1, 1, 1),
                             depth_multiplier=1, activation="relu"), **q), x
 
 
@@ -170,10 +171,12 @@ def fast_sweep(opkit, seed, n):
     and two wide inputs (more than 16 columns to gather)."""
     rng = np.random.default_rng(seed)
     cases = [wide_case(opkit, rng, 37, 1), wide_case(opkit, rng, 48, 2, wide_shifts=True),
-             # the assembly loop: odd and even numbers of row pairs, an odd last row,
-             # a 3x2 kernel, a dilated one
+             # the assembly loops: odd and even numbers of row pairs, an odd last row,
+             # a 3x2 kernel, a dilated one; stride 2 with 5 and 4 output rows, stride 4
              asm_case(opkit, rng, 6, 5, 4), asm_case(opkit, rng, 9, 4, 3),
-             asm_case(opkit, rng, 8, 7, 2, kw=2), asm_case(opkit, rng, 7, 9, 3, dil_w=2)]
+             asm_case(opkit, rng, 8, 7, 2, kw=2), asm_case(opkit, rng, 7, 9, 3, dil_w=2),
+             asm_case(opkit, rng, 9, 6, 3, stride=2), asm_case(opkit, rng, 8, 8, 2, stride=2),
+             asm_case(opkit, rng, 13, 5, 2, stride=4)]
     while len(cases) < n:
         g, x = random_case(opkit, rng, multiplier=1, small=len(cases) % 5 == 4,
                            channels=int(rng.integers(1, 13)))
@@ -206,7 +209,9 @@ def test_fast_kernel_matches_reference(opkit):
     from tinyds.kernels import choose
     cases = fast_sweep(opkit, 40, 36)
     assert {"fast", "fast_clamp", "fast_var", "tflite"} <= set(fast_kinds(opkit, cases))
-    assert sum(choose(g, g.ops[0], opkit.DSP).params["asm"] for g, _ in cases) >= 4
+    asm = [choose(g, g.ops[0], opkit.DSP).params for g, _ in cases]
+    assert {p["pairs"] for p in asm if p["asm"]} == {True, False}
+    assert sum(p["asm"] for p in asm) >= 7
     assert "portable" not in fast_kinds(opkit, cases)
     opkit.assert_c_matches_reference(cases, target=opkit.DSP)
     opkit.assert_c_matches_reference(cases, target=opkit.DSP, inplace=True)
@@ -251,7 +256,8 @@ def test_fast_kernel_compiles_for_cortex_m4(opkit):
 
 @pytest.mark.slow
 def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
-    cases = fast_sweep(opkit, 43, 12)
+    """The assembly loops (the first cases of the sweep) and the C ones on the Cortex-M4."""
+    cases = fast_sweep(opkit, 43, 14)
     for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
         np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x),
                                       err_msg=f"case {i}")

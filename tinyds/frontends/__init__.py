@@ -18,20 +18,22 @@ EXPORT_HOWTO = ("export it instead with torch.jit.trace(model.eval(), example).s
                 "or torch.export.save(torch.export.export(model.eval(), (example,)), 'model.pt2')")
 
 
-def load(path, *, allow_pickle: bool = False, input_shape=None) -> Graph:
+def load(path, *, allow_pickle: bool = False, input_shape=None, default_shape=None) -> Graph:
     """A model file -> Graph. input_shape (N,C,H,W) is needed only where the file does not
-    record it (scripted TorchScript, pickled modules); traced .pt and .pt2 carry their own."""
+    record it (scripted TorchScript, pickled modules); traced .pt and .pt2 carry their own.
+    default_shape (the calibration batch's, one sample) stands in where neither is given."""
     path = Path(path)
     kind = sniff(path)
     if kind == "torchscript":
         from . import torchscript
-        return torchscript.load(path, input_shape)
+        return torchscript.load(path, input_shape, default_shape)
     if kind == "export":
         from . import torch_export
         return torch_export.load(path, allow_pickle=allow_pickle)
     if kind == "pickle":
         from . import torch_module
-        return torch_module.load(path, allow_pickle=allow_pickle, input_shape=input_shape)
+        return torch_module.load(path, allow_pickle=allow_pickle,
+                                 input_shape=input_shape or default_shape)
     if kind == "tflite":
         from . import tflite
         return tflite.load_tflite(path)

@@ -5,7 +5,9 @@ frontend, so there is one lowering for every PyTorch path.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +35,14 @@ def load(path, *, allow_pickle: bool = False, input_shape=None) -> Graph:
     if not allow_pickle:
         raise TinydsError(f"{path}: is a pickled nn.Module and unpickling runs arbitrary code; "
                           f"{EXPORT_HOWTO}, or pass --allow-pickle if you trust the file")
+    sys.path.insert(0, os.getcwd())      # the module's class, as `python -m` would find it
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - unpickling can fail in any way (missing class, ...)
         raise TinydsError(f"{path}: cannot unpickle the module ({str(e).splitlines()[0]}); make its class "
-                          f"importable, or {EXPORT_HOWTO}") from None
+                          f"importable (run from the folder of its .py file), or {EXPORT_HOWTO}") from None
+    finally:
+        sys.path.remove(os.getcwd())
     if not isinstance(obj, torch.nn.Module):
         raise TinydsError(f"{path}: holds a {type(obj).__name__}, not an nn.Module; " + EXPORT_HOWTO)
     if input_shape is None:
@@ -52,6 +57,7 @@ def from_module(module, example_input, source: str | None = None, name: str | No
     source = source or name
     x = torch.as_tensor(np.asarray(example_input, dtype=np.float32)
                         if not isinstance(example_input, torch.Tensor) else example_input)[:1].float()
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         with torch.no_grad():
@@ -59,4 +65,7 @@ def from_module(module, example_input, source: str | None = None, name: str | No
     except Exception as e:  # noqa: BLE001 - tracing runs user code
         raise TinydsError(f"{source}: tracing the module on an input of shape {tuple(x.shape)} failed "
                           f"({str(e).splitlines()[0]}); check the example input's shape") from None
+    finally:
+        for m, training in modes:        # the caller's module as it was, submodule by submodule
+            m.training = training
     return torchscript.lower(traced, tuple(x.shape), source=source, name=name)

@@ -37,14 +37,18 @@ class _ModuleRef:
         self.module, self.path = module, path
 
 
-def load(path, input_shape=None) -> Graph:
+def load(path, input_shape=None, default_shape=None) -> Graph:
     path = Path(path)
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad archive
         raise TinydsError(f"{path}: cannot read the TorchScript archive ({str(e).splitlines()[0]}); "
                           "re-export it with torch.jit.trace(model, example).save(path)") from None
-    shape = input_shape or traced_input_shape(path)
+    if any(m.training for m in module.modules()):
+        raise TinydsError(f"{path}: the model was traced in training mode (BatchNorm would use "
+                          "batch statistics, dropout would drop); call model.eval() before "
+                          "torch.jit.trace and save it again")
+    shape = input_shape or traced_input_shape(path) or default_shape
     return lower(module, shape, source=str(path), name=path.stem)
 
 

@@ -15,7 +15,9 @@ from ..errors import TinydsError
 from .. import fixedpoint
 from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, wrap_int32
 from ..ir import Graph, Op
-from ..window import taps
+from ..window import windows
+
+IM2COL_BYTES = 64 << 20       # the reference's im2col matrix per slice of the batch
 
 
 def operands(g: Graph, op: Op):
@@ -113,19 +115,22 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
-    """Integer conv. Each tap is a float64 matmul: every product and partial sum is an
-    integer below 2**53, so BLAS computes the int32 accumulator exactly, and fast."""
+    """Integer conv as one im2col matmul in float64: every product (|x + offset| <= 255,
+    |w| <= 127) and every partial sum is an integer far below 2**53, so BLAS computes the
+    int32 accumulator exactly, and fast. Padded taps read x + offset == 0."""
     xt, w, bias, _ = operands(g, op)
     weight_zero_point(g, op)
     xs = x.astype(np.float64) - float(xt.zero_point[0])   # x + input_offset; padding is 0
-    wf = w.astype(np.float64)
-    acc = 0.0
-    for i, j, v in taps(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
-                        op.attrs["padding"], 0.0):
-        acc = acc + v @ wf[:, i, j, :].T
-    acc = np.asarray(acc).astype(np.int64)
+    win = windows(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
+                  op.attrs["padding"], 0.0)               # (N, OH, OW, C, KH, KW)
+    wmat = w.transpose(0, 3, 1, 2).reshape(len(w), -1).astype(np.float64).T
+    acc = np.empty((*win.shape[:3], len(w)), np.int64)
+    step = max(1, IM2COL_BYTES // max(1, 8 * int(np.prod(win.shape[1:]))))
+    for i in range(0, len(x), step):                      # bounded im2col copies
+        cols = win[i:i + step].reshape(-1, wmat.shape[0])
+        acc[i:i + step] = (cols @ wmat).reshape(acc[i:i + step].shape)
     if bias is not None:
-        acc = acc + bias
+        acc += bias
     return requantize(acc, g, op)
 
 
@@ -206,6 +211,19 @@ def gemm_weights(w_rows: np.ndarray, steps: int) -> np.ndarray:
     return words.reshape(-1, 4, steps).transpose(0, 2, 1).ravel()
 
 
+GEMM_UNROLL = 32   # MAC steps unrolled in tinyds_dsp.h's assembly core (TINYDS_GEMM_UNROLL)
+
+
+def gemm_stream(w_rows: np.ndarray, bias: np.ndarray, mk: list[int], steps: int) -> np.ndarray:
+    """The unclamped fast requantizations' single stream (tinyds_gemm_4x2_fast_*):
+    per block of four channels, the four biases, the weight stream's block, then
+    the four channels' (m, k) pairs or (m, k, e) triples."""
+    blocks = gemm_weights(w_rows, steps).reshape(-1, 4 * steps)
+    head = np.asarray(bias, dtype=np.int64).reshape(-1, 4)
+    tail = np.asarray(mk, dtype=np.int64).reshape(len(head), -1)
+    return np.concatenate([head, blocks, tail], axis=1).ravel()
+
+
 def gemm_requant(g: Graph, op: Op, w_rows: np.ndarray, bias: np.ndarray, p: dict) -> dict:
     """Requantization of the fast kernels: the 2-instruction form when exact
     (weights and bias scaled by 2^s per channel; "fast", or "fast_clamp" when the
@@ -254,12 +272,19 @@ def fast_params(g: Graph, op: Op) -> dict | None:
     taps = w_rows.shape[1]
     steps = gemm_steps(taps)
     rq = gemm_requant(g, op, w_rows, folded, p)
+    packed = rq["kind"] == "fast" or (rq["kind"] == "fast_var" and p["act_min"] == -128
+                                      and p["act_max"] == 127)
+    if packed:                     # bias and (m, k[, e]) travel inside the stream
+        words, bias_list, mult = gemm_stream(rq["w"], rq["b"], rq["mult"], steps), [], []
+    else:
+        words, bias_list, mult = gemm_weights(rq["w"], steps), int_list(rq["b"]), rq["mult"]
     p.update(
         pointwise=(w.shape[1:3] == (1, 1) and tuple(op.attrs["stride"]) == (1, 1)
                    and not any(op.attrs["padding"])),
         taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], requant=rq["kind"],
-        exponent=rq["exponent"], mult=rq["mult"],
-        bias=int_list(rq["b"]), stream=[f"0x{v:08x}" for v in gemm_weights(rq["w"], steps)],
+        one_pass=steps <= GEMM_UNROLL, packed=packed,
+        exponent=rq["exponent"], mult=mult, bias=bias_list,
+        stream=[f"0x{v & 0xFFFFFFFF:08x}" for v in words],
         input_zero_point=-p["input_offset"])
     rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)
     p["scratch"] = 8 * steps + rows

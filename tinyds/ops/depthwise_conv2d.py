@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
-from ..window import taps
+from ..window import windows
 from .conv2d import (fold_bias, gemm_requant, int_list, operands, quant_params, requantize,
                      weight_zero_point, window_params, wrapped_fold)
 
@@ -19,19 +19,19 @@ MAX_PLANE_BYTES = 1024     # the plane path's stack buffer: one channel's window
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    """One einsum over every window (a view, no im2col copy), in float64: products and
+    sums are integers far below 2**53, so the accumulator is exact."""
     xt, w, bias, _ = operands(g, op)
     weight_zero_point(g, op)
     m = int(op.attrs["depth_multiplier"])
-    xs = x.astype(np.int32) - int(xt.zero_point[0])   # x + input_offset; padding is 0
+    xs = x.astype(np.float64) - float(xt.zero_point[0])   # x + input_offset; padding is 0
     if m > 1:
         xs = np.repeat(xs, m, axis=-1)
-    wk = w.astype(np.int32)
-    acc = np.zeros(1, np.int64)
-    for i, j, v in taps(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
-                        op.attrs["padding"], 0):
-        acc = acc + v * wk[0, i, j, :]
+    win = windows(xs, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"],
+                  op.attrs["padding"], 0.0)               # (N, OH, OW, C*M, KH, KW)
+    acc = np.einsum("nhwckl,klc->nhwc", win, w[0].astype(np.float64)).astype(np.int64)
     if bias is not None:
-        acc = acc + bias
+        acc += bias
     return requantize(acc, g, op)
 
 
@@ -111,12 +111,14 @@ def column_macs(wt: np.ndarray, pairs: bool, words: int):
 
 
 def _asm_fits(p: dict, pairs: bool, words: int, weight_words: int, rows: int, kind: str) -> bool:
-    """Whether the template's assembly loop (two rows per step, weights in six
-    registers, immediates for offsets and the shift) can run this layer."""
+    """Whether the template's assembly statement (two rows per step with stride 1,
+    one with an even stride; weights in six registers, immediates for offsets,
+    the row and column steps and the shift) can run this layer."""
     out_row = p["out_w"] * p["out_c"]
-    return (pairs and words == 2 and weight_words <= 6 and kind == "fast"
-            and p["out_h"] >= 2 and (p["k_w"] - 1) * p["dil_w"] * rows * 2 <= 1016
-            and 2 * out_row <= 4095)
+    return (words == 2 and weight_words <= 6 and kind == "fast"
+            and (p["out_h"] >= 2 if pairs else 2 * p["stride_h"] <= 1020)
+            and (p["k_w"] - 1) * p["dil_w"] * rows * 2 <= 1016
+            and (2 if pairs else 1) * out_row <= 4095 and 2 * p["stride_w"] * rows <= 4095)
 
 
 def fast_params(g: Graph, op: Op) -> dict | None:
