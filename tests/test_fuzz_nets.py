@@ -53,7 +53,9 @@ def conv_block(draw, channels: int, size: int):
     layers = [conv]
     if draw(st.booleans()):
         layers.append(nn.BatchNorm2d(cout))
-    layers.append(draw(st.sampled_from([nn.ReLU(), nn.ReLU6(), nn.Identity()])))
+    layers.append(draw(st.sampled_from([nn.ReLU(), nn.ReLU6(), nn.Identity(), nn.Hardswish(),
+                                        nn.LeakyReLU(0.1), nn.Sigmoid(), nn.Hardsigmoid(),
+                                        nn.PReLU(cout)])))
     return layers, cout, out
 
 

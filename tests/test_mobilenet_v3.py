@@ -69,3 +69,43 @@ def test_exported_tflite_imports_back(mnv3, tmp_path):
     path = tmp_path / "mnv3.tflite"
     path.write_bytes(export_tflite(qg))
     np.testing.assert_array_equal(reference.run(load_tflite(path), xs), reference.run(qg, xs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcu", ["stm32f4", "rp2040"])
+def test_qemu_verify_is_bit_exact(tmp_path, mcu):
+    """generate + verify on the emulated core: the M4's fast convolutions interleaved with
+    the new element-wise kernels, and the M0+'s narrow-multiply requantization."""
+    import tinyds
+    from tinyds.firmware import verify_qemu
+
+    model, x = models.build("mobilenet_v3")
+    path = models.save_pt2(model, x, tmp_path / "mnv3.pt2")
+    calib = models.inputs("mobilenet_v3", 32).numpy()
+    res = tinyds.convert(path, calib, mcu=mcu, out=tmp_path / "out", log=lambda *a: None)
+    q = verify_qemu(res.out_dir, n_random=20)
+    assert q.ok, q.text()
+
+
+def test_inspect_and_weight_blob_see_the_constant_operands(mnv3):
+    """`tinyds inspect`'s stand-in quantization reads hardsigmoid's constants, and the
+    weight blob (MicroPython natmod) moves them like every other constant array."""
+    from tinyds import analyze, codegen, weight_blob
+
+    class SEConcat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.se = models.SqueezeExcite(8, 4)
+            self.head = torch.nn.Conv2d(11, 4, 1)
+
+        def forward(self, x):
+            return self.head(torch.cat([self.se(self.conv(x)), x], dim=1))
+
+    g = passes.optimize(frontends.from_module(SEConcat().eval(), torch.randn(1, 3, 8, 8)))
+    a = analyze.analyze(g, "stm32f4")
+    assert a.fits and [layer.op for layer in a.layers].count("mul") == 2
+    qg, _ = mnv3
+    files, _ = codegen.render_library(qg, "t")
+    consts = [m.group(2) for m in weight_blob.DECLARATION.finditer(files["t.c"])]
+    assert sum(name.endswith("_input2") for name in consts) == 6     # 3 x (+3, 1/6)

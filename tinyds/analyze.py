@@ -100,8 +100,8 @@ def standin_ranges(g: Graph) -> dict[str, tuple[float, float]]:
         if op.type in ("conv2d", "depthwise_conv2d", "fully_connected"):
             w = float(np.abs(g.tensors[op.inputs[1]].data).max()) or 1.0
             x = x * w * 2.0 ** STANDIN_LOG2
-        elif op.type == "add":
-            x = 2 * max(hi[n] for n in op.inputs)
+        elif op.type == "add":                 # a constant operand (hardsigmoid's 3) has no range
+            x = 2 * max(hi[n] for n in op.inputs if n in hi)
         hi[op.outputs[0]] = x
     return {name: (-h, h) for name, h in hi.items()}
 

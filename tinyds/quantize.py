@@ -275,6 +275,7 @@ def _act_tensor(t: Tensor, scale, zp: int) -> Tensor:
 
 def _build(g: Graph, ranges: dict[str, tuple[float, float]],
            means: dict[str, np.ndarray] | None) -> Graph:
+    ranges = _tie_concat_ranges(g, ranges)
     x = g.input
     tensors = {x.name: _act_tensor(x, *activation_params(*ranges[x.name]))}
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
@@ -533,7 +534,7 @@ def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
     synthetic = calib_nhwc is None
     x = synthetic_calibration(g) if synthetic else _check_calib(g, calib_nhwc)
     obs = _observe(g, x, method)
-    ranges = _tie_concat_ranges(g, {name: RANGE_FNS[method](o) for name, o in obs.items()})
+    ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
     qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None)
     report = Report(method, synthetic, compare(g, qg, x[:REPORT_SAMPLES]), qg,
                     {name: (o.lo, o.hi) for name, o in obs.items()})

@@ -42,3 +42,30 @@ def test_generated_c_matches_reference(opkit):
 def test_output_scale_far_below_the_input_scale_is_refused():
     with pytest.raises(TinydsError, match="hardswish output scale"):
         unary_graph("hard_swish", (1.0, 0), (1e-4, 0))
+
+
+def test_clang_compiles_the_kernels_without_warnings(tmp_path):
+    """clang (unlike GCC) warns about an unused static function: a hardswish whose reluish
+    shift is <= 0 calls no saturating shift, and a logistic no softmax reciprocal."""
+    import shutil
+    import subprocess
+
+    from tinyds import codegen
+    from tinyds.ir import Op
+    from tinyds.requant import derive_int_params
+
+    if shutil.which("clang") is None:
+        pytest.skip("clang not installed")
+    g = unary_graph("hard_swish", (0.002, 0), (0.002, 0))
+    assert g.ops[0].attrs["reluish_shift"] <= 0
+    g.tensors["z"] = unary_graph("logistic", (0.1, 0), (1 / 256, -128)).tensors["y"]
+    g.tensors["z"].name = "z"
+    g.ops.append(Op("logistic", "sigmoid", ["y"], ["z"], {}))
+    g.outputs = ["z"]
+    files, _ = codegen.render_library(derive_int_params(g), "t")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    res = subprocess.run(["clang", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-c",
+                          str(tmp_path / "t.c"), "-o", str(tmp_path / "t.o")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
