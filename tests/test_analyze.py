@@ -111,3 +111,17 @@ def test_a_model_that_cannot_fit_is_refused_before_calibration(big, tmp_path, ca
     rc, stdout, _ = run(capsys, "inspect", big / "big.pt", "--mcu", "STM32F4")
     assert rc == 1 and "DOES NOT FIT: RAM" in stdout
     assert "1x96x96x64" in stdout and str(96 * 96 * 64 * 27) in stdout    # the first conv
+
+
+@pytest.mark.parametrize("zoo_name", ["mobilenet_v2", "mobilenet_v3", "act_mix"])
+def test_deep_and_activation_nets_inspect(zoo_name):
+    """Stand-in ranges stay bounded through fifty layers (no float32 overflow) and keep
+    sigmoid's and hardswish's input scales ordinary: inspect answers for every zoo net."""
+    import models
+    model, example = models.build(zoo_name)
+    g = passes.optimize(frontends.from_module(model, example))
+    ranges = analyze.standin_ranges(g)
+    spread = analyze.STANDIN_SPREAD * analyze.STANDIN_RANGE[1]
+    assert all(1 / spread <= hi <= spread for _, hi in ranges.values())
+    a = analyze.analyze(g, "stm32f4")
+    assert a.fits and len(a.layers) == len(g.ops)

@@ -18,6 +18,7 @@ from .ir import Graph
 
 STANDIN_RANGE = (-1.0, 1.0)
 STANDIN_LOG2 = 8
+STANDIN_SPREAD = 16.0
 
 
 @dataclass
@@ -93,7 +94,10 @@ class Analysis:
 def standin_ranges(g: Graph) -> dict[str, tuple[float, float]]:
     """Activation ranges without data: the input in [-1, 1]; a weighted layer's output wide
     enough that its largest channel's requantization multiplier is 2^-STANDIN_LOG2 (a typical
-    trained layer's), so extreme weights give ordinary shifts; other ops keep their input's."""
+    trained layer's), so extreme weights give ordinary shifts; other ops keep their input's.
+    Every range stays within STANDIN_SPREAD of the input's: a trained net's activations do
+    (BatchNorm), and the product of fifty layers' factors would overflow float32."""
+    lo, top = STANDIN_RANGE[1] / STANDIN_SPREAD, STANDIN_RANGE[1] * STANDIN_SPREAD
     hi = {g.inputs[0]: STANDIN_RANGE[1]}
     for op in g.ops:
         x = hi[op.inputs[0]]
@@ -102,7 +106,7 @@ def standin_ranges(g: Graph) -> dict[str, tuple[float, float]]:
             x = x * w * 2.0 ** STANDIN_LOG2
         elif op.type == "add":                 # a constant operand (hardsigmoid's 3) has no range
             x = 2 * max(hi[n] for n in op.inputs if n in hi)
-        hi[op.outputs[0]] = x
+        hi[op.outputs[0]] = float(np.clip(x, lo, top))
     return {name: (-h, h) for name, h in hi.items()}
 
 
