@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import models
-from tinyds import api, frontends, verify
+from tinyds import api, verify
 from tinyds.cli import main
 from tinyds.export_tflite import export_tflite
 

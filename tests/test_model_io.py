@@ -128,7 +128,6 @@ def special_values(s=np.float32(1)) -> np.ndarray:
 
 def edge_inputs(qg) -> np.ndarray:
     s = np.float32(qg.input.qparams[0])
-    f = np.finfo(np.float32)
     special = special_values(s)
     rng = np.random.default_rng(0)
     x = np.concatenate([special, halfway_inputs(s)[0], rng.normal(0, 60 * s, 2000).astype(np.float32)])

@@ -181,7 +181,7 @@ def fast_sweep(opkit, seed, n):
         g, x = random_case(opkit, rng, multiplier=1, small=len(cases) % 5 == 4,
                            channels=int(rng.integers(1, 13)))
         op = g.ops[0]
-        (sh, sw), (dh, dw) = op.attrs["stride"], op.attrs["dilation"]
+        (sh, _), (dh, _) = op.attrs["stride"], op.attrs["dilation"]
         if dh == 1 and (sh == 1 or sh % 2 == 0):
             if len(cases) % 3 == 0:      # a ReLU at zero point -128: the unclamped variant
                 g = relu_at_minus_128(opkit, g)
