@@ -71,3 +71,16 @@ def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
     if sanitize:
         np.testing.assert_array_equal(outs["sanitize"], y, err_msg="-O2 and sanitizer builds differ")
     return y.reshape((x.shape[0], *qg.output.shape[1:]))
+
+
+def tflm(qg, x_int8_batch: np.ndarray) -> np.ndarray:
+    """TensorFlow Lite Micro on qg's export-tflite, one input at a time: the referee."""
+    from tflite_micro.python.tflite_micro import runtime
+    from tinyds.export_tflite import export_tflite
+    it = runtime.Interpreter.from_bytes(export_tflite(qg), arena_size=1 << 18)
+    outs = []
+    for v in x_int8_batch:
+        it.set_input(v[None], 0)
+        it.invoke()
+        outs.append(it.get_output(0)[0])
+    return np.stack(outs)

@@ -1,15 +1,20 @@
 """avg_pool2d: reference vs PyTorch, vs TFLite Micro itself, and generated C vs reference."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tinyds.errors import TinydsError
-from tinyds.export_tflite import export_tflite
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.ops import avg_pool2d
 from tinyds.requant import derive_int_params
 from tinyds.window import output_size
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from oputil import tflm  # noqa: E402
 
 
 def act(name, shape, scale, zp):
@@ -57,17 +62,6 @@ def torch_mean(g, x):
         return torch.round(F.avg_pool2d(F.pad(t, (pl, pr, pt, pb)), a["kernel"], a["stride"]) * k)
 
     return (pooled_sum(xt) / pooled_sum(torch.ones_like(xt))).permute(0, 2, 3, 1).numpy()
-
-
-def tflm(g, x):
-    from tflite_micro.python.tflite_micro import runtime
-    it = runtime.Interpreter.from_bytes(export_tflite(g), arena_size=1 << 18)
-    outs = []
-    for v in x:
-        it.set_input(v[None], 0)
-        it.invoke()
-        outs.append(it.get_output(0)[0])
-    return np.stack(outs)
 
 
 def test_reference_is_tflite_rounding_of_the_exact_mean():
