@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_avg_pool2d import act, tflm
+from test_avg_pool2d import act
 from tinyds import reference
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op
@@ -18,7 +18,7 @@ from tinyds.ops import add
 from tinyds.requant import derive_int_params
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from oputil import run_c  # noqa: E402
+from oputil import run_c, tflm  # noqa: E402
 
 
 def add_graph(shape, q_a, q_b, q_out, activation="none"):

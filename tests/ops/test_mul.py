@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_avg_pool2d import act, tflm
+from test_avg_pool2d import act
 from tinyds import reference
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op, Tensor
@@ -19,7 +19,7 @@ from tinyds.ops import mul
 from tinyds.requant import derive_int_params
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from oputil import run_c  # noqa: E402
+from oputil import run_c, tflm  # noqa: E402
 
 VARIANTS = ("same", "broadcast", "broadcast_first", "scalar", "vector")
 
@@ -91,21 +91,31 @@ def test_reference_within_one_lsb_of_float():
     assert_reference_within_one_lsb(random_graph, lambda a, b: a * b, 60)
 
 
-def test_matches_tflite_micro():
-    rng = np.random.default_rng(61)
+def assert_matches_tflm(random_graph, seed):
+    """Every broadcast variant of a binary op: the reference equals TFLM byte for byte."""
+    rng = np.random.default_rng(seed)
     for i in range(15):
         g = random_graph(rng, VARIANTS[i % len(VARIANTS)])
         x = rng.integers(-128, 128, (30, *g.input.shape[1:])).astype(np.int8)
         np.testing.assert_array_equal(reference.run(g, x), tflm(g, x), err_msg=str(g.ops[-1].inputs))
 
 
-def test_generated_c_matches_reference():
-    rng = np.random.default_rng(62)
+def assert_c_matches_reference(random_graph, seed):
+    """The generated C equals the reference over shapes and variants, int8 rails included."""
+    rng = np.random.default_rng(seed)
     for i, shape in enumerate([(1, 5, 4, 3), (1, 7, 3, 9), (1, 1, 1, 1), (1, 2, 6, 16), (1, 3, 3, 5)]):
         g = random_graph(rng, VARIANTS[i % len(VARIANTS)], shape)
         x = rng.integers(-128, 128, (256, *shape[1:])).astype(np.int8)
         x[0], x[1] = -128, 127
         np.testing.assert_array_equal(run_c(g, x), reference.run(g, x))
+
+
+def test_matches_tflite_micro():
+    assert_matches_tflm(random_graph, 61)
+
+
+def test_generated_c_matches_reference():
+    assert_c_matches_reference(random_graph, 62)
 
 
 def test_shapes_that_do_not_broadcast_are_rejected():

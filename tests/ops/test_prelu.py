@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch.nn as nn
 
-from test_avg_pool2d import act, tflm
+from test_avg_pool2d import act
 from tinyds import reference
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.requant import derive_int_params
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from oputil import run_c  # noqa: E402
+from oputil import run_c, tflm  # noqa: E402
 
 ALPHA_SHAPES = [(1,), (3,), (1, 1, 3)]
 
