@@ -75,9 +75,14 @@ def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
 
 def tflm(qg, x_int8_batch: np.ndarray) -> np.ndarray:
     """TensorFlow Lite Micro on qg's export-tflite, one input at a time: the referee."""
-    from tflite_micro.python.tflite_micro import runtime
     from tinyds.export_tflite import export_tflite
-    it = runtime.Interpreter.from_bytes(export_tflite(qg), arena_size=1 << 18)
+    return tflm_model(export_tflite(qg), x_int8_batch)
+
+
+def tflm_model(tflite: bytes, x_int8_batch: np.ndarray) -> np.ndarray:
+    """TensorFlow Lite Micro on a .tflite's bytes, one input at a time."""
+    from tflite_micro.python.tflite_micro import runtime
+    it = runtime.Interpreter.from_bytes(tflite, arena_size=1 << 18)
     outs = []
     for v in x_int8_batch:
         it.set_input(v[None], 0)
