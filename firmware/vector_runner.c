@@ -4,8 +4,8 @@
 #include "tinyds_board.h"
 #include "tinyds_model.h"
 
-static int8_t input[TINYDS_INPUT_SIZE];
-static int8_t output[TINYDS_OUTPUT_SIZE];
+static tinyds_input_t input[TINYDS_INPUT_SIZE];
+static tinyds_output_t output[TINYDS_OUTPUT_SIZE];
 
 #ifdef TINYDS_DUMP
 static int dump_fd = -1;

@@ -23,6 +23,8 @@ from tinyds.project import FIRMWARE_DIR, write_project
 TOY_H = """#ifndef TOY_H
 #define TOY_H
 #include <stdint.h>
+typedef int8_t toy_input_t;
+typedef int8_t toy_output_t;
 #define TOY_INPUT_SIZE 64
 #define TOY_OUTPUT_SIZE 8
 #define TOY_INPUT_SCALE 0.5f

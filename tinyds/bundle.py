@@ -96,5 +96,4 @@ def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
 
 def stored_vectors(vectors) -> np.ndarray:
     """The calibration vectors the bundle keeps (generate records how many)."""
-    return np.zeros(0, np.int8) if vectors is None else \
-        np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
+    return np.zeros(0, np.int8) if vectors is None else np.asarray(vectors)[:MAX_STORED_VECTORS]

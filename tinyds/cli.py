@@ -19,7 +19,8 @@ def _generate(args) -> int:
                   method=args.calib_method, allow_pickle=args.allow_pickle,
                   input_shape=args.input_shape, optimize=args.optimize,
                   micropython=args.micropython, lib_only=args.lib_only, force=args.force,
-                  labels=args.labels, log=(lambda text: None) if args.quiet else print)
+                  labels=args.labels, input_type=args.input_type, output_type=args.output_type,
+                  log=(lambda text: None) if args.quiet else print)
     if args.quiet:                       # the one line that says where it went
         print(f"{res.name}: wrote {res.out_dir} (arena {res.arena_bytes} B, weights "
               f"{res.weight_bytes} B)")
@@ -142,7 +143,8 @@ def _export_tflite(args) -> int:
             raise TinydsError(f"{args.out}: is the input {given}; export-tflite never writes over "
                               "its input: choose another -o")
     q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
-                       allow_pickle=args.allow_pickle, input_shape=args.input_shape)
+                       allow_pickle=args.allow_pickle, input_shape=args.input_shape,
+                       input_type=args.input_type, output_type=args.output_type)
     print(f"wrote {write_tflite(q.qg, args.out)}")
     return 0
 
@@ -160,6 +162,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
     p.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
                    help="input shape for a scripted TorchScript model (traced ones record it)")
+    for edge in ("input", "output"):
+        p.add_argument(f"--{edge}-type", choices=("int8", "uint8"),
+                       help=f"the model's {edge} type (default: the model's own, int8 for a float "
+                       f"model); uint8 adds a QUANTIZE as TFLite's inference_{edge}_type does")
 
 
 def _mcu_arg(p: argparse.ArgumentParser) -> None:

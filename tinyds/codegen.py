@@ -137,10 +137,15 @@ def layer_weight_bytes(g: Graph, op, k=None) -> int:
             + sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray)))
 
 
-def _pointer(p: Plan, tensor: str) -> str:
+# C element type of each activation dtype (uint8 only at a model's edges).
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t"}
+
+
+def _pointer(p: Plan, tensor: str, dtype: str = "int8") -> str:
     where, offset = p.location(tensor)
     if where == "arena":
-        return f"arena + {offset}" if offset else "arena"
+        at = f"arena + {offset}" if offset else "arena"
+        return at if dtype == "int8" else f"({C_TYPES[dtype]} *)({at})"
     return where
 
 
@@ -168,8 +173,9 @@ def render_library(qg: Graph, name: str, source: str = "",
             kernels.append(weight_blob.externalize(env.get_template(
                 f"ops/{k.template}.c.j2").render(fn=fn, prefix=name, **k.params),
                 f"{name.upper()}_W", blob))
-            args = [_pointer(p, t) for t in op.inputs if t and not qg.tensors[t].is_const]
-            args.append(_pointer(p, op.outputs[0]))
+            args = [_pointer(p, t, qg.tensors[t].dtype)
+                    for t in op.inputs if t and not qg.tensors[t].is_const]
+            args.append(_pointer(p, op.outputs[0], qg.tensors[op.outputs[0]].dtype))
             if k.scratch:
                 args.append(_pointer(p, scratch_name(i)))
             layer["call"] = f"{fn}({', '.join(args)})"
@@ -179,6 +185,8 @@ def render_library(qg: Graph, name: str, source: str = "",
     ctx = dict(
         name=name, NAME=name.upper(), source=(source or qg.name).replace("*/", "* /"),
         layers=layers, kernels=kernels, dsp=any(k is not None and k.dsp for k in chosen),
+        in_t=C_TYPES[x.dtype], out_t=C_TYPES[y.dtype], input_type=x.dtype, output_type=y.dtype,
+        input_min=int(np.iinfo(x.dtype).min), input_max=int(np.iinfo(x.dtype).max),
         input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),
         input_size=x.size, output_size=y.size, arena_size=p.arena_size,
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,
@@ -295,9 +303,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _sample(qg: Graph, vectors) -> np.ndarray:
     if vectors is not None and len(vectors):
-        return np.asarray(vectors[:1], dtype=np.int8)
+        return np.asarray(vectors[:1], dtype=qg.input.dtype)
+    info = np.iinfo(qg.input.dtype)
     rng = np.random.default_rng(SAMPLE_SEED)
-    return rng.integers(-128, 128, (1, *qg.input.shape[1:]), dtype=np.int8)
+    return rng.integers(info.min, info.max + 1, (1, *qg.input.shape[1:])).astype(qg.input.dtype)
 
 
 def flash_need(lib: Library) -> int:
@@ -400,7 +409,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
                 from . import micropython as mpy
                 natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
                     {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu,
-                    lib.weights), name, mcu))
+                    lib.weights, (qg.input.dtype, qg.output.dtype)), name, mcu))
             report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
                                               quant_report))
             sample = _sample(qg, vectors)

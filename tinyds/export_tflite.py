@@ -20,7 +20,7 @@ from .frontends.tflite import schema, tflite_padding
 from .ir import Graph, Op, Tensor
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 3}
-TENSOR_TYPES = {"float32": 0, "int32": 2, "int8": 9}
+TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int8": 9}
 # builtin name, op version TFLite assigns its int8 (per-channel) form
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),

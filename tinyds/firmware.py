@@ -95,12 +95,13 @@ def run_qemu(elf: Path, machine: str, cwd: Path, icount: bool = False,
 
 
 def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
-                output_size: int, work_dir: Path | None = None, layer_sizes=None):
-    """Run every row of `inputs` (N, input_size) int8 through the library on
-    mcu's core in QEMU; returns the (N, output_size) int8 outputs, and with
+                output_size: int, work_dir: Path | None = None, layer_sizes=None,
+                out_dtype="int8"):
+    """Run every row of `inputs` (N, input_size), of the model's input type, through the
+    library on mcu's core in QEMU; returns the (N, output_size) outputs (out_dtype), and with
     layer_sizes also every layer's output bytes (a TINYDS_DUMP build)."""
     m = mcu_table.get(mcu)
-    inputs = np.ascontiguousarray(inputs, dtype=np.int8).reshape(len(inputs), -1)
+    inputs = np.ascontiguousarray(inputs).reshape(len(inputs), -1)
     defines = ("TINYDS_CONSOLE_SEMIHOSTING",) + (("TINYDS_DUMP",) if layer_sizes else ())
     with tempfile.TemporaryDirectory(prefix="tinyds-qemu-") as tmp:
         work = Path(work_dir or tmp)
@@ -111,7 +112,7 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
         if f"tinyds: vectors {len(inputs)}" not in printed:
             raise TinydsError(f"{lib_dir}: the QEMU run on {m.qemu} did not finish its "
                               f"{len(inputs)} vectors; it printed: {printed.strip()}")
-        out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=np.int8)
+        out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=out_dtype)
         dumped = (np.frombuffer((work / "layers.bin").read_bytes(), np.int8)
                   if layer_sizes else None)
     out = out.reshape(len(inputs), output_size)
@@ -169,7 +170,8 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
     mcu = mcu or o.mcu
     x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
     with progress.bar(desc=f"QEMU {mcu_table.get(mcu).qemu}", total=2, unit="firmware") as bar:
-        got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size)
+        got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size,
+                          out_dtype=o.qg.output.dtype)
         bar.update()
         few = x[:verify.LAYER_VECTORS]
         sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]

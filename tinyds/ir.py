@@ -60,8 +60,9 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
   transpose
       perm (of the IR shape, batch first); output keeps the input's quantization.
   quantize
-      int8 -> int8 requantization inside a graph (TFLite QUANTIZE);
-      quantized: multiplier, shift.
+      requantization (TFLite QUANTIZE): int8 -> int8 inside a graph, and the only
+      op that touches a uint8 tensor: uint8 -> int8 from a uint8 model input,
+      int8 -> uint8 to a uint8 model output; quantized: multiplier, shift.
   Float-only, removed by passes before quantization:
   batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
 
@@ -101,7 +102,7 @@ def too_large(shape) -> bool:
 class Tensor:
     name: str
     shape: tuple
-    dtype: str = "float32"          # "float32" | "int8" | "int32"
+    dtype: str = "float32"          # "float32" | "int8" | "int32" | "uint8" (model edges only)
     data: np.ndarray | None = None  # constants (weights, bias) only
     scale: np.ndarray | None = None
     zero_point: np.ndarray | None = None
@@ -169,7 +170,7 @@ class Graph:
 
     @property
     def is_quantized(self) -> bool:
-        return self.tensors[self.inputs[0]].dtype == "int8"
+        return self.tensors[self.inputs[0]].dtype != "float32"
 
     @property
     def input(self) -> Tensor:

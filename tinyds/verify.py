@@ -100,12 +100,13 @@ def compile_target(lib_dir: Path, name: str, mcu: str, build_dir: Path) -> str:
     return f"{name}: compiled with {ARM_CC} {' '.join(flags)} {' '.join(CFLAGS)}: clean"
 
 
-def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None):
-    """Stream the batch x (N, ...) int8 through exe; returns (N, output_size) int8.
+def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None, out_dtype="int8"):
+    """Stream the batch x (N, ...) of the model's input type through exe; returns
+    (N, output_size) of out_dtype, the model's output type.
 
     layer_sizes: exe is a "layers" build; also returns each layer's output bytes,
-    a list of (N, size) arrays in layer order."""
-    x = np.ascontiguousarray(x, dtype=np.int8)
+    a list of (N, size) int8 arrays in layer order."""
+    x = np.ascontiguousarray(x)
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
         src, dst, dump = Path(tmp) / "in.bin", Path(tmp) / "out.bin", Path(tmp) / "layers.bin"
         src.write_bytes(x.tobytes())
@@ -122,7 +123,7 @@ def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None):
             summary = next((ln for ln in lines if "SUMMARY" in ln or "runtime error" in ln),
                            lines[0] if lines else f"exit code {res.returncode}")
             raise TinydsError(f"{exe}: generated C failed at run time: {summary}")
-        y = np.frombuffer(dst.read_bytes(), dtype=np.int8)
+        y = np.frombuffer(dst.read_bytes(), dtype=out_dtype)
         dumped = np.frombuffer(dump.read_bytes(), np.int8) if layer_sizes is not None else None
     n = x.shape[0]
     if y.size != n * output_size:
@@ -167,6 +168,7 @@ def check_layers(qg: Graph, got: list[np.ndarray], x: np.ndarray) -> LayerCheck:
     want = reference.run_all(qg, x)
     for i, (op, bytes_) in enumerate(zip(qg.ops, got)):
         ref = want[op.outputs[0]].reshape(len(x), -1)
+        bytes_ = bytes_.view(ref.dtype)              # a uint8 model output's bytes
         bad = int((bytes_ != ref).sum())
         if bad:
             vec = int(np.flatnonzero((bytes_ != ref).any(axis=1))[0])
@@ -202,7 +204,7 @@ class VerifyResult:
                  self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
                  f"calibration, {self.random} realistic (noisy calibration, normal around the "
-                 f"zero point), {self.random} random int8)"]
+                 f"zero point), {self.random} uniformly random)"]
         for c in self.checks:
             where = f"; first: {c.first}" if c.first else ""
             lines.append(f"{c.build}: {c.vectors} vectors run, {c.mismatched_vectors} mismatching "
@@ -220,27 +222,28 @@ class VerifyResult:
 
 
 def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray:
-    """The all -128 / 0 / 127 extremes, stored calibration vectors, n_random realistic
-    vectors, then n_random uniform int8.
+    """The all -128 / 0 / 127 extremes (0 / 128 / 255 for a uint8 input), stored
+    calibration vectors, n_random realistic vectors, then n_random uniform ones.
 
     Uniform int8 saturates most networks, so an off-by-one in a late layer hides behind
     clamped activations; realistic vectors (the calibration inputs with a few LSB of noise,
     and normal values around the input zero point at several spreads) keep every layer in
     its working range."""
-    shape = tuple(qg.input.shape[1:])
+    shape, dtype = tuple(qg.input.shape[1:]), qg.input.dtype
+    lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
     rng = np.random.default_rng(seed)
-    parts = [np.stack([np.full(shape, v, np.int8) for v in (-128, 0, 127)])]
+    parts = [np.stack([np.full(shape, v, dtype) for v in (lo, (lo + hi + 1) // 2, hi)])]
     n_noisy = 0
     if stored is not None:
-        stored = np.asarray(stored, np.int8).reshape(-1, *shape)
+        stored = np.asarray(stored, dtype).reshape(-1, *shape)
         parts.append(stored)
         n_noisy = n_random // 2
         base = stored[rng.integers(0, len(stored), n_noisy)].astype(np.int32)
-        parts.append(np.clip(base + rng.integers(-3, 4, base.shape), -128, 127).astype(np.int8))
+        parts.append(np.clip(base + rng.integers(-3, 4, base.shape), lo, hi).astype(dtype))
     sigma = rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
     normal = qg.input.qparams[1] + sigma * rng.standard_normal((n_random - n_noisy, *shape))
-    parts.append(np.clip(np.rint(normal), -128, 127).astype(np.int8))
-    parts.append(rng.integers(-128, 128, (n_random, *shape), dtype=np.int8))
+    parts.append(np.clip(np.rint(normal), lo, hi).astype(dtype))
+    parts.append(rng.integers(lo, hi + 1, (n_random, *shape)).astype(dtype))
     return np.concatenate(parts)
 
 
@@ -315,9 +318,10 @@ def load_output(out_dir) -> Output:
     vectors = bundle / "vectors.npy"
     try:
         stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
-        if stored is not None and (stored.dtype != np.int8 or stored.size == 0
+        if stored is not None and (stored.dtype != np.dtype(qg.input.dtype) or stored.size == 0
                                    or stored.size % qg.input.size):
-            raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of int8 model inputs")
+            raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of "
+                             f"{qg.input.dtype} model inputs")
         kept = 0 if stored is None else stored.size // qg.input.size
         if kept != meta.get("vectors", kept):
             raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
@@ -347,7 +351,8 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
     sizes = [qg.tensors[op.outputs[0]].size for op in qg.ops]
 
     def build_and_run(b: str) -> np.ndarray:
-        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], qg.output.size)
+        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], qg.output.size,
+                        out_dtype=qg.output.dtype)
 
     def layers_run() -> list[np.ndarray]:
         exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers")

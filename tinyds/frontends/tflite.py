@@ -5,7 +5,9 @@ tflite-micro / ai-edge-litert (never hand-parsed). Quantization parameters are
 kept exactly (float32 scales, int zero points) and the integer params are then
 derived by requant.derive_int_params, the same path the PyTorch quantizer takes,
 so an imported model and TFLM's Prepare see identical inputs. Float QUANTIZE /
-DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8.
+DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8, or
+uint8 where the model was converted with a uint8 input or output (a QUANTIZE
+between it and the int8 layers, kept and run as TFLM runs it).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ..errors import TinydsError
 from ..ir import MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
 ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionType
-TYPES = {0: "float32", 2: "int32", 9: "int8"}       # TFLite TensorType we accept
+TYPES = {0: "float32", 2: "int32", 3: "uint8", 9: "int8"}   # TFLite TensorType we accept
 # Each operator's builtin options (None: it needs none), and how many inputs it must have.
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
@@ -143,10 +145,12 @@ class _Reader:
             raise self.err(where, f"quantization scale {bad} is not finite and positive", fix)
         if len(zp) != len(scale):
             raise self.err(where, f"{len(scale)} scales but {len(zp)} zero points", fix)
-        lo, hi = {"int8": INT8_RANGE, "int32": (0, 0)}.get(TYPES.get(t.type), (-math.inf, math.inf))
+        lo, hi = {"int8": INT8_RANGE, "uint8": (0, 255), "int32": (0, 0)}.get(
+            TYPES.get(t.type), (-math.inf, math.inf))
         if zp.size and (zp.min() < lo or zp.max() > hi):
             raise self.err(where, f"zero point {int(zp[(zp < lo) | (zp > hi)][0])} is outside "
-                           f"[{lo}, {hi}]", "int8 zero points lie in [-128, 127], bias ones are 0")
+                           f"[{lo}, {hi}]", "int8 zero points lie in [-128, 127], uint8 ones in [0, 255], "
+                           "bias ones are 0")
         if len(scale) > 1 and not 0 <= q.quantizedDimension < len(shape):
             raise self.err(where, f"quantized dimension {q.quantizedDimension} is out of range",
                            fix)
@@ -167,7 +171,7 @@ class _Reader:
         raw = self._raw(idx)
         if raw is None:
             return None
-        dtype = {"int8": np.int8, "int32": np.int32, "float32": np.float32}[self._dtype(idx, "")]
+        dtype = np.dtype(self._dtype(idx, ""))
         return raw.view(dtype).reshape(self.shape(idx)).copy()
 
     def _dtype(self, idx: int, where: str) -> str:
@@ -476,13 +480,30 @@ def _unary(r: _Reader, op, where: str, opname: str) -> Op:
 
 
 def _requantize(r: _Reader, op, where: str) -> Op:
-    """QUANTIZE int8 -> int8: a change of scale and zero point."""
+    """QUANTIZE int8 -> int8, uint8 -> int8 or int8 -> uint8 (as TFLM): a change of scale and
+    zero point; load_tflite checks that uint8 tensors are the model's input or output."""
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
     _check_shape_is(r, where, y, r.g.tensors[x].shape)
-    if r.g.tensors[y].dtype != "int8":
-        raise r.err(where, f"QUANTIZE to {r.g.tensors[y].dtype}", "only int8 outputs are supported")
+    kinds = (r.g.tensors[x].dtype, r.g.tensors[y].dtype)
+    if kinds not in (("int8", "int8"), ("uint8", "int8"), ("int8", "uint8")):
+        raise r.err(where, f"QUANTIZE {kinds[0]} -> {kinds[1]}",
+                    "TFLM requantizes int8 -> int8, uint8 -> int8 and int8 -> uint8 only")
     return Op("quantize", where, [x], [y], {})
+
+
+def _check_uint8_edges(r: _Reader, g: Graph) -> None:
+    """uint8 lives only at the model's edges, behind a QUANTIZE (TFLite's
+    inference_input_type / inference_output_type = uint8); old uint8 layers do not import."""
+    for op in g.ops:
+        for name in op.inputs + op.outputs:
+            if not name or g.tensors[name].dtype != "uint8":
+                continue
+            at_edge = op.type == "quantize" and (name in g.inputs or name in g.outputs)
+            if not at_edge:
+                raise r.err(op.name, f"{op.type} on uint8 tensor {name!r}",
+                            "only the model's input or output may be uint8 (through a QUANTIZE); "
+                            "re-convert with int8 layers (full-integer quantization)")
 
 
 def _prelu(r: _Reader, op, where: str) -> Op:
@@ -560,12 +581,12 @@ def load_tflite(path) -> Graph:
         if opname == "DEQUANTIZE" and op.outputs[0] == out_idx:
             out_idx = int(op.inputs[0])
             continue
-        if opname == "QUANTIZE" and r._dtype(int(op.inputs[0]), where) == "int8":
+        if opname == "QUANTIZE" and r._dtype(int(op.inputs[0]), where) in ("int8", "uint8"):
             new = _requantize(r, op, where)
         elif opname in ("QUANTIZE", "DEQUANTIZE"):
             raise r.err(where, f"{opname} inside the graph",
-                        "only int8 -> int8 QUANTIZE inside the graph and float QUANTIZE/"
-                        "DEQUANTIZE at the model's input/output are supported")
+                        "only int8/uint8 QUANTIZE and float QUANTIZE/DEQUANTIZE at the model's "
+                        "input/output are supported")
         elif opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             new = _conv(r, op, where, opname)
         elif opname == "FULLY_CONNECTED":
@@ -599,8 +620,9 @@ def load_tflite(path) -> Graph:
     g.outputs = [r.tensor(out_idx, "output")]
     for name in g.inputs + g.outputs:
         t = g.tensors[name]
-        if t.dtype != "int8" or t.shape[0] != 1:
+        if t.dtype not in ("int8", "uint8") or t.shape[0] != 1:
             raise r.err(name, f"model input/output is {t.dtype} {t.shape}",
-                        "the model must have batch 1 and int8 (or QUANTIZE-d float) edges")
+                        "the model must have batch 1 and int8, uint8 (or QUANTIZE-d float) edges")
+    _check_uint8_edges(r, g)
     g.remove_unused_tensors()
     return requant.derive_int_params(g)

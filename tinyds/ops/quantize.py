@@ -1,7 +1,9 @@
-"""QUANTIZE int8 -> int8 inside a graph (a requantization between two scales), as
-TFLM's reference_ops::Requantize: (x - zp_in) rescaled by s_in / s_out
-(double-rounding MultiplyByQuantizedMultiplier, requant derives it as TFLM's
-PrepareQuantizeReference) plus zp_out, clamped to int8."""
+"""QUANTIZE inside a graph or at its edges (int8 -> int8, uint8 -> int8 at the input,
+int8 -> uint8 at the output), as TFLM's reference_ops::Requantize: (x - zp_in)
+rescaled by s_in / s_out (double-rounding MultiplyByQuantizedMultiplier, requant
+derives it as TFLM's PrepareQuantizeReference) plus zp_out, clamped to the output
+type. With equal scales and zero points 128 apart TFLM flips the top bit instead,
+which the formula gives exactly (multiplier 2^30, shift 1 is the identity)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,22 +11,30 @@ import numpy as np
 from ..fixedpoint import multiply_by_quantized_multiplier
 from ..ir import Graph, Op
 
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t"}
+
 
 def params(g: Graph, op: Op) -> dict:
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    info = np.iinfo(y.dtype)
     return dict(size=x.size, input_zp=x.qparams[1], output_zp=y.qparams[1],
-                multiplier=int(op.attrs["multiplier"]), shift=int(op.attrs["shift"]))
+                multiplier=int(op.attrs["multiplier"]), shift=int(op.attrs["shift"]),
+                out_min=int(info.min), out_max=int(info.max),
+                in_t=C_TYPES[x.dtype], out_t=C_TYPES[y.dtype])
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     p = params(g, op)
     out = multiply_by_quantized_multiplier(x.astype(np.int64) - p["input_zp"], p["multiplier"],
                                            p["shift"]) + p["output_zp"]
-    return np.clip(out, -128, 127).astype(np.int8)
+    return np.clip(out, p["out_min"], p["out_max"]).astype(g.tensors[op.outputs[0]].dtype)
 
 
 def c_params(g: Graph, op: Op) -> dict:
-    return params(g, op)
+    p = params(g, op)
+    p["flip"] = (p["multiplier"] == 1 << 30 and p["shift"] == 1 and p["in_t"] != p["out_t"]
+                 and abs(p["input_zp"] - p["output_zp"]) == 128)
+    return p
 
 
 def macs(g: Graph, op: Op) -> int:
