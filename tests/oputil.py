@@ -61,11 +61,12 @@ def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, P
 
 def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
           target: Target = Target()) -> np.ndarray:
-    """Generated C output for a batch (N, *input_shape[1:]) int8, shaped (N, *output_shape[1:])."""
+    """Generated C output for a batch (N, *input_shape[1:]) of the model's input type (int8,
+    or uint8), shaped (N, *output_shape[1:])."""
     x = np.asarray(x_int8_batch)
-    assert x.dtype == np.int8, x.dtype
+    assert x.dtype == np.dtype(qg.input.dtype), x.dtype
     assert x.shape[1:] == tuple(qg.input.shape[1:]), (x.shape, qg.input.shape)
-    outs = {b: verify.run_host(exe, x, qg.output.size)
+    outs = {b: verify.run_host(exe, x, qg.output.size, out_dtype=qg.output.dtype)
             for b, exe in build_c(qg, sanitize, target).items()}
     y = outs["release"]
     if sanitize:
