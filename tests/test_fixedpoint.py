@@ -1,8 +1,10 @@
 """The fixed-point primitives: hand-checked values, the C twin, and a scalar restatement."""
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tinyds import fixedpoint as fp
 
@@ -146,3 +148,56 @@ def test_narrow_srdhm_matches_numpy(tmp_path):
     high = fp.saturating_rounding_doubling_high_mul(a, b)
     np.testing.assert_array_equal(got[:, 0], high)
     np.testing.assert_array_equal(got[:, 1], fp.rounding_divide_by_pot(high, e))
+
+
+SMALL_SRDHM_MAIN = r"""
+#include "tinyds_board.h"
+#include "tinyds_common.h"
+
+/* Every (a, b) of cases.bin through tinyds_srdhm_small, results to out.bin. */
+int main(void)
+{
+    tinyds_board_init();
+    int in = tinyds_sh_open("cases.bin", 1), out = tinyds_sh_open("out.bin", 5);
+    int32_t ab[2];
+    uint32_t n = 0;
+    while (in >= 0 && out >= 0 && tinyds_sh_read(in, ab, sizeof ab) == (int)sizeof ab) {
+        const int32_t r = tinyds_srdhm_small(ab[0], ab[1]);
+        if (tinyds_sh_write(out, &r, sizeof r) != 0) {
+            return 2;
+        }
+        n++;
+    }
+    tinyds_puts("tinyds: cases ");
+    tinyds_put_u32(n);
+    tinyds_puts("\n");
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
+def test_small_srdhm_on_the_core(tmp_path, mcu):
+    """tinyds_srdhm_small (ADD's table kernel) equals gemmlowp's rounding doubling high
+    multiply for |a| < 2^30 and b >= 0: SMMULR on the M4, the C product on the M0+,
+    ties of either sign included."""
+    from tinyds import mcu as mcu_table
+    from tinyds.firmware import build_elf, run_qemu
+
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
+        pytest.skip("needs arm-none-eabi-gcc and qemu-system-arm (make toolchain)")
+    a, b = _narrow_cases(1 << 15, seed=4)
+    keep = np.abs(a) < 1 << 30
+    a, b = a[keep], b[keep]
+    a[:64], b[:64] = (1 << 30) - np.arange(1, 65), fp.INT32_MAX   # the largest operands
+    (tmp_path / "main.c").write_text(SMALL_SRDHM_MAIN)
+    m = mcu_table.get(mcu)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(TEMPLATES / "tinyds_common.h", lib)
+    elf = build_elf(tmp_path / "build", lib, "unused", m, tmp_path / "main.c",
+                    machine=m.machine, defines=("TINYDS_CONSOLE_SEMIHOSTING",))
+    (tmp_path / "cases.bin").write_bytes(np.stack([a, b], axis=1).astype(np.int32).tobytes())
+    assert f"tinyds: cases {len(a)}" in run_qemu(elf, m.qemu, tmp_path)
+    got = np.frombuffer((tmp_path / "out.bin").read_bytes(), np.int32)
+    np.testing.assert_array_equal(got, fp.saturating_rounding_doubling_high_mul(a, b))

@@ -6,7 +6,8 @@ Every op has a portable kernel, templates/ops/<op>.c.j2. On cores with the DSP
 extension and with `optimize="speed"`, conv2d and depthwise_conv2d layers that
 meet a fast kernel's conditions run templates/ops/<op>_s16.c.j2 instead: int16
 weight streams (about twice the flash of int8) and SMLAD. The fast kernels'
-C twins (tinyds_dsp.h) are what `tinyds verify` runs on the host.
+C twins (tinyds_dsp.h) are what `tinyds verify` runs on the host. Under "speed"
+an ADD on any core reads its operands' rescales from tables (2 KB a layer).
 """
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
         if p is not None:
             return Kernel("depthwise_conv2d_s16", p, p["scratch"], "channels",
                           f"SMLAD int16 plane, requant {p['requant']}")
+    if target.optimize == "speed" and op.type == "add" and g.ops.index(op) not in target.size_layers:
+        return Kernel("add", ops.get("add").table_params(g, op),
+                      note="operand rescales from two 256-entry tables (2 KB)")
     if fast and op.type == "avg_pool2d":
         p = ops.get("avg_pool2d").c_params(g, op)
         if p["channels"] % 4 == 0 and p["kernel_h"] * p["kernel_w"] <= 256:

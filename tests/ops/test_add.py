@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from test_avg_pool2d import act
-from tinyds import reference
+from tinyds import kernels, reference
 from tinyds.errors import TinydsError
+from tinyds.kernels import Target
 from tinyds.ir import Graph, Op
 from tinyds.ops import add
 from tinyds.requant import derive_int_params
@@ -66,13 +67,36 @@ def test_matches_tflite_micro():
         np.testing.assert_array_equal(reference.run(g, x), tflm(g, x))
 
 
-def test_generated_c_matches_reference():
+@pytest.mark.parametrize("optimize", ["speed", "size"])
+def test_generated_c_matches_reference(optimize):
+    """Both kernels: "speed" reads the operand rescales from tables, "size" computes them."""
     rng = np.random.default_rng(22)
-    for shape in [(1, 5, 4, 3), (1, 7, 3, 9), (1, 1, 1, 1)]:
+    target = Target(optimize=optimize)
+    for shape in [(1, 5, 4, 3), (1, 7, 3, 9), (1, 1, 1, 1), (1, 16, 16, 1)]:
         g = random_graph(rng, shape)
         x = rng.integers(-128, 128, (256, *shape[1:])).astype(np.int8)
         x[0], x[1] = -128, 127
-        np.testing.assert_array_equal(run_c(g, x), reference.run(g, x))
+        if shape == (1, 16, 16, 1):          # every pair of int8 operand values
+            x[2] = np.arange(-128, 128).reshape(shape[1:])
+        kernel = kernels.choose(g, g.ops[2], target)
+        assert ("table1" in kernel.params) == (optimize == "speed")
+        np.testing.assert_array_equal(run_c(g, x, target=target), reference.run(g, x))
+
+
+@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
+def test_table_kernel_on_qemu(opkit, tmp_path, mcu):
+    """The table kernel as generate builds it: SMMULR on the M4, the C product on the M0+."""
+    rng = np.random.default_rng(24)
+    cases = []
+    for shape in [(1, 16, 16, 1), (1, 3, 5, 8)]:
+        g = random_graph(rng, shape)
+        x = rng.integers(-128, 128, (40, *shape[1:])).astype(np.int8)
+        x[0] = -128
+        x[1] = 127
+        cases.append((g, x))
+    for (g, x), got in zip(cases, opkit.run_qemu(cases, tmp_path, mcu)):
+        assert "table1" in kernels.choose(g, g.ops[2], Target.for_mcu(mcu)).params
+        np.testing.assert_array_equal(got, reference.run(g, x))
 
 
 def test_shapes_that_do_not_broadcast_are_rejected():
