@@ -1,4 +1,4 @@
-"""MLPerf Tiny KWS and VWW through tinyds beside CMSIS-NN v7: `python3 benchmarks/mlperf_tiny.py`.
+"""MLPerf Tiny KWS, VWW and the IC ResNet-8 through tinyds beside CMSIS-NN v7: `python3 benchmarks/mlperf_tiny.py`.
 
 Generates each model from ../shared/models/mlperf-tiny, runs `tinyds bench` on it (exact
 instructions on QEMU, estimated cycles from tinyds.cycles) and prints one table. The
@@ -23,6 +23,7 @@ RUNS = [
     ("kws_ref_model.tflite", "stm32f4", 7_693_228, 9_297_440),
     ("kws_ref_model.tflite", "cortex-m0plus", 28_988_677, None),
     ("vww_96_int8.tflite", "stm32f4", 24_093_813, 29_475_311),
+    ("pretrainedResnet_quant.tflite", "stm32f4", None, None),     # not measured with CMSIS-NN
 ]
 
 
