@@ -158,8 +158,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
-    p.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
-                   help="input shape for a scripted TorchScript model (traced ones record it)")
+    _input_shape_arg(p)
+
+
+def _input_shape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", type=_shape, metavar="1,C,H,W", action="append",
+                   help="input shape for a scripted TorchScript model (traced ones record it); "
+                   "once per input, in forward's order, for a model with several inputs")
 
 
 def _mcu_arg(p: argparse.ArgumentParser) -> None:
@@ -208,8 +213,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--optimize", choices=("speed", "size"), default="speed")
     i.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
-    i.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
-                   help="input shape for a scripted TorchScript model (traced ones record it)")
+    _input_shape_arg(i)
     _quiet_arg(i)
     i.set_defaults(run=_inspect)
     ev = sub.add_parser("eval", help="accuracy on labelled data: float, int8 reference and "
