@@ -79,8 +79,9 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
             raise TinydsError(f"input shape {tuple(shape)} has more than {MAX_ELEMENTS} "
                               "elements, far beyond a microcontroller's RAM; pass the model's own")
     synthetic = calib_data.is_synthetic(calib)
+    calib_from = "calibration data"
     if isinstance(calib, (str, Path)) and not synthetic:
-        calib = calib_data.load(calib)
+        calib_from, calib = str(calib), calib_data.load(calib, keep_names=True)
     example = None
     if not isinstance(module_or_path, (str, Path)) and (
             (calib is not None and not synthetic) or input_shape):
@@ -95,7 +96,7 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
             module_or_path, (str, Path)) else stem)
     if calib is None and not g.is_quantized:
         raise TinydsError(calib_data.MISSING)
-    x = None if calib is None or synthetic else calib_data.for_graph(g, calib)
+    x = None if calib is None or synthetic else calib_data.for_graph(g, calib, calib_from)
     if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
         qg, report = g, None
         for b, n in zip(x if isinstance(x, list) else [x], qg.inputs) if x is not None else ():

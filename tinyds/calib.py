@@ -68,14 +68,14 @@ class Arrays(dict):
         self.path = path
 
 
-def _npz(path: Path, name: str | None):
+def _npz(path: Path, name: str | None, keep_names: bool = False):
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise TinydsError(f"{path}: not a readable .npz archive ({e}); save it with "
                           "numpy.savez") from None
-    if name is None and len(arrays) > 1:
+    if name is None and (len(arrays) > 1 or keep_names):
         return Arrays(arrays, path)        # one per input of a several-input model
     return _pick(arrays, name, path, "array")
 
@@ -114,15 +114,17 @@ def _folder(path: Path) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def load(spec) -> np.ndarray:
-    """A batch of float inputs from a path (see the module docstring)."""
+def load(spec, keep_names: bool = False):
+    """A batch of float inputs from a path (see the module docstring). A .npz of several
+    arrays (of any number, with keep_names) without `:name` stays whole (Arrays) until
+    per_input matches its keys to the model's inputs."""
     path, name = _split_name(str(spec))
     if not path.exists():
         raise TinydsError(f"{path}: calibration file not found; pass {FORMATS}")
     if path.is_dir():
         x = _folder(path)
     elif path.suffix == ".npz":
-        x = _npz(path, name)
+        x = _npz(path, name, keep_names)
     elif path.suffix in (".pt", ".pth"):
         x = _torch(path, name)
     else:
@@ -138,9 +140,9 @@ def sample_shapes(x) -> list[tuple] | None:
     or an .npz keyed input0, input1, ...): stands in for a file that records no shape."""
     if isinstance(x, dict):
         keys = [f"input{i}" for i in range(len(x))]
-        if set(x) != set(keys):
+        if len(x) != 1 and set(x) != set(keys):
             return None
-        x = [x[k] for k in keys]
+        x = list(x.values()) if len(x) == 1 else [x[k] for k in keys]
     batches = x if isinstance(x, (list, tuple)) else [x]
     return [(1, *np.shape(b)[1:]) for b in batches]
 
@@ -150,7 +152,7 @@ def per_input(g, x, where: str = "calibration data") -> list:
     fix it. x: a batch (one-input model), a list of batches, or arrays keyed by the
     model's input names or input0, input1, ..."""
     names = list(g.inputs)
-    path = getattr(x, "path", where)
+    path = getattr(x, "path", None) or where
     if isinstance(x, dict):
         if len(names) == 1:
             _pick(x, None, path, "array")          # the one-input error: name one
@@ -206,10 +208,11 @@ def to_nhwc(x: np.ndarray, layout: str, want_nhwc: tuple, where: str = "calibrat
     return x
 
 
-def for_graph(g, x):
+def for_graph(g, x, where: str = "calibration data"):
     """x, in the layout the user gave g's input in, as g's NHWC input; for a model with
-    several inputs a list of NHWC batches, one per input (see per_input)."""
-    batches = per_input(g, x)
+    several inputs a list of NHWC batches, one per input (see per_input). where: the
+    file x came from, for the error lines."""
+    batches = per_input(g, x, where)
     nhwc = [to_nhwc(b, g.source_layout, tuple(g.tensors[n].shape[1:]),
                     "calibration data" if len(batches) == 1 else f"calibration input {n!r}")
             for b, n in zip(batches, g.inputs)]
