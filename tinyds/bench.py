@@ -141,7 +141,8 @@ def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
     out_in_arena = re.search(rf"#define {name.upper()}_OUTPUT_IN_ARENA 1\b", header)
 
     def size(what: str) -> int:
-        m = re.search(rf"#define {name.upper()}_{what}_TOTAL_SIZE (\d+)", header)
+        m = (re.search(rf"#define {name.upper()}_{what}_TOTAL_SIZE (\d+)", header)
+             or re.search(rf"#define {name.upper()}_{what}_SIZE (\d+)", header))  # older headers
         if not m:
             raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_TOTAL_SIZE; "
                               "regenerate the folder with `tinyds generate`")
