@@ -410,10 +410,6 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     from . import bundle, outdir, project, report
     out = Path(out_dir).resolve()
     labels = check_labels(labels, qg.output.size, name)
-    if micropython and (len(qg.inputs) > 1 or len(qg.outputs) > 1):
-        raise TinydsError(f"{source or qg.name}: --micropython: the native module takes one "
-                          f"input and one output, this model has {len(qg.inputs)} and "
-                          f"{len(qg.outputs)}; generate without --micropython")
     files, lib = render_for_mcu(qg, name, mcu, optimize, source, labels)
     mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram, source or qg.name)
     check_out_dir(out)
@@ -439,7 +435,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
                 from . import micropython as mpy
                 natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
                     {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu,
-                    lib.weights), name, mcu))
+                    lib.weights, [qg.tensors[n].size for n in qg.inputs],
+                    [qg.tensors[n].size for n in qg.outputs]), name, mcu))
             report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
                                               quant_report))
             sample = _sample(qg, vectors)
