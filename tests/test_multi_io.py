@@ -408,3 +408,25 @@ def test_micropython_natmod_takes_tuples_of_buffers(two, tmp_path, capsys, monke
     for arch in ("x64", "armv7emsp", "armv7m", "armv6m"):
         assert any(line.startswith(arch) and ", 0 mismatching" in line
                    for line in text.splitlines()), (arch, text)
+
+
+def test_python_api_takes_a_list_or_dict_of_batches(two, tmp_path):
+    """tinyds.convert with the module in hand: calib as a list in forward's order, or a
+    dict keyed by forward's argument names, quantizes exactly as the traced file does."""
+    from tinyds.api import quantize_model
+    image = two.calib[0].transpose(0, 3, 1, 2)
+    for calib in ([image, two.calib[1]], {"side": two.calib[1], "image": image}):
+        q = quantize_model(two.model, calib=calib, log=lambda text: None)
+        assert q.qg.inputs == ["image", "side"]
+        np.testing.assert_array_equal(q.vectors, reference.pack(quantize.quantize_input(
+            two.qg, two.calib)))
+        for name, t in two.qg.tensors.items():
+            if t.is_const:
+                np.testing.assert_array_equal(q.qg.tensors[name].data, t.data)
+
+
+def test_eval_says_it_measures_one_output_classifiers(two, tmp_path, capsys):
+    data = tmp_path / "test.npz"
+    np.savez(data, x=two.calib[0].transpose(0, 3, 1, 2), y=np.zeros(200, np.int64))
+    rc, _, err = run(capsys, "eval", two.traced, "--data", data, "--calib", two.calib_npz)
+    assert_one_line_error(rc, err, "two_head.pt", "2 inputs and 2 outputs", "tinyds verify")

@@ -59,6 +59,10 @@ def _eval(args) -> int:
                            allow_pickle=args.allow_pickle, input_shape=args.input_shape,
                            log=lambda text: None)
         qg, g, synthetic = q.qg, q.float_graph, q.report is not None and q.report.synthetic
+    if len(qg.inputs) > 1 or len(qg.outputs) > 1:
+        raise TinydsError(f"{args.model}: has {len(qg.inputs)} inputs and {len(qg.outputs)} "
+                          "outputs; tinyds eval measures one-input, one-output classifiers "
+                          "(the quantization report and tinyds verify cover this model)")
     layout = qg.source_layout if g is None else g.source_layout
     x = calib.to_nhwc(x, layout, tuple(qg.input.shape[1:]), "test data")
     if tuple(x.shape[1:]) != tuple(qg.input.shape[1:]):
