@@ -430,3 +430,54 @@ def test_eval_says_it_measures_one_output_classifiers(two, tmp_path, capsys):
     np.savez(data, x=two.calib[0].transpose(0, 3, 1, 2), y=np.zeros(200, np.int64))
     rc, _, err = run(capsys, "eval", two.traced, "--data", data, "--calib", two.calib_npz)
     assert_one_line_error(rc, err, "two_head.pt", "2 inputs and 2 outputs", "tinyds verify")
+
+
+class _Detector(torch.nn.Module):
+    """One input, two outputs: a class score and a detection-style map (a 1x1 conv head
+    over the trunk's 4x4 grid, NHWC-flat in C)."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.ReLU6(),
+            torch.nn.Conv2d(8, 16, 1), torch.nn.ReLU())
+        self.boxes = torch.nn.Conv2d(16, 5, 1)
+        self.score = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        f = self.trunk(x)
+        return self.score(f.mean(dim=(2, 3))), self.boxes(f)
+
+
+def test_detection_heads_from_pt2_tflm_and_c_bit_exact(tmp_path, capsys):
+    """A one-input, two-output net from .pt2: TFLM on its export equals the reference on
+    both outputs, and generate + verify compares both outputs and every layer."""
+    torch.manual_seed(0)
+    model = _Detector().eval()
+    x = torch.randn(64, 3, 8, 8)
+    path = tmp_path / "det.pt2"
+    torch.export.save(torch.export.export(model, (x[:1],)), str(path))
+    np.save(tmp_path / "calib.npy", x.numpy())
+    g = passes.optimize(frontends.load(path))
+    assert g.inputs == ["input"] and len(g.outputs) == 2
+    assert [g.tensors[n].shape for n in g.outputs] == [(1, 4), (1, 4, 4, 5)]
+    qg, _ = quantize.quantize(g, x.permute(0, 2, 3, 1).numpy())
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([quantize.quantize_input(qg, x.permute(0, 2, 3, 1).numpy()),
+                         rng.integers(-128, 128, (64, 8, 8, 3), dtype=np.int8)])
+    from oputil import tflm
+    scores, boxes = tflm(qg, xs)
+    ours = reference.run_all(qg, xs)
+    np.testing.assert_array_equal(scores, ours[qg.outputs[0]])
+    np.testing.assert_array_equal(boxes, ours[qg.outputs[1]])
+    assert len(np.unique(boxes.reshape(len(xs), -1), axis=0)) > 100    # depends on the input
+
+    out = tmp_path / "out"
+    assert run(capsys, "generate", path, "--calib", tmp_path / "calib.npy", "-o", out,
+               "--mcu", "cortex-m0plus")[0] == 0
+    rc, text, err = run(capsys, "verify", out, "--vectors", "200")
+    assert rc == 0, text + err
+    assert "0 mismatching" in text and "every byte of every layer" in text
+    header = (out / "lib" / "det" / "det.h").read_text()
+    assert "#define DET_OUTPUT1_SHAPE {1, 4, 4, 5}" in header and "int det_run(" not in header
