@@ -144,7 +144,10 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     calib: float batch in the model's own layout ((N, C, H, W) for PyTorch), a path
     (tinyds.calib.load: .npy, .npz[:name], torch.save()d tensor, folder of .npy), or
     "synthetic" for a smoke test on random inputs; required unless the model is int8 already.
-    input_shape: (1, C, H, W) for a scripted TorchScript file, which does not record it.
+    A model with several inputs takes a list of batches in forward's order, a dict keyed by
+    the input names (or input0, input1, ...), or an .npz holding one array per input.
+    input_shape: (1, C, H, W) for a scripted TorchScript file, which does not record it
+    (a list of shapes, one per input, for several).
     optimize: "speed" (fast int16-weight kernels where the core has DSP; per layer
     int8 when flash would not fit) or "size" (int8 weights, portable kernels).
     micropython: also write out/micropython/, a MicroPython native module per architecture.
