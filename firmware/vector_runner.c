@@ -4,8 +4,36 @@
 #include "tinyds_board.h"
 #include "tinyds_model.h"
 
-static tinyds_input_t input[TINYDS_INPUT_SIZE];
-static tinyds_output_t output[TINYDS_OUTPUT_SIZE];
+/* One vector: every input's bytes in order; one output record: every output's. */
+static tinyds_input_t input[TINYDS_INPUT_TOTAL_SIZE];
+static tinyds_output_t output[TINYDS_OUTPUT_TOTAL_SIZE];
+
+#if TINYDS_INPUT_COUNT == 1 && TINYDS_OUTPUT_COUNT == 1
+static int run(void)
+{
+    return TINYDS_RUN(input, output);
+}
+#else
+/* Several inputs or outputs: each one's bytes inside the vector / the record. */
+static int run(void)
+{
+    static const uint32_t in_size[TINYDS_INPUT_COUNT] = TINYDS_INPUT_SIZES;
+    static const uint32_t out_size[TINYDS_OUTPUT_COUNT] = TINYDS_OUTPUT_SIZES;
+    const int8_t *inputs[TINYDS_INPUT_COUNT];
+    int8_t *outputs[TINYDS_OUTPUT_COUNT];
+    uint32_t at = 0;
+    for (int i = 0; i < TINYDS_INPUT_COUNT; i++) {
+        inputs[i] = input + at;
+        at += in_size[i];
+    }
+    at = 0;
+    for (int i = 0; i < TINYDS_OUTPUT_COUNT; i++) {
+        outputs[i] = output + at;
+        at += out_size[i];
+    }
+    return TINYDS_RUN_MULTI(inputs, outputs);
+}
+#endif
 
 #ifdef TINYDS_DUMP
 static int dump_fd = -1;
@@ -37,7 +65,7 @@ int main(void)
     }
     uint32_t n = 0;
     while (tinyds_sh_read(in, input, sizeof input) == (int)sizeof input) {
-        if (TINYDS_RUN(input, output) != 0 || tinyds_sh_write(out, output, sizeof output) != 0) {
+        if (run() != 0 || tinyds_sh_write(out, output, sizeof output) != 0) {
             tinyds_puts("tinyds: run or write failed\n");
             return 1;
         }

@@ -408,3 +408,71 @@ def _trained(name, seed):
     finally:
         torch.set_num_threads(threads)
     return model.eval(), task
+
+
+class TwoHead(nn.Module):
+    """Two inputs, two outputs: a DS-CNN trunk on an image (N, 1, 16, 16) with a
+    classification head, and a regression head reading the trunk's features together
+    with a second input, a 4-vector of side information."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            _conv_bn(1, 16, 3, stride=2, padding=1),
+            _conv_bn(16, 16, 3, padding=1, groups=16), _conv_bn(16, 32, 1),
+            _conv_bn(32, 32, 3, padding=1, groups=32), _conv_bn(32, 32, 1),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classify = nn.Linear(32, classes)
+        self.features = nn.Linear(32, 16)
+        self.side = nn.Linear(4, 16)
+        self.regress = nn.Linear(16, 2)
+
+    def forward(self, image, side):
+        f = self.trunk(image)
+        return self.classify(f), self.regress(F.relu(self.features(f) + self.side(side)))
+
+
+class TwoHeadTask:
+    """TwoHead's task: the class of a SyntheticTask image; the regression targets are the
+    image's pattern amplitude and the mean of the side vector's first two values, so each
+    output depends on the input it should (the second on both)."""
+
+    def __init__(self, seed: int = 0):
+        self.images = SyntheticTask((1, 1, 16, 16), 3, seed, noise=1.5)
+
+    def draw(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randint(0, 3, (n,), generator=g)
+        amplitude = 0.5 + torch.rand((n, 1, 1, 1), generator=g)
+        image = self.images.prototypes[y] * amplitude + self.images.noise * torch.randn(
+            (n, 1, 16, 16), generator=g)
+        side = torch.randn((n, 4), generator=g)
+        target = torch.stack([amplitude.reshape(-1), side[:, :2].mean(dim=1)], dim=1)
+        return (image, side), (y, target)
+
+
+def trained_two_head(seed: int = 0):
+    """(TwoHead trained briefly on TwoHeadTask, the task): a fresh copy each call."""
+    model, task = _trained_two_head(seed)
+    return copy.deepcopy(model), task
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_two_head(seed):
+    torch.manual_seed(seed)
+    model, task = TwoHead(), TwoHeadTask(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in range(300):
+            (image, side), (y, target) = task.draw(64, seed=2_000_000 + step)
+            logits, reg = model(image, side)
+            loss = F.cross_entropy(logits, y) + F.mse_loss(reg, target) * 4
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), task

@@ -74,19 +74,39 @@ def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
     return y.reshape((x.shape[0], *qg.output.shape[1:]))
 
 
-def tflm(qg, x_int8_batch: np.ndarray) -> np.ndarray:
-    """TensorFlow Lite Micro on qg's export-tflite, one input at a time: the referee."""
+def tflm(qg, x_int8_batch):
+    """TensorFlow Lite Micro on qg's export-tflite, one input at a time: the referee.
+    Several inputs or outputs: see tflm_model."""
     from tinyds.export_tflite import export_tflite
     return tflm_model(export_tflite(qg), x_int8_batch)
 
 
-def tflm_model(tflite: bytes, x_int8_batch: np.ndarray) -> np.ndarray:
-    """TensorFlow Lite Micro on a .tflite's bytes, one input at a time."""
+def tflm_model(tflite: bytes, x_int8_batch):
+    """TensorFlow Lite Micro on a .tflite's bytes, one input at a time. A model with several
+    inputs takes a list of batches (one per input, in the model's order); one with several
+    outputs gives a list of batches (one per output)."""
     from tflite_micro.python.tflite_micro import runtime
     it = runtime.Interpreter.from_bytes(tflite, arena_size=1 << 18)
-    outs = []
-    for v in x_int8_batch:
-        it.set_input(v[None], 0)
+    xs = x_int8_batch if isinstance(x_int8_batch, (list, tuple)) else [x_int8_batch]
+    outs = None
+    for n in range(len(xs[0])):
+        for i, x in enumerate(xs):
+            it.set_input(x[n:n + 1], i)
         it.invoke()
-        outs.append(it.get_output(0)[0])
-    return np.stack(outs)
+        if outs is None:
+            outs = [[] for _ in range(_count(it.get_output_details))]
+        for j, o in enumerate(outs):
+            o.append(it.get_output(j)[0])
+    stacked = [np.stack(o) for o in outs]
+    return stacked[0] if len(stacked) == 1 else stacked
+
+
+def _count(details) -> int:
+    """How many inputs or outputs a TFLM interpreter has (its details raise past the last)."""
+    n = 0
+    while True:
+        try:
+            details(n)
+        except (RuntimeError, ValueError, IndexError):
+            return n
+        n += 1

@@ -228,3 +228,8 @@ def test_io_sizes_count_the_input_only_outside_the_arena(tmp_path):
         (lib / "m.h").write_text(f"#define M_INPUT_SIZE 490\n#define M_OUTPUT_SIZE 12\n"
                                  f"#define M_INPUT_IN_ARENA {in_arena}\n")
         assert bench.io_sizes(tmp_path, "m") == want
+    # several inputs and outputs: every one's bytes (TOTAL_SIZE); the first's alone are not
+    (lib / "m.h").write_text("#define M_INPUT_COUNT 2\n#define M_INPUT0_SIZE 490\n"
+                             "#define M_INPUT_TOTAL_SIZE 494\n#define M_OUTPUT0_SIZE 12\n"
+                             "#define M_OUTPUT_TOTAL_SIZE 20\n#define M_INPUT_IN_ARENA 0\n")
+    assert bench.io_sizes(tmp_path, "m") == (494, 20)

@@ -8,6 +8,7 @@ import torch
 
 from tinyds import calib
 from tinyds.errors import TinydsError
+from tinyds.ir import Graph, Tensor
 
 from test_cli import assert_one_line_error, run
 
@@ -36,8 +37,17 @@ def test_every_format_loads_the_same_batch(spec, batch_files):
     assert got.dtype == np.float32 and np.array_equal(got, X)
 
 
+def test_several_arrays_for_a_one_input_model_need_a_name(batch_files):
+    """A .npz of several arrays is one per input of a several-input model; a one-input
+    model asks which array to use."""
+    x = calib.load(str(batch_files / "two.npz"))
+    g = Graph("g", {"input": Tensor("input", (1, 4))}, [], ["input"], ["input"])
+    with pytest.raises(TinydsError) as e:
+        calib.for_graph(g, x)
+    assert "2 arrays" in str(e.value) and "two.npz:NAME" in str(e.value)
+
+
 @pytest.mark.parametrize("spec, words", [
-    ("two.npz", ["2 arrays", "two.npz:NAME"]),
     ("two.npz:z", ["no array named 'z'", "'x'"]),
     ("dict.pt", ["2 entrys", "dict.pt:NAME"]),
     ("nope.npy", ["nope.npy", "not found"]),

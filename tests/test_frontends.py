@@ -412,7 +412,7 @@ def test_scripted_needs_input_shape_and_checks_channels(tmp_path):
 def test_traced_input_shape_is_read_without_unpickling_code(tmp_path):
     m, x = models.build("opmix")
     f = models.save_torchscript(m, torch.randn(5, 3, 24, 20), tmp_path / "t.pt")
-    assert frontends.torchscript.traced_input_shape(f) == (5, 3, 24, 20)
+    assert frontends.torchscript.traced_input_shapes(f) == [(5, 3, 24, 20)]
     assert frontends.load(f).input.shape == (1, 24, 20, 3)    # batch 1 regardless of the trace's batch
 
 

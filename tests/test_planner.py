@@ -131,8 +131,11 @@ def test_random_dags_never_overwrite_a_live_buffer(seed):
 # --- in-place layers and scratch: a byte-by-byte simulation of the kernels' order ---
 
 def _bytes(p, g, name):
-    """Byte range of a tensor in its buffer: (where, offset, size)."""
+    """Byte range of a tensor in its buffer: (where, offset, size); each caller's input and
+    output buffer is its own memory ("input:NAME")."""
     where, off = p.location(name)
+    if where != "arena":
+        where = f"{where}:{p.by_tensor[name].tensors[0]}"
     return where, off, g.tensors[name].nbytes
 
 
@@ -146,8 +149,9 @@ def simulate_inplace(g: Graph, kernels, p=None) -> int:
     element it expects: nothing was overwritten while still needed. Returns the
     number of bytes checked. p: the plan to check (default: what plan() picks)."""
     p = p or plan(g, kernels)
-    mem = {w: np.full(n, -1, np.int64) for w, n in
-           (("arena", p.arena_size), ("input", g.input.nbytes), ("output", g.output.nbytes))}
+    mem = {"arena": np.full(p.arena_size, -1, np.int64)}
+    mem.update({f"{b.where}:{b.tensors[0]}": np.full(b.size, -1, np.int64)
+                for b in p.buffers if b.where != "arena"})
     ids = {name: i for i, name in enumerate(g.tensors)}
 
     def tag(name, idx):
@@ -163,7 +167,8 @@ def simulate_inplace(g: Graph, kernels, p=None) -> int:
         assert (got == tag(name, idx)).all(), f"{op.name} reads {name} after it was overwritten"
         return idx.size
 
-    write(g.inputs[0], np.arange(g.input.nbytes))
+    for name in g.inputs:
+        write(name, np.arange(g.tensors[name].nbytes))
     checked = 0
     for i, (op, k) in enumerate(zip(g.ops, kernels)):
         if op.type == "reshape":       # same bytes: re-tag as the new tensor
@@ -203,7 +208,8 @@ def simulate_inplace(g: Graph, kernels, p=None) -> int:
             for t in acts:
                 checked += read(t, np.arange(g.tensors[t].nbytes), op)
             write(op.outputs[0], np.arange(y.nbytes))
-    checked += read(g.outputs[0], np.arange(g.output.nbytes), g.ops[-1])
+    for name in g.outputs:
+        checked += read(name, np.arange(g.tensors[name].nbytes), g.ops[-1])
     return checked
 
 
@@ -354,3 +360,30 @@ def test_mlperf_plans_simulate_cleanly(model):
         assert p.arena_size == 8000 + 392                   # one tensor + the depthwise plane
     else:   # VWW: one block as wide as its widest tensor (48x48x16) + the depthwise plane
         assert p.arena_size == 36864 + 5000
+
+
+@pytest.mark.parametrize("dsp", [False, True])
+def test_several_inputs_and_outputs_simulate_cleanly(dsp):
+    """The two-input, two-output DS-CNN (models.TwoHead): every candidate plan (inputs and
+    outputs in the caller's buffers or in the arena, in place or not) keeps every byte
+    until its last reader, and plan() takes the one needing the least RAM."""
+    import models
+    from tinyds import frontends, passes, quantize
+    from tinyds.kernels import Target, choose
+    from tinyds.planner import _place, is_alias
+    model, task = models.trained_two_head()
+    (image, side), _ = task.draw(32, seed=1)
+    g = passes.optimize(frontends.from_module(model, [image[:1], side[:1]]))
+    qg, _ = quantize.quantize(g, [image.permute(0, 2, 3, 1).numpy(), side.numpy()])
+    kernels = [None if is_alias(qg, op) else choose(qg, op, Target(dsp=dsp)) for op in qg.ops]
+    wrapped = [k if k is not None else _k() for k in kernels]
+    candidates = [_place(qg, kernels, inplace, into, output_in_arena=out)
+                  for inplace in (False, True) for into in (False, True) for out in (False, True)]
+    for p in candidates:
+        assert simulate_inplace(qg, wrapped, p) > 0
+        own = [p.by_tensor[n] for n in qg.inputs + qg.outputs if p.location(n)[0] != "arena"]
+        assert len({id(b) for b in own}) == len(own)            # a buffer of its own each
+    best = plan(qg, kernels)
+    assert best.ram == min(p.ram for p in candidates)
+    assert best.input_in_arena and best.output_in_arena     # both save RAM here
+    assert best.ram < min(p.ram for p in candidates if not p.input_in_arena)

@@ -31,6 +31,10 @@ typedef int8_t toy_output_t;
 #define TOY_INPUT_ZERO_POINT (0)
 #define TOY_OUTPUT_SCALE 0.5f
 #define TOY_OUTPUT_ZERO_POINT (0)
+#define TOY_INPUT_COUNT 1
+#define TOY_OUTPUT_COUNT 1
+#define TOY_INPUT_TOTAL_SIZE 64
+#define TOY_OUTPUT_TOTAL_SIZE 8
 #define TOY_ARENA_SIZE 64
 #define TOY_NUM_LAYERS 3
 extern const char *const toy_layer_names[TOY_NUM_LAYERS];

@@ -98,7 +98,7 @@ def standin_ranges(g: Graph) -> dict[str, tuple[float, float]]:
     Every range stays within STANDIN_SPREAD of the input's: a trained net's activations do
     (BatchNorm), and the product of fifty layers' factors would overflow float32."""
     lo, top = STANDIN_RANGE[1] / STANDIN_SPREAD, STANDIN_RANGE[1] * STANDIN_SPREAD
-    hi = {g.inputs[0]: STANDIN_RANGE[1]}
+    hi = dict.fromkeys(g.inputs, STANDIN_RANGE[1])
     for op in g.ops:
         x = hi[op.inputs[0]]
         if op.type in ("conv2d", "depthwise_conv2d", "fully_connected"):

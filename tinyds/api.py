@@ -36,7 +36,7 @@ def load_graph(module_or_path, allow_pickle: bool = False, example_input=None,
         path = Path(module_or_path)
         if not path.is_file():
             raise TinydsError(f"{path}: model file not found; check the path")
-        shape = {} if input_shape is None else {"input_shape": tuple(input_shape)}
+        shape = {} if input_shape is None else {"input_shape": input_shape}
         return frontends.load(path, allow_pickle=allow_pickle, default_shape=default_shape,
                               **shape), path.stem
     if example_input is None:
@@ -76,21 +76,22 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
     mcu: refuse a model that cannot fit it (tinyds inspect's check) before calibrating.
     input_type, output_type: "uint8" makes that model edge uint8 (quantize.with_io_types);
     None keeps the model's."""
-    if input_shape is not None and too_large(input_shape):
-        raise TinydsError(f"input shape {tuple(input_shape)} has more than {MAX_ELEMENTS} "
-                          "elements, far beyond a microcontroller's RAM; pass the model's own")
+    from .frontends.torchscript import input_shapes
+    for shape in input_shapes(input_shape) if input_shape is not None else ():
+        if too_large(shape):
+            raise TinydsError(f"input shape {tuple(shape)} has more than {MAX_ELEMENTS} "
+                              "elements, far beyond a microcontroller's RAM; pass the model's own")
     synthetic = calib_data.is_synthetic(calib)
+    calib_from = "calibration data"
     if isinstance(calib, (str, Path)) and not synthetic:
-        calib = calib_data.load(calib)
+        calib_from, calib = str(calib), calib_data.load(calib, keep_names=True)
     example = None
     if not isinstance(module_or_path, (str, Path)) and (
             (calib is not None and not synthetic) or input_shape):
-        import torch
-        example = (torch.zeros(tuple(input_shape)) if input_shape else
-                   torch.as_tensor(np.asarray(calib[:1], dtype=np.float32)))
-    from_calib = None if calib is None or synthetic else (1, *np.shape(calib)[1:])
+        example = _examples(module_or_path, calib, input_shape)
+    from_calib = None if calib is None or synthetic else calib_data.sample_shapes(calib)
     g, stem = load_graph(module_or_path, allow_pickle, example, input_shape, from_calib)
-    from . import passes, quantize
+    from . import passes, quantize, reference
     if not g.is_quantized:
         g = passes.optimize(g)
     if mcu is not None:
@@ -98,23 +99,44 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
             module_or_path, (str, Path)) else stem)
     if calib is None and not g.is_quantized:
         raise TinydsError(calib_data.MISSING)
-    x = None if calib is None or synthetic else calib_data.for_graph(g, calib)
+    x = None if calib is None or synthetic else calib_data.for_graph(g, calib, calib_from)
     if g.is_quantized:                     # an int8 .tflite: calib only feeds verify
         qg, report = g, None
-        if x is not None and tuple(np.shape(x)[1:]) != tuple(qg.input.shape[1:]):
-            raise TinydsError(f"calibration data has shape {np.shape(x)}, expected "
-                              f"(N, {', '.join(map(str, qg.input.shape[1:]))}) (NHWC, as the "
-                              ".tflite input); pass a float32 batch of model inputs")
-        if x is not None and not np.isfinite(np.asarray(x, np.float32)).all():
-            raise TinydsError("calibration data contains NaN or Inf; remove those samples")
+        for b, n in zip(x if isinstance(x, list) else [x], qg.inputs) if x is not None else ():
+            if tuple(np.shape(b)[1:]) != tuple(qg.tensors[n].shape[1:]):
+                raise TinydsError(f"calibration data for input {n!r} has shape {np.shape(b)}, "
+                                  f"expected (N, {', '.join(map(str, qg.tensors[n].shape[1:]))}) "
+                                  "(NHWC, as the .tflite input); pass a float32 batch of model "
+                                  "inputs")
+            if not np.isfinite(np.asarray(b, np.float32)).all():
+                raise TinydsError("calibration data contains NaN or Inf; remove those samples")
     else:
         if synthetic:
             print(calib_data.SYNTHETIC_WARNING, file=sys.stderr)
         qg, report = quantize.quantize(g, x, method)
         log(report.text())
     qg = quantize.with_io_types(qg, input_type, output_type, stem)
-    vectors = None if x is None else quantize.quantize_input(qg, x)
+    vectors = None if x is None else reference.pack(quantize.quantize_input(qg, x)) \
+        if isinstance(x, list) else quantize.quantize_input(qg, x)
     return Quantized(qg, stem, report, vectors, None if g.is_quantized else g)
+
+
+def _examples(module, calib, input_shape):
+    """One example per forward argument for tracing an nn.Module: zeros of input_shape,
+    or the first calibration sample (a dict of batches keyed by forward's argument names)."""
+    import inspect
+
+    import torch
+    if input_shape:
+        from .frontends.torchscript import input_shapes
+        xs = [torch.zeros(s) for s in input_shapes(input_shape)]
+    else:
+        if isinstance(calib, dict):
+            args = [a for a in inspect.signature(module.forward).parameters if a in calib]
+            calib = [calib[a] for a in args] if len(args) == len(calib) else list(calib.values())
+        batches = calib if isinstance(calib, (list, tuple)) else [calib]
+        xs = [torch.as_tensor(np.asarray(b[:1], dtype=np.float32)) for b in batches]
+    return xs[0] if len(xs) == 1 else xs
 
 
 def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: str | None = None,
@@ -127,7 +149,10 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     calib: float batch in the model's own layout ((N, C, H, W) for PyTorch), a path
     (tinyds.calib.load: .npy, .npz[:name], torch.save()d tensor, folder of .npy), or
     "synthetic" for a smoke test on random inputs; required unless the model is int8 already.
-    input_shape: (1, C, H, W) for a scripted TorchScript file, which does not record it.
+    A model with several inputs takes a list of batches in forward's order, a dict keyed by
+    the input names (or input0, input1, ...), or an .npz holding one array per input.
+    input_shape: (1, C, H, W) for a scripted TorchScript file, which does not record it
+    (a list of shapes, one per input, for several).
     optimize: "speed" (fast int16-weight kernels where the core has DSP; per layer
     int8 when flash would not fit) or "size" (int8 weights, portable kernels).
     micropython: also write out/micropython/, a MicroPython native module per architecture.

@@ -133,17 +133,18 @@ def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
 
 
 def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
-    """The caller's input and output buffers from the library's header: NAME_INPUT_SIZE
-    (0 when the input lives in the arena, NAME_INPUT_IN_ARENA) and NAME_OUTPUT_SIZE (0 when
-    NAME_OUTPUT_IN_ARENA)."""
+    """The caller's input and output buffers from the library's header: NAME_INPUT_TOTAL_SIZE
+    (every input's bytes; 0 when the inputs live in the arena, NAME_INPUT_IN_ARENA) and
+    NAME_OUTPUT_TOTAL_SIZE (0 when NAME_OUTPUT_IN_ARENA)."""
     header = (Path(out_dir) / "lib" / name / f"{name}.h").read_text()
     in_arena = re.search(rf"#define {name.upper()}_INPUT_IN_ARENA 1\b", header)
     out_in_arena = re.search(rf"#define {name.upper()}_OUTPUT_IN_ARENA 1\b", header)
 
     def size(what: str) -> int:
-        m = re.search(rf"#define {name.upper()}_{what}_SIZE (\d+)", header)
+        m = (re.search(rf"#define {name.upper()}_{what}_TOTAL_SIZE (\d+)", header)
+             or re.search(rf"#define {name.upper()}_{what}_SIZE (\d+)", header))  # older headers
         if not m:
-            raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_SIZE; "
+            raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_TOTAL_SIZE; "
                               "regenerate the folder with `tinyds generate`")
         return int(m.group(1))
     return (0 if in_arena else size("INPUT")), (0 if out_in_arena else size("OUTPUT"))

@@ -60,13 +60,23 @@ def _npy(path: Path) -> np.ndarray:
                           "numpy.save") from None
 
 
-def _npz(path: Path, name: str | None) -> np.ndarray:
+class Arrays(dict):
+    """A .npz's arrays by name, kept whole until the model says which input each feeds."""
+
+    def __init__(self, arrays: dict, path: Path):
+        super().__init__(arrays)
+        self.path = path
+
+
+def _npz(path: Path, name: str | None, keep_names: bool = False):
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise TinydsError(f"{path}: not a readable .npz archive ({e}); save it with "
                           "numpy.savez") from None
+    if name is None and (len(arrays) > 1 or keep_names):
+        return Arrays(arrays, path)        # one per input of a several-input model
     return _pick(arrays, name, path, "array")
 
 
@@ -104,22 +114,74 @@ def _folder(path: Path) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def load(spec) -> np.ndarray:
-    """A batch of float inputs from a path (see the module docstring)."""
+def load(spec, keep_names: bool = False):
+    """A batch of float inputs from a path (see the module docstring). A .npz of several
+    arrays (of any number, with keep_names) without `:name` stays whole (Arrays) until
+    per_input matches its keys to the model's inputs."""
     path, name = _split_name(str(spec))
     if not path.exists():
         raise TinydsError(f"{path}: calibration file not found; pass {FORMATS}")
     if path.is_dir():
         x = _folder(path)
     elif path.suffix == ".npz":
-        x = _npz(path, name)
+        x = _npz(path, name, keep_names)
     elif path.suffix in (".pt", ".pth"):
         x = _torch(path, name)
     else:
         x = _npy(path)
-    if x.dtype == object or x.dtype.names is not None:
-        raise TinydsError(f"{path}: holds {x.dtype} data, not numbers; save a float32 batch")
+    for a in (x.values() if isinstance(x, Arrays) else [x]):
+        if a.dtype == object or a.dtype.names is not None:
+            raise TinydsError(f"{path}: holds {a.dtype} data, not numbers; save a float32 batch")
     return x
+
+
+def sample_shapes(x) -> list[tuple] | None:
+    """One sample's shape per input, where the data alone says (a batch, a list of batches,
+    or an .npz keyed input0, input1, ...): stands in for a file that records no shape."""
+    if isinstance(x, dict):
+        keys = [f"input{i}" for i in range(len(x))]
+        if len(x) != 1 and set(x) != set(keys):
+            return None
+        x = list(x.values()) if len(x) == 1 else [x[k] for k in keys]
+    batches = x if isinstance(x, (list, tuple)) else [x]
+    return [(1, *np.shape(b)[1:]) for b in batches]
+
+
+def per_input(g, x, where: str = "calibration data") -> list:
+    """The user's data as one batch per graph input, in order, or one line saying how to
+    fix it. x: a batch (one-input model), a list of batches, or arrays keyed by the
+    model's input names or input0, input1, ..."""
+    names = list(g.inputs)
+    path = getattr(x, "path", None) or where
+    if isinstance(x, dict):
+        if len(names) == 1:
+            _pick(x, None, path, "array")          # the one-input error: name one
+        keys = [n if n in x else f"input{i}" for i, n in enumerate(names)]
+        for i, (n, k) in enumerate(zip(names, keys)):
+            if k not in x:
+                raise TinydsError(f"{path}: no array for the model's input {i} {n!r} (holds "
+                                  f"{', '.join(map(repr, x))}); save one array per input, keyed "
+                                  f"by the input names or input0..input{len(names) - 1}: "
+                                  f"numpy.savez(file, {', '.join(f'input{j}=...' for j in range(len(names)))})")
+        extra = sorted(set(x) - set(keys))
+        if extra:
+            raise TinydsError(f"{path}: array {extra[0]!r} is none of the model's inputs "
+                              f"({', '.join(map(repr, names))}, or input0..input{len(names) - 1}); "
+                              "remove it or rename it")
+        batches = [np.asarray(x[k]) for k in keys]
+    elif isinstance(x, (list, tuple)):
+        batches = [np.asarray(b) for b in x]
+    else:
+        batches = [np.asarray(x)]
+    if len(batches) != len(names):
+        raise TinydsError(f"{path}: {len(batches)} input batch(es) for a model with "
+                          f"{len(names)} inputs ({', '.join(map(repr, names))}); pass an .npz "
+                          "with one array per input, keyed by the input names or input0, "
+                          "input1, ...")
+    if len({len(b) if b.ndim else -1 for b in batches}) != 1:
+        raise TinydsError(f"{path}: the inputs' batches have {', '.join(str(len(b)) for b in batches)} "
+                          "samples; give every input the same number of samples")
+    return batches
 
 
 def to_nhwc(x: np.ndarray, layout: str, want_nhwc: tuple, where: str = "calibration data"
@@ -146,6 +208,12 @@ def to_nhwc(x: np.ndarray, layout: str, want_nhwc: tuple, where: str = "calibrat
     return x
 
 
-def for_graph(g, x: np.ndarray) -> np.ndarray:
-    """x, in the layout the user gave g's input in, as g's NHWC input."""
-    return to_nhwc(x, g.source_layout, tuple(g.input.shape[1:]))
+def for_graph(g, x, where: str = "calibration data"):
+    """x, in the layout the user gave g's input in, as g's NHWC input; for a model with
+    several inputs a list of NHWC batches, one per input (see per_input). where: the
+    file x came from, for the error lines."""
+    batches = per_input(g, x, where)
+    nhwc = [to_nhwc(b, g.source_layout, tuple(g.tensors[n].shape[1:]),
+                    "calibration data" if len(batches) == 1 else f"calibration input {n!r}")
+            for b, n in zip(batches, g.inputs)]
+    return nhwc[0] if len(nhwc) == 1 else nhwc

@@ -60,6 +60,10 @@ def _eval(args) -> int:
                            allow_pickle=args.allow_pickle, input_shape=args.input_shape,
                            log=lambda text: None)
         qg, g, synthetic = q.qg, q.float_graph, q.report is not None and q.report.synthetic
+    if len(qg.inputs) > 1 or len(qg.outputs) > 1:
+        raise TinydsError(f"{args.model}: has {len(qg.inputs)} inputs and {len(qg.outputs)} "
+                          "outputs; tinyds eval measures one-input, one-output classifiers "
+                          "(the quantization report and tinyds verify cover this model)")
     layout = qg.source_layout if g is None else g.source_layout
     x = calib.to_nhwc(x, layout, tuple(qg.input.shape[1:]), "test data")
     if tuple(x.shape[1:]) != tuple(qg.input.shape[1:]):
@@ -160,12 +164,17 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
-    p.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
-                   help="input shape for a scripted TorchScript model (traced ones record it)")
+    _input_shape_arg(p)
     for edge in ("input", "output"):
         p.add_argument(f"--{edge}-type", choices=("int8", "uint8"),
                        help=f"the model's {edge} type (default: the model's own, int8 for a float "
                        f"model); uint8 adds a QUANTIZE as TFLite's inference_{edge}_type does")
+
+
+def _input_shape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", type=_shape, metavar="1,C,H,W", action="append",
+                   help="input shape for a scripted TorchScript model (traced ones record it); "
+                   "once per input, in forward's order, for a model with several inputs")
 
 
 def _mcu_arg(p: argparse.ArgumentParser) -> None:
@@ -214,8 +223,7 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--optimize", choices=("speed", "size"), default="speed")
     i.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
-    i.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",
-                   help="input shape for a scripted TorchScript model (traced ones record it)")
+    _input_shape_arg(i)
     _quiet_arg(i)
     i.set_defaults(run=_inspect)
     ev = sub.add_parser("eval", help="accuracy on labelled data: float, int8 reference and "

@@ -142,12 +142,26 @@ def layer_weight_bytes(g: Graph, op, k=None) -> int:
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t"}
 
 
-def _pointer(p: Plan, tensor: str, dtype: str = "int8") -> str:
+def _pointer(p: Plan, tensor: str, qg: Graph) -> str:
+    """The C expression for a tensor's bytes: in the arena (cast for a uint8 tensor), or the
+    caller's buffer (`input`/`output`; `inputs[i]`/`outputs[i]` in a model with several)."""
     where, offset = p.location(tensor)
     if where == "arena":
         at = f"arena + {offset}" if offset else "arena"
+        dtype = qg.tensors[tensor].dtype if tensor in qg.tensors else "int8"
         return at if dtype == "int8" else f"({C_TYPES[dtype]} *)({at})"
-    return where
+    if len(qg.inputs) == 1 and len(qg.outputs) == 1:
+        return where
+    names = qg.inputs if where == "input" else qg.outputs
+    return f"{where}s[{next(i for i, n in enumerate(names) if n in p.by_tensor[tensor].tensors)}]"
+
+
+def _io(qg: Graph, p: Plan, names) -> list[dict]:
+    """Per input (or output) what NAME.h says of it."""
+    return [dict(index=i, name=n, size=t.size, shape=list(t.shape),
+                 shape_text="x".join(map(str, t.shape)), scale=_c_float(t.qparams[0]),
+                 zero_point=t.qparams[1], offset=p.location(n)[1])
+            for i, (n, t) in enumerate((n, qg.tensors[n]) for n in names)]
 
 
 def render_library(qg: Graph, name: str, source: str = "",
@@ -162,23 +176,30 @@ def render_library(qg: Graph, name: str, source: str = "",
     env = environment()
     chosen = [None if is_alias(qg, op) else kernel_choice.choose(qg, op, target) for op in qg.ops]
     p = plan(qg, chosen)
+    single = len(qg.inputs) == 1 and len(qg.outputs) == 1
+    if not single:
+        _check_io_buffers(qg, p)
+        edges = [n for n in qg.inputs + qg.outputs if qg.tensors[n].dtype != "int8"]
+        if edges:
+            raise TinydsError(f"{qg.name}: {qg.tensors[edges[0]].dtype} model edge {edges[0]!r}: "
+                              "uint8 edges are supported for one input and one output; "
+                              "convert the model with int8 inputs and outputs")
     layers, kernels = [], []
     blob = weight_blob.Blob()
     for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": "",
-                 "out": _pointer(p, op.outputs[0]),
+                 "out": _pointer(p, op.outputs[0], qg),
                  "out_size": qg.tensors[op.outputs[0]].size}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
             kernels.append(weight_blob.externalize(env.get_template(
                 f"ops/{k.template}.c.j2").render(fn=fn, prefix=name, **k.params),
                 f"{name.upper()}_W", blob))
-            args = [_pointer(p, t, qg.tensors[t].dtype)
-                    for t in op.inputs if t and not qg.tensors[t].is_const]
-            args.append(_pointer(p, op.outputs[0], qg.tensors[op.outputs[0]].dtype))
+            args = [_pointer(p, t, qg) for t in op.inputs if t and not qg.tensors[t].is_const]
+            args.append(_pointer(p, op.outputs[0], qg))
             if k.scratch:
-                args.append(_pointer(p, scratch_name(i)))
+                args.append(_pointer(p, scratch_name(i), qg))
             layer["call"] = f"{fn}({', '.join(args)})"
         layers.append(layer)
     x, y = qg.input, qg.output
@@ -197,6 +218,8 @@ def render_library(qg: Graph, name: str, source: str = "",
         output_in_arena=p.output_in_arena, output_offset=p.location(qg.outputs[0])[1],
         uses_input=p.input_in_arena or any("input" in layer["call"].split("(", 1)[-1]
                                            for layer in layers),
+        uses_output=any("outputs[" in layer["call"] for layer in layers),
+        single=single, inputs=_io(qg, p, qg.inputs), outputs=_io(qg, p, qg.outputs),
         labels=[_c_string(label) for label in labels],
         weights_size=blob.size, weights_version=weight_blob.VERSION,
         weights_checksum=f"{blob.checksum:#010x}")
@@ -207,9 +230,23 @@ def render_library(qg: Graph, name: str, source: str = "",
     }
     for header in RUNTIME_HEADERS:
         files[header] = (data_dir("templates") / header).read_text()
-    lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg, chosen), x.size, y.size,
-                  len(qg.ops), chosen, blob.to_bytes())
+    lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg, chosen),
+                  sum(qg.tensors[n].size for n in qg.inputs),
+                  sum(qg.tensors[n].size for n in qg.outputs), len(qg.ops), chosen,
+                  blob.to_bytes())
     return files, lib
+
+
+def _check_io_buffers(qg: Graph, p: Plan) -> None:
+    """Each input and output of a several-I/O model has bytes of its own: an output that is
+    an input (or a reshape of one), or two outputs of the same bytes, is refused."""
+    for name in qg.outputs:
+        b = p.by_tensor[name]
+        twin = [n for n in qg.inputs + qg.outputs if n != name and n in b.tensors]
+        if twin:
+            raise TinydsError(f"{qg.name}: output {name} holds the same bytes as {twin[0]} "
+                              "(a reshape of it, or it); return a tensor computed by a layer, "
+                              "each once")
 
 
 def generate_library(qg: Graph, lib_dir, name: str, source: str = "",
@@ -307,6 +344,9 @@ def _sample(qg: Graph, vectors) -> np.ndarray:
         return np.asarray(vectors[:1], dtype=qg.input.dtype)
     info = np.iinfo(qg.input.dtype)
     rng = np.random.default_rng(SAMPLE_SEED)
+    if len(qg.inputs) > 1:       # packed: every input's bytes in order
+        return rng.integers(-128, 128, (1, sum(qg.tensors[n].size for n in qg.inputs)),
+                            dtype=np.int8)
     return rng.integers(info.min, info.max + 1, (1, *qg.input.shape[1:])).astype(qg.input.dtype)
 
 
@@ -411,13 +451,16 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
                 from . import micropython as mpy
                 natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
                     {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu,
-                    lib.weights, (qg.input.dtype, qg.output.dtype)), name, mcu))
+                    lib.weights, [qg.tensors[n].size for n in qg.inputs],
+                    [qg.tensors[n].size for n in qg.outputs], (qg.input.dtype, qg.output.dtype)),
+                    name, mcu))
             report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
                                               quant_report))
             sample = _sample(qg, vectors)
-            project.write_project(tmp, name, mcu, sample[0], reference.run(qg, sample)[0],
-                                  files, lib.plan.input_in_arena, lib.plan.output_in_arena,
-                                  bool(labels))
+            single = len(qg.inputs) == 1 and len(qg.outputs) == 1
+            project.write_project(tmp, name, mcu, sample[0], reference.run_packed(qg, sample)[0],
+                                  files if single else None, lib.plan.input_in_arena,
+                                  lib.plan.output_in_arena, bool(labels))
         meta = {
             "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
             "source": source or qg.name, "arena_bytes": lib.arena_bytes,

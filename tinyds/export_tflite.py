@@ -213,7 +213,8 @@ def export_tflite(g: Graph) -> bytes:
     import flatbuffers
 
     w = _Writer(g)
-    w.tensor(g.input)
+    for name in g.inputs:
+        w.tensor(g.tensors[name])
     for op in g.ops:
         _emit(w, g, op)
     S = w.S
@@ -262,10 +263,7 @@ def tflm_arena_size(model: bytes, limit: int = 1 << 24) -> dict[str, int]:
 
     def runs(size: int) -> bool:
         try:
-            it = runtime.Interpreter.from_bytes(model, arena_size=size)
-            shape = it.get_input_details(0)["shape"]
-            it.set_input(np.zeros(shape, it.get_input_details(0)["dtype"]), 0)
-            it.invoke()
+            _invoke_zeros(runtime.Interpreter.from_bytes(model, arena_size=size))
             return True
         except (RuntimeError, ValueError):
             return False
@@ -280,8 +278,7 @@ def tflm_arena_size(model: bytes, limit: int = 1 << 24) -> dict[str, int]:
     with _captured_stderr() as report:
         runs(hi)
         it = runtime.Interpreter.from_bytes(model, arena_size=hi)
-        it.set_input(np.zeros(it.get_input_details(0)["shape"], it.get_input_details(0)["dtype"]), 0)
-        it.invoke()
+        _invoke_zeros(it)
         it.print_allocations()
     sizes = {"total": hi}
     for line in report[0].splitlines():
@@ -289,3 +286,16 @@ def tflm_arena_size(model: bytes, limit: int = 1 << 24) -> dict[str, int]:
             if f"allocation {key}" in line:
                 sizes[key] = int(line.split()[-2])
     return sizes
+
+
+def _invoke_zeros(it) -> None:
+    """One TFLM run with every input zero."""
+    i = 0
+    while True:
+        try:
+            d = it.get_input_details(i)
+        except (RuntimeError, ValueError, IndexError):
+            break
+        it.set_input(np.zeros(d["shape"], d["dtype"]), i)
+        i += 1
+    it.invoke()

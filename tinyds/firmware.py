@@ -170,13 +170,13 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
     mcu = mcu or o.mcu
     x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
     with progress.bar(desc=f"QEMU {mcu_table.get(mcu).qemu}", total=2, unit="firmware") as bar:
-        got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), o.qg.output.size,
+        got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), verify.output_size(o.qg),
                           out_dtype=o.qg.output.dtype)
         bar.update()
         few = x[:verify.LAYER_VECTORS]
         sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
         _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1),
-                                o.qg.output.size, layer_sizes=sizes)
+                                verify.output_size(o.qg), layer_sizes=sizes)
         bar.update()
     check = verify.check("firmware", got, verify.reference_outputs(o.qg, x))
     layers = verify.check_layers(o.qg, dumped, few)

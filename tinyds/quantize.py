@@ -209,19 +209,29 @@ def _shown_shape(shape, layout: str) -> tuple:
     return tuple(shape)
 
 
-def _check_calib(g: Graph, x) -> np.ndarray:
-    want = tuple(g.input.shape[1:])
+def _check_calib(g: Graph, x):
+    """A float32 batch per input (a list for several inputs), or one line naming the fix."""
+    if len(g.inputs) > 1:
+        if not isinstance(x, (list, tuple)) or len(x) != len(g.inputs):
+            raise TinydsError(f"calibration data: the model has {len(g.inputs)} inputs; pass "
+                              "one batch per input (an .npz keyed input0, input1, ...)")
+        return [_check_one(g, n, b, f"calibration input {n!r}") for n, b in zip(g.inputs, x)]
+    return _check_one(g, g.inputs[0], x, "calibration data")
+
+
+def _check_one(g: Graph, name: str, x, what: str) -> np.ndarray:
+    want = tuple(g.tensors[name].shape[1:])
     layout = g.source_layout if len(want) == 3 else "NHWC"
     expected = "(N, " + ", ".join(map(str, _shown_shape((0, *want), layout)[1:])) + ")"
     x = np.asarray(x)
     if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want or x.shape[0] < 1:
-        raise TinydsError(f"calibration data has shape {_shown_shape(x.shape, layout)}, "
+        raise TinydsError(f"{what} has shape {_shown_shape(x.shape, layout)}, "
                           f"expected {expected} ({layout}); pass a float32 batch of model inputs")
     if not np.issubdtype(x.dtype, np.floating):
-        raise TinydsError(f"calibration data has dtype {x.dtype}, expected float32; "
+        raise TinydsError(f"{what} has dtype {x.dtype}, expected float32; "
                           "pass the float inputs the model was trained on")
     if not np.all(np.isfinite(x)):
-        raise TinydsError("calibration data contains NaN or Inf; remove those samples")
+        raise TinydsError(f"{what} contains NaN or Inf; remove those samples")
     return x.astype(np.float32)
 
 
@@ -232,19 +242,28 @@ def _chunk_size(g: Graph) -> int:
     return max(1, CHUNK_BYTES // max(per_sample, 1))
 
 
-def _chunks(g: Graph, x: np.ndarray):
+def _take(x, sl: slice):
+    """Samples sl of a batch, or of each input's batch."""
+    return [b[sl] for b in x] if isinstance(x, (list, tuple)) else x[sl]
+
+
+def _samples(x) -> int:
+    return len(x[0]) if isinstance(x, (list, tuple)) else len(x)
+
+
+def _chunks(g: Graph, x):
     """Batch slices small enough that float_ref's every-tensor output stays in memory."""
     step = _chunk_size(g)
-    for i in range(0, len(x), step):
-        yield x[i:i + step]
+    for i in range(0, _samples(x), step):
+        yield _take(x, slice(i, i + step))
 
 
 def _n_chunks(g: Graph, x) -> int:
-    return -(-len(x) // _chunk_size(g))
+    return -(-_samples(x) // _chunk_size(g))
 
 
 def _activations(g: Graph) -> list[str]:
-    return [g.inputs[0]] + [op.outputs[0] for op in g.ops]
+    return list(g.inputs) + [op.outputs[0] for op in g.ops]
 
 
 def _observe(g: Graph, x: np.ndarray, method: str) -> dict[str, Observer]:
@@ -276,8 +295,7 @@ def _act_tensor(t: Tensor, scale, zp: int) -> Tensor:
 def _build(g: Graph, ranges: dict[str, tuple[float, float]],
            means: dict[str, np.ndarray] | None) -> Graph:
     ranges = _tie_concat_ranges(g, ranges)
-    x = g.input
-    tensors = {x.name: _act_tensor(x, *activation_params(*ranges[x.name]))}
+    tensors = {n: _act_tensor(g.tensors[n], *activation_params(*ranges[n])) for n in g.inputs}
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
     for op in g.ops:
         y = g.tensors[op.outputs[0]]
@@ -403,21 +421,26 @@ def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> 
 
 # ---------------------------------------------------------------- float vs int8
 
-def quantize_input(qg: Graph, x: np.ndarray) -> np.ndarray:
-    """Float NHWC batch -> the input's type (int8, or uint8) with its params (TFLite QUANTIZE:
-    round(x/s) + zp, the quotient in float32, halves away from zero, saturated). NaN,
-    undefined in TFLite, becomes the zero point (real 0), as NAME_quantize_input does."""
-    s, zp = qg.input.qparams
-    info = np.iinfo(qg.input.dtype)
+def quantize_input(qg: Graph, x, index: int = 0):
+    """Float NHWC batch -> input `index`'s type (int8, or uint8) with its params (TFLite
+    QUANTIZE: round(x/s) + zp, the quotient in float32, halves away from zero, saturated).
+    NaN, undefined in TFLite, becomes the zero point (real 0), as NAME_quantize_input does.
+    A list of batches (one per input) gives a list."""
+    if isinstance(x, (list, tuple)):
+        return [quantize_input(qg, b, i) for i, b in enumerate(x)]
+    t = qg.tensors[qg.inputs[index]]
+    s, zp = t.qparams
+    info = np.iinfo(t.dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         v = np.asarray(x, np.float32) / np.float32(s)
     q = np.clip(round_half_away(np.where(np.isnan(v), 0, v)) + zp, info.min, info.max)
-    return q.astype(qg.input.dtype)
+    return q.astype(t.dtype)
 
 
-def dequantize_output(qg: Graph, q: np.ndarray) -> np.ndarray:
-    """int8 (or uint8) output -> float32 s * (q - zp), one float32 rounding as NAME_dequantize_output."""
-    s, zp = qg.output.qparams
+def dequantize_output(qg: Graph, q: np.ndarray, index: int = 0) -> np.ndarray:
+    """int8 (or uint8) output `index` -> float32 s * (q - zp), one float32 rounding as
+    NAME_dequantize_output."""
+    s, zp = qg.tensors[qg.outputs[index]].qparams
     return np.float32(s) * (np.asarray(q, np.int32) - zp).astype(np.float32)
 
 
@@ -443,14 +466,16 @@ class Comparison:
     samples: int
 
 
-def compare(g: Graph, qg: Graph, x: np.ndarray) -> Comparison:
-    """Run x (float NHWC) through both graphs; agreement of argmax over the flat output."""
+def compare(g: Graph, qg: Graph, x) -> Comparison:
+    """Run x (float NHWC; a list for several inputs) through both graphs; agreement of argmax
+    over the first output, SNR over every output."""
     names = _activations(g)
     sig = dict.fromkeys(names, 0.0)
     noise = dict.fromkeys(names, 0.0)
     agree = 0
-    for chunk in progress.bar(_chunks(g, np.asarray(x, np.float32)), "float vs int8",
-                              _n_chunks(g, x)):
+    x = [np.asarray(b, np.float32) for b in x] if isinstance(x, (list, tuple)) else \
+        np.asarray(x, np.float32)
+    for chunk in progress.bar(_chunks(g, x), "float vs int8", _n_chunks(g, x)):
         f = float_ref.run(g, chunk)
         q = reference.run_all(qg, quantize_input(qg, chunk))
         for name in names:
@@ -458,12 +483,13 @@ def compare(g: Graph, qg: Graph, x: np.ndarray) -> Comparison:
             sig[name] += float(np.sum(f[name] ** 2))
             noise[name] += float(np.sum((f[name] - dq) ** 2))
         out = g.outputs[0]
-        fo = f[out].reshape(len(chunk), -1)
-        qo = q[out].reshape(len(chunk), -1)
+        fo = f[out].reshape(_samples(chunk), -1)
+        qo = q[out].reshape(_samples(chunk), -1)
         agree += int(np.sum(fo.argmax(axis=1) == qo.argmax(axis=1)))
-    out = g.outputs[0]
-    return Comparison(100.0 * agree / len(x), snr_db(sig[out], noise[out]),
-                      {n: snr_db(sig[n], noise[n]) for n in names}, len(x))
+    outs = g.outputs
+    return Comparison(100.0 * agree / _samples(x), snr_db(sum(sig[o] for o in outs),
+                                                          sum(noise[o] for o in outs)),
+                      {n: snr_db(sig[n], noise[n]) for n in names}, _samples(x))
 
 
 # ---------------------------------------------------------------- report
@@ -486,10 +512,11 @@ class Report:
         return self.comparison.snr_db
 
     def rows(self) -> list[tuple]:
-        x = self.qg.input
-        lo, hi = self.observed[x.name]
-        rows = [(x.name, "input", f"{x.qparams[0]:.4g}", str(x.qparams[1]), "-", f"{lo:.3g}..{hi:.3g}",
-                 f"{self.comparison.tensor_snr_db[x.name]:.1f}")]
+        rows = []
+        for x in (self.qg.tensors[n] for n in self.qg.inputs):
+            lo, hi = self.observed[x.name]
+            rows.append((x.name, "input", f"{x.qparams[0]:.4g}", str(x.qparams[1]), "-",
+                         f"{lo:.3g}..{hi:.3g}", f"{self.comparison.tensor_snr_db[x.name]:.1f}"))
         for op in self.qg.ops:
             y = self.qg.tensors[op.outputs[0]]
             s, zp = y.qparams
@@ -514,10 +541,13 @@ class Report:
         return "\n".join(lines)
 
 
-def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0) -> np.ndarray:
-    """Standard-normal inputs: only good for smoke tests (the caller warns)."""
+def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0):
+    """Standard-normal inputs: only good for smoke tests (the caller warns). A list of
+    batches for a model with several inputs."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, *g.input.shape[1:])).astype(np.float32)
+    xs = [rng.standard_normal((n, *g.tensors[name].shape[1:])).astype(np.float32)
+          for name in g.inputs]
+    return xs[0] if len(xs) == 1 else xs
 
 
 def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
@@ -537,7 +567,7 @@ def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
     obs = _observe(g, x, method)
     ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
     qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None)
-    report = Report(method, synthetic, compare(g, qg, x[:REPORT_SAMPLES]), qg,
+    report = Report(method, synthetic, compare(g, qg, _take(x, slice(REPORT_SAMPLES))), qg,
                     {name: (o.lo, o.hi) for name, o in obs.items()})
     return qg, report
 
@@ -554,6 +584,9 @@ def with_io_types(qg: Graph, input_type: str | None = None, output_type: str | N
     for kind in (input_type, output_type):
         if kind not in (None, *IO_TYPES):
             raise TinydsError(f"{where or qg.name}: model edge type {kind!r}; use int8 or uint8")
+    if "uint8" in (input_type, output_type) and (len(qg.inputs) > 1 or len(qg.outputs) > 1):
+        raise TinydsError(f"{where or qg.name}: uint8 edges are supported for one input and one "
+                          "output; leave --input-type/--output-type out for this model")
     for names, want, first in ((qg.inputs, input_type, True), (qg.outputs, output_type, False)):
         for i, name in enumerate(names):
             t = qg.tensors[name]

@@ -228,8 +228,19 @@ def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray
     Uniform int8 saturates most networks, so an off-by-one in a late layer hides behind
     clamped activations; realistic vectors (the calibration inputs with a few LSB of noise,
     and normal values around the input zero point at several spreads) keep every layer in
-    its working range."""
-    shape, dtype = tuple(qg.input.shape[1:]), qg.input.dtype
+    its working range. Several inputs: each input's vectors drawn so (the same seed picks
+    the same calibration samples for each), packed in rows as the C harness reads them."""
+    if len(qg.inputs) > 1:
+        parts = reference.unpack(qg, qg.inputs, stored) if stored is not None else \
+            [None] * len(qg.inputs)
+        return reference.pack([_input_vectors(qg.tensors[n], p, n_random, seed)
+                               for n, p in zip(qg.inputs, parts)])
+    return _input_vectors(qg.input, stored, n_random, seed)
+
+
+def _input_vectors(t, stored, n_random: int, seed: int) -> np.ndarray:
+    shape = tuple(t.shape[1:])
+    dtype = t.dtype
     lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
     rng = np.random.default_rng(seed)
     parts = [np.stack([np.full(shape, v, dtype) for v in (lo, (lo + hi + 1) // 2, hi)])]
@@ -241,17 +252,27 @@ def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray
         base = stored[rng.integers(0, len(stored), n_noisy)].astype(np.int32)
         parts.append(np.clip(base + rng.integers(-3, 4, base.shape), lo, hi).astype(dtype))
     sigma = rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
-    normal = qg.input.qparams[1] + sigma * rng.standard_normal((n_random - n_noisy, *shape))
+    normal = t.qparams[1] + sigma * rng.standard_normal((n_random - n_noisy, *shape))
     parts.append(np.clip(np.rint(normal), lo, hi).astype(dtype))
     parts.append(rng.integers(lo, hi + 1, (n_random, *shape)).astype(dtype))
     return np.concatenate(parts)
 
 
 def reference_outputs(qg: Graph, x: np.ndarray) -> np.ndarray:
+    """Every output's bytes per vector, in g.outputs order (as the harness writes them)."""
     starts = range(0, len(x), REFERENCE_CHUNK)
-    return np.concatenate([reference.run(qg, x[i:i + REFERENCE_CHUNK]).reshape(
-        len(x[i:i + REFERENCE_CHUNK]), -1) for i in progress.bar(
+    return np.concatenate([reference.run_packed(qg, x[i:i + REFERENCE_CHUNK]) for i in progress.bar(
             starts, f"NumPy reference, {len(x)} vectors", len(starts), "chunk")])
+
+
+def input_size(qg: Graph) -> int:
+    """Bytes of one vector: every input's."""
+    return sum(qg.tensors[n].size for n in qg.inputs)
+
+
+def output_size(qg: Graph) -> int:
+    """Bytes of one output record: every output's."""
+    return sum(qg.tensors[n].size for n in qg.outputs)
 
 
 def check(build: str, got: np.ndarray, want: np.ndarray) -> BuildCheck:
@@ -319,10 +340,10 @@ def load_output(out_dir) -> Output:
     try:
         stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
         if stored is not None and (stored.dtype != np.dtype(qg.input.dtype) or stored.size == 0
-                                   or stored.size % qg.input.size):
+                                   or stored.size % input_size(qg)):
             raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of "
                              f"{qg.input.dtype} model inputs")
-        kept = 0 if stored is None else stored.size // qg.input.size
+        kept = 0 if stored is None else stored.size // input_size(qg)
         if kept != meta.get("vectors", kept):
             raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
     except (OSError, ValueError, EOFError) as e:
@@ -351,12 +372,12 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
     sizes = [qg.tensors[op.outputs[0]].size for op in qg.ops]
 
     def build_and_run(b: str) -> np.ndarray:
-        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], qg.output.size,
+        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], output_size(qg),
                         out_dtype=qg.output.dtype)
 
     def layers_run() -> list[np.ndarray]:
         exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers")
-        return run_host(exe, x[:LAYER_VECTORS], qg.output.size, sizes)[1]
+        return run_host(exe, x[:LAYER_VECTORS], output_size(qg), sizes)[1]
 
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:
         runs = {b: pool.submit(build_and_run, b) for b in OUTPUT_BUILDS}

@@ -141,6 +141,9 @@ class Lowering:
                                   "element order differs in NHWC; end the model with a Linear or pooling layer")
             if out.name in self.g.inputs:
                 raise TinydsError(f"{self.source}: the model output is its input; nothing to compute")
+            if out.name in self.g.outputs:
+                raise TinydsError(f"{self.source}: the model returns the tensor {out.name} twice; "
+                                  "return each output once")
             self.g.outputs.append(out.name)
         return self.g
 

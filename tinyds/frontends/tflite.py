@@ -564,10 +564,10 @@ def load_tflite(path) -> Graph:
     sg, g = r.sg, r.g
     graph_in = [int(i) for i in (sg.inputs if sg.inputs is not None else [])]
     graph_out = [int(i) for i in (sg.outputs if sg.outputs is not None else [])]
-    if len(graph_in) != 1 or len(graph_out) != 1:
-        raise r.err("graph", f"{len(graph_in)} inputs and {len(graph_out)} outputs",
-                    "only single-input, single-output models are supported")
-    in_idx, out_idx = graph_in[0], graph_out[0]
+    if not graph_in or not graph_out or len(set(graph_in)) != len(graph_in) \
+            or len(set(graph_out)) != len(graph_out):
+        raise r.err("graph", f"inputs {graph_in} and outputs {graph_out}",
+                    "a model needs at least one input and one output, each listed once")
     if not all(0 <= i < len(sg.tensors or []) for i in graph_in + graph_out):
         raise r.err("graph", f"input {graph_in} or output {graph_out} is not a tensor index",
                     "the file is damaged; re-convert the model")
@@ -575,11 +575,12 @@ def load_tflite(path) -> Graph:
     available = set(graph_in)
     for i, op in enumerate(sg.operators or []):
         opname, where = r.check_op(i, op, available)
-        if opname == "QUANTIZE" and op.inputs[0] == in_idx and r._dtype(in_idx, where) == "float32":
-            in_idx = int(op.outputs[0])
+        if opname == "QUANTIZE" and op.inputs[0] in graph_in and \
+                r._dtype(int(op.inputs[0]), where) == "float32":
+            graph_in[graph_in.index(op.inputs[0])] = int(op.outputs[0])
             continue
-        if opname == "DEQUANTIZE" and op.outputs[0] == out_idx:
-            out_idx = int(op.inputs[0])
+        if opname == "DEQUANTIZE" and op.outputs[0] in graph_out:
+            graph_out[graph_out.index(op.outputs[0])] = int(op.inputs[0])
             continue
         if opname == "QUANTIZE" and r._dtype(int(op.inputs[0]), where) in ("int8", "uint8"):
             new = _requantize(r, op, where)
@@ -612,12 +613,13 @@ def load_tflite(path) -> Graph:
         else:
             new = _softmax(r, op, where)
         ops.append(new)
-    if out_idx not in available:
-        raise r.err("output", f"no operator computes the model output {r.names[out_idx]!r}",
-                    "the file is damaged; re-convert the model")
+    for out_idx in graph_out:
+        if out_idx not in available or out_idx in graph_in:
+            raise r.err("output", f"no operator computes the model output {r.names[out_idx]!r}",
+                        "the file is damaged; re-convert the model")
     g.ops = ops
-    g.inputs = [r.tensor(in_idx, "input")]
-    g.outputs = [r.tensor(out_idx, "output")]
+    g.inputs = [r.tensor(i, "input") for i in graph_in]
+    g.outputs = [r.tensor(i, "output") for i in graph_out]
     for name in g.inputs + g.outputs:
         t = g.tensors[name]
         if t.dtype not in ("int8", "uint8") or t.shape[0] != 1:

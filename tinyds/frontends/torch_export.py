@@ -44,9 +44,7 @@ def _layer_name(node) -> str:
 def lower(ep, source: str, name: str) -> Graph:
     sig = ep.graph_signature
     params = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
-    if len(sig.user_inputs) != 1:
-        raise TinydsError(f"{source}: forward takes {len(sig.user_inputs)} inputs; "
-                          "tinyds supports one input tensor")
+    single = len(sig.user_inputs) == 1
     lo = Lowering(source, re.sub(r"\W", "_", name))
     env = {}
     for node in ep.graph.nodes:
@@ -56,15 +54,11 @@ def lower(ep, source: str, name: str) -> Graph:
                 value = ep.state_dict[fqn] if fqn in ep.state_dict else ep.constants[fqn]
                 env[node] = Const(value.detach().cpu().numpy(), fqn)
             else:
-                env[node] = lo.input("input", tuple(node.meta["val"].shape))
+                env[node] = lo.input("input" if single else node.name, tuple(node.meta["val"].shape))
         elif node.op == "call_function":
             env[node] = _call(node, env, lo)
         elif node.op == "output":
-            outs = [env[n] for n in node.args[0]]
-            if len(outs) != 1:
-                raise TinydsError(f"{source}: the model returns {len(outs)} values; "
-                                  "tinyds supports one output tensor")
-            return lo.finish(outs)
+            return lo.finish([env[n] for n in node.args[0]])
         else:
             raise lo.fail(node.name, f"unsupported graph node {node.op}")
     raise TinydsError(f"{source}: the exported graph has no output")

@@ -48,24 +48,28 @@ def load(path, *, allow_pickle: bool = False, input_shape=None) -> Graph:
     if input_shape is None:
         raise TinydsError(f"{path}: a pickled module does not record its input shape; pass it, "
                           "e.g. --input-shape 1,C,H,W")
-    return from_module(obj, torch.zeros(tuple(input_shape)), source=str(path), name=path.stem)
+    zeros = [torch.zeros(s) for s in torchscript.input_shapes(input_shape)]
+    return from_module(obj, zeros, source=str(path), name=path.stem)
 
 
 def from_module(module, example_input, source: str | None = None, name: str | None = None) -> Graph:
-    """Trace `module` on one example (batch 1) in memory and lower the trace."""
+    """Trace `module` on one example (batch 1) in memory and lower the trace; a model
+    whose forward takes several tensors gets a tuple or list of examples, in order."""
     name = name or type(module).__name__
     source = source or name
-    x = torch.as_tensor(np.asarray(example_input, dtype=np.float32)
-                        if not isinstance(example_input, torch.Tensor) else example_input)[:1].float()
+    examples = example_input if isinstance(example_input, (tuple, list)) else [example_input]
+    xs = tuple(torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor)
+                               else x)[:1].float() for x in examples)
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
+    shapes = ", ".join(str(tuple(x.shape)) for x in xs)
     try:
         with torch.no_grad():
-            traced = torch.jit.trace(module, x, check_trace=False)
+            traced = torch.jit.trace(module, xs, check_trace=False)
     except Exception as e:  # noqa: BLE001 - tracing runs user code
-        raise TinydsError(f"{source}: tracing the module on an input of shape {tuple(x.shape)} failed "
+        raise TinydsError(f"{source}: tracing the module on an input of shape {shapes} failed "
                           f"({str(e).splitlines()[0]}); check the example input's shape") from None
     finally:
         for m, training in modes:        # the caller's module as it was, submodule by submodule
             m.training = training
-    return torchscript.lower(traced, tuple(x.shape), source=source, name=name)
+    return torchscript.lower(traced, [tuple(x.shape) for x in xs], source=source, name=name)

@@ -48,12 +48,12 @@ def load(path, input_shape=None, default_shape=None) -> Graph:
         raise TinydsError(f"{path}: the model was traced in training mode (BatchNorm would use "
                           "batch statistics, dropout would drop); call model.eval() before "
                           "torch.jit.trace and save it again")
-    shape = input_shape or traced_input_shape(path) or default_shape
+    shape = input_shape or traced_input_shapes(path) or default_shape
     return lower(module, shape, source=str(path), name=path.stem)
 
 
-def traced_input_shape(path) -> tuple | None:
-    """The example input's shape that torch.jit.trace stored next to the code (traced_inputs.pkl).
+def traced_input_shapes(path) -> list[tuple] | None:
+    """The example inputs' shapes that torch.jit.trace stored next to the code (traced_inputs.pkl).
 
     Read with a stub unpickler that only understands tensor-rebuild records, so no code runs."""
     try:
@@ -90,8 +90,8 @@ def traced_input_shape(path) -> tuple | None:
         inputs = _Stub(io.BytesIO(data)).load().get("forward")
     except Exception:  # noqa: BLE001 - any oddity means "no stored shape"
         return None
-    shapes = [v for v in (inputs or ()) if isinstance(v, _Shape)]
-    return tuple(shapes[0]) if len(shapes) == 1 else None
+    shapes = [tuple(v) for v in (inputs or ()) if isinstance(v, _Shape)]
+    return shapes if shapes and len(shapes) == len(inputs) else None
 
 
 def _layer_name(node) -> str:
@@ -106,24 +106,45 @@ def _layer_name(node) -> str:
 
 
 def lower(module, input_shape, source: str, name: str) -> Graph:
-    """Lower a (loaded or in-memory) ScriptModule for one input of `input_shape` (NCHW)."""
+    """Lower a (loaded or in-memory) ScriptModule; input_shape is one (N,C,H,W) shape, or a
+    list of shapes, one per tensor forward takes (in order). A tuple or list of returned
+    tensors becomes the graph's outputs, in order."""
     module.eval()
     graph = module.inlined_graph
-    ins = list(graph.inputs())
-    if len(ins) != 2:
-        raise TinydsError(f"{source}: forward takes {len(ins) - 1} inputs; tinyds supports one input tensor")
+    ins = list(graph.inputs())[1:]
     lo = Lowering(source, re.sub(r"\W", "_", name))
     if input_shape is None:
         raise TinydsError(f"{source}: the input shape is unknown (scripted TorchScript does not record it); "
-                          f"pass it, e.g. --input-shape 1,C,H,W{_channel_hint(module)}")
-    env = {ins[0].unique(): _ModuleRef(module, ""), ins[1].unique(): lo.input("input", input_shape)}
+                          f"pass it, e.g. --input-shape 1,C,H,W{_channel_hint(module)}"
+                          + (f" (once per input: forward takes {len(ins)})" if len(ins) > 1 else ""))
+    shapes = input_shapes(input_shape)
+    if len(shapes) != len(ins):
+        raise TinydsError(f"{source}: forward takes {len(ins)} input tensors but {len(shapes)} "
+                          "input shapes were given; pass --input-shape once per input, in "
+                          "forward's order")
+    env = {list(graph.inputs())[0].unique(): _ModuleRef(module, "")}
+    names = ["input"] if len(ins) == 1 else [_arg_name(v, i) for i, v in enumerate(ins)]
+    for v, arg, shape in zip(ins, names, shapes):
+        env[v.unique()] = lo.input(arg, shape)
     _walk(graph.nodes(), env, lo)
     outs = [env[v.unique()] for v in graph.outputs()]
     if len(outs) == 1 and isinstance(outs[0], (list, tuple)):
         outs = list(outs[0])
-    if len(outs) != 1:
-        raise TinydsError(f"{source}: the model returns {len(outs)} values; tinyds supports one output tensor")
     return lo.finish(outs)
+
+
+def input_shapes(spec) -> list[tuple]:
+    """One shape (a sequence of ints) or a list of shapes -> a list of shapes."""
+    spec = list(spec)
+    if spec and all(isinstance(d, (int, np.integer)) for d in spec):
+        return [tuple(int(d) for d in spec)]
+    return [tuple(int(d) for d in s) for s in spec]
+
+
+def _arg_name(value, i: int) -> str:
+    """forward's argument name ('x.1' -> 'x'), the key of its calibration array."""
+    name = re.sub(r"\.\d+$", "", value.debugName())
+    return name if name.isidentifier() and not name.isdigit() else f"input{i}"
 
 
 def _channel_hint(module) -> str:
