@@ -11,10 +11,10 @@ from .ir import Graph
 
 
 def run_all(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Run a batch of int8 inputs (N, *input_shape[1:]); returns every activation tensor."""
+    """Run a batch of int8 (int16) inputs (N, *input_shape[1:]); returns every activation tensor."""
     x = np.asarray(x)
-    if x.dtype != np.int8:
-        raise TypeError(f"reference input must be int8, got {x.dtype}")
+    if x.dtype != np.dtype(g.input.dtype):
+        raise TypeError(f"reference input must be {g.input.dtype}, got {x.dtype}")
     values = {g.inputs[0]: x}
     for op in g.ops:
         args = [values[n] for n in op.inputs if n and not g.tensors[n].is_const]
@@ -23,5 +23,5 @@ def run_all(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def run(g: Graph, x: np.ndarray) -> np.ndarray:
-    """Batched int8 output of the graph's (single) output tensor."""
+    """Batched int8 (int16) output of the graph's (single) output tensor."""
     return run_all(g, x)[g.outputs[0]]

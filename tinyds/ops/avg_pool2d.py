@@ -1,4 +1,4 @@
-"""AVERAGE_POOL_2D int8, as TFLM's reference_integer_ops::AveragePool.
+"""AVERAGE_POOL_2D int8 and int16, as TFLM's reference_integer_ops::AveragePool.
 
 Raw int8 values are summed over the taps that fall inside the input (padding
 taps are skipped, not counted as zeros) and divided by that count with
@@ -52,7 +52,7 @@ def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
         total += v
     count = in_bounds_count(x.shape[1:3], kernel, stride, padding)
     out = rounded_divide(total, count)
-    return np.clip(out, p["act_min"], p["act_max"]).astype(np.int8)
+    return np.clip(out, p["act_min"], p["act_max"]).astype(x.dtype)
 
 
 def c_params(g: Graph, op: Op) -> dict:

@@ -3,6 +3,8 @@
 acc[c] = bias[c] + sum over in-bounds taps of w[c, ky, kx, i] * (x + input_offset),
 input_offset = -zp_in; padded taps contribute nothing. Then
 MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]) + zp_out, clamped.
+With int16 activations (TFLite 16x8) the same loop has no offsets, an int64
+accumulator and bias, and the int64 MultiplyByQuantizedMultiplier.
 
 The helpers below (operand extraction, requantization, bias folding) are shared
 with depthwise_conv2d and fully_connected.
@@ -13,7 +15,8 @@ import numpy as np
 
 from ..errors import TinydsError
 from .. import fixedpoint
-from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, wrap_int32
+from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
+                          multiply_by_quantized_multiplier_int64, wrap_int32)
 from ..ir import Graph, Op
 from ..window import windows
 
@@ -39,10 +42,12 @@ def weight_zero_point(g: Graph, op: Op) -> int:
 
 
 def requantize(acc: np.ndarray, g: Graph, op: Op) -> np.ndarray:
-    """int32/64 accumulators (channels last) -> int8 outputs."""
-    zp_out = int(g.tensors[op.outputs[0]].zero_point[0])
-    y = multiply_by_quantized_multiplier(acc, op.attrs["multiplier"], op.attrs["shift"]) + zp_out
-    return np.clip(y, op.attrs["act_min"], op.attrs["act_max"]).astype(np.int8)
+    """int32/64 accumulators (channels last) -> int8 outputs, or int16 ones (16x8)."""
+    y_t = g.tensors[op.outputs[0]]
+    rescale = (multiply_by_quantized_multiplier_int64 if y_t.dtype == "int16"
+               else multiply_by_quantized_multiplier)
+    y = rescale(acc, op.attrs["multiplier"], op.attrs["shift"]) + int(y_t.zero_point[0])
+    return np.clip(y, op.attrs["act_min"], op.attrs["act_max"]).astype(y_t.dtype)
 
 
 def fold_bias(bias, w_sums: np.ndarray, input_offset: int):
@@ -116,8 +121,9 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     """Integer conv as one im2col matmul in float64: every product (|x + offset| <= 255,
-    |w| <= 127) and every partial sum is an integer far below 2**53, so BLAS computes the
-    int32 accumulator exactly, and fast. Padded taps read x + offset == 0."""
+    or |x| <= 32768 for int16, |w| <= 127) and every partial sum is an integer far below
+    2**53, so BLAS computes the accumulator exactly, and fast. Padded taps read
+    x + offset == 0."""
     xt, w, bias, _ = operands(g, op)
     weight_zero_point(g, op)
     xs = x.astype(np.float64) - float(xt.zero_point[0])   # x + input_offset; padding is 0
