@@ -24,10 +24,10 @@ CACHE = Path(tempfile.gettempdir()) / f"tinyds-oputil-{os.getuid()}"
 NAME = "t"
 
 
-def _key(files: dict[str, str]) -> str:
+def _key(files: dict[str, str], act_t: str) -> str:
     h = hashlib.sha256()
     cc = subprocess.run([verify.compiler(), "--version"], capture_output=True, text=True).stdout
-    for part in [cc, repr(verify.CFLAGS), repr(verify.BUILDS), codegen.harness_source(NAME),
+    for part in [cc, repr(verify.CFLAGS), repr(verify.BUILDS), codegen.harness_source(NAME, act_t),
                  *(f"{k}\0{v}" for k, v in sorted(files.items()))]:
         h.update(part.encode())
         h.update(b"\0")
@@ -39,7 +39,8 @@ def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, P
     returns {build: executable}."""
     files, _ = codegen.render_library(qg, NAME, target=target)
     builds = ["release", "sanitize"] if sanitize else ["release"]
-    d = CACHE / _key(files)
+    act_t = f"{qg.input.dtype}_t"
+    d = CACHE / _key(files, act_t)
     if not all((d / f"{NAME}_{b}").exists() for b in builds):
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix="build-"))
@@ -47,7 +48,7 @@ def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, P
             for fname, text in files.items():
                 (tmp / fname).write_text(text)
             for b in builds:
-                verify.compile_host(tmp, NAME, tmp, b)
+                verify.compile_host(tmp, NAME, tmp, b, act_t)
             if d.exists():           # a build without the sanitizer, or a racing test process
                 shutil.rmtree(d, ignore_errors=True)
             try:
@@ -61,9 +62,10 @@ def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, P
 
 def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
           target: Target = Target()) -> np.ndarray:
-    """Generated C output for a batch (N, *input_shape[1:]) int8, shaped (N, *output_shape[1:])."""
+    """Generated C output for a batch (N, *input_shape[1:]) int8 (int16 for a 16x8 graph),
+    shaped (N, *output_shape[1:])."""
     x = np.asarray(x_int8_batch)
-    assert x.dtype == np.int8, x.dtype
+    assert x.dtype == np.dtype(qg.input.dtype), x.dtype
     assert x.shape[1:] == tuple(qg.input.shape[1:]), (x.shape, qg.input.shape)
     outs = {b: verify.run_host(exe, x, qg.output.size)
             for b, exe in build_c(qg, sanitize, target).items()}

@@ -118,3 +118,13 @@ def test_ops_without_int16_kernels_are_refused():
     g = passes.optimize(frontends.from_module(model, x))
     with pytest.raises(TinydsError, match="max_pool2d has no int16 kernel.*--activations int8"):
         quantize.quantize(g, None, activations="int16")
+
+
+def test_generated_c_equals_reference_and_tflm(dscnn):
+    """Host C (-O2 and ASan+UBSan) of the 16x8 DS-CNN, byte for byte, and TFLM's outputs."""
+    from oputil import tflm
+    _, _, q16, held, _ = dscnn
+    xs = vectors(q16, held[:100])
+    got = run_c(q16, xs)
+    np.testing.assert_array_equal(got, reference.run(q16, xs))
+    np.testing.assert_array_equal(got[:60], tflm(q16, xs[:60]).reshape(got[:60].shape))

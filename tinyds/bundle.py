@@ -95,6 +95,9 @@ def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
 
 
 def stored_vectors(vectors) -> np.ndarray:
-    """The calibration vectors the bundle keeps (generate records how many)."""
-    return np.zeros(0, np.int8) if vectors is None else \
-        np.asarray(vectors, dtype=np.int8)[:MAX_STORED_VECTORS]
+    """The calibration vectors the bundle keeps (generate records how many): int8, or
+    int16 for a 16x8 model."""
+    if vectors is None:
+        return np.zeros(0, np.int8)
+    vectors = np.asarray(vectors)
+    return vectors.astype(vectors.dtype if vectors.dtype == np.int16 else np.int8)[:MAX_STORED_VECTORS]

@@ -24,6 +24,7 @@ from .ir import Graph
 from .planner import Plan, is_alias, plan, scratch_name
 
 RUNTIME_HEADERS = ("tinyds_common.h", "tinyds_dsp.h")
+INT16_HEADER = "tinyds_int16.h"     # beside 16x8 models only: int8 libraries stay as they were
 MARKER = "tinyds.json"      # marks a folder as tinyds output, which generate may replace
 # Thumb-2 code per layer, for the fits-in-flash check before anything is written:
 # arm-none-eabi-gcc -O2 -mcpu=cortex-m4 gives ~890 B/layer for the MLPerf KWS
@@ -137,10 +138,13 @@ def layer_weight_bytes(g: Graph, op, k=None) -> int:
             + sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray)))
 
 
-def _pointer(p: Plan, tensor: str) -> str:
+def _pointer(p: Plan, tensor: str, wide: bool = False) -> str:
+    """The C expression for a tensor's buffer; an int16 tensor's arena bytes are cast
+    (the planner keeps offsets 4-aligned)."""
     where, offset = p.location(tensor)
     if where == "arena":
-        return f"arena + {offset}" if offset else "arena"
+        ptr = f"arena + {offset}" if offset else "arena"
+        return f"(int16_t *)(void *)({ptr})" if wide else ptr
     return where
 
 
@@ -160,16 +164,19 @@ def render_library(qg: Graph, name: str, source: str = "",
     blob = weight_blob.Blob()
     for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
+        y = qg.tensors[op.outputs[0]]
+        out = _pointer(p, op.outputs[0])
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": "",
-                 "out": _pointer(p, op.outputs[0]),
-                 "out_size": qg.tensors[op.outputs[0]].size}
+                 "out": out if y.dtype == "int8" else f"(const int8_t *)(const void *)({out})",
+                 "out_size": y.nbytes}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
             kernels.append(weight_blob.externalize(env.get_template(
                 f"ops/{k.template}.c.j2").render(fn=fn, prefix=name, **k.params),
                 f"{name.upper()}_W", blob))
-            args = [_pointer(p, t) for t in op.inputs if t and not qg.tensors[t].is_const]
-            args.append(_pointer(p, op.outputs[0]))
+            args = [_pointer(p, t, qg.tensors[t].dtype == "int16")
+                    for t in op.inputs if t and not qg.tensors[t].is_const]
+            args.append(_pointer(p, op.outputs[0], y.dtype == "int16"))
             if k.scratch:
                 args.append(_pointer(p, scratch_name(i)))
             layer["call"] = f"{fn}({', '.join(args)})"
@@ -188,7 +195,7 @@ def render_library(qg: Graph, name: str, source: str = "",
         output_in_arena=p.output_in_arena, output_offset=p.location(qg.outputs[0])[1],
         uses_input=p.input_in_arena or any("input" in layer["call"].split("(", 1)[-1]
                                            for layer in layers),
-        labels=[_c_string(label) for label in labels],
+        labels=[_c_string(label) for label in labels], act_t=f"{x.dtype}_t",
         weights_size=blob.size, weights_version=weight_blob.VERSION,
         weights_checksum=f"{blob.checksum:#010x}")
     files = {
@@ -196,7 +203,7 @@ def render_library(qg: Graph, name: str, source: str = "",
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),
         f"{name}_io.c": env.get_template("model_io.c.j2").render(**ctx),
     }
-    for header in RUNTIME_HEADERS:
+    for header in RUNTIME_HEADERS + ((INT16_HEADER,) if x.dtype == "int16" else ()):
         files[header] = (data_dir("templates") / header).read_text()
     lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg, chosen), x.size, y.size,
                   len(qg.ops), chosen, blob.to_bytes())
@@ -215,9 +222,11 @@ def generate_library(qg: Graph, lib_dir, name: str, source: str = "",
     return lib
 
 
-def harness_source(name: str) -> str:
-    """C main() that streams a file of input vectors through NAME_run (host verify)."""
-    return environment().get_template("harness/harness.c.j2").render(name=name, NAME=name.upper())
+def harness_source(name: str, act_t: str = "int8_t") -> str:
+    """C main() that streams a file of input vectors through NAME_run (host verify);
+    act_t: the model's input/output element type (int16_t for a 16x8 model)."""
+    return environment().get_template("harness/harness.c.j2").render(name=name, NAME=name.upper(),
+                                                                     act_t=act_t)
 
 
 @dataclass
@@ -295,9 +304,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _sample(qg: Graph, vectors) -> np.ndarray:
     if vectors is not None and len(vectors):
-        return np.asarray(vectors[:1], dtype=np.int8)
+        return np.asarray(vectors[:1], dtype=qg.input.dtype)
     rng = np.random.default_rng(SAMPLE_SEED)
-    return rng.integers(-128, 128, (1, *qg.input.shape[1:]), dtype=np.int8)
+    lo, hi = qg.input.qrange
+    return rng.integers(lo, hi + 1, (1, *qg.input.shape[1:]), dtype=qg.input.dtype)
 
 
 def flash_need(lib: Library) -> int:

@@ -68,12 +68,14 @@ def library_sources(lib_dir: Path, name: str) -> list[Path]:
     return [Path(lib_dir) / f"{name}.c"] + ([io] if io.is_file() else [])
 
 
-def compile_host(lib_dir, name: str, build_dir, build: str = "release") -> Path:
-    """Compile the library in lib_dir with the harness into build_dir; returns the executable."""
+def compile_host(lib_dir, name: str, build_dir, build: str = "release",
+                 act_t: str = "int8_t") -> Path:
+    """Compile the library in lib_dir with the harness into build_dir; returns the executable.
+    act_t: the model's input/output element type (int16_t for a 16x8 model)."""
     lib_dir, build_dir = Path(lib_dir), Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     harness = build_dir / "harness.c"
-    harness.write_text(harness_source(name))
+    harness.write_text(harness_source(name, act_t))
     exe = build_dir / f"{name}_{build}"
     cmd = build_command(lib_dir, name, harness, exe, build)
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -101,11 +103,12 @@ def compile_target(lib_dir: Path, name: str, mcu: str, build_dir: Path) -> str:
 
 
 def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None):
-    """Stream the batch x (N, ...) int8 through exe; returns (N, output_size) int8.
+    """Stream the batch x (N, ...) int8 (or int16: a 16x8 model) through exe; returns
+    (N, output_size) outputs of x's dtype.
 
-    layer_sizes: exe is a "layers" build; also returns each layer's output bytes,
+    layer_sizes: exe is a "layers" build; also returns each layer's output values,
     a list of (N, size) arrays in layer order."""
-    x = np.ascontiguousarray(x, dtype=np.int8)
+    x = np.ascontiguousarray(x, dtype=np.int16 if np.asarray(x).dtype == np.int16 else np.int8)
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
         src, dst, dump = Path(tmp) / "in.bin", Path(tmp) / "out.bin", Path(tmp) / "layers.bin"
         src.write_bytes(x.tobytes())
@@ -122,8 +125,8 @@ def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None):
             summary = next((ln for ln in lines if "SUMMARY" in ln or "runtime error" in ln),
                            lines[0] if lines else f"exit code {res.returncode}")
             raise TinydsError(f"{exe}: generated C failed at run time: {summary}")
-        y = np.frombuffer(dst.read_bytes(), dtype=np.int8)
-        dumped = np.frombuffer(dump.read_bytes(), np.int8) if layer_sizes is not None else None
+        y = np.frombuffer(dst.read_bytes(), dtype=x.dtype)
+        dumped = np.frombuffer(dump.read_bytes(), x.dtype) if layer_sizes is not None else None
     n = x.shape[0]
     if y.size != n * output_size:
         raise TinydsError(f"{exe}: produced {y.size} bytes for {n} vectors of {output_size}")
@@ -221,7 +224,8 @@ class VerifyResult:
 
 def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray:
     """The all -128 / 0 / 127 extremes, stored calibration vectors, n_random realistic
-    vectors, then n_random uniform int8.
+    vectors, then n_random uniform int8 (for a 16x8 model: int16, its extremes, noise and
+    spreads 256 times wider).
 
     Uniform int8 saturates most networks, so an off-by-one in a late layer hides behind
     clamped activations; realistic vectors (the calibration inputs with a few LSB of noise,
@@ -229,18 +233,21 @@ def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray
     its working range."""
     shape = tuple(qg.input.shape[1:])
     rng = np.random.default_rng(seed)
-    parts = [np.stack([np.full(shape, v, np.int8) for v in (-128, 0, 127)])]
+    lo, hi = qg.input.qrange
+    dtype, step = qg.input.dtype, (hi - lo + 1) // 256
+    parts = [np.stack([np.full(shape, v, dtype) for v in (lo, 0, hi)])]
     n_noisy = 0
     if stored is not None:
-        stored = np.asarray(stored, np.int8).reshape(-1, *shape)
+        stored = np.asarray(stored, dtype).reshape(-1, *shape)
         parts.append(stored)
         n_noisy = n_random // 2
         base = stored[rng.integers(0, len(stored), n_noisy)].astype(np.int32)
-        parts.append(np.clip(base + rng.integers(-3, 4, base.shape), -128, 127).astype(np.int8))
-    sigma = rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
+        noise = rng.integers(-3 * step, 3 * step + 1, base.shape)
+        parts.append(np.clip(base + noise, lo, hi).astype(dtype))
+    sigma = step * rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
     normal = qg.input.qparams[1] + sigma * rng.standard_normal((n_random - n_noisy, *shape))
-    parts.append(np.clip(np.rint(normal), -128, 127).astype(np.int8))
-    parts.append(rng.integers(-128, 128, (n_random, *shape), dtype=np.int8))
+    parts.append(np.clip(np.rint(normal), lo, hi).astype(dtype))
+    parts.append(rng.integers(lo, hi + 1, (n_random, *shape), dtype=dtype))
     return np.concatenate(parts)
 
 
@@ -315,9 +322,10 @@ def load_output(out_dir) -> Output:
     vectors = bundle / "vectors.npy"
     try:
         stored = np.load(vectors, allow_pickle=False) if vectors.exists() else None
-        if stored is not None and (stored.dtype != np.int8 or stored.size == 0
+        if stored is not None and (stored.dtype != np.dtype(qg.input.dtype) or stored.size == 0
                                    or stored.size % qg.input.size):
-            raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of int8 model inputs")
+            raise ValueError(f"{stored.dtype} {stored.shape} is not a batch of "
+                             f"{qg.input.dtype} model inputs")
         kept = 0 if stored is None else stored.size // qg.input.size
         if kept != meta.get("vectors", kept):
             raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
@@ -346,11 +354,14 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
     subset = {"release": x, "sanitize": x[:SANITIZE_VECTORS]}
     sizes = [qg.tensors[op.outputs[0]].size for op in qg.ops]
 
+    act_t = f"{qg.input.dtype}_t"
+
     def build_and_run(b: str) -> np.ndarray:
-        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], qg.output.size)
+        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b, act_t), subset[b],
+                        qg.output.size)
 
     def layers_run() -> list[np.ndarray]:
-        exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers")
+        exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers", act_t)
         return run_host(exe, x[:LAYER_VECTORS], qg.output.size, sizes)[1]
 
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:

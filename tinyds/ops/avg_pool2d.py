@@ -57,7 +57,7 @@ def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 def c_params(g: Graph, op: Op) -> dict:
     check_same_qparams(g, op)
-    return {**geometry(g, op), "simd": False}
+    return {**geometry(g, op), "simd": False, "ctype": f"{g.tensors[op.inputs[0]].dtype}_t"}
 
 
 def macs(g: Graph, op: Op) -> int:

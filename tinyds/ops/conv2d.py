@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import TinydsError
 from .. import fixedpoint
 from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
-                          multiply_by_quantized_multiplier_int64, wrap_int32)
+                          multiply_by_quantized_multiplier_int64, q15_multiplier, wrap_int32)
 from ..ir import Graph, Op
 from ..window import windows
 
@@ -117,6 +117,29 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
                 act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
                 multiplier=int_list(mult), shift=int_list(shift),
                 left_shift=left_shift, requantize=requantize)
+
+
+def int16_params(g: Graph, op: Op, channels: int) -> dict:
+    """The 16x8 templates' requantization literals: clamps, and per output channel the
+    Q15 multiplier and total right shift of tinyds_requantize64; the int64 bias."""
+    mult15, total = q15_multiplier(np.broadcast_to(op.attrs["multiplier"], (channels,)),
+                                   np.broadcast_to(op.attrs["shift"], (channels,)))
+    b = operands(g, op)[2]
+    return dict(act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
+                mult15=int_list(mult15), total_shift=int_list(total),
+                bias=int_list(b) if b is not None else None)
+
+
+def c_params_int16(g: Graph, op: Op) -> dict:
+    """Everything templates/ops/conv2d_int16.c.j2 needs."""
+    x, w, _, y = operands(g, op)
+    weight_zero_point(g, op)
+    p = window_params(x, y, w.shape[1:3], op)
+    if w.shape[3] != p["in_c"]:
+        raise TinydsError(f"{g.name}: {op.name}: grouped conv2d (weight has {w.shape[3]} of "
+                          f"{p['in_c']} input channels) is not supported; use groups=1 or "
+                          "groups=in_channels")
+    return {**p, **int16_params(g, op, p["out_c"]), "weights": int_list(w)}
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
