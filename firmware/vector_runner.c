@@ -4,8 +4,8 @@
 #include "tinyds_board.h"
 #include "tinyds_model.h"
 
-static int8_t input[TINYDS_INPUT_SIZE];
-static int8_t output[TINYDS_OUTPUT_SIZE];
+static TINYDS_ELEMENT input[TINYDS_INPUT_SIZE];
+static TINYDS_ELEMENT output[TINYDS_OUTPUT_SIZE];
 
 #ifdef TINYDS_DUMP
 static int dump_fd = -1;

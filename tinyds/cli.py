@@ -19,7 +19,8 @@ def _generate(args) -> int:
                   method=args.calib_method, allow_pickle=args.allow_pickle,
                   input_shape=args.input_shape, optimize=args.optimize,
                   micropython=args.micropython, lib_only=args.lib_only, force=args.force,
-                  labels=args.labels, log=(lambda text: None) if args.quiet else print)
+                  labels=args.labels, log=(lambda text: None) if args.quiet else print,
+                  activations=args.activations)
     if args.quiet:                       # the one line that says where it went
         print(f"{res.name}: wrote {res.out_dir} (arena {res.arena_bytes} B, weights "
               f"{res.weight_bytes} B)")
@@ -57,7 +58,7 @@ def _eval(args) -> int:
     else:
         q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
                            allow_pickle=args.allow_pickle, input_shape=args.input_shape,
-                           log=lambda text: None)
+                           log=lambda text: None, activations=args.activations)
         qg, g, synthetic = q.qg, q.float_graph, q.report is not None and q.report.synthetic
     layout = qg.source_layout if g is None else g.source_layout
     x = calib.to_nhwc(x, layout, tuple(qg.input.shape[1:]), "test data")
@@ -142,7 +143,8 @@ def _export_tflite(args) -> int:
             raise TinydsError(f"{args.out}: is the input {given}; export-tflite never writes over "
                               "its input: choose another -o")
     q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
-                       allow_pickle=args.allow_pickle, input_shape=args.input_shape)
+                       allow_pickle=args.allow_pickle, input_shape=args.input_shape,
+                       activations=args.activations)
     print(f"wrote {write_tflite(q.qg, args.out)}")
     return 0
 
@@ -156,6 +158,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    ".npy, .npz (file.npz:name), a torch.save()d tensor, or a folder of .npy; "
                    "required for a float model. 'synthetic': random inputs, a smoke test only")
     p.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
+    p.add_argument("--activations", default="int8", choices=("int8", "int16"),
+                   help="int8 (default), or int16: TFLite's 16x8 scheme (int16 activations, "
+                   "int8 weights, int64 biases; portable kernels, twice the arena)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
     p.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",

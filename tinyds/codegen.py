@@ -43,6 +43,8 @@ tgmath threads time uchar wchar wctype""".split())
 FIRMWARE_FILES = frozenset(["main", "vector_runner", "harness",
                             *(Path(f).stem for f in project.FIRMWARE_SOURCES)])
 MAX_NAME = 64            # file names, and symbols every toolchain keeps distinct
+NO_MICROPYTHON_INT16 = ("--micropython takes int8 models only (its run() takes int8 buffers); "
+                        "generate the 16x8 model without --micropython, or use --activations int8")
 
 
 @dataclass
@@ -385,6 +387,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     from . import bundle, outdir, project, report
     out = Path(out_dir).resolve()
     labels = check_labels(labels, qg.output.size, name)
+    if micropython and qg.input.dtype != "int8":
+        raise TinydsError(f"{source or qg.name}: {NO_MICROPYTHON_INT16}")
     files, lib = render_for_mcu(qg, name, mcu, optimize, source, labels)
     mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram, source or qg.name)
     check_out_dir(out)

@@ -153,9 +153,10 @@ def _top1(y: np.ndarray) -> np.ndarray:
 
 
 def _outside(values: np.ndarray, t) -> int:
-    """How many float values lie outside what tensor t's int8 range can represent."""
+    """How many float values lie outside what tensor t's int8 (int16) range can represent."""
     s, zp = t.qparams
-    lo, hi = (-128 - zp) * s, (127 - zp) * s
+    qmin, qmax = t.qrange
+    lo, hi = (qmin - zp) * s, (qmax - zp) * s
     return int(np.count_nonzero((values < lo - s / 2) | (values > hi + s / 2)))
 
 
@@ -221,5 +222,5 @@ def _run_c(out: Path, qg: Graph, xq: np.ndarray) -> np.ndarray:
     from . import verify
     o = verify.load_output(out)
     with tempfile.TemporaryDirectory(prefix="tinyds-eval-") as tmp:
-        exe = verify.compile_host(o.lib_dir, o.name, Path(tmp), "release")
+        exe = verify.compile_host(o.lib_dir, o.name, Path(tmp), "release", f"{qg.input.dtype}_t")
         return verify.run_host(exe, xq, qg.output.size)

@@ -21,7 +21,7 @@ from tinyds import progress
 from tinyds import verify
 from tinyds.errors import TinydsError
 from tinyds.mcu import MCU, Machine
-from tinyds.project import FIRMWARE_DIR, link_script, model_glue
+from tinyds.project import FIRMWARE_DIR, element_type, link_script, model_glue
 
 CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
@@ -50,7 +50,7 @@ def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
     mem = machine or mcu
     (build_dir / "link.ld").write_text(
         link_script(mem.flash_origin, mem.flash, mem.ram_origin, mem.ram))
-    (build_dir / "tinyds_model.h").write_text(model_glue(name, mcu.name))
+    (build_dir / "tinyds_model.h").write_text(model_glue(name, mcu.name, element_type(lib_dir)))
     sources = [FIRMWARE_DIR / "startup.c", FIRMWARE_DIR / "board.c", Path(main_c),
                *sorted(Path(lib_dir).glob("*.c"))]
     elf = build_dir / "firmware.elf"
@@ -96,11 +96,12 @@ def run_qemu(elf: Path, machine: str, cwd: Path, icount: bool = False,
 
 def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
                 output_size: int, work_dir: Path | None = None, layer_sizes=None):
-    """Run every row of `inputs` (N, input_size) int8 through the library on
-    mcu's core in QEMU; returns the (N, output_size) int8 outputs, and with
-    layer_sizes also every layer's output bytes (a TINYDS_DUMP build)."""
+    """Run every row of `inputs` (N, input_size) int8 (int16: a 16x8 model) through the
+    library on mcu's core in QEMU; returns the (N, output_size) outputs of that dtype, and
+    with layer_sizes also every layer's output values (a TINYDS_DUMP build)."""
     m = mcu_table.get(mcu)
-    inputs = np.ascontiguousarray(inputs, dtype=np.int8).reshape(len(inputs), -1)
+    dtype = np.int16 if np.asarray(inputs).dtype == np.int16 else np.int8
+    inputs = np.ascontiguousarray(inputs, dtype=dtype).reshape(len(inputs), -1)
     defines = ("TINYDS_CONSOLE_SEMIHOSTING",) + (("TINYDS_DUMP",) if layer_sizes else ())
     with tempfile.TemporaryDirectory(prefix="tinyds-qemu-") as tmp:
         work = Path(work_dir or tmp)
@@ -111,8 +112,8 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
         if f"tinyds: vectors {len(inputs)}" not in printed:
             raise TinydsError(f"{lib_dir}: the QEMU run on {m.qemu} did not finish its "
                               f"{len(inputs)} vectors; it printed: {printed.strip()}")
-        out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=np.int8)
-        dumped = (np.frombuffer((work / "layers.bin").read_bytes(), np.int8)
+        out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=dtype)
+        dumped = (np.frombuffer((work / "layers.bin").read_bytes(), dtype)
                   if layer_sizes else None)
     out = out.reshape(len(inputs), output_size)
     if dumped is None:

@@ -87,8 +87,14 @@ def boot2_source() -> str:
     return render_blocks("rp2040_boot2.c.j2", body=body)
 
 
-def model_glue(name: str, mcu: str) -> str:
-    return render("tinyds_model.h.j2", name=name, NAME=name.upper(), mcu=mcu)
+def model_glue(name: str, mcu: str, element: str = "int8_t") -> str:
+    return render("tinyds_model.h.j2", name=name, NAME=name.upper(), mcu=mcu, element=element)
+
+
+def element_type(lib_dir) -> str:
+    """The C type of a generated library's input and output: a 16x8 library ships
+    tinyds_int16.h beside its int16_t API."""
+    return "int16_t" if (Path(lib_dir) / "tinyds_int16.h").is_file() else "int8_t"
 
 
 def _c_rows(data: np.ndarray, per_row: int = 16) -> list[str]:
@@ -102,8 +108,8 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
                   labels: bool = False) -> None:
     """Write everything but lib/NAME/ (codegen's) into out_dir for `mcu`.
 
-    sample_input/sample_output: one int8 input vector and the reference output
-    bytes for it; the demo embeds both and reports whether the board agrees.
+    sample_input/sample_output: one int8 (int16: a 16x8 model) input vector and the
+    reference output for it; the demo embeds both and reports whether the board agrees.
     lib_files: the library's files, copied into the Arduino library (none: no Arduino
     library); input_in_arena, output_in_arena, labels: what its example sketch uses.
     """
@@ -124,11 +130,11 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
         (out_dir / "tinyds_flags.py").write_text(render("tinyds_flags.py.j2", **ctx))
     for f in FIRMWARE_SOURCES:
         shutil.copyfile(FIRMWARE_DIR / f, src / f)
-    (src / "tinyds_model.h").write_text(model_glue(name, m.name))
+    element = f"{np.asarray(sample_input).dtype}_t"
+    (src / "tinyds_model.h").write_text(model_glue(name, m.name, element))
     (src / "tinyds_sample.h").write_text(render(
-        "tinyds_sample.h.j2", name=name,
-        sample_input=_c_rows(np.asarray(sample_input, dtype=np.int8)),
-        sample_output=_c_rows(np.asarray(sample_output, dtype=np.int8))))
+        "tinyds_sample.h.j2", name=name, sample_input=_c_rows(sample_input),
+        sample_output=_c_rows(sample_output)))
     (src / "main.c").write_text(demo_main(name, m.name))
     (out_dir / "CMakeLists.txt").write_text(render_blocks("CMakeLists.txt.j2", **ctx))
     (out_dir / "cmake").mkdir(exist_ok=True)
@@ -139,8 +145,8 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
     for f in ("CMakeLists.txt", "Kconfig"):
         (out_dir / "zephyr" / f).write_text(render_blocks(f"zephyr/{f}.j2", **ctx))
     if lib_files is not None:
-        samples = dict(sample_input=_c_rows(np.asarray(sample_input, dtype=np.int8)),
-                       sample_output=_c_rows(np.asarray(sample_output, dtype=np.int8)))
+        samples = dict(sample_input=_c_rows(sample_input), sample_output=_c_rows(sample_output),
+                       element=element)
         write_arduino(out_dir / "arduino" / name, name, lib_files, samples,
                       dict(input_in_arena=input_in_arena, output_in_arena=output_in_arena,
                            labels=labels))
