@@ -54,14 +54,14 @@ class Quantized:
     float_graph: Graph | None = None   # the optimized float graph (None for an int8 .tflite)
 
 
-def check_fits(g: Graph, mcu: str, optimize: str, source: str) -> None:
+def check_fits(g: Graph, mcu: str, optimize: str, source: str, activations: str = "int8") -> None:
     """tinyds inspect's verdict, before calibration (which takes minutes on a big net).
 
     Weights so extreme that no stand-in scale quantizes them skip it: generate's own check
     after calibration still applies, with the scales calibration found."""
     from . import analyze, mcu as mcu_table
     try:
-        a = analyze.analyze(g, mcu, optimize, source)
+        a = analyze.analyze(g, mcu, optimize, source, activations)
     except (TinydsError, ValueError, OverflowError):
         return
     mcu_table.check_fits(mcu, a.flash_bytes, a.ram_bytes, source)
@@ -99,9 +99,9 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
         raise TinydsError(f"{module_or_path}: is an int8 model; --activations int16 quantizes "
                           "a float model (export it from PyTorch), or convert it to 16x8 with "
                           "TFLite's converter")
-    if mcu is not None and activations == "int8":
+    if mcu is not None:
         check_fits(g, mcu, optimize, str(module_or_path) if isinstance(
-            module_or_path, (str, Path)) else stem)
+            module_or_path, (str, Path)) else stem, activations)
     if calib is None and not g.is_quantized:
         raise TinydsError(calib_data.MISSING)
     x = None if calib is None or synthetic else calib_data.for_graph(g, calib)

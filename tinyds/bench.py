@@ -135,7 +135,9 @@ def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
 def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
     """The caller's input and output buffers from the library's header: NAME_INPUT_SIZE
     (0 when the input lives in the arena, NAME_INPUT_IN_ARENA) and NAME_OUTPUT_SIZE (0 when
-    NAME_OUTPUT_IN_ARENA)."""
+    NAME_OUTPUT_IN_ARENA) elements, in bytes (2 per element in a 16x8 library)."""
+    from .project import element_type
+    element = 2 if element_type(Path(out_dir) / "lib" / name) == "int16_t" else 1
     header = (Path(out_dir) / "lib" / name / f"{name}.h").read_text()
     in_arena = re.search(rf"#define {name.upper()}_INPUT_IN_ARENA 1\b", header)
     out_in_arena = re.search(rf"#define {name.upper()}_OUTPUT_IN_ARENA 1\b", header)
@@ -145,7 +147,7 @@ def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
         if not m:
             raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_SIZE; "
                               "regenerate the folder with `tinyds generate`")
-        return int(m.group(1))
+        return element * int(m.group(1))
     return (0 if in_arena else size("INPUT")), (0 if out_in_arena else size("OUTPUT"))
 
 

@@ -34,7 +34,7 @@ def _inspect(args) -> int:
     Target.for_mcu(args.mcu, args.optimize)
     g, _ = load_graph(args.model, args.allow_pickle, input_shape=args.input_shape)
     a = analyze.analyze(g if g.is_quantized else passes.optimize(g), args.mcu, args.optimize,
-                        args.model)
+                        args.model, args.activations)
     print(a.text())
     return 0 if a.fits else 1
 
@@ -211,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="a model generate takes")
     _mcu_arg(i)
     i.add_argument("--optimize", choices=("speed", "size"), default="speed")
+    i.add_argument("--activations", default="int8", choices=("int8", "int16"),
+                   help="int16: the 16x8 model's figures (int16 activations, portable kernels)")
     i.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
     i.add_argument("--input-shape", type=_shape, metavar="1,C,H,W",

@@ -535,7 +535,7 @@ class Report:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         data = "SYNTHETIC calibration data" if self.synthetic else "calibration data"
-        lines.append(f"float vs int8 on {self.comparison.samples} samples of {data} "
+        lines.append(f"float vs {self.qg.input.dtype} on {self.comparison.samples} samples of {data} "
                      f"({self.method}): top-1 agreement {self.agreement:.2f}%, "
                      f"output SNR {self.snr_db:.1f} dB")
         return "\n".join(lines)

@@ -189,6 +189,7 @@ class VerifyResult:
     seconds: float
     edited: list[str] = dataclasses.field(default_factory=list)   # see edited_files
     layers: LayerCheck | None = None
+    dtype: str = "int8"       # the model's input elements (int16: a 16x8 model)
 
     @property
     def mismatches(self) -> int:
@@ -205,7 +206,7 @@ class VerifyResult:
                  self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
                  f"calibration, {self.random} realistic (noisy calibration, normal around the "
-                 f"zero point), {self.random} random int8)"]
+                 f"zero point), {self.random} random {self.dtype})"]
         for c in self.checks:
             where = f"; first: {c.first}" if c.first else ""
             lines.append(f"{c.build}: {c.vectors} vectors run, {c.mismatched_vectors} mismatching "
@@ -379,4 +380,4 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         target = cross.result()
     n_cal = 0 if stored is None else len(stored)
     return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0,
-                        edited, layers)
+                        edited, layers, qg.input.dtype)
