@@ -128,3 +128,90 @@ def test_generated_c_equals_reference_and_tflm(dscnn):
     got = run_c(q16, xs)
     np.testing.assert_array_equal(got, reference.run(q16, xs))
     np.testing.assert_array_equal(got[:60], tflm(q16, xs[:60]).reshape(got[:60].shape))
+
+
+@pytest.fixture(scope="module")
+def dscnn_files(dscnn, tmp_path_factory):
+    """The trained DS-CNN as TorchScript, its calibration batch (NCHW) and held-out data."""
+    import torch
+    d = tmp_path_factory.mktemp("dscnn16")
+    model, task = models.trained("dscnn")
+    x, _ = task.draw(256, seed=11)
+    torch.jit.save(torch.jit.trace(model, x[:1]), d / "dscnn.pt")
+    np.save(d / "calib.npy", x.numpy())
+    held, labels = task.draw(200, seed=12)
+    np.savez(d / "test.npz", x=held.numpy(), y=labels.numpy())
+    return d
+
+
+@pytest.fixture(scope="module")
+def generated16(dscnn_files, tmp_path_factory):
+    from tinyds.cli import main
+    out = tmp_path_factory.mktemp("gen16") / "out"
+    assert main(["-q", "generate", str(dscnn_files / "dscnn.pt"), "--calib",
+                 str(dscnn_files / "calib.npy"), "--activations", "int16", "-o", str(out)]) == 0
+    return out
+
+
+def test_generate_and_verify_host_bit_exact(generated16, capsys):
+    """`tinyds generate --activations int16` + `tinyds verify`: every output and every
+    layer's bytes equal the reference, -O2, ASan+UBSan and arm-none-eabi-gcc clean."""
+    from tinyds.cli import main
+    header = (generated16 / "lib" / "dscnn" / "dscnn.h").read_text()
+    assert "int dscnn_run(const int16_t *input, int16_t *output);" in header
+    assert "#define TINYDS_ELEMENT int16_t" in (generated16 / "src" / "tinyds_model.h").read_text()
+    capsys.readouterr()
+    assert main(["verify", str(generated16)]) == 0
+    text = capsys.readouterr().out
+    assert "release: 2259 vectors run, 0 mismatching" in text and "random int16" in text
+    assert "every byte of every layer equals the reference" in text
+
+
+def test_eval_and_inspect_of_the_16x8_model(generated16, dscnn_files, capsys):
+    from tinyds.cli import main
+    capsys.readouterr()
+    assert main(["eval", str(dscnn_files / "dscnn.pt"), "--data", str(dscnn_files / "test.npz"),
+                 "--out", str(generated16)]) == 0
+    text = capsys.readouterr().out
+    assert "int16 reference" in text and "(200 of 200 outputs byte-identical" in text
+    assert main(["inspect", str(dscnn_files / "dscnn.pt"), "--activations", "int16"]) == 0
+    text = capsys.readouterr().out
+    meta = __import__("json").loads((generated16 / "tinyds.json").read_text())
+    assert f"arena: {meta['arena_bytes']} B planned" in text          # what generate planned
+    assert "input 980 B, output 24 B" in text                          # 490 and 12 int16 values
+
+
+def test_cli_export_tflite_int16_and_refusals(dscnn_files, tmp_path, capsys):
+    from tinyds.cli import main
+    path = tmp_path / "m16.tflite"
+    assert main(["export-tflite", str(dscnn_files / "dscnn.pt"), "--calib",
+                 str(dscnn_files / "calib.npy"), "--activations", "int16", "-o", str(path)]) == 0
+    g = load_tflite(path)
+    assert g.input.dtype == "int16" and g.output.dtype == "int16"
+    capsys.readouterr()
+    # a 16x8 .tflite generates as it is; --micropython and --activations int16 on int8 refuse
+    out = tmp_path / "out"
+    assert main(["generate", str(path), "--micropython", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--micropython takes int8 models only" in err
+    assert not out.exists()
+    int8 = tmp_path / "m8.tflite"
+    assert main(["export-tflite", str(dscnn_files / "dscnn.pt"), "--calib",
+                 str(dscnn_files / "calib.npy"), "-o", str(int8)]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(int8), "--activations", "int16", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an int8 model; --activations int16" in err
+    assert main(["generate", str(path), "-o", str(out)]) == 0
+    assert main(["verify", str(out), "--vectors", "50"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
+def test_qemu_verify_is_bit_exact(generated16, mcu):
+    """The 16x8 library cross-built for the core, run on its QEMU machine: every output and
+    every layer's bytes (int64 accumulation on ARMv7E-M and on ARMv6-M's 32x32 multiply)."""
+    from tinyds.firmware import verify_qemu
+    q = verify_qemu(generated16, n_random=20, mcu=mcu)
+    assert q.ok and q.vectors == 299, q.text()
+    assert q.layers.layers == 12 and not q.layers.first
