@@ -3,7 +3,7 @@ core and the layer's shape and parameters (CMSIS-NN's one wrapper that picks
 the kernel, moved out of the firmware).
 
 Every op has a portable kernel, templates/ops/<op>.c.j2 (a 16x8 conv, depthwise or
-fully-connected layer: <op>_int16.c.j2). On cores with the DSP
+fully-connected layer or softmax: <op>_int16.c.j2). On cores with the DSP
 extension and with `optimize="speed"`, conv2d and depthwise_conv2d layers that
 meet a fast kernel's conditions run templates/ops/<op>_s16.c.j2 instead: int16
 weight streams (about twice the flash of int8) and SMLAD. The fast kernels'
@@ -60,7 +60,7 @@ class Kernel:
         return self.fast or bool(self.params.get("simd"))
 
 
-WIDE = ("conv2d", "depthwise_conv2d", "fully_connected")   # own 16x8 templates: <op>_int16
+WIDE = ("conv2d", "depthwise_conv2d", "fully_connected", "softmax")   # 16x8: <op>_int16
 
 
 def portable(g: Graph, op: Op) -> Kernel:

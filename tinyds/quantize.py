@@ -29,7 +29,8 @@ from .ir import Graph, Op, Tensor
 METHODS = ("minmax", "percentile", "mse")
 ACTIVATIONS = ("int8", "int16")
 # ops with an int16 reference and C kernel (TFLite 16x8)
-INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "reshape", "pad")
+INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "reshape", "pad",
+             "softmax")
 INT64_LIMIT = float(1 << 62)    # int64 biases beyond this are refused by requant anyway
 PERCENTILE = 99.99
 HIST_BINS = 8192
@@ -40,6 +41,7 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # range than its input, and the rescaling path rounds where the shared one truncates.
 SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "transpose")
 SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
+SOFTMAX_INT16_PARAMS = (np.float32(1 / 32768), 0)   # and of the int16 softmax
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
 ELEMENTWISE_BINARY = ("add", "sub", "mul", "prelu")    # may have one constant operand
 # A tensor that never left 0 during calibration still needs a usable scale;
@@ -313,7 +315,7 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
         if op.type in SHARED_PARAMS and not to_mean:
             params = first_in.qparams
         elif op.type in ("softmax", "logistic"):
-            params = SOFTMAX_PARAMS
+            params = SOFTMAX_INT16_PARAMS if dtype == "int16" else SOFTMAX_PARAMS
         else:
             params = fit(*ranges[y.name])
         tensors[y.name] = _act_tensor(y, *params, dtype)

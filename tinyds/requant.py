@@ -68,8 +68,14 @@ def _mul(g: Graph, op: Op) -> None:
 
 
 def _softmax(g: Graph, op: Op) -> None:
-    """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input."""
+    """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input; for int16,
+    s_in * beta over 10 / 65535 (the exp LUT's input step) in double."""
     s_in = float(g.tensors[op.inputs[0]].scale[0])
+    if g.tensors[op.inputs[0]].dtype == "int16":
+        beta = float(np.float32(op.attrs.get("beta", 1.0)))
+        op.attrs["input_multiplier"], op.attrs["input_left_shift"] = quantize_multiplier(
+            s_in * beta / (10.0 / 65535.0))
+        return
     bits = SOFTMAX_DIFF_INTEGER_BITS
     real = min(float(op.attrs.get("beta", 1.0)) * s_in * (1 << (31 - bits)), (1 << 31) - 1.0)
     multiplier, left_shift = quantize_multiplier(real)

@@ -115,10 +115,23 @@ def tflite_same(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def softmax(rng) -> Graph:
+    """A random 16x8 softmax: rows of 2-40 classes, input scales from fine to coarse (the
+    rescale multiplier above and below 1), beta 1 or not."""
+    rows, depth = int(rng.integers(1, 4)), int(rng.integers(2, 41))
+    s_in = np.float32(rng.choice([1e-5, 2e-4, 1e-3, 8e-3]))
+    beta = float(rng.choice([1.0, 1.0, 0.5, 2.0]))
+    shape = (1, depth) if rows == 1 else (1, 1, rows, depth)
+    y = Tensor("y", shape, "int16", scale=np.array([1 / 32768], np.float32),
+               zero_point=np.zeros(1, np.int64))
+    op = Op("softmax", "layer", ["x"], ["y"], {"beta": beta})
+    return derive_int_params(Graph("t", {"x": _act("x", shape, s_in), "y": y}, [op], ["x"], ["y"]))
+
+
 BUILD = {"conv2d": lambda rng: weighted(rng, "conv2d"),
          "depthwise_conv2d": lambda rng: weighted(rng, "depthwise_conv2d"),
          "fully_connected": lambda rng: weighted(rng, "fully_connected"),
-         "avg_pool2d": avg_pool, "pad": pad}
+         "avg_pool2d": avg_pool, "pad": pad, "softmax": softmax}
 
 
 def inputs(rng, g: Graph, n: int = 24) -> np.ndarray:
@@ -192,6 +205,31 @@ def test_avg_pool_reference_matches_the_rounded_mean():
         np.testing.assert_array_equal(reference.run(g, x), want)
 
 
+def test_softmax_reference_matches_float():
+    """Within 8 LSB of 1/32768 of the float softmax as TFLite defines it: its exp table
+    spans [-10, 0], so a difference below -10 weighs as the table's first entry (2/32768,
+    not exp(-10)); what remains is the table's input step (10/65535) and interpolation and
+    the reciprocal's 15 bits. TFLM computes the same bytes (test_tflm_equals_reference).
+    The outputs sum to 1 within the same order."""
+    rng = np.random.default_rng(5)
+    worst = 0
+    for _ in range(4 * CASES):
+        g = softmax(rng)
+        op = g.ops[0]
+        x = inputs(rng, g)
+        s_in = g.input.qparams[0]
+        got = reference.run(g, x).astype(np.int64)
+        d = x.astype(np.float64) * s_in * op.attrs["beta"]
+        d = torch.tensor(d - d.max(axis=-1, keepdims=True))
+        e = torch.where(d > -10, torch.exp(d), torch.full_like(d, 2 / 32768))
+        want = (e / e.sum(-1, keepdim=True)).numpy()
+        err = np.abs(got - np.round(want * 32768).clip(0, 32767)).max()
+        worst = max(worst, int(err))
+        assert err <= 8, (err, s_in, op.attrs)
+        assert np.abs(got.sum(axis=-1) - 32768).max() <= 8 * x.shape[-1]
+    assert worst >= 1                      # the comparison is not vacuous
+
+
 @pytest.mark.parametrize("op_type", sorted(BUILD))
 def test_generated_c_equals_reference(op_type):
     rng = np.random.default_rng(1600 + len(op_type))
@@ -220,3 +258,28 @@ def test_tflm_equals_reference(op_type):
         x = inputs(rng, g, 12)
         want = reference.run(g, x)
         np.testing.assert_array_equal(tflm(g, x).reshape(want.shape), want)
+
+
+def test_softmax_lookup_tables_equal_tflms():
+    """Every entry of both tables, through TFLM: rows of 64 classes whose differences from
+    the row maximum step through the whole exp table (input scale 10/65535: one input step
+    per table step of 1/128), and rows of varying length and spread, whose sums land on
+    every part of the 1/(1+x) table."""
+    pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
+                        reason="TFLM referee needs `pip install --pre tflite-micro`")
+    depth = 64
+    x = Tensor("x", (1, depth), "int16", scale=np.array([10 / 65535], np.float32),
+               zero_point=np.zeros(1, np.int64))
+    y = Tensor("y", (1, depth), "int16", scale=np.array([1 / 32768], np.float32),
+               zero_point=np.zeros(1, np.int64))
+    g = derive_int_params(Graph("t", {"x": x, "y": y}, [Op("softmax", "l", ["x"], ["y"],
+                                                              {"beta": 1.0})], ["x"], ["y"]))
+    rng = np.random.default_rng(9)
+    ramps = [32767 - (np.arange(depth) * 128 + k * 128 * depth + off) for k in range(8)
+             for off in (0, 1, 37, 127)]
+    spread = [np.where(np.arange(depth) < n, 32767, 32767 - rng.integers(0, 65536, depth))
+              for n in range(1, depth + 1)]
+    xs = np.clip(np.stack(ramps + spread), -32768, 32767).astype(np.int16)
+    want = reference.run(g, xs)
+    np.testing.assert_array_equal(tflm(g, xs).reshape(want.shape), want)
+    np.testing.assert_array_equal(run_c(g, xs), want)

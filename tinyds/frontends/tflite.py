@@ -460,9 +460,11 @@ def _softmax(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
     _check_shape_is(r, where, y, r.g.tensors[x].shape)
-    if r.g.tensors[y].qparams != (1 / 256, -128):
+    want = (1 / 32768, 0) if r.g.tensors[y].dtype == "int16" else (1 / 256, -128)
+    if r.g.tensors[y].qparams != want:
         raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
-                    "TFLite int8 softmax outputs scale 1/256, zero point -128")
+                    "TFLite softmax outputs scale 1/256, zero point -128 (int8) or scale "
+                    "1/32768, zero point 0 (int16)")
     return Op("softmax", where, [x], [y], {"beta": float(op.builtinOptions.beta)})
 
 
