@@ -165,6 +165,8 @@ def test_generate_and_verify_host_bit_exact(generated16, capsys):
     text = capsys.readouterr().out
     assert "release: 2259 vectors run, 0 mismatching" in text and "random int16" in text
     assert "every byte of every layer equals the reference" in text
+    assert main(["verify", str(generated16), "--target", "micropython"]) == 2
+    assert "--micropython takes int8 models only" in capsys.readouterr().err
 
 
 def test_eval_and_inspect_of_the_16x8_model(generated16, dscnn_files, capsys):
