@@ -283,3 +283,41 @@ def test_softmax_lookup_tables_equal_tflms():
     want = reference.run(g, xs)
     np.testing.assert_array_equal(tflm(g, xs).reshape(want.shape), want)
     np.testing.assert_array_equal(run_c(g, xs), want)
+
+
+@pytest.mark.parametrize("op_type, shape", [("conv2d", (600, 1, 1, 300)),
+                                            ("fully_connected", (5, 700)),
+                                            ("depthwise_conv2d", (1, 17, 17, 3))])
+def test_wide_layers_at_the_rails(op_type, shape):
+    """Layers beyond one int32 block (300 input channels, 700 inputs, a 17x17 window):
+    the C's int32 partial sums stay exact with every product at its largest."""
+    w = np.full(shape, -128 if op_type == "fully_connected" else -127, np.int8)
+    w.reshape(-1)[1::2] = 127
+    axis = 3 if op_type == "depthwise_conv2d" else 0
+    out_c = shape[axis]
+    x_shape = {"conv2d": (1, 2, 2, 300), "fully_connected": (1, 700),
+               "depthwise_conv2d": (1, 17, 17, 3)}[op_type]
+    attrs = {"activation": "none"}
+    if op_type != "fully_connected":
+        attrs.update(stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0))
+    if op_type == "depthwise_conv2d":
+        attrs["depth_multiplier"] = 1
+    y_shape = {"conv2d": (1, 2, 2, 600), "fully_connected": (1, 5),
+               "depthwise_conv2d": (1, 1, 1, 3)}[op_type]
+    s_w = np.full(out_c, 0.01, np.float32)
+    tensors = [_act("x", x_shape, 1e-4), _act("y", y_shape, 0.5),
+               Tensor("w", shape, "int8", data=w, scale=s_w, zero_point=np.zeros(out_c, np.int64),
+                      axis=axis),
+               Tensor("b", (out_c,), "int64", data=np.arange(out_c, dtype=np.int64) - (1 << 33),
+                      scale=(s_w * np.float32(1e-4)).astype(np.float32),
+                      zero_point=np.zeros(out_c, np.int64), axis=0)]
+    g = derive_int_params(Graph("t", {t.name: t for t in tensors},
+                                [Op(op_type, "layer", ["x", "w", "b"], ["y"], attrs)], ["x"], ["y"]))
+    rng = np.random.default_rng(3)
+    alternating = np.where(np.arange(int(np.prod(x_shape))) % 2, 32767, -32768).reshape(x_shape)
+    xs = np.concatenate([np.stack([np.full(x_shape[1:], v, np.int16) for v in (-32768, 32767)]),
+                         alternating.astype(np.int16),
+                         rng.integers(-32768, 32768, (5, *x_shape[1:]), dtype=np.int16)])
+    want = reference.run(g, xs)
+    assert len(np.unique(want)) > 4                   # not all clamped
+    np.testing.assert_array_equal(run_c(g, xs), want)

@@ -119,6 +119,10 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
                 left_shift=left_shift, requantize=requantize)
 
 
+# int16 x int8 products are at most 2^22 in magnitude: 256 of them sum exactly in int32
+INT16_BLOCK = 256
+
+
 def int16_params(g: Graph, op: Op, channels: int) -> dict:
     """The 16x8 templates' requantization literals: clamps, and per output channel the
     Q15 multiplier and total right shift of tinyds_requantize64; the int64 bias."""
@@ -139,7 +143,8 @@ def c_params_int16(g: Graph, op: Op) -> dict:
         raise TinydsError(f"{g.name}: {op.name}: grouped conv2d (weight has {w.shape[3]} of "
                           f"{p['in_c']} input channels) is not supported; use groups=1 or "
                           "groups=in_channels")
-    return {**p, **int16_params(g, op, p["out_c"]), "weights": int_list(w)}
+    return {**p, **int16_params(g, op, p["out_c"]), "weights": int_list(w),
+            "block": min(p["in_c"], INT16_BLOCK)}
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:

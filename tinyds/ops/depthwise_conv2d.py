@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import Graph, Op
 from ..window import windows
-from .conv2d import (fold_bias, gemm_requant, int16_params, int_list, operands, quant_params,
+from .conv2d import (INT16_BLOCK, fold_bias, gemm_requant, int16_params, int_list, operands, quant_params,
                      requantize, weight_zero_point, window_params, wrapped_fold)
 
 
@@ -72,7 +72,7 @@ def c_params_int16(g: Graph, op: Op) -> dict:
     weight_zero_point(g, op)
     p = window_params(x, y, w.shape[1:3], op)
     return {**p, **int16_params(g, op, p["out_c"]), "weights": int_list(w),
-            "depth_multiplier": int(op.attrs["depth_multiplier"])}
+            "depth_multiplier": int(op.attrs["depth_multiplier"]), "block": INT16_BLOCK}
 
 
 def macs(g: Graph, op: Op) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
-from .conv2d import (fold_bias, int16_params, int_list, operands, quant_params, requantize,
+from .conv2d import (INT16_BLOCK, fold_bias, int16_params, int_list, operands, quant_params, requantize,
                      weight_zero_point)
 
 
@@ -44,7 +44,8 @@ def c_params_int16(g: Graph, op: Op) -> dict:
     """Everything templates/ops/fully_connected_int16.c.j2 needs."""
     w = operands(g, op)[1]
     return {**int16_params(g, op, w.shape[0]), "weights": int_list(w),
-            "filter_offset": -weight_zero_point(g, op), "out_c": w.shape[0], "depth": w.shape[1]}
+            "filter_offset": -weight_zero_point(g, op), "out_c": w.shape[0], "depth": w.shape[1],
+            "block": min(w.shape[1], INT16_BLOCK // 2)}
 
 
 def macs(g: Graph, op: Op) -> int:
