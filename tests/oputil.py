@@ -62,7 +62,7 @@ def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, P
 def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
           target: Target = Target()) -> np.ndarray:
     """Generated C output for a batch (N, *input_shape[1:]) of the model's input type (int8,
-    or uint8), shaped (N, *output_shape[1:])."""
+    uint8, or int16 for a 16x8 graph), shaped (N, *output_shape[1:])."""
     x = np.asarray(x_int8_batch)
     assert x.dtype == np.dtype(qg.input.dtype), x.dtype
     assert x.shape[1:] == tuple(qg.input.shape[1:]), (x.shape, qg.input.shape)

@@ -110,20 +110,24 @@ def standin_ranges(g: Graph) -> dict[str, tuple[float, float]]:
     return {name: (-h, h) for name, h in hi.items()}
 
 
-def standin(g: Graph) -> Graph:
+def standin(g: Graph, activations: str = "int8") -> Graph:
     """A float graph quantized without data (standin_ranges): real int8 weights, and the bias
-    that bias correction gives a bias-free layer, so the bytes are generate's."""
+    that bias correction gives a bias-free layer, so the bytes are generate's; activations
+    int8, or int16 (16x8)."""
     from . import quantize
     quantize._check_graph(g)
+    if activations == "int16":
+        quantize._check_int16_ops(g)
     zeros = {n: np.zeros((1, *g.tensors[n].shape[1:]), np.float32)
              for n in quantize._activations(g)}
-    return quantize._build(g, standin_ranges(g), zeros)
+    return quantize._build(g, standin_ranges(g), zeros, activations)
 
 
-def analyze(g: Graph, mcu: str, optimize: str = "speed", model: str = "") -> Analysis:
+def analyze(g: Graph, mcu: str, optimize: str = "speed", model: str = "",
+            activations: str = "int8") -> Analysis:
     """Per-layer costs, the memory plan and the MCU budget of an optimized float graph
-    (or an int8 one, as a .tflite loads)."""
-    qg = g if g.is_quantized else standin(g)
+    (or a quantized one, as a .tflite loads)."""
+    qg = g if g.is_quantized else standin(g, activations)
     _, lib = codegen.render_for_mcu(qg, "model", mcu, optimize)
     return of_library(qg, lib, mcu, optimize, model or g.name)
 
@@ -142,9 +146,9 @@ def of_library(qg: Graph, lib, mcu: str, optimize: str, model: str) -> Analysis:
             codegen.layer_weight_bytes(qg, op, k) if k is not None else 0, y.nbytes,
             "" if k is None else ("fast" if k.fast else "portable")))
     flash = codegen.flash_need(lib)
-    ram = lib.plan.ram + lib.output_size
+    ram = lib.plan.ram + qg.output.nbytes
     return Analysis(model, mcu_table.get(mcu).name, optimize, layers, lib.arena_bytes,
-                    lib.plan.unshared_size, lib.input_size, lib.output_size,
+                    lib.plan.unshared_size, qg.input.nbytes, qg.output.nbytes,
                     lib.plan.input_in_arena, flash, ram, mcu_table.shortfall(mcu, flash, ram),
                     timeline(qg, lib.plan))
 

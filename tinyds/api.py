@@ -54,14 +54,14 @@ class Quantized:
     float_graph: Graph | None = None   # the optimized float graph (None for an int8 .tflite)
 
 
-def check_fits(g: Graph, mcu: str, optimize: str, source: str) -> None:
+def check_fits(g: Graph, mcu: str, optimize: str, source: str, activations: str = "int8") -> None:
     """tinyds inspect's verdict, before calibration (which takes minutes on a big net).
 
     Weights so extreme that no stand-in scale quantizes them skip it: generate's own check
     after calibration still applies, with the scales calibration found."""
     from . import analyze, mcu as mcu_table
     try:
-        a = analyze.analyze(g, mcu, optimize, source)
+        a = analyze.analyze(g, mcu, optimize, source, activations)
     except (TinydsError, ValueError, OverflowError):
         return
     mcu_table.check_fits(mcu, a.flash_bytes, a.ram_bytes, source)
@@ -69,13 +69,18 @@ def check_fits(g: Graph, mcu: str, optimize: str, source: str) -> None:
 
 def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pickle: bool = False,
                    input_shape=None, log=print, mcu: str | None = None,
-                   optimize: str = "speed", input_type: str | None = None,
-                   output_type: str | None = None) -> Quantized:
+                   optimize: str = "speed", activations: str = "int8",
+                   input_type: str | None = None, output_type: str | None = None) -> Quantized:
     """load -> optimize -> quantize: the one quantization that generate and export-tflite share.
 
     mcu: refuse a model that cannot fit it (tinyds inspect's check) before calibrating.
+    activations: "int8", or "int16" for TFLite's 16x8 scheme (a quantized .tflite keeps
+    its own).
     input_type, output_type: "uint8" makes that model edge uint8 (quantize.with_io_types);
     None keeps the model's."""
+    from .quantize import ACTIVATIONS
+    if activations not in ACTIVATIONS:
+        raise TinydsError(f"--activations {activations}: use one of {', '.join(ACTIVATIONS)}")
     from .frontends.torchscript import input_shapes
     for shape in input_shapes(input_shape) if input_shape is not None else ():
         if too_large(shape):
@@ -94,9 +99,13 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
     from . import passes, quantize, reference
     if not g.is_quantized:
         g = passes.optimize(g)
+    if g.is_quantized and activations == "int16" and g.input.dtype != "int16":
+        raise TinydsError(f"{module_or_path}: is an int8 model; --activations int16 quantizes "
+                          "a float model (export it from PyTorch), or convert it to 16x8 with "
+                          "TFLite's converter")
     if mcu is not None:
         check_fits(g, mcu, optimize, str(module_or_path) if isinstance(
-            module_or_path, (str, Path)) else stem)
+            module_or_path, (str, Path)) else stem, activations)
     if calib is None and not g.is_quantized:
         raise TinydsError(calib_data.MISSING)
     x = None if calib is None or synthetic else calib_data.for_graph(g, calib, calib_from)
@@ -113,7 +122,7 @@ def quantize_model(module_or_path, calib=None, method: str = "minmax", allow_pic
     else:
         if synthetic:
             print(calib_data.SYNTHETIC_WARNING, file=sys.stderr)
-        qg, report = quantize.quantize(g, x, method)
+        qg, report = quantize.quantize(g, x, method, activations=activations)
         log(report.text())
     qg = quantize.with_io_types(qg, input_type, output_type, stem)
     vectors = None if x is None else reference.pack(quantize.quantize_input(qg, x)) \
@@ -143,7 +152,8 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
             method: str = "minmax", allow_pickle: bool = False, input_shape=None,
             optimize: str = "speed", micropython: bool = False, lib_only: bool = False,
             force: bool = False, labels=None, input_type: str | None = None,
-            output_type: str | None = None, log=print) -> ConvertResult:
+            output_type: str | None = None, log=print, activations: str = "int8"
+            ) -> ConvertResult:
     """Model (nn.Module, or a .pt/.pt2/.tflite path) -> out/ with the C library and project.
 
     calib: float batch in the model's own layout ((N, C, H, W) for PyTorch), a path
@@ -162,6 +172,8 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     added are never touched).
     input_type, output_type: "uint8" for a uint8 model input or output (a camera's bytes, as
     TFLite's inference_input_type), "int8", or None to keep the model's.
+    activations: "int8", or "int16" for TFLite's 16x8 scheme (int16 activations, int8
+    weights, int64 biases; portable kernels).
     """
     from . import mcu as mcu_table
     from .kernels import Target
@@ -170,11 +182,13 @@ def convert(module_or_path, calib=None, mcu: str = "stm32f4", out="out/", name: 
     if name is not None:
         codegen.check_name(name)
     codegen.check_out_dir(Path(out))       # refuse a user's folder before any slow work
+    if micropython and activations == "int16":
+        raise TinydsError(codegen.NO_MICROPYTHON_INT16)
     labels_from = str(labels) if isinstance(labels, (str, Path)) else "labels"
     if isinstance(labels, (str, Path)):
         labels = codegen.read_labels(labels)
     q = quantize_model(module_or_path, calib, method, allow_pickle, input_shape, log, mcu,
-                       optimize, input_type, output_type)
+                       optimize, activations, input_type, output_type)
     name = name or codegen.sanitize_name(q.stem)
     codegen.check_labels(labels, q.qg.output.size, labels_from)
     # the file name only: generated bytes must not depend on where the model sits

@@ -134,8 +134,9 @@ def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
 
 def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
     """The caller's input and output buffers from the library's header: NAME_INPUT_TOTAL_SIZE
-    (every input's bytes; 0 when the inputs live in the arena, NAME_INPUT_IN_ARENA) and
-    NAME_OUTPUT_TOTAL_SIZE (0 when NAME_OUTPUT_IN_ARENA)."""
+    (every input's elements; 0 when the inputs live in the arena, NAME_INPUT_IN_ARENA) and
+    NAME_OUTPUT_TOTAL_SIZE (0 when NAME_OUTPUT_IN_ARENA), in bytes: each element's size from
+    the header's NAME_input_t / NAME_output_t (2 in a 16x8 library)."""
     header = (Path(out_dir) / "lib" / name / f"{name}.h").read_text()
     in_arena = re.search(rf"#define {name.upper()}_INPUT_IN_ARENA 1\b", header)
     out_in_arena = re.search(rf"#define {name.upper()}_OUTPUT_IN_ARENA 1\b", header)
@@ -146,7 +147,8 @@ def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
         if not m:
             raise TinydsError(f"{out_dir}: lib/{name}/{name}.h has no {name.upper()}_{what}_TOTAL_SIZE; "
                               "regenerate the folder with `tinyds generate`")
-        return int(m.group(1))
+        t = re.search(rf"typedef (\w+) {name}_{what.lower()}_t;", header)
+        return (2 if t and t.group(1) == "int16_t" else 1) * int(m.group(1))
     return (0 if in_arena else size("INPUT")), (0 if out_in_arena else size("OUTPUT"))
 
 

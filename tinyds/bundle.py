@@ -95,5 +95,6 @@ def save_bundle(folder: Path, qg: Graph, vectors=None) -> None:
 
 
 def stored_vectors(vectors) -> np.ndarray:
-    """The calibration vectors the bundle keeps (generate records how many)."""
+    """The calibration vectors the bundle keeps (generate records how many): int8, uint8
+    (a uint8 input) or int16 (a 16x8 model)."""
     return np.zeros(0, np.int8) if vectors is None else np.asarray(vectors)[:MAX_STORED_VECTORS]

@@ -20,7 +20,7 @@ def _generate(args) -> int:
                   input_shape=args.input_shape, optimize=args.optimize,
                   micropython=args.micropython, lib_only=args.lib_only, force=args.force,
                   labels=args.labels, input_type=args.input_type, output_type=args.output_type,
-                  log=(lambda text: None) if args.quiet else print)
+                  log=(lambda text: None) if args.quiet else print, activations=args.activations)
     if args.quiet:                       # the one line that says where it went
         print(f"{res.name}: wrote {res.out_dir} (arena {res.arena_bytes} B, weights "
               f"{res.weight_bytes} B)")
@@ -34,7 +34,7 @@ def _inspect(args) -> int:
     Target.for_mcu(args.mcu, args.optimize)
     g, _ = load_graph(args.model, args.allow_pickle, input_shape=args.input_shape)
     a = analyze.analyze(g if g.is_quantized else passes.optimize(g), args.mcu, args.optimize,
-                        args.model)
+                        args.model, args.activations)
     print(a.text())
     return 0 if a.fits else 1
 
@@ -58,7 +58,7 @@ def _eval(args) -> int:
     else:
         q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
                            allow_pickle=args.allow_pickle, input_shape=args.input_shape,
-                           log=lambda text: None)
+                           log=lambda text: None, activations=args.activations)
         qg, g, synthetic = q.qg, q.float_graph, q.report is not None and q.report.synthetic
     if len(qg.inputs) > 1 or len(qg.outputs) > 1:
         raise TinydsError(f"{args.model}: has {len(qg.inputs)} inputs and {len(qg.outputs)} "
@@ -148,7 +148,8 @@ def _export_tflite(args) -> int:
                               "its input: choose another -o")
     q = quantize_model(args.model, calib=args.calib, method=args.calib_method,
                        allow_pickle=args.allow_pickle, input_shape=args.input_shape,
-                       input_type=args.input_type, output_type=args.output_type)
+                       input_type=args.input_type, output_type=args.output_type,
+                       activations=args.activations)
     print(f"wrote {write_tflite(q.qg, args.out)}")
     return 0
 
@@ -162,6 +163,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    ".npy, .npz (file.npz:name), a torch.save()d tensor, or a folder of .npy; "
                    "required for a float model. 'synthetic': random inputs, a smoke test only")
     p.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile", "mse"))
+    p.add_argument("--activations", default="int8", choices=("int8", "int16"),
+                   help="int8 (default), or int16: TFLite's 16x8 scheme (int16 activations, "
+                   "int8 weights, int64 biases; portable kernels, twice the arena)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
     _input_shape_arg(p)
@@ -221,6 +225,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="a model generate takes")
     _mcu_arg(i)
     i.add_argument("--optimize", choices=("speed", "size"), default="speed")
+    i.add_argument("--activations", default="int8", choices=("int8", "int16"),
+                   help="int16: the 16x8 model's figures (int16 activations, portable kernels)")
     i.add_argument("--allow-pickle", action="store_true",
                    help="load a torch.save()d nn.Module; unpickling runs the file's code")
     _input_shape_arg(i)

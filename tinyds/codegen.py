@@ -24,6 +24,7 @@ from .ir import Graph
 from .planner import Plan, is_alias, plan, scratch_name
 
 RUNTIME_HEADERS = ("tinyds_common.h", "tinyds_dsp.h")
+INT16_HEADER = "tinyds_int16.h"     # beside 16x8 models only: int8 libraries stay as they were
 MARKER = "tinyds.json"      # marks a folder as tinyds output, which generate may replace
 # Thumb-2 code per layer, for the fits-in-flash check before anything is written:
 # arm-none-eabi-gcc -O2 -mcpu=cortex-m4 gives ~890 B/layer for the MLPerf KWS
@@ -42,6 +43,8 @@ tgmath threads time uchar wchar wctype""".split())
 FIRMWARE_FILES = frozenset(["main", "vector_runner", "harness",
                             *(Path(f).stem for f in project.FIRMWARE_SOURCES)])
 MAX_NAME = 64            # file names, and symbols every toolchain keeps distinct
+NO_MICROPYTHON_INT16 = ("--micropython takes int8 models only (its run() takes int8 buffers); "
+                        "generate the 16x8 model without --micropython, or use --activations int8")
 
 
 @dataclass
@@ -138,18 +141,19 @@ def layer_weight_bytes(g: Graph, op, k=None) -> int:
             + sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray)))
 
 
-# C element type of each activation dtype (uint8 only at a model's edges).
-C_TYPES = {"int8": "int8_t", "uint8": "uint8_t"}
+# C element type of each activation dtype (uint8 only at a model's edges, int16: 16x8).
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t"}
 
 
 def _pointer(p: Plan, tensor: str, qg: Graph) -> str:
-    """The C expression for a tensor's bytes: in the arena (cast for a uint8 tensor), or the
+    """The C expression for a tensor's bytes: in the arena (cast for a uint8 or int16 tensor;
+    the planner keeps offsets 4-aligned), or the
     caller's buffer (`input`/`output`; `inputs[i]`/`outputs[i]` in a model with several)."""
     where, offset = p.location(tensor)
     if where == "arena":
         at = f"arena + {offset}" if offset else "arena"
         dtype = qg.tensors[tensor].dtype if tensor in qg.tensors else "int8"
-        return at if dtype == "int8" else f"({C_TYPES[dtype]} *)({at})"
+        return at if dtype == "int8" else f"({C_TYPES[dtype]} *)(void *)({at})"
     if len(qg.inputs) == 1 and len(qg.outputs) == 1:
         return where
     names = qg.inputs if where == "input" else qg.outputs
@@ -182,15 +186,15 @@ def render_library(qg: Graph, name: str, source: str = "",
         edges = [n for n in qg.inputs + qg.outputs if qg.tensors[n].dtype != "int8"]
         if edges:
             raise TinydsError(f"{qg.name}: {qg.tensors[edges[0]].dtype} model edge {edges[0]!r}: "
-                              "uint8 edges are supported for one input and one output; "
-                              "convert the model with int8 inputs and outputs")
+                              "uint8 edges and int16 activations are supported for one input "
+                              "and one output; convert the model with int8 inputs and outputs")
     layers, kernels = [], []
     blob = weight_blob.Blob()
     for i, (op, k) in enumerate(zip(qg.ops, chosen)):
         comment = f"{op.type} {op.name}".replace("*/", "* /")
         layer = {"c_name": _c_string(op.name), "comment": comment, "call": "",
                  "out": _pointer(p, op.outputs[0], qg),
-                 "out_size": qg.tensors[op.outputs[0]].size}
+                 "out_size": qg.tensors[op.outputs[0]].nbytes}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
             kernels.append(weight_blob.externalize(env.get_template(
@@ -220,7 +224,7 @@ def render_library(qg: Graph, name: str, source: str = "",
                                            for layer in layers),
         uses_output=any("outputs[" in layer["call"] for layer in layers),
         single=single, inputs=_io(qg, p, qg.inputs), outputs=_io(qg, p, qg.outputs),
-        labels=[_c_string(label) for label in labels],
+        labels=[_c_string(label) for label in labels], act_t=f"{x.dtype}_t",
         weights_size=blob.size, weights_version=weight_blob.VERSION,
         weights_checksum=f"{blob.checksum:#010x}")
     files = {
@@ -228,7 +232,7 @@ def render_library(qg: Graph, name: str, source: str = "",
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),
         f"{name}_io.c": env.get_template("model_io.c.j2").render(**ctx),
     }
-    for header in RUNTIME_HEADERS:
+    for header in RUNTIME_HEADERS + ((INT16_HEADER,) if x.dtype == "int16" else ()):
         files[header] = (data_dir("templates") / header).read_text()
     lib = Library(name, Path(), p, p.arena_size, weight_bytes(qg, chosen),
                   sum(qg.tensors[n].size for n in qg.inputs),
@@ -262,7 +266,8 @@ def generate_library(qg: Graph, lib_dir, name: str, source: str = "",
 
 
 def harness_source(name: str) -> str:
-    """C main() that streams a file of input vectors through NAME_run (host verify)."""
+    """C main() that streams a file of input vectors through NAME_run (host verify); the
+    header's NAME_input_t / NAME_output_t give the element types."""
     return environment().get_template("harness/harness.c.j2").render(name=name, NAME=name.upper())
 
 
@@ -342,12 +347,12 @@ def _write_atomic(path: Path, text: str) -> None:
 def _sample(qg: Graph, vectors) -> np.ndarray:
     if vectors is not None and len(vectors):
         return np.asarray(vectors[:1], dtype=qg.input.dtype)
-    info = np.iinfo(qg.input.dtype)
     rng = np.random.default_rng(SAMPLE_SEED)
     if len(qg.inputs) > 1:       # packed: every input's bytes in order
         return rng.integers(-128, 128, (1, sum(qg.tensors[n].size for n in qg.inputs)),
                             dtype=np.int8)
-    return rng.integers(info.min, info.max + 1, (1, *qg.input.shape[1:])).astype(qg.input.dtype)
+    lo, hi = qg.input.qrange
+    return rng.integers(lo, hi + 1, (1, *qg.input.shape[1:])).astype(qg.input.dtype)
 
 
 def flash_need(lib: Library) -> int:
@@ -426,6 +431,8 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     from . import bundle, outdir, project, report
     out = Path(out_dir).resolve()
     labels = check_labels(labels, qg.output.size, name)
+    if micropython and qg.input.dtype != "int8":
+        raise TinydsError(f"{source or qg.name}: {NO_MICROPYTHON_INT16}")
     files, lib = render_for_mcu(qg, name, mcu, optimize, source, labels)
     mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram, source or qg.name)
     check_out_dir(out)

@@ -58,6 +58,7 @@ class Evaluation:
     layer_clipped: dict = field(default_factory=dict)   # tensor -> share outside its range
     layer_snr_db: dict = field(default_factory=dict)
     synthetic: bool = False               # the int8 model was calibrated on synthetic data
+    dtype: str = "int8"                   # the quantized model's activations (int16: 16x8)
 
     @staticmethod
     def _acc(pred, y) -> float:
@@ -112,12 +113,12 @@ class Evaluation:
         lines = [f"{self.samples} labelled samples, {self.classes} classes",
                  "top-1 accuracy: float " + (pct(self.float_accuracy) if self.float_pred
                                              is not None else "- (int8 model)")
-                 + f", int8 reference {pct(self.int8_accuracy)}"
+                 + f", {self.dtype} reference {pct(self.int8_accuracy)}"
                  + ("" if self.c_pred is None else
                     f", generated C {pct(self.c_accuracy)} ({self.c_equal_reference} of "
                     f"{self.samples} outputs byte-identical to the reference)")]
         if self.agreement is not None:
-            lines.append(f"float vs int8 on this data: top-1 agreement {self.agreement:.2f}%, "
+            lines.append(f"float vs {self.dtype} on this data: top-1 agreement {self.agreement:.2f}%, "
                          f"output SNR {self.snr_db:.1f} dB")
         lines.append(f"clipping: {100 * self.input_clipped:.2f}% of input values outside the "
                      "calibrated input range")
@@ -126,8 +127,8 @@ class Evaluation:
             lines.append("  most clipped layer outputs: " + ", ".join(
                 f"{name} {100 * share:.2f}%" for name, share in worst if share > 0))
         if self.synthetic:                 # every figure of an int8 model calibrated on noise
-            lines[1:] = [ln + " (int8 calibrated on SYNTHETIC data)" for ln in lines[1:]]
-        cols = [("float", self.float_pred), ("int8", self.int8_pred), ("C", self.c_pred)]
+            lines[1:] = [ln + f" ({self.dtype} calibrated on SYNTHETIC data)" for ln in lines[1:]]
+        cols = [("float", self.float_pred), (self.dtype, self.int8_pred), ("C", self.c_pred)]
         cols = [(h, p) for h, p in cols if p is not None]
         lines.append("per class  " + "  ".join(f"{h:>7}" for h, _ in cols) + "  samples")
         per = [self.per_class(p) for _, p in cols]
@@ -136,8 +137,8 @@ class Evaluation:
                          + f"  {int(np.sum(self.labels == c)):>7}")
         m = self.confusion()
         width = max(len(str(m.max())), len(str(self.classes - 1)), 3)
-        lines.append("confusion (int8 reference; rows: true class, columns: predicted)"
-                     + (" (int8 calibrated on SYNTHETIC data)" if self.synthetic else ""))
+        lines.append(f"confusion ({self.dtype} reference; rows: true class, columns: predicted)"
+                     + (f" ({self.dtype} calibrated on SYNTHETIC data)" if self.synthetic else ""))
         lines.append(" " * 9 + " ".join(f"{c:>{width}}" for c in range(self.classes)))
         for c, row in enumerate(m):
             lines.append(f"  {c:>5}  " + " ".join(f"{v:>{width}}" for v in row))
@@ -153,9 +154,10 @@ def _top1(y: np.ndarray) -> np.ndarray:
 
 
 def _outside(values: np.ndarray, t) -> int:
-    """How many float values lie outside what tensor t's int8 range can represent."""
+    """How many float values lie outside what tensor t's int8 (int16) range can represent."""
     s, zp = t.qparams
-    lo, hi = (-128 - zp) * s, (127 - zp) * s
+    qmin, qmax = t.qrange
+    lo, hi = (qmin - zp) * s, (qmax - zp) * s
     return int(np.count_nonzero((values < lo - s / 2) | (values > hi + s / 2)))
 
 
@@ -190,7 +192,7 @@ def evaluate(g: Graph | None, qg: Graph, x_nhwc: np.ndarray, labels: np.ndarray,
             noise[name] += float(np.sum((f[name] - dequantize(t, q[name])) ** 2))
             clipped[name] += _outside(f[name], t)
     ev = Evaluation(len(x), classes, labels, np.concatenate(int8_pred),
-                    np.concatenate(float_pred) if float_pred else None)
+                    np.concatenate(float_pred) if float_pred else None, dtype=qg.input.dtype)
     sizes = {n: qg.tensors[n].size * len(x) for n in names}
     ev.input_clipped = clipped[qg.inputs[0]] / sizes[qg.inputs[0]]
     if g is not None:
@@ -222,4 +224,4 @@ def _run_c(out: Path, qg: Graph, xq: np.ndarray) -> np.ndarray:
     o = verify.load_output(out)
     with tempfile.TemporaryDirectory(prefix="tinyds-eval-") as tmp:
         exe = verify.compile_host(o.lib_dir, o.name, Path(tmp), "release")
-        return verify.run_host(exe, xq, qg.output.size)
+        return verify.run_host(exe, xq, qg.output.size, out_dtype=qg.output.dtype)

@@ -1,4 +1,5 @@
-"""Write a quantized IR graph as an int8 .tflite, so TFLite Micro can run our quantization.
+"""Write a quantized IR graph as an int8 .tflite (or a 16x8 one: int16 activations, int8
+weights, int64 biases), so TFLite Micro can run our quantization.
 
 Built with the schema module's object API (ModelT ... Pack), never by hand. TFLM
 re-derives every multiplier from the float32 scales we write, so TFLM agreeing
@@ -20,7 +21,7 @@ from .frontends.tflite import schema, tflite_padding
 from .ir import Graph, Op, Tensor
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 3}
-TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int8": 9}
+TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "int8": 9}
 # builtin name, op version TFLite assigns its int8 (per-channel) form
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
@@ -115,7 +116,7 @@ def _conv(w: _Writer, g: Graph, op: Op) -> None:
     if code is None:                            # explicit pads: PAD (zero point) + VALID
         t, l, b, r = op.attrs["padding"]
         padded = Tensor(f"{op.name}/pad", (1, x.shape[1] + t + b, x.shape[2] + l + r, x.shape[3]),
-                        "int8", scale=x.scale, zero_point=x.zero_point)
+                        x.dtype, scale=x.scale, zero_point=x.zero_point)
         pads = w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])
         p_idx = w.tensor(padded)
         w.op("pad", [x_idx, pads], [p_idx])

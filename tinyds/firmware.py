@@ -99,7 +99,7 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
                 out_dtype="int8"):
     """Run every row of `inputs` (N, input_size), of the model's input type, through the
     library on mcu's core in QEMU; returns the (N, output_size) outputs (out_dtype), and with
-    layer_sizes also every layer's output bytes (a TINYDS_DUMP build)."""
+    layer_sizes also every layer's output values (a TINYDS_DUMP build; int16 in a 16x8 model)."""
     m = mcu_table.get(mcu)
     inputs = np.ascontiguousarray(inputs).reshape(len(inputs), -1)
     defines = ("TINYDS_CONSOLE_SEMIHOSTING",) + (("TINYDS_DUMP",) if layer_sizes else ())
@@ -113,7 +113,8 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
             raise TinydsError(f"{lib_dir}: the QEMU run on {m.qemu} did not finish its "
                               f"{len(inputs)} vectors; it printed: {printed.strip()}")
         out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=out_dtype)
-        dumped = (np.frombuffer((work / "layers.bin").read_bytes(), np.int8)
+        dumped = (np.frombuffer((work / "layers.bin").read_bytes(),
+                                np.int16 if np.dtype(out_dtype) == np.int16 else np.int8)
                   if layer_sizes else None)
     out = out.reshape(len(inputs), output_size)
     if dumped is None:
@@ -176,7 +177,8 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
         few = x[:verify.LAYER_VECTORS]
         sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
         _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1),
-                                verify.output_size(o.qg), layer_sizes=sizes)
+                                verify.output_size(o.qg), layer_sizes=sizes,
+                                out_dtype=o.qg.output.dtype)
         bar.update()
     check = verify.check("firmware", got, verify.reference_outputs(o.qg, x))
     layers = verify.check_layers(o.qg, dumped, few)

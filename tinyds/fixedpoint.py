@@ -101,6 +101,23 @@ def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
     return rounding_divide_by_pot(high, right).astype(np.int64)
 
 
+def multiply_by_quantized_multiplier_int64(x, multiplier, shift) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier(int64_t x, ...) of the 16x8 kernels: the Q31
+    multiplier rounded to Q15, one rounding shift by 15 - shift, the result cast to int32
+    (wrapping, as the C cast does). Needs |x| < 2**47 and shift <= 14 (requant checks)."""
+    reduced, total = q15_multiplier(multiplier, shift)
+    y = np.asarray(x, dtype=np.int64) * reduced + (np.int64(1) << (total - 1))
+    return wrap_int32(y >> total)
+
+
+def q15_multiplier(multiplier, shift) -> tuple[np.ndarray, np.ndarray]:
+    """The int64 MultiplyByQuantizedMultiplier's operands: the Q31 multiplier rounded to
+    Q15 (saturating at 0x7FFF) and the total right shift 15 - shift."""
+    m = np.asarray(multiplier, dtype=np.int64)
+    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    return reduced, 15 - np.asarray(shift, dtype=np.int64)
+
+
 def multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, shift) -> np.ndarray:
     """TFLite MultiplyByQuantizedMultiplierSmallerThanOneExp (shift <= 0), used by ADD."""
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier),

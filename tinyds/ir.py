@@ -66,6 +66,9 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
   Float-only, removed by passes before quantization:
   batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
 
+Activations are int8 (TFLite's default scheme) or int16 (its 16x8 scheme: symmetric,
+zero point 0, int8 weights, int64 biases); one graph uses one activation dtype.
+
 Quantization lives on tensors: `scale` (float32 array) and `zero_point`
 (int64 array), length 1 for per-tensor, else one per channel along `axis`.
 Shifts follow TFLite's sign convention: positive = left shift.
@@ -83,6 +86,7 @@ OP_TYPES = (
     "batch_norm", "relu", "relu6",
 )
 ACTIVATIONS = ("none", "relu", "relu6")
+ACT_DTYPES = ("int8", "int16")       # quantized activation tensors (--activations)
 
 
 # No microcontroller holds a tensor of more elements; shapes are checked against this
@@ -102,7 +106,7 @@ def too_large(shape) -> bool:
 class Tensor:
     name: str
     shape: tuple
-    dtype: str = "float32"          # "float32" | "int8" | "int32" | "uint8" (model edges only)
+    dtype: str = "float32"   # "float32" | "int8" | "int16" | "int32" | "int64" | "uint8" (edges only)
     data: np.ndarray | None = None  # constants (weights, bias) only
     scale: np.ndarray | None = None
     zero_point: np.ndarray | None = None
@@ -119,6 +123,12 @@ class Tensor:
     @property
     def nbytes(self) -> int:
         return self.size * np.dtype(self.dtype).itemsize
+
+    @property
+    def qrange(self) -> tuple[int, int]:
+        """The integer range of the tensor's dtype: (-128, 127) or (-32768, 32767)."""
+        info = np.iinfo(self.dtype)
+        return int(info.min), int(info.max)
 
     @property
     def qparams(self) -> tuple[float, int]:

@@ -2,7 +2,8 @@
 core and the layer's shape and parameters (CMSIS-NN's one wrapper that picks
 the kernel, moved out of the firmware).
 
-Every op has a portable kernel, templates/ops/<op>.c.j2. On cores with the DSP
+Every op has a portable kernel, templates/ops/<op>.c.j2 (a 16x8 conv, depthwise or
+fully-connected layer or softmax: <op>_int16.c.j2). On cores with the DSP
 extension and with `optimize="speed"`, conv2d and depthwise_conv2d layers that
 meet a fast kernel's conditions run templates/ops/<op>_s16.c.j2 instead: int16
 weight streams (about twice the flash of int8) and SMLAD. The fast kernels'
@@ -60,19 +61,24 @@ class Kernel:
         return self.fast or bool(self.params.get("simd"))
 
 
+WIDE = ("conv2d", "depthwise_conv2d", "fully_connected", "softmax")   # 16x8: <op>_int16
+
+
 def portable(g: Graph, op: Op) -> Kernel:
     try:
         module = ops.get(op.type)
     except (KeyError, ModuleNotFoundError):
         raise TinydsError(f"{g.name}: {op.name}: no C kernel for {op.type}; run "
                           "tinyds.passes.optimize before quantizing") from None
+    if op.type in WIDE and g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel(op.type + "_int16", module.c_params_int16(g, op))
     return Kernel(op.type, module.c_params(g, op))
 
 
 def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
     """The kernel for one layer (never for a reshape, which emits no code)."""
-    fast = (target.dsp and target.optimize == "speed"
-            and g.ops.index(op) not in target.size_layers)
+    fast = (target.dsp and target.optimize == "speed" and g.ops.index(op) not in target.size_layers
+            and g.tensors[op.outputs[0]].dtype == "int8")    # 16x8 layers: portable kernels
     if fast and op.type == "conv2d":
         p = ops.get("conv2d").fast_params(g, op)
         if p is not None:

@@ -188,6 +188,9 @@ def module_for(out: verify.Output, arch: str, work: Path) -> Path:
     built = mp_dir / arch / f"{out.name}.mpy"
     if built.is_file() and (mp_dir / arch / f"{out.name}_weights.mpy").is_file():
         return built
+    if out.qg.input.dtype != "int8":
+        from .codegen import NO_MICROPYTHON_INT16
+        raise TinydsError(f"{out.dir}: {NO_MICROPYTHON_INT16}")
     if not (mp_dir / "Makefile").is_file():
         raise TinydsError(f"{out.dir}: no micropython/ folder; run tinyds generate with "
                           "--micropython first")

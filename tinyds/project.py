@@ -102,8 +102,8 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
                   labels: bool = False) -> None:
     """Write everything but lib/NAME/ (codegen's) into out_dir for `mcu`.
 
-    sample_input/sample_output: one input vector (int8 or uint8) and the reference output
-    bytes for it; the demo embeds both and reports whether the board agrees.
+    sample_input/sample_output: one input vector (int8, uint8 or int16) and the reference
+    output for it; the demo embeds both and reports whether the board agrees.
     lib_files: the library's files, copied into the Arduino library (none: no Arduino
     library); input_in_arena, output_in_arena, labels: what its example sketch uses.
     """

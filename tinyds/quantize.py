@@ -1,4 +1,4 @@
-"""Float IR -> quantized IR (TFLite int8 scheme) and the float-vs-int8 report.
+"""Float IR -> quantized IR (TFLite int8 scheme, or its 16x8 scheme) and the float-vs-int8 report.
 
 Activations: per-tensor asymmetric int8 from ranges observed over a calibration
 batch run through the float interpreter (min/max, or percentile/MSE clipping).
@@ -9,6 +9,11 @@ against the converter's bytes in the MLPerf Tiny models. Two deliberate extras:
 bias correction (the mean output shift from weight rounding goes back into the
 float bias before it is quantized) and a global average pool becoming MEAN with
 its own output scale, both for float-vs-int8 agreement.
+
+activations="int16" is TFLite's 16x8 scheme: activations symmetric int16 (zero point 0,
+scale max|range| / 32767), weights int8 as above, biases int64 (nothing to fit into
+int32). It covers the ops a DS-CNN needs (INT16_OPS); a global average pool stays an
+average pool there.
 """
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ from .errors import TinydsError
 from .ir import Graph, Op, Tensor
 
 METHODS = ("minmax", "percentile", "mse")
+ACTIVATIONS = ("int8", "int16")
+# ops with an int16 reference and C kernel (TFLite 16x8)
+INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "reshape", "pad",
+             "softmax")
+INT64_LIMIT = float(1 << 62)    # int64 biases beyond this are refused by requant anyway
 PERCENTILE = 99.99
 HIST_BINS = 8192
 INT32_MAX = (1 << 31) - 1
@@ -31,6 +41,7 @@ WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 # range than its input, and the rescaling path rounds where the shared one truncates.
 SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "transpose")
 SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
+SOFTMAX_INT16_PARAMS = (np.float32(1 / 32768), 0)   # and of the int16 softmax
 FLOAT_ONLY = ("batch_norm", "relu", "relu6")
 ELEMENTWISE_BINARY = ("add", "sub", "mul", "prelu")    # may have one constant operand
 # A tensor that never left 0 during calibration still needs a usable scale;
@@ -62,6 +73,16 @@ def activation_params(lo: float, hi: float) -> tuple[np.float32, int]:
     if zp_from_min > 127:
         return scale, 127
     return scale, int(round_half_away(zp_from_min))
+
+
+def activation_params_int16(lo: float, hi: float) -> tuple[np.float32, int]:
+    """TFLite GetSymmetricQuantizationParams for int16 activations: max(|lo|, |hi|) / 32767
+    in float32, zero point 0."""
+    lo, hi = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
+    half = max(abs(lo), abs(hi))
+    if half <= 0:
+        half = np.float32(DEGENERATE_RANGE)
+    return np.float32(half / np.float32(32767.0)), 0
 
 
 # ---------------------------------------------------------------- observers
@@ -110,12 +131,13 @@ def _percentile(obs: Observer, p: float = PERCENTILE) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _mse(obs: Observer) -> tuple[float, float]:
+def _mse(obs: Observer, levels: int = 255) -> tuple[float, float]:
     """The clip range [lo, hi] that minimises the expected squared quantization error.
 
     Per histogram bin: uniform rounding noise s^2/12 inside the range, the squared
     distance to the clip bound outside it. Each end is shrunk in turn (coordinate
     descent), so an outlier on one side does not cost the other side its range.
+    levels: the quantization steps across the range (255 for int8, 65535 for int16).
     """
     if obs.hist is None:
         return obs.lo, obs.hi
@@ -124,7 +146,7 @@ def _mse(obs: Observer) -> tuple[float, float]:
     alphas = np.linspace(1.0, 0.02, 99)[:, None]
 
     def error(lo, hi):                 # lo, hi: (K, 1) candidate ranges -> (K,) errors
-        s = (hi - lo) / 255.0
+        s = (hi - lo) / levels
         clipped = np.clip(centers, lo, hi)
         return np.where(clipped == centers, s * s / 12.0, (centers - clipped) ** 2) @ obs.hist
 
@@ -176,12 +198,14 @@ def quantize_constant(t: Tensor) -> Tensor:
                   zero_point=np.array([zp], np.int64))
 
 
-def quantize_bias(b: np.ndarray, s_in: np.float32, s_w: np.ndarray):
-    """TFLite SymmetricPerChannelBiasQuantize: float32 scale product, float32 inverse, saturate."""
+def quantize_bias(b: np.ndarray, s_in: np.float32, s_w: np.ndarray, dtype: str = "int32"):
+    """TFLite SymmetricPerChannelBiasQuantize: float32 scale product, float32 inverse, saturate
+    (int32, or int64 for the 16x8 scheme)."""
     scale = (np.float32(s_in) * s_w.astype(np.float32)).astype(np.float32)
     inv = (1.0 / scale.astype(np.float64)).astype(np.float32)
     q = round_half_away((b.astype(np.float32) * inv).astype(np.float32))
-    return np.clip(q, -INT32_MAX, INT32_MAX).astype(np.int32), scale
+    limit = INT32_MAX if dtype == "int32" else INT64_LIMIT
+    return np.clip(q, -limit, limit).astype(dtype), scale
 
 
 # ---------------------------------------------------------------- validation
@@ -287,15 +311,16 @@ def _observe(g: Graph, x: np.ndarray, method: str) -> dict[str, Observer]:
 
 # ---------------------------------------------------------------- the graph
 
-def _act_tensor(t: Tensor, scale, zp: int) -> Tensor:
-    return Tensor(t.name, t.shape, "int8", scale=np.array([scale], np.float32),
+def _act_tensor(t: Tensor, scale, zp: int, dtype: str = "int8") -> Tensor:
+    return Tensor(t.name, t.shape, dtype, scale=np.array([scale], np.float32),
                   zero_point=np.array([zp], np.int64))
 
 
 def _build(g: Graph, ranges: dict[str, tuple[float, float]],
-           means: dict[str, np.ndarray] | None) -> Graph:
+           means: dict[str, np.ndarray] | None, dtype: str = "int8") -> Graph:
     ranges = _tie_concat_ranges(g, ranges)
-    tensors = {n: _act_tensor(g.tensors[n], *activation_params(*ranges[n])) for n in g.inputs}
+    fit = activation_params_int16 if dtype == "int16" else activation_params
+    tensors = {n: _act_tensor(g.tensors[n], *fit(*ranges[n]), dtype) for n in g.inputs}
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
     for op in g.ops:
         y = g.tensors[op.outputs[0]]
@@ -304,17 +329,19 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
                 if g.tensors[name].is_const:
                     tensors[name] = quantize_constant(g.tensors[name])
         first_in = tensors[op.inputs[0]]
-        if op.type in SHARED_PARAMS and not _is_global_pool(g, op):
+        to_mean = _is_global_pool(g, op) and dtype == "int8"
+        if op.type in SHARED_PARAMS and not to_mean:
             params = first_in.qparams
         elif op.type in ("softmax", "logistic"):
-            params = SOFTMAX_PARAMS
+            params = SOFTMAX_INT16_PARAMS if dtype == "int16" else SOFTMAX_PARAMS
         else:
-            params = activation_params(*ranges[y.name])
-        tensors[y.name] = _act_tensor(y, *params)
+            params = fit(*ranges[y.name])
+        tensors[y.name] = _act_tensor(y, *params, dtype)
         inputs = list(op.inputs)
         if op.type in WEIGHTED:
             mean = None if means is None else means[op.inputs[0]]
-            inputs = inputs[:2] + [_quantize_weighted(g, op, tensors, first_in.scale[0], mean)]
+            inputs = inputs[:2] + [_quantize_weighted(g, op, tensors, first_in.scale[0], mean,
+                                                      "int64" if dtype == "int16" else "int32")]
         elif op.type not in ELEMENTWISE_BINARY:
             for name in op.inputs[1:]:
                 if name and g.tensors[name].is_const:
@@ -322,7 +349,7 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
                                       "supported; only conv/depthwise/linear/add/sub/mul/prelu carry constants")
         if op.type == "concatenation":
             _check_concat(qg, Op(op.type, op.name, inputs, list(op.outputs)))
-        if _is_global_pool(g, op):
+        if to_mean:
             qg.ops.append(Op("mean", op.name, inputs, list(op.outputs), {"axes": (1, 2), "keepdims": True}))
         else:
             qg.ops.append(Op(op.type, op.name, inputs, list(op.outputs), dict(op.attrs)))
@@ -382,13 +409,16 @@ def _is_global_pool(g: Graph, op: Op) -> bool:
     return tuple(op.attrs["kernel"]) == (h, w) and not any(op.attrs["padding"])
 
 
-def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32, mean_x) -> str:
+def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32, mean_x,
+                       bias_dtype: str = "int32") -> str:
     """Weights and bias of one conv/depthwise/FC op, the bias corrected when mean_x is
-    given (which adds a bias tensor to a bias-free op); returns the bias tensor's name."""
+    given (which adds a bias tensor to a bias-free op); returns the bias tensor's name.
+    An int64 bias (16x8) needs no weight scale enlarged to fit it."""
     w = g.tensors[op.inputs[1]]
     b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
     axis = 3 if op.type == "depthwise_conv2d" else 0
-    qw, s_w = quantize_weights(w.data, axis, None if b is None else b.data, s_in)
+    fit_bias = None if b is None or bias_dtype == "int64" else b.data
+    qw, s_w = quantize_weights(w.data, axis, fit_bias, s_in)
     tensors[w.name] = Tensor(w.name, w.shape, "int8", data=qw, scale=s_w,
                              zero_point=np.zeros(len(s_w), np.int64), axis=axis)
     bias = np.zeros(len(s_w)) if b is None else b.data.astype(np.float64)
@@ -398,8 +428,8 @@ def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32, mean_x
         bias = bias - _mean_output_shift(g, op, qw * s_w.reshape(shape) - w.data, mean_x)
     if b is not None or mean_x is not None:
         name = b.name if b is not None else f"{op.name}_bias"
-        qb, s_b = quantize_bias(bias, s_in, s_w)
-        tensors[name] = Tensor(name, (len(s_w),), "int32", data=qb, scale=s_b,
+        qb, s_b = quantize_bias(bias, s_in, s_w, bias_dtype)
+        tensors[name] = Tensor(name, (len(s_w),), bias_dtype, data=qb, scale=s_b,
                                zero_point=np.zeros(len(s_b), np.int64), axis=0)
         return name
     return ""
@@ -535,10 +565,18 @@ class Report:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         data = "SYNTHETIC calibration data" if self.synthetic else "calibration data"
-        lines.append(f"float vs int8 on {self.comparison.samples} samples of {data} "
+        lines.append(f"float vs {self.qg.input.dtype} on {self.comparison.samples} samples of {data} "
                      f"({self.method}): top-1 agreement {self.agreement:.2f}%, "
                      f"output SNR {self.snr_db:.1f} dB")
         return "\n".join(lines)
+
+
+def _check_int16_ops(g: Graph) -> None:
+    for op in g.ops:
+        if op.type not in INT16_OPS:
+            raise TinydsError(f"{g.name}: layer {op.name}: {op.type} has no int16 kernel "
+                              f"(--activations int16 covers {', '.join(INT16_OPS)}); use "
+                              "--activations int8")
 
 
 def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0):
@@ -551,22 +589,31 @@ def synthetic_calibration(g: Graph, n: int = SYNTHETIC_SAMPLES, seed: int = 0):
 
 
 def quantize(g: Graph, calib_nhwc: np.ndarray | None, method: str = "minmax", *,
-             bias_correction: bool = True):
+             bias_correction: bool = True, activations: str = "int8"):
     """Quantize an optimized float graph; returns (quantized graph, Report).
 
     method: "minmax" (TFLite's default), "percentile" (clip each tail at
     99.99%) or "mse" (per-tensor clipping that minimises quantization MSE).
     bias_correction folds the mean output shift caused by weight rounding back
     into the bias; it matters most where outputs vary little between inputs.
+    activations: "int8", or "int16" for TFLite's 16x8 scheme (int8 weights, int64 biases).
     """
     if method not in METHODS:
         raise TinydsError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    if activations not in ACTIVATIONS:
+        raise TinydsError(f"--activations {activations}: use one of {', '.join(ACTIVATIONS)}")
     _check_graph(g)
+    if activations == "int16":
+        _check_int16_ops(g)
     synthetic = calib_nhwc is None
     x = synthetic_calibration(g) if synthetic else _check_calib(g, calib_nhwc)
     obs = _observe(g, x, method)
-    ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
-    qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None)
+    if method == "mse" and activations == "int16":
+        ranges = {name: _mse(o, 65535) for name, o in obs.items()}
+    else:
+        ranges = {name: RANGE_FNS[method](o) for name, o in obs.items()}
+    qg = _build(g, ranges, {n: o.mean for n, o in obs.items()} if bias_correction else None,
+                activations)
     report = Report(method, synthetic, compare(g, qg, _take(x, slice(REPORT_SAMPLES))), qg,
                     {name: (o.lo, o.hi) for name, o in obs.items()})
     return qg, report

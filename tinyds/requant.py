@@ -21,20 +21,24 @@ ADD_LEFT_SHIFT = 20             # TFLite's headroom for int8 ADD
 SOFTMAX_DIFF_INTEGER_BITS = 5   # kScaledDiffIntegerBits in TFLite's int8 softmax
 LOGISTIC_INPUT_INTEGER_BITS = 4  # kInputIntegerBits in TFLite's int8 logistic
 INT16_MAX = (1 << 15) - 1
+INT16_MAX_SHIFT = 14            # the int64 MultiplyByQuantizedMultiplier shifts right by 15 - shift
 
 
-def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
-    """TFLite CalculateActivationRangeQuantized: f / scale in float32, std::round."""
+def activation_range(activation: str, scale: float, zero_point: int,
+                     qrange: tuple[int, int] = (INT8_MIN, INT8_MAX)) -> tuple[int, int]:
+    """TFLite CalculateActivationRangeQuantized: f / scale in float32, std::round,
+    within the output dtype's qrange."""
     def quantize(f: float) -> int:
         q = np.float32(f) / np.float32(scale)
         return zero_point + int(math.copysign(math.floor(abs(float(q)) + 0.5), float(q)))
 
+    qmin, qmax = qrange
     if activation == "relu":
-        return max(INT8_MIN, quantize(0.0)), INT8_MAX
+        return max(qmin, quantize(0.0)), qmax
     if activation == "relu6":
-        return max(INT8_MIN, quantize(0.0)), min(INT8_MAX, quantize(6.0))
+        return max(qmin, quantize(0.0)), min(qmax, quantize(6.0))
     if activation == "none":
-        return INT8_MIN, INT8_MAX
+        return qmin, qmax
     raise ValueError(f"unknown activation {activation!r}")
 
 
@@ -64,8 +68,14 @@ def _mul(g: Graph, op: Op) -> None:
 
 
 def _softmax(g: Graph, op: Op) -> None:
-    """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input."""
+    """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input; for int16,
+    s_in * beta over 10 / 65535 (the exp LUT's input step) in double."""
     s_in = float(g.tensors[op.inputs[0]].scale[0])
+    if g.tensors[op.inputs[0]].dtype == "int16":
+        beta = float(np.float32(op.attrs.get("beta", 1.0)))
+        op.attrs["input_multiplier"], op.attrs["input_left_shift"] = quantize_multiplier(
+            s_in * beta / (10.0 / 65535.0))
+        return
     bits = SOFTMAX_DIFF_INTEGER_BITS
     real = min(float(op.attrs.get("beta", 1.0)) * s_in * (1 << (31 - bits)), (1 << 31) - 1.0)
     multiplier, left_shift = quantize_multiplier(real)
@@ -141,22 +151,30 @@ def _logistic(g: Graph, op: Op) -> None:
 
 
 def _check_ranges(g: Graph, op: Op) -> None:
-    """Refuse params the int32 kernels cannot run without overflow: an accumulator (bias plus
-    every weight times the widest input step, 255) beyond int32, or a left shift above 31."""
+    """Refuse params the kernels cannot run without overflow: an accumulator (bias plus every
+    weight times the widest input step, 255) beyond int32, or a left shift above 31. With
+    int16 activations (16x8): an int64 accumulator (steps of 32768) beyond the 2**47 the
+    int64 MultiplyByQuantizedMultiplier takes, or a shift above 14 (its 15 - shift >= 1)."""
     fix = ("the model's weights, BatchNorm statistics or activation ranges are extreme; "
            "fix or retrain the model")
+    wide = g.tensors[op.outputs[0]].dtype == "int16"
     if op.type in WEIGHT_AXES:
         w = g.tensors[op.inputs[1]].data.astype(np.int64)
         axis = WEIGHT_AXES[op.type]
-        acc = 255 * np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).sum(axis=1)
+        step, limit, kind = (1 << 15, (1 << 47) - 1, "int64") if wide else (255, INT32_MAX, "int32")
+        acc = step * np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).sum(axis=1)
         b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
         if b is not None:
             acc = acc + np.abs(b.data.astype(np.int64))
-        if acc.max() > INT32_MAX:
+        if acc.max() > limit:
             c = int(acc.argmax())
             bias = f" (bias {int(b.data[c])})" if b is not None else ""
-            raise TinydsError(f"layer {op.name}: output channel {c}'s int32 accumulator can reach "
-                              f"{int(acc[c])}{bias}, beyond int32; {fix}")
+            raise TinydsError(f"layer {op.name}: output channel {c}'s {kind} accumulator can "
+                              f"reach {int(acc[c])}{bias}, beyond {limit}; {fix}")
+        if wide and np.max(op.attrs["shift"]) > INT16_MAX_SHIFT:
+            raise TinydsError(f"layer {op.name}: int16 requantization needs a left shift of "
+                              f"{int(np.max(op.attrs['shift']))} (> {INT16_MAX_SHIFT}): the "
+                              f"output scale is tiny next to the input's; {fix}")
     for key, v in op.attrs.items():
         if key.endswith("shift") and np.max(v) > MAX_SHIFT:
             raise TinydsError(f"layer {op.name}: requantization needs a left shift of "
@@ -181,8 +199,8 @@ def derive_int_params(g: Graph) -> Graph:
         elif op.type in DERIVE:
             DERIVE[op.type](g, op)
         if "activation" in op.attrs:
-            s_out, zp_out = g.tensors[op.outputs[0]].qparams
+            y = g.tensors[op.outputs[0]]
             op.attrs["act_min"], op.attrs["act_max"] = activation_range(
-                op.attrs["activation"], s_out, zp_out)
+                op.attrs["activation"], *y.qparams, y.qrange)
         _check_ranges(g, op)
     return g

@@ -104,8 +104,8 @@ def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None, out_dtype="
     """Stream the batch x (N, ...) of the model's input type through exe; returns
     (N, output_size) of out_dtype, the model's output type.
 
-    layer_sizes: exe is a "layers" build; also returns each layer's output bytes,
-    a list of (N, size) int8 arrays in layer order."""
+    layer_sizes: exe is a "layers" build; also returns each layer's output values, a list
+    of (N, size) arrays in layer order (int16 in a 16x8 model, else int8 bytes)."""
     x = np.ascontiguousarray(x)
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
         src, dst, dump = Path(tmp) / "in.bin", Path(tmp) / "out.bin", Path(tmp) / "layers.bin"
@@ -124,7 +124,8 @@ def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None, out_dtype="
                            lines[0] if lines else f"exit code {res.returncode}")
             raise TinydsError(f"{exe}: generated C failed at run time: {summary}")
         y = np.frombuffer(dst.read_bytes(), dtype=out_dtype)
-        dumped = np.frombuffer(dump.read_bytes(), np.int8) if layer_sizes is not None else None
+        dumped = np.frombuffer(dump.read_bytes(), np.int16 if np.dtype(out_dtype) == np.int16
+                               else np.int8) if layer_sizes is not None else None
     n = x.shape[0]
     if y.size != n * output_size:
         raise TinydsError(f"{exe}: produced {y.size} bytes for {n} vectors of {output_size}")
@@ -188,6 +189,7 @@ class VerifyResult:
     seconds: float
     edited: list[str] = dataclasses.field(default_factory=list)   # see edited_files
     layers: LayerCheck | None = None
+    dtype: str = "int8"       # the model's input elements (int16: a 16x8 model)
 
     @property
     def mismatches(self) -> int:
@@ -204,7 +206,7 @@ class VerifyResult:
                  self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
                  f"calibration, {self.random} realistic (noisy calibration, normal around the "
-                 f"zero point), {self.random} uniformly random)"]
+                 f"zero point), {self.random} uniformly random {self.dtype})"]
         for c in self.checks:
             where = f"; first: {c.first}" if c.first else ""
             lines.append(f"{c.build}: {c.vectors} vectors run, {c.mismatched_vectors} mismatching "
@@ -222,8 +224,10 @@ class VerifyResult:
 
 
 def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray:
-    """The all -128 / 0 / 127 extremes (0 / 128 / 255 for a uint8 input), stored
-    calibration vectors, n_random realistic vectors, then n_random uniform ones.
+    """The all-minimum / middle / all-maximum extremes (-128 / 0 / 127 for int8 inputs,
+    0 / 128 / 255 for uint8, -32768 / 0 / 32767 for int16), stored calibration vectors,
+    n_random realistic vectors, then n_random uniform ones (a 16x8 model's noise and
+    spreads 256 times wider).
 
     Uniform int8 saturates most networks, so an off-by-one in a late layer hides behind
     clamped activations; realistic vectors (the calibration inputs with a few LSB of noise,
@@ -243,6 +247,7 @@ def _input_vectors(t, stored, n_random: int, seed: int) -> np.ndarray:
     dtype = t.dtype
     lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
     rng = np.random.default_rng(seed)
+    step = (hi - lo + 1) // 256
     parts = [np.stack([np.full(shape, v, dtype) for v in (lo, (lo + hi + 1) // 2, hi)])]
     n_noisy = 0
     if stored is not None:
@@ -250,8 +255,9 @@ def _input_vectors(t, stored, n_random: int, seed: int) -> np.ndarray:
         parts.append(stored)
         n_noisy = n_random // 2
         base = stored[rng.integers(0, len(stored), n_noisy)].astype(np.int32)
-        parts.append(np.clip(base + rng.integers(-3, 4, base.shape), lo, hi).astype(dtype))
-    sigma = rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
+        noise = rng.integers(-3 * step, 3 * step + 1, base.shape)
+        parts.append(np.clip(base + noise, lo, hi).astype(dtype))
+    sigma = step * rng.choice(REALISTIC_SIGMAS, (n_random - n_noisy, *[1] * len(shape)))
     normal = t.qparams[1] + sigma * rng.standard_normal((n_random - n_noisy, *shape))
     parts.append(np.clip(np.rint(normal), lo, hi).astype(dtype))
     parts.append(rng.integers(lo, hi + 1, (n_random, *shape)).astype(dtype))
@@ -377,7 +383,7 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
 
     def layers_run() -> list[np.ndarray]:
         exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers")
-        return run_host(exe, x[:LAYER_VECTORS], output_size(qg), sizes)[1]
+        return run_host(exe, x[:LAYER_VECTORS], output_size(qg), sizes, qg.output.dtype)[1]
 
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:
         runs = {b: pool.submit(build_and_run, b) for b in OUTPUT_BUILDS}
@@ -394,4 +400,4 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         target = cross.result()
     n_cal = 0 if stored is None else len(stored)
     return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0,
-                        edited, layers)
+                        edited, layers, qg.input.dtype)

@@ -19,10 +19,10 @@ import numpy as np
 
 from .. import requant
 from ..errors import TinydsError
-from ..ir import MAX_ELEMENTS, Graph, Op, Tensor, too_large
+from ..ir import ACT_DTYPES, MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
 ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionType
-TYPES = {0: "float32", 2: "int32", 3: "uint8", 9: "int8"}   # TFLite TensorType we accept
+TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}  # we accept
 # Each operator's builtin options (None: it needs none), and how many inputs it must have.
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
@@ -145,12 +145,12 @@ class _Reader:
             raise self.err(where, f"quantization scale {bad} is not finite and positive", fix)
         if len(zp) != len(scale):
             raise self.err(where, f"{len(scale)} scales but {len(zp)} zero points", fix)
-        lo, hi = {"int8": INT8_RANGE, "uint8": (0, 255), "int32": (0, 0)}.get(
-            TYPES.get(t.type), (-math.inf, math.inf))
+        lo, hi = {"int8": INT8_RANGE, "uint8": (0, 255), "int32": (0, 0), "int16": (0, 0),
+                  "int64": (0, 0)}.get(TYPES.get(t.type), (-math.inf, math.inf))
         if zp.size and (zp.min() < lo or zp.max() > hi):
             raise self.err(where, f"zero point {int(zp[(zp < lo) | (zp > hi)][0])} is outside "
-                           f"[{lo}, {hi}]", "int8 zero points lie in [-128, 127], uint8 ones in [0, 255], "
-                           "bias ones are 0")
+                           f"[{lo}, {hi}]", "int8 zero points lie in [-128, 127], uint8 ones in "
+                           "[0, 255]; int16 activations (16x8) and biases have zero point 0")
         if len(scale) > 1 and not 0 <= q.quantizedDimension < len(shape):
             raise self.err(where, f"quantized dimension {q.quantizedDimension} is out of range",
                            fix)
@@ -179,7 +179,8 @@ class _Reader:
         if t.type not in TYPES:
             kind = {v: k for k, v in vars(self.S.TensorType).items() if not k.startswith("_")}
             raise self.err(where, f"tensor {self.names[idx]!r} has type "
-                           f"{kind.get(t.type, t.type)}", "only int8 models (int32 bias) import")
+                           f"{kind.get(t.type, t.type)}", "only int8 models (int32 bias) and 16x8 "
+                           "models (int16 activations, int64 bias) import")
         return TYPES[t.type]
 
     def tensor(self, idx: int, where: str) -> str:
@@ -289,9 +290,10 @@ def _weighted_inputs(r: _Reader, op, where: str, axis: int) -> list[str]:
     b = ""
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         b = r.tensor(op.inputs[2], where)
-        if r.g.tensors[b].dtype != "int32" or r.g.tensors[b].data is None:
-            raise r.err(where, "bias is not a constant int32 tensor",
-                        "only int8 x int8 -> int32-bias models import")
+        kinds = ("int32", "int64") if r.g.tensors[x].dtype == "int16" else ("int32",)
+        if r.g.tensors[b].dtype not in kinds or r.g.tensors[b].data is None:
+            raise r.err(where, f"bias is not a constant {' or '.join(kinds)} tensor",
+                        "only int8 x int8 -> int32-bias and 16x8 (int64-bias) models import")
     return [x, w, b]
 
 
@@ -354,7 +356,7 @@ def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
         if x.size != w.shape[1]:
             raise r.err(where, f"input {x.shape} does not flatten to depth {w.shape[1]}",
                         "batch must be 1")
-        flat = r.g.add_tensor(Tensor(inputs[0] + "/flatten", (1, w.shape[1]), "int8",
+        flat = r.g.add_tensor(Tensor(inputs[0] + "/flatten", (1, w.shape[1]), x.dtype,
                                      scale=x.scale, zero_point=x.zero_point))
         ops.append(Op("reshape", where + "_flatten", [inputs[0]], [flat.name],
                       {"shape": flat.shape}))
@@ -460,9 +462,11 @@ def _softmax(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
     _check_shape_is(r, where, y, r.g.tensors[x].shape)
-    if r.g.tensors[y].qparams != (1 / 256, -128):
+    want = (1 / 32768, 0) if r.g.tensors[y].dtype == "int16" else (1 / 256, -128)
+    if r.g.tensors[y].qparams != want:
         raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
-                    "TFLite int8 softmax outputs scale 1/256, zero point -128")
+                    "TFLite softmax outputs scale 1/256, zero point -128 (int8) or scale "
+                    "1/32768, zero point 0 (int16)")
     return Op("softmax", where, [x], [y], {"beta": float(op.builtinOptions.beta)})
 
 
@@ -622,9 +626,25 @@ def load_tflite(path) -> Graph:
     g.outputs = [r.tensor(i, "output") for i in graph_out]
     for name in g.inputs + g.outputs:
         t = g.tensors[name]
-        if t.dtype not in ("int8", "uint8") or t.shape[0] != 1:
+        if t.dtype not in (*ACT_DTYPES, "uint8") or t.shape[0] != 1:
             raise r.err(name, f"model input/output is {t.dtype} {t.shape}",
-                        "the model must have batch 1 and int8, uint8 (or QUANTIZE-d float) edges")
+                        "the model must have batch 1 and int8, uint8, int16 (or QUANTIZE-d "
+                        "float) edges")
     _check_uint8_edges(r, g)
+    if g.input.dtype == "int16":
+        _check_16x8(r, g)
     g.remove_unused_tensors()
     return requant.derive_int_params(g)
+
+
+def _check_16x8(r: _Reader, g: Graph) -> None:
+    """A 16x8 model: int16 activations throughout, ops that have int16 kernels."""
+    from ..quantize import INT16_OPS
+    for op in g.ops:
+        if op.type not in INT16_OPS:
+            raise r.err(op.name, f"{op.type} with int16 activations is not supported",
+                        f"16x8 models may use {', '.join(INT16_OPS)}; convert to int8")
+        for name in [n for n in op.inputs[:1] + op.outputs]:
+            if g.tensors[name].dtype != "int16":
+                raise r.err(op.name, f"tensor {name!r} is {g.tensors[name].dtype} in a 16x8 "
+                            "model", "every activation of a 16x8 model must be int16")

@@ -1,4 +1,4 @@
-"""AVERAGE_POOL_2D int8, as TFLM's reference_integer_ops::AveragePool.
+"""AVERAGE_POOL_2D int8 and int16, as TFLM's reference_integer_ops::AveragePool.
 
 Raw int8 values are summed over the taps that fall inside the input (padding
 taps are skipped, not counted as zeros) and divided by that count with
@@ -52,12 +52,12 @@ def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
         total += v
     count = in_bounds_count(x.shape[1:3], kernel, stride, padding)
     out = rounded_divide(total, count)
-    return np.clip(out, p["act_min"], p["act_max"]).astype(np.int8)
+    return np.clip(out, p["act_min"], p["act_max"]).astype(x.dtype)
 
 
 def c_params(g: Graph, op: Op) -> dict:
     check_same_qparams(g, op)
-    return {**geometry(g, op), "simd": False}
+    return {**geometry(g, op), "simd": False, "ctype": f"{g.tensors[op.inputs[0]].dtype}_t"}
 
 
 def macs(g: Graph, op: Op) -> int:

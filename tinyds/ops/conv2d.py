@@ -3,6 +3,8 @@
 acc[c] = bias[c] + sum over in-bounds taps of w[c, ky, kx, i] * (x + input_offset),
 input_offset = -zp_in; padded taps contribute nothing. Then
 MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]) + zp_out, clamped.
+With int16 activations (TFLite 16x8) the same loop has no offsets, an int64
+accumulator and bias, and the int64 MultiplyByQuantizedMultiplier.
 
 The helpers below (operand extraction, requantization, bias folding) are shared
 with depthwise_conv2d and fully_connected.
@@ -13,7 +15,8 @@ import numpy as np
 
 from ..errors import TinydsError
 from .. import fixedpoint
-from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, wrap_int32
+from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
+                          multiply_by_quantized_multiplier_int64, q15_multiplier, wrap_int32)
 from ..ir import Graph, Op
 from ..window import windows
 
@@ -39,10 +42,12 @@ def weight_zero_point(g: Graph, op: Op) -> int:
 
 
 def requantize(acc: np.ndarray, g: Graph, op: Op) -> np.ndarray:
-    """int32/64 accumulators (channels last) -> int8 outputs."""
-    zp_out = int(g.tensors[op.outputs[0]].zero_point[0])
-    y = multiply_by_quantized_multiplier(acc, op.attrs["multiplier"], op.attrs["shift"]) + zp_out
-    return np.clip(y, op.attrs["act_min"], op.attrs["act_max"]).astype(np.int8)
+    """int32/64 accumulators (channels last) -> int8 outputs, or int16 ones (16x8)."""
+    y_t = g.tensors[op.outputs[0]]
+    rescale = (multiply_by_quantized_multiplier_int64 if y_t.dtype == "int16"
+               else multiply_by_quantized_multiplier)
+    y = rescale(acc, op.attrs["multiplier"], op.attrs["shift"]) + int(y_t.zero_point[0])
+    return np.clip(y, op.attrs["act_min"], op.attrs["act_max"]).astype(y_t.dtype)
 
 
 def fold_bias(bias, w_sums: np.ndarray, input_offset: int):
@@ -114,10 +119,39 @@ def quant_params(g: Graph, op: Op, channels: int) -> dict:
                 left_shift=left_shift, requantize=requantize)
 
 
+# int16 x int8 products are at most 2^22 in magnitude: 256 of them sum exactly in int32
+INT16_BLOCK = 256
+
+
+def int16_params(g: Graph, op: Op, channels: int) -> dict:
+    """The 16x8 templates' requantization literals: clamps, and per output channel the
+    Q15 multiplier and total right shift of tinyds_requantize64; the int64 bias."""
+    mult15, total = q15_multiplier(np.broadcast_to(op.attrs["multiplier"], (channels,)),
+                                   np.broadcast_to(op.attrs["shift"], (channels,)))
+    b = operands(g, op)[2]
+    return dict(act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
+                mult15=int_list(mult15), total_shift=int_list(total),
+                bias=int_list(b) if b is not None else None)
+
+
+def c_params_int16(g: Graph, op: Op) -> dict:
+    """Everything templates/ops/conv2d_int16.c.j2 needs."""
+    x, w, _, y = operands(g, op)
+    weight_zero_point(g, op)
+    p = window_params(x, y, w.shape[1:3], op)
+    if w.shape[3] != p["in_c"]:
+        raise TinydsError(f"{g.name}: {op.name}: grouped conv2d (weight has {w.shape[3]} of "
+                          f"{p['in_c']} input channels) is not supported; use groups=1 or "
+                          "groups=in_channels")
+    return {**p, **int16_params(g, op, p["out_c"]), "weights": int_list(w),
+            "block": min(p["in_c"], INT16_BLOCK)}
+
+
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     """Integer conv as one im2col matmul in float64: every product (|x + offset| <= 255,
-    |w| <= 127) and every partial sum is an integer far below 2**53, so BLAS computes the
-    int32 accumulator exactly, and fast. Padded taps read x + offset == 0."""
+    or |x| <= 32768 for int16, |w| <= 127) and every partial sum is an integer far below
+    2**53, so BLAS computes the accumulator exactly, and fast. Padded taps read
+    x + offset == 0."""
     xt, w, bias, _ = operands(g, op)
     weight_zero_point(g, op)
     xs = x.astype(np.float64) - float(xt.zero_point[0])   # x + input_offset; padding is 0

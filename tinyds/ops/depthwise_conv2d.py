@@ -10,8 +10,8 @@ import numpy as np
 
 from ..ir import Graph, Op
 from ..window import windows
-from .conv2d import (fold_bias, gemm_requant, int_list, operands, quant_params, requantize,
-                     weight_zero_point, window_params, wrapped_fold)
+from .conv2d import (INT16_BLOCK, fold_bias, gemm_requant, int16_params, int_list, operands, quant_params,
+                     requantize, weight_zero_point, window_params, wrapped_fold)
 
 
 MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
@@ -64,6 +64,15 @@ def c_params(g: Graph, op: Op) -> dict:
         p["bias_plane"] = wrapped_fold(bias, w_sums, p["input_offset"] - 128)
         p["wtaps"] = int_list(w.reshape(-1, p["out_c"]).T)
     return p
+
+
+def c_params_int16(g: Graph, op: Op) -> dict:
+    """Everything templates/ops/depthwise_conv2d_int16.c.j2 needs."""
+    x, w, _, y = operands(g, op)
+    weight_zero_point(g, op)
+    p = window_params(x, y, w.shape[1:3], op)
+    return {**p, **int16_params(g, op, p["out_c"]), "weights": int_list(w),
+            "depth_multiplier": int(op.attrs["depth_multiplier"]), "block": INT16_BLOCK}
 
 
 def macs(g: Graph, op: Op) -> int:

@@ -1,4 +1,4 @@
-"""FULLY_CONNECTED, int8: TFLM reference_integer_ops::FullyConnected(PerChannel).
+"""FULLY_CONNECTED, int8 and 16x8: TFLM reference_integer_ops::FullyConnected(PerChannel).
 
 The input is flattened to (N, K). acc[o] = bias[o] + sum_k (w[o, k] + filter_offset)
 * (x[k] + input_offset), filter_offset = -zp_w (0 for our symmetric weights, may be
@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
-from .conv2d import fold_bias, int_list, operands, quant_params, requantize, weight_zero_point
+from .conv2d import (INT16_BLOCK, fold_bias, int16_params, int_list, operands, quant_params, requantize,
+                     weight_zero_point)
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -37,6 +38,14 @@ def c_params(g: Graph, op: Op) -> dict:
     p["bias"] = int_list(b) if b is not None else None
     p["weights"] = int_list(w)
     return p
+
+
+def c_params_int16(g: Graph, op: Op) -> dict:
+    """Everything templates/ops/fully_connected_int16.c.j2 needs."""
+    w = operands(g, op)[1]
+    return {**int16_params(g, op, w.shape[0]), "weights": int_list(w),
+            "filter_offset": -weight_zero_point(g, op), "out_c": w.shape[0], "depth": w.shape[1],
+            "block": min(w.shape[1], INT16_BLOCK // 2)}
 
 
 def macs(g: Graph, op: Op) -> int:

@@ -1,4 +1,4 @@
-"""PAD int8 over H and W, as TFLM's pad kernel without a constant tensor: the
+"""PAD int8 (or int16) over H and W, as TFLM's pad kernel without a constant tensor: the
 border holds the zero point, i.e. real 0.0, and the input bytes are copied."""
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ def params(g: Graph, op: Op) -> dict:
         raise TinydsError(f"{g.name}: {op.name}: negative padding {op.attrs['padding']}; "
                           f"crop with a slice before converting")
     return dict(in_h=ih, in_w=iw, channels=c, out_h=ih + top + bottom, out_w=iw + left + right,
-                pad_top=top, pad_left=left, pad_value=x.qparams[1])
+                pad_top=top, pad_left=left, pad_value=x.qparams[1], ctype=f"{x.dtype}_t")
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     p = params(g, op)
-    return pad_nhwc(x, op.attrs["padding"], p["pad_value"]).astype(np.int8)
+    return pad_nhwc(x, op.attrs["padding"], p["pad_value"]).astype(x.dtype)
 
 
 def c_params(g: Graph, op: Op) -> dict:

@@ -1,5 +1,6 @@
 """SOFTMAX int8 -> int8 (output scale 1/256, zero point -128), as TFLM's
-reference_ops::Softmax with gemmlowp fixed point.
+reference_ops::Softmax with gemmlowp fixed point; int16 -> int16 (16x8: output scale
+1/32768, zero point 0) as its SoftmaxInt16, with two interpolated lookup tables.
 
 Per row: d = x - max(x); entries with d < diff_min contribute nothing and
 output -128. The others are rescaled to Q5.26 (input_multiplier,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TinydsError
-from ..fixedpoint import INT32_MAX, INT32_MIN
+from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
 from ..fixedpoint import rounding_divide_by_pot as rdbpot
 from ..fixedpoint import saturating_rounding_doubling_high_mul as mul
 from ..ir import Graph, Op
@@ -86,6 +87,8 @@ def get_reciprocal(total) -> tuple[np.ndarray, np.ndarray]:
 
 def params(g: Graph, op: Op) -> dict:
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if x.dtype == "int16":
+        return params_int16(g, op)
     if y.qparams != (1 / 256, -128):
         raise TinydsError(f"{g.name}: {op.name}: softmax output quantization {y.qparams} must be "
                           f"(1/256, -128) as TFLite requires; requantize the softmax output")
@@ -100,6 +103,8 @@ def params(g: Graph, op: Op) -> dict:
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.int16:
+        return reference_int16(g, op, x)
     p = params(g, op)
     xi = x.astype(np.int64)
     diff = xi - xi.max(axis=-1, keepdims=True)
@@ -114,6 +119,97 @@ def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 def c_params(g: Graph, op: Op) -> dict:
     return params(g, op)
+
+
+# ------------------------------------------------ int16 (TFLite's SoftmaxInt16, 16x8)
+
+LUT_STEPS = 512                # 513 entries: 512 bases and the last slope's end
+INT16_OUTPUT = (1 / 32768, 0)  # TFLite's fixed int16 softmax output
+
+
+def _lut(func, input_min: float, input_max: float) -> np.ndarray:
+    """TFLite's int16 LUT generator (gen_lut / LUTPopulateInt16) in float32 for an output
+    range of [-1, 1]: 512 samples, each lowered by half the error its linear interpolation
+    makes at the midpoint, and a final entry at input_max."""
+    f32 = np.float32
+    lo, hi = f32(input_min), f32(input_max)
+    step = (hi - lo) / f32(LUT_STEPS)
+    half = step / f32(2)
+    scale = f32(65536.0) / (f32(1.0) - f32(-1.0))
+    i = np.arange(LUT_STEPS).astype(np.float32)
+    x = lo + i * step
+    val, mid, nxt = func(x), func(x + half), func(lo + (i + f32(1)) * step)
+
+    def rnd(v):                                  # TfLiteRound on float32
+        return np.sign(v) * np.floor(np.abs(v) + f32(0.5))
+    sample = rnd(val * scale)
+    interp = rnd((nxt * scale + sample) / f32(2))
+    bias = rnd((interp - rnd(mid * scale)) / f32(2))
+    last = rnd(func(np.array([hi], np.float32)) * scale)
+    table = np.concatenate([sample - bias, last])
+    return np.clip(table, -32768, 32767).astype(np.int16)
+
+
+def _exp32(x: np.ndarray) -> np.ndarray:
+    """std::exp on float32: the float64 exp rounded to float32 (what a correctly rounded
+    expf gives)."""
+    return np.exp(x.astype(np.float64)).astype(np.float32)
+
+
+def _one_over_one_plus_x(x: np.ndarray) -> np.ndarray:
+    return (np.float32(1.0) / (np.float32(1.0) + x)).astype(np.float32)
+
+
+def int16_luts() -> tuple[np.ndarray, np.ndarray]:
+    """The exp LUT over [-10, 0] and the 1/(1+x) LUT over [0, 1], as TFLM's softmax
+    Prepare builds them."""
+    return _lut(_exp32, -10.0, 0.0), _lut(_one_over_one_plus_x, 0.0, 1.0)
+
+
+def lut_lookup(value: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """TFLite LUTLookup for int16: 9 bits index, 7 bits interpolate."""
+    value = np.asarray(value, np.int64)
+    index = 256 + (value >> 7)
+    offset = value & 0x7F
+    base = lut.astype(np.int64)[index]
+    slope = lut.astype(np.int64)[index + 1] - base
+    return base + ((slope * offset + 64) >> 7)
+
+
+def params_int16(g: Graph, op: Op) -> dict:
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if y.qparams != INT16_OUTPUT:
+        raise TinydsError(f"{g.name}: {op.name}: int16 softmax output quantization {y.qparams} "
+                          f"must be (1/32768, 0) as TFLite requires; requantize the softmax output")
+    depth = x.shape[-1]
+    exp_lut, recip_lut = int16_luts()
+    return dict(rows=x.size // depth, depth=depth,
+                input_multiplier=int(op.attrs["input_multiplier"]),
+                input_left_shift=int(op.attrs["input_left_shift"]),
+                exp_lut=[int(v) for v in exp_lut], recip_lut=[int(v) for v in recip_lut])
+
+
+def reference_int16(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    """TFLite reference_ops::SoftmaxInt16: exp of the rescaled differences from the row
+    maximum through the exp LUT (Q0.15), their sum's reciprocal through the 1/(1+x) LUT
+    after normalising the sum to [1, 2), and each exp times it, rounded to Q0.15."""
+    p = params_int16(g, op)
+    exp_lut, recip_lut = (np.array(p[k], np.int16) for k in ("exp_lut", "recip_lut"))
+    xi = x.astype(np.int64)
+    diff = xi - xi.max(axis=-1, keepdims=True)
+    scaled = multiply_by_quantized_multiplier(diff, p["input_multiplier"], p["input_left_shift"])
+    exps = lut_lookup(np.clip(scaled + 32767, -32768, 32767), exp_lut)
+    total = exps.sum(axis=-1, keepdims=True)
+    headroom_plus_one = 32 - np.frexp(total.astype(np.float64))[1]   # clz of a positive int32
+    shifted = ((total << (headroom_plus_one - 1)) + (1 << 13)) >> 14
+    reciprocal = lut_lookup(np.clip(shifted - (1 << 15) - (1 << 16), -32768, 32767), recip_lut)
+    right = 31 - headroom_plus_one
+    out = (exps * reciprocal + (np.int64(1) << (right - 1))) >> right
+    return np.clip(out, 0, 32767).astype(np.int16)
+
+
+def c_params_int16(g: Graph, op: Op) -> dict:
+    return params_int16(g, op)
 
 
 def macs(g: Graph, op: Op) -> int:
