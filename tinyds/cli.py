@@ -115,7 +115,7 @@ def _bench(args) -> int:
     except ModuleNotFoundError as e:
         raise TinydsError(f"tinyds bench needs {e.name} (reads the firmware's ELF); install "
                           "the extra: pip install 'tinyds[firmware]'") from None
-    print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz))
+    print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz, mcu=args.mcu))
     return 0
 
 
@@ -240,6 +240,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the MCU's maximum)")
     b.add_argument("--no-cycles", dest="cycles", action="store_false",
                    help="skip the traced run that estimates cycles (instructions only)")
+    b.add_argument("--mcu", type=str.lower, help="build the library for this MCU's core "
+                   "(default: generate's)")
     _quiet_arg(b)
     b.set_defaults(run=_bench)
     r = sub.add_parser("run", help="build out/'s firmware and boot it on the MCU's QEMU machine, "
