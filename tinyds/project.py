@@ -164,5 +164,5 @@ def write_arduino(folder: Path, name: str, lib_files: dict[str, str], samples: d
 def demo_main(name: str, mcu: str) -> str:
     """The demo's main.c: the project's first src/main.c, and what bench runs."""
     m: MCU = mcu_table.get(mcu)
-    counter = ("SysTick, 24 bit" if m.core == "cortex-m0plus" else "DWT->CYCCNT")
+    counter = ("SysTick, extended past 24 bits" if m.armv6m else "DWT->CYCCNT")
     return render("main.c.j2", name=name, board=m.board, counter_doc=counter)
