@@ -291,3 +291,13 @@ def test_kws_on_armv6m(tmp_path_factory):
     b = bench.measure(out, cycles=False, mcu="cortex-m0plus")
     assert (b.machine, b.arena, b.sample_ok) == ("microbit", 8392, True)
     assert len(b.layers) == 13 and b.total_instructions > 20_000_000
+
+
+def test_armv6m_bench_without_capstone_stays_on_netduinoplus2(tmp_path, monkeypatch):
+    toy_project(tmp_path, "cortex-m0plus")
+    monkeypatch.setitem(sys.modules, "capstone", None)             # import capstone fails
+    b = bench.measure(tmp_path, cycles=False)
+    assert b.machine == "netduinoplus2" and b.sample_ok
+    assert b.machine_note == ("not on QEMU microbit: counting its execution trace needs "
+                              "capstone (pip install 'tinyds[firmware]')")
+    assert b.machine_note in bench.report(b).splitlines()[0]

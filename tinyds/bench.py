@@ -264,7 +264,13 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
                                   f"{mcu_table.MACHINES[mcu_table.V6M_MACHINE].ram} B RAM): "
                                   + ", ".join(short))
             else:
-                run_on_microbit(b, Path(tmp) / mcu_table.V6M_MACHINE, lib_dir, demo, out_dir / "src")
+                try:
+                    run_on_microbit(b, Path(tmp) / mcu_table.V6M_MACHINE, lib_dir, demo,
+                                    out_dir / "src")
+                except ImportError as e:
+                    b.machine_note = (f"not on QEMU {mcu_table.V6M_MACHINE}: counting its "
+                                      f"execution trace needs {e.name} (pip install "
+                                      "'tinyds[firmware]')")
             bar.update()
         if cycles:
             estimate_cycles(b, elf)

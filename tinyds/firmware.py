@@ -25,14 +25,15 @@ from tinyds.project import FIRMWARE_DIR, link_script, model_glue
 
 CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
+APT_PACKAGES = {CC: "gcc-arm-none-eabi libnewlib-arm-none-eabi", QEMU: "qemu-system-arm"}
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
           "-fdata-sections"]
 
 
 def _need(tool: str) -> None:
     if shutil.which(tool) is None:
-        raise TinydsError(f"{tool}: not found; install gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                          "qemu-system-arm (apt) to build and run firmware")
+        raise TinydsError(f"{tool}: not found; apt-get install {APT_PACKAGES[tool]} (tinyds "
+                          "builds and runs firmware with it)")
 
 
 def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
