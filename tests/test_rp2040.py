@@ -130,7 +130,8 @@ def test_cmake_and_platformio_builds_write_the_uf2(built, tmp_path):
                 ["cmake", "--build", build]):
         res = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
         assert res.returncode == 0, res.stdout + res.stderr
-    assert (build / "firmware.uf2").read_bytes() == rp2040.uf2((build / "firmware.bin").read_bytes())
+    image = (build / "firmware.bin").read_bytes()
+    assert (build / "firmware.uf2").read_bytes() == rp2040.uf2(image)
     (tmp_path / "pio").mkdir()
     env, platform = offline_platformio(tmp_path / "pio")
     ini = out / "platformio.ini"

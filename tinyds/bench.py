@@ -241,7 +241,8 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     m = mcu_table.get(mcu)
     lib_dir = out_dir / "lib" / name
     with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp, progress.bar(
-            desc=f"bench on QEMU {BENCH_MACHINE}", total=2 + cycles + m.armv6m,
+            desc=f"bench on QEMU {BENCH_MACHINE}" + (" and microbit" if m.armv6m else ""),
+            total=2 + cycles + m.armv6m,
             unit="step") as bar:
         demo = Path(tmp) / "demo" / "main.c"       # the demo, not the user's own main.c
         demo.parent.mkdir()

@@ -204,12 +204,13 @@ def boot_plan(mcu: str, v6m_machine: bool = True) -> Boot:
     m = mcu_table.get(mcu)
     v6m = mcu_table.MACHINES[mcu_table.V6M_MACHINE]
     if m.armv6m and v6m_machine:
+        board = f" (on {m.board}: {m.console})" if m.pio_board else ""
         return Boot(v6m.name, ("TINYDS_CONSOLE_NRF51_UART0",
                                'TINYDS_COUNTER_UNIT="SysTick ticks"'), 0, True, (
-            f"a Cortex-M0 with {v6m.ram // 1024} KB RAM; its nRF51 UART0 is the console"
-            + (f" (on {m.board}: {m.console})" if m.pio_board else ""), "counts are SysTick ticks of QEMU's 16 MHz clock under "
-            "-icount shift=0 (1 ns per instruction: one tick per 62.5 instructions), not "
-            "cycles; on the board SysTick counts core cycles"))
+            f"a Cortex-M0 with {v6m.ram // 1024} KB RAM; its nRF51 UART0 is the console{board}",
+            "counts are SysTick ticks of QEMU's 16 MHz clock under -icount shift=0 (1 ns per "
+            "instruction: one tick per 62.5 instructions), not cycles; on the board SysTick "
+            "counts core cycles"))
     notes = [f"the firmware does not fit QEMU {v6m.name}'s {v6m.ram // 1024} KB RAM and "
              f"{v6m.flash // 1024} KB flash"] if m.armv6m else []
     if m.console == "stm32f4_usart2" and m.qemu == "netduinoplus2":
