@@ -187,6 +187,7 @@ def test_bench_cycles_per_core(tmp_path, mcu, model):
     if model is None:
         assert b.cycles is None and "no timing model for cortex-m0plus" in b.cycle_note
         assert "cycles: no timing model" in bench.report(b)
+        assert b.machine == "microbit"
     else:
         assert b.cycle_model.startswith(model)
         # dual issue: at most two instructions a cycle
@@ -233,3 +234,75 @@ def test_io_sizes_count_the_input_only_outside_the_arena(tmp_path):
                              "#define M_INPUT_TOTAL_SIZE 494\n#define M_OUTPUT0_SIZE 12\n"
                              "#define M_OUTPUT_TOTAL_SIZE 20\n#define M_INPUT_IN_ARENA 0\n")
     assert bench.io_sizes(tmp_path, "m") == (494, 20)
+
+
+# ---- ARMv6-M on QEMU microbit
+
+def test_v6m_shortfall_names_what_keeps_a_model_off_microbit():
+    def shortfall(data, bss, stack, flash=1000):
+        b = bench.Bench("m", "cortex-m0plus", [], 0, {".text": flash, ".data": data, ".bss": bss},
+                        {}, 0, stack, True)
+        return bench.v6m_shortfall(b)
+    assert shortfall(100, 12188, 300) == []                       # 12288 + 4096 reserved
+    assert shortfall(100, 12189, 300) == ["RAM 16385 B (statics and stack) > 16384 B"]
+    assert shortfall(0, 8000, 9000) == ["RAM 17000 B (statics and stack) > 16384 B"]
+    assert shortfall(0, 0, 0, flash=300_000) == ["flash 300000 B > 262144 B"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcu", ["cortex-m0plus", "rp2040"])
+def test_armv6m_bench_runs_on_microbit_with_tim2s_counts(tmp_path, mcu):
+    toy_project(tmp_path / "out", mcu)
+    b = bench.measure(tmp_path / "out", cycles=False)
+    assert b.machine == "microbit" and b.sample_ok and not b.machine_note
+    # the same ARMv6-M code on the M4 machine, counted by TIM2
+    elf = bench_elf(tmp_path / "out", tmp_path / "tim2")
+    layers, total, _, stack, ok = bench.parse_output(
+        run_qemu(elf, bench.BENCH_MACHINE, elf.parent, icount=True))
+    assert ok and len(layers) == 3 and layers[1].instructions > 0
+    assert [la.instructions for la in b.layers] == [la.instructions for la in layers]
+    assert b.total_instructions == total > sum(la.instructions for la in layers)
+    assert b.stack == stack
+    assert bench.report(b).startswith(
+        f"tinyds bench: toy for {mcu} (cortex-m0plus), QEMU microbit (Cortex-M0, 16384 B RAM): "
+        "counts are executed instructions from QEMU's execution trace")
+
+
+@pytest.mark.slow
+def test_microbit_catches_an_unaligned_access(tmp_path):
+    """The M4 machine lets an unaligned LDR through; a Cortex-M0 faults, and so does bench."""
+    toy_project(tmp_path, "cortex-m0plus")
+    toy_c = tmp_path / "lib" / "toy" / "toy.c"
+    toy_c.write_text(toy_c.read_text().replace("    DONE(1);\n", (
+        "    {\n        static volatile uintptr_t odd = 1;\n"
+        "        (void)*(const volatile uint32_t *)(const void *)((uintptr_t)arena + odd);\n"
+        "    }\n    DONE(1);\n")))
+    with pytest.raises(TinydsError, match="faulted on QEMU microbit, a real Cortex-M0") as e:
+        bench.measure(tmp_path, cycles=False)
+    assert len(str(e.value).splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_kws_on_armv6m(tmp_path_factory):
+    from test_firmware import generated
+    # generated for cortex-m0plus, the portable kernels need a 16000 B arena: netduinoplus2
+    out = generated(tmp_path_factory, "kws_ref_model", "cortex-m0plus")
+    b = bench.measure(out, cycles=False)
+    assert (b.machine, b.arena, b.sample_ok) == ("netduinoplus2", 16000, True)
+    assert b.machine_note.startswith("not on QEMU microbit (Cortex-M0, 16384 B RAM): RAM ")
+    assert b.machine_note in bench.report(b).splitlines()[0]
+    # the stm32f4 library (fast kernels' C twins, input and output in an 8392 B arena) fits
+    out = generated(tmp_path_factory, "kws_ref_model", "stm32f4")
+    b = bench.measure(out, cycles=False, mcu="cortex-m0plus")
+    assert (b.machine, b.arena, b.sample_ok) == ("microbit", 8392, True)
+    assert len(b.layers) == 13 and b.total_instructions > 20_000_000
+
+
+def test_armv6m_bench_without_capstone_stays_on_netduinoplus2(tmp_path, monkeypatch):
+    toy_project(tmp_path, "cortex-m0plus")
+    monkeypatch.setitem(sys.modules, "capstone", None)             # import capstone fails
+    b = bench.measure(tmp_path, cycles=False)
+    assert b.machine == "netduinoplus2" and b.sample_ok
+    assert b.machine_note == ("not on QEMU microbit: counting its execution trace needs "
+                              "capstone (pip install 'tinyds[firmware]')")
+    assert b.machine_note in bench.report(b).splitlines()[0]

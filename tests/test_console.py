@@ -88,6 +88,26 @@ def test_bench_without_pyelftools_names_the_extra(generated, capsys, monkeypatch
     assert_one_line_error(rc, err, "elftools", "pip install 'tinyds[firmware]'")
 
 
+def test_export_without_flatbuffers_names_the_extra(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "flatbuffers", None)       # import flatbuffers fails
+    rc, _, err = run(capsys, "export-tflite", DIGITS, "--calib", CALIB, "-o", tmp_path / "m.tflite")
+    assert_one_line_error(rc, err, "tinyds export-tflite needs", "flatbuffers",
+                          "pip install 'tinyds[tflite]'")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("tool, package", [
+    ("arm-none-eabi-gcc", "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi"),
+    ("qemu-system-arm", "apt-get install qemu-system-arm")])
+def test_run_without_a_firmware_tool_says_what_to_install(generated, capsys, monkeypatch,
+                                                          tool, package):
+    import shutil
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda t, *a, **k: None if t == tool else which(t))
+    rc, _, err = run(capsys, "run", generated)
+    assert_one_line_error(rc, err, f"{tool}: not found", package)
+
+
 def test_mcu_is_case_insensitive_and_listed(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])

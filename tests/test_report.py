@@ -21,7 +21,7 @@ KWS_TFLITE = REPO.parent / "shared" / "models" / "mlperf-tiny" / "kws_ref_model.
 
 TOP = {"schema", "tinyds_version", "model", "source", "mcu", "board", "optimize", "totals",
        "memory", "calibration", "layers", "buffers", "timeline", "bench"}
-BENCH = {"mcu", "total_instructions", "cycles", "cycle_model", "layers"}
+BENCH = {"mcu", "machine", "total_instructions", "cycles", "cycle_model", "layers"}
 BENCH_LAYER = {"index", "instructions", "cycles"}
 TOTALS = {"macs", "params", "layers"}
 MEMORY = {"arena_bytes", "unshared_bytes", "input_bytes", "output_bytes", "input_in_arena",
@@ -68,7 +68,8 @@ def test_bench_figures_join_the_report(digits, tmp_path):
     assert [la["instructions"] for la in doc["bench"]["layers"]] == [1000 + 10 * i for i in range(8)]
     text = (out / "report.html").read_text()
     assert "<th>instr</th><th>cycles</th>" in text and text.count("<svg") == 4
-    assert "99,999 instructions" in text and '<td class="n">1070</td>' in text
+    assert "99,999 instructions (QEMU netduinoplus2, exact)" in text
+    assert '<td class="n">1070</td>' in text and doc["bench"]["machine"] == "netduinoplus2"
     (out / "report.json").unlink()                 # an older folder: nothing to add to
     assert not report.record_bench(out, b)
 

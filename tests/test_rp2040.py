@@ -1,13 +1,16 @@
 """RP2040 (Raspberry Pi Pico): the boot2 stage is the project's own assembly with the
 CRC the bootrom checks, the image puts it at the start of flash and the vector table
-after it, the console is UART0, and build/firmware.uf2 is a well-formed UF2 of the
-image. No emulator models the RP2040, so these checks are structural."""
+after it, the console is UART0, and firmware.uf2 is a well-formed UF2 of the image,
+which the project's own Makefile, CMake and PlatformIO builds write without tinyds
+installed. No emulator models the RP2040, so these checks are structural."""
 from __future__ import annotations
 
 import binascii
 import os
+import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +61,13 @@ def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("rp2040") / "out"
     assert main(["generate", str(MODEL), "--calib", str(CALIB), "--mcu", "rp2040",
                  "-o", str(out)]) == 0
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(["make", "-C", str(out), "WARN=-Wall -Wextra -Werror"],
-                         capture_output=True, text=True, env=env)
+    # no tinyds to import: no PYTHONPATH, and Python without site-packages (-S)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(["make", "-C", str(out), "WARN=-Wall -Wextra -Werror",
+                          f"PYTHON={sys.executable} -S -I"], capture_output=True, text=True,
+                         env=env)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "rp2040_uf2.py build/firmware.bin firmware.uf2" in res.stdout
     return out
 
 
@@ -84,7 +90,7 @@ def test_image_starts_with_boot2_then_the_vector_table(built):
 
 def test_uf2_holds_the_image_for_the_rp2040(built):
     image = (built / "build" / "firmware.bin").read_bytes()
-    data = (built / "build" / "firmware.uf2").read_bytes()
+    data = (built / "firmware.uf2").read_bytes()          # where the README says
     assert len(data) % 512 == 0
     blocks = [data[i:i + 512] for i in range(0, len(data), 512)]
     assert len(blocks) == -(-len(image) // 256)
@@ -104,3 +110,36 @@ def test_uf2_refuses_an_image_without_boot2(tmp_path, capsys):
     (tmp_path / "x.bin").write_bytes(bytes(1024))
     assert rp2040.main([str(tmp_path / "x.bin"), str(tmp_path / "x.uf2")]) == 2
     assert "boot2" in capsys.readouterr().err and not (tmp_path / "x.uf2").exists()
+
+
+def test_the_projects_uf2_script_is_tinyds_rp2040(built):
+    assert (built / "rp2040_uf2.py").read_bytes() == Path(rp2040.__file__).read_bytes()
+    assert "firmware.uf2 beside this file" in (built / "platformio.ini").read_text()
+
+
+@pytest.mark.slow
+def test_cmake_and_platformio_builds_write_the_uf2(built, tmp_path):
+    from test_project import offline_platformio
+    pytest.importorskip("platformio", reason="pip install platformio scons")
+    pytest.importorskip("SCons", reason="pip install platformio scons")
+    out = tmp_path / "out"
+    shutil.copytree(built, out, ignore=shutil.ignore_patterns("build", "firmware.uf2"))
+    build = tmp_path / "build"
+    for cmd in (["cmake", "-G", "Ninja", "-S", out, "-B", build,
+                 f"-DCMAKE_TOOLCHAIN_FILE={out / 'cmake' / 'arm-none-eabi.cmake'}"],
+                ["cmake", "--build", build]):
+        res = subprocess.run(list(map(str, cmd)), capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+    image = (build / "firmware.bin").read_bytes()
+    assert (build / "firmware.uf2").read_bytes() == rp2040.uf2(image)
+    (tmp_path / "pio").mkdir()
+    env, platform = offline_platformio(tmp_path / "pio")
+    ini = out / "platformio.ini"
+    ini.write_text(ini.read_text().replace("platform = raspberrypi\n",
+                                           f"platform = file://{platform}\n"))
+    res = subprocess.run([sys.executable, "-m", "platformio", "run", "-d", str(out)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    image = (out / ".pio" / "build" / "rp2040" / "program.bin").read_bytes()
+    assert image[:256] == rp2040.boot2_image()
+    assert (out / "firmware.uf2").read_bytes() == rp2040.uf2(image)

@@ -11,6 +11,13 @@ counts must equal TIM2's. Sizes come from the ELF that ran; the stack figure is
 the painted high-water mark. RAM counts what an application needs: the
 library's static RAM, the caller's input and output buffers (the demo keeps its
 sample input const, in flash; a real input is written at run time) and the stack.
+
+ARMv6-M code (Cortex-M0+, RP2040) then runs again on QEMU microbit, a real Cortex-M0
+with 16 KB RAM that faults on unaligned accesses, when its flash and its RAM (statics
+and the stack, at least the linker's reserve) fit there. microbit models no exact
+counter, so that ELF's tinyds_counter() loads a word with the same instructions as the
+TIM2 read and its counts come from QEMU's execution trace, between calls of
+tinyds_counter(); they must equal TIM2's, instruction for instruction.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from tinyds.ir import Graph
 from tinyds.project import demo_main
 
 BENCH_MACHINE = "netduinoplus2"
+V6M_DEFINES = ("TINYDS_PROFILE", "TINYDS_COUNTER_TRACED", "TINYDS_CONSOLE_SEMIHOSTING")
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
 
 
@@ -61,6 +69,8 @@ class Bench:
     output_bytes: int = 0
     cycle_model: str = ""          # the model that estimated the cycles; "" when none did
     cycle_note: str = ""           # why cycles were not estimated
+    machine: str = BENCH_MACHINE   # the QEMU machine whose run the figures come from
+    machine_note: str = ""         # why an ARMv6-M model stayed off microbit
     printed: str = field(repr=False, default="")
 
     @property
@@ -119,7 +129,9 @@ def elf_sizes(elf: Path, model: str, lib_sources: set[str]) -> tuple[dict[str, i
     return sections, own
 
 
-def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
+def parse_output(printed: str, counted: bool = True) -> tuple[list[Layer], int, int, int, bool]:
+    """Layers, total instructions, arena, stack and the sample check the demo printed;
+    counted=False for a run whose counter reads 0 (no layers, total 0)."""
     layers = [Layer(int(i), n, int(c)) for i, n, c in
               re.findall(r"^layer (\d+) (\S+) instructions (\d+)", printed, re.M)]
 
@@ -128,8 +140,8 @@ def parse_output(printed: str) -> tuple[list[Layer], int, int, int, bool]:
         if not m:
             raise TinydsError(f"bench: the firmware did not print '{key}'; it printed: {printed.strip()}")
         return int(m.group(1))
-    return (layers, number("total instructions"), number("arena bytes"), number("stack bytes"),
-            "sample match" in printed)
+    return (layers, number("total instructions") if counted else 0, number("arena bytes"),
+            number("stack bytes"), "sample match" in printed)
 
 
 def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
@@ -175,6 +187,48 @@ def estimate_cycles(b: Bench, elf: Path) -> None:
     b.cycle_model = f"{model.name}, P={model.refill}"
 
 
+def v6m_shortfall(b: Bench) -> list[str]:
+    """What keeps b's firmware off QEMU microbit: flash, and RAM for its statics plus the
+    larger of the stack it used and the stack the linker script reserves."""
+    mach = mcu_table.MACHINES[mcu_table.V6M_MACHINE]
+    s = b.sections
+    ram = s.get(".data", 0) + s.get(".bss", 0) + max(b.stack, mcu_table.STACK_BYTES)
+    return ([f"flash {b.flash} B > {mach.flash} B"] if b.flash > mach.flash else []) + (
+        [f"RAM {ram} B (statics and stack) > {mach.ram} B"] if ram > mach.ram else [])
+
+
+def run_on_microbit(b: Bench, build_dir: Path, lib_dir: Path, demo: Path, include: Path) -> None:
+    """Run b's ARMv6-M firmware on QEMU microbit and take its figures from there; raises
+    TinydsError if the traced counts differ from TIM2's on netduinoplus2."""
+    m = mcu_table.get(b.mcu)
+    machine = mcu_table.V6M_MACHINE
+    elf = build_elf(build_dir, lib_dir, b.model, m, demo, machine=mcu_table.MACHINES[machine],
+                    defines=V6M_DEFINES, include=(include,))
+    try:
+        segments, printed = cycle_models.estimate(elf, cycle_models.InstructionsOnly(), machine,
+                                                  marker="tinyds_counter")
+    except TinydsError as e:
+        if "tinyds: fault" not in str(e):
+            raise
+        raise TinydsError(f"{lib_dir}: bench: the firmware faulted on QEMU {machine}, a real "
+                          "Cortex-M0, after running on netduinoplus2's M4 core: an unaligned "
+                          "access (ARMv6-M has none) or another fault; report it as a tinyds "
+                          "bug") from None
+    n = len(b.layers)
+    # tinyds_counter() runs at main's start, before the first layer, after each, at the end
+    traced = [s.instructions for s in segments[2:n + 2]]
+    traced_total = sum(s.instructions for s in segments[1:n + 3])
+    counted = [layer.instructions for layer in b.layers]
+    if len(segments) != n + 4 or traced != counted or traced_total != b.total_instructions:
+        raise TinydsError(
+            f"bench: QEMU {machine}'s traced run executed {traced} instructions per layer "
+            f"({traced_total} in all) but netduinoplus2's TIM2 counted {counted} "
+            f"({b.total_instructions}) for the same ARMv6-M code; report this as a tinyds bug")
+    _, _, _, stack, ok = parse_output(printed, counted=False)
+    b.sections, _ = elf_sizes(elf, b.model, {c.name for c in lib_dir.glob("*.c")})
+    b.machine, b.stack, b.sample_ok, b.printed = machine, stack, ok, printed
+
+
 def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
             mcu: str | None = None) -> Bench:
     """Build out_dir's firmware for its MCU's core, run it under -icount, read the ELF.
@@ -190,7 +244,9 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     m = mcu_table.get(mcu)
     lib_dir = out_dir / "lib" / name
     with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp, progress.bar(
-            desc=f"bench on QEMU {BENCH_MACHINE}", total=3 if cycles else 2, unit="step") as bar:
+            desc=f"bench on QEMU {BENCH_MACHINE}" + (" and microbit" if m.armv6m else ""),
+            total=2 + cycles + m.armv6m,
+            unit="step") as bar:
         demo = Path(tmp) / "demo" / "main.c"       # the demo, not the user's own main.c
         demo.parent.mkdir()
         demo.write_text(demo_main(name, project_mcu))
@@ -205,6 +261,21 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
         layers, total, arena, stack, ok = parse_output(printed)
         b = Bench(name, mcu, layers, total, sections, own, arena, stack, ok,
                   *io_sizes(out_dir, name), printed=printed)
+        if m.armv6m:
+            short = v6m_shortfall(b)
+            if short:
+                b.machine_note = (f"not on QEMU {mcu_table.V6M_MACHINE} (Cortex-M0, "
+                                  f"{mcu_table.MACHINES[mcu_table.V6M_MACHINE].ram} B RAM): "
+                                  + ", ".join(short))
+            else:
+                try:
+                    run_on_microbit(b, Path(tmp) / mcu_table.V6M_MACHINE, lib_dir, demo,
+                                    out_dir / "src")
+                except ImportError as e:
+                    b.machine_note = (f"not on QEMU {mcu_table.V6M_MACHINE}: counting its "
+                                      f"execution trace needs {e.name} (pip install "
+                                      "'tinyds[firmware]')")
+            bar.update()
         if cycles:
             estimate_cycles(b, elf)
             bar.update()
@@ -236,8 +307,14 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
                + ("" if clock_mhz else f" ({b.mcu}'s maximum; --clock-mhz to change)"))
     else:
         how = f"cycles: {b.cycle_note}"
-    lines = [f"tinyds bench: {b.model} for {b.mcu} ({m.cpu}), QEMU {BENCH_MACHINE} -icount shift=0: "
-             "counts are executed instructions", how,
+    if b.machine == BENCH_MACHINE:
+        where = f"QEMU {BENCH_MACHINE} -icount shift=0: counts are executed instructions (TIM2)"
+        where += f"; {b.machine_note}" if b.machine_note else ""
+    else:
+        where = (f"QEMU {b.machine} (Cortex-M0, {mcu_table.MACHINES[b.machine].ram} B RAM): "
+                 "counts are executed instructions from QEMU's execution trace, equal to "
+                 f"{BENCH_MACHINE}'s TIM2 count")
+    lines = [f"tinyds bench: {b.model} for {b.mcu} ({m.cpu}), {where}", how,
              f"{'#':>3}  {'layer':<28} {'op':<17} {'output':<14} {'MACs':>10} {'instr':>11} "
              f"{'est.cycles':>11} {'MACs/cycle':>10} {'ms':>8}"]
     for layer in b.layers:
@@ -295,17 +372,18 @@ def tflm_arena_line(out_dir: Path, graph: Graph | None, b: Bench) -> str:
 
 
 def bench(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
-          clock_mhz: float | None = None) -> str:
+          clock_mhz: float | None = None, mcu: str | None = None) -> str:
     """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
 
-    graph: defaults to the quantized model generate saved in out/verify/."""
+    graph: defaults to the quantized model generate saved in out/verify/.
+    mcu: build the library for this MCU's core instead of generate's."""
     from tinyds import bundle as saved
     if clock_mhz is not None and not clock_mhz > 0:
         raise TinydsError(f"--clock-mhz {clock_mhz:g}: must be a positive clock in MHz")
     bundle = Path(out_dir) / saved.BUNDLE
     if graph is None and (bundle / "model.json").exists():
         graph = saved.load_graph(bundle)
-    b = measure(out_dir, graph, cycles)
+    b = measure(out_dir, graph, cycles, mcu and mcu_table.get(mcu).name)
     text = report(b, clock_mhz) + "\n" + tflm_arena_line(out_dir, graph, b)
     if not b.sample_ok:
         raise TinydsError(f"{out_dir}: bench: the firmware's output differs from the reference "

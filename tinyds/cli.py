@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import TinydsError
+from .errors import TinydsError, install_hint
 from .ir import MAX_ELEMENTS, too_large
 
 
@@ -115,12 +115,8 @@ def _verify(args) -> int:
 
 
 def _bench(args) -> int:
-    try:
-        from .bench import bench
-    except ModuleNotFoundError as e:
-        raise TinydsError(f"tinyds bench needs {e.name} (reads the firmware's ELF); install "
-                          "the extra: pip install 'tinyds[firmware]'") from None
-    print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz))
+    from .bench import bench
+    print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz, mcu=args.mcu))
     return 0
 
 
@@ -260,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default: the MCU's maximum)")
     b.add_argument("--no-cycles", dest="cycles", action="store_false",
                    help="skip the traced run that estimates cycles (instructions only)")
+    b.add_argument("--mcu", type=str.lower, help="build the library for this MCU's core "
+                   "(default: generate's)")
     _quiet_arg(b)
     b.set_defaults(run=_bench)
     r = sub.add_parser("run", help="build out/'s firmware and boot it on the MCU's QEMU machine, "
@@ -290,6 +288,13 @@ def main(argv=None) -> int:
         return args.run(args)
     except TinydsError as e:
         print(f"tinyds: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        hint = install_hint(e.name)
+        if hint is None:
+            raise
+        print(f"tinyds: error: tinyds {args.command} needs the Python package that provides "
+              f"{e.name.split('.')[0]}, which is not installed: {hint}", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -171,6 +171,16 @@ class M7Model:
         return cycles, state
 
 
+class InstructionsOnly:
+    """No timing, just the trace's exact instruction counts: bench on QEMU microbit,
+    which models no counter."""
+    name = "instructions only"
+    refill = 0
+
+    def block(self, insns: tuple[Insn, ...], state) -> tuple[int, object]:
+        return 0, None
+
+
 MODELS = {"cortex-m4": M4Model, "cortex-m7": M7Model}
 
 

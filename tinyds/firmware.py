@@ -25,14 +25,15 @@ from tinyds.project import FIRMWARE_DIR, link_script, model_glue
 
 CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
+APT_PACKAGES = {CC: "gcc-arm-none-eabi libnewlib-arm-none-eabi", QEMU: "qemu-system-arm"}
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
           "-fdata-sections"]
 
 
 def _need(tool: str) -> None:
     if shutil.which(tool) is None:
-        raise TinydsError(f"{tool}: not found; install gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                          "qemu-system-arm (apt) to build and run firmware")
+        raise TinydsError(f"{tool}: not found; apt-get install {APT_PACKAGES[tool]} (tinyds "
+                          "builds and runs firmware with it)")
 
 
 def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
@@ -190,16 +191,32 @@ def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
 class Boot:
     """How `tinyds run` boots a project's firmware on QEMU."""
     machine: str
-    console: str              # TINYDS_CONSOLE_* the build uses
+    defines: tuple[str, ...]  # the console (TINYDS_CONSOLE_*) and counter the build uses
     serial: int               # QEMU serial port index that console is
-    counter: str              # TINYDS_COUNTER_* under QEMU
+    icount: bool              # -icount shift=0: one virtual nanosecond per instruction
     notes: tuple[str, ...]
 
 
-def boot_plan(mcu: str) -> Boot:
-    """The QEMU machine for mcu, and a console QEMU really models on it."""
+# What the linker says when the image does not fit the machine's memory.
+DOES_NOT_FIT = ("will not fit in region", "overflowed by", "not enough RAM left for the stack")
+
+
+def boot_plan(mcu: str, v6m_machine: bool = True) -> Boot:
+    """The QEMU machine for mcu, and a console and counter QEMU really models on it.
+    ARMv6-M boots on microbit, a real Cortex-M0 whose SysTick the demo reads
+    (v6m_machine=False: the MCU's own machine, for an image too big for microbit)."""
     m = mcu_table.get(mcu)
-    notes = []
+    v6m = mcu_table.MACHINES[mcu_table.V6M_MACHINE]
+    if m.armv6m and v6m_machine:
+        board = f" (on {m.board}: {m.console})" if m.pio_board else ""
+        return Boot(v6m.name, ("TINYDS_CONSOLE_NRF51_UART0",
+                               'TINYDS_COUNTER_UNIT="SysTick ticks"'), 0, True, (
+            f"a Cortex-M0 with {v6m.ram // 1024} KB RAM; its nRF51 UART0 is the console{board}",
+            "counts are SysTick ticks of QEMU's 16 MHz clock under -icount shift=0 (1 ns per "
+            "instruction: one tick per 62.5 instructions), not cycles; on the board SysTick "
+            "counts core cycles"))
+    notes = [f"the firmware does not fit QEMU {v6m.name}'s {v6m.ram // 1024} KB RAM and "
+             f"{v6m.flash // 1024} KB flash"] if m.armv6m else []
     if m.console == "stm32f4_usart2" and m.qemu == "netduinoplus2":
         console, serial = "TINYDS_CONSOLE_STM32F4_USART2", 1     # USART2: QEMU's second port
     else:
@@ -215,15 +232,18 @@ def boot_plan(mcu: str) -> Boot:
         counter = "TINYDS_COUNTER_NONE"
         notes.append(f"QEMU {m.qemu} has no cycle or instruction counter: counts read 0; "
                      "`tinyds bench` counts instructions")
-    return Boot(m.qemu, console, serial, counter, tuple(notes))
+    return Boot(m.qemu, (console, counter), serial, counter == "TINYDS_COUNTER_TIM2",
+                tuple(notes))
 
 
-def build_project(out_dir: Path, build_dir: Path, name: str, mcu: str, boot: Boot) -> Path:
+def build_project(out_dir: Path, build_dir: Path, name: str, mcu: str,
+                  boot: Boot) -> Path | None:
     """out/'s own firmware (src/*.c, the user's main.c included, and lib/NAME/*.c) linked
-    for the QEMU machine's memory, printing on its console, exiting when main returns."""
+    for the QEMU machine's memory, printing on its console, exiting when main returns;
+    None when it does not fit the machine's memory."""
     _need(CC)
     m = mcu_table.get(mcu)
-    mem = m.machine
+    mem = mcu_table.MACHINES[boot.machine]
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "link.ld").write_text(
         link_script(mem.flash_origin, mem.flash, mem.ram_origin, mem.ram))
@@ -231,11 +251,13 @@ def build_project(out_dir: Path, build_dir: Path, name: str, mcu: str, boot: Boo
     sources = sorted((Path(out_dir) / "src").glob("*.c")) + sorted(lib_dir.glob("*.c"))
     elf = build_dir / "firmware.elf"
     cmd = [CC, *m.cflags, "-std=c99", "-O2", "-Wall", "-Wextra", "-ffunction-sections",
-           "-fdata-sections", "-DTINYDS_PROFILE", f"-D{boot.console}", f"-D{boot.counter}",
+           "-fdata-sections", "-DTINYDS_PROFILE", *(f"-D{d}" for d in boot.defines),
            "-DTINYDS_SEMIHOSTING_EXIT", f"-I{Path(out_dir) / 'src'}", f"-I{lib_dir}",
            *map(str, sources), "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections",
            "-T", str(build_dir / "link.ld"), "-o", str(elf)]
     res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0 and any(k in res.stderr for k in DOES_NOT_FIT):
+        return None
     if res.returncode != 0:
         first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip())
         raise TinydsError(f"{out_dir}: building the firmware for {m.cpu} failed; fix the C: "
@@ -259,10 +281,16 @@ def run_project(out_dir: Path, timeout: float = 60, stdout=None) -> int:
     boot = boot_plan(o_mcu)
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
         elf = build_project(Path(out_dir), Path(tmp), name, o_mcu, boot)
+        if elf is None and boot.machine == mcu_table.V6M_MACHINE:
+            boot = boot_plan(o_mcu, v6m_machine=False)
+            elf = build_project(Path(out_dir), Path(tmp), name, o_mcu, boot)
+        if elf is None:
+            raise TinydsError(f"{out_dir}: the firmware does not fit QEMU {boot.machine}'s "
+                              "memory; make src/ or the model smaller")
         cmd = qemu_command(elf, boot.machine)
         cmd[cmd.index("-serial"):cmd.index("-serial") + 2] = (
             ["-serial", "null"] * boot.serial + ["-serial", "stdio"])
-        if boot.counter == "TINYDS_COUNTER_TIM2":
+        if boot.icount:
             cmd += ["-icount", "shift=0"]
         print(f"tinyds run: {out_dir} ({o_mcu}) on QEMU {boot.machine}; "
               + "; ".join(boot.notes), file=stdout, flush=True)

@@ -31,7 +31,13 @@ MACHINES = {
     "mps2-an385": Machine("mps2-an385", 0x00000000, 4096 * K, 0x20000000, 4096 * K),
     "mps2-an386": Machine("mps2-an386", 0x00000000, 4096 * K, 0x20000000, 4096 * K),
     "mps2-an500": Machine("mps2-an500", 0x00000000, 4096 * K, 0x20000000, 4096 * K),
+    # BBC micro:bit, nRF51822: a real Cortex-M0 (it faults on unaligned accesses) with
+    # 256 KB flash and 16 KB SRAM; no counter QEMU models exactly.
+    "microbit": Machine("microbit", 0x00000000, 256 * K, 0x20000000, 16 * K),
 }
+
+# Where bench runs ARMv6-M code that fits it (tinyds.bench).
+V6M_MACHINE = "microbit"
 
 CORE_FLAGS = {
     "cortex-m0plus": ["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"],
@@ -68,6 +74,10 @@ class MCU:
     @property
     def cpu(self) -> str:
         return self.cflags[0].split("=", 1)[1]
+
+    @property
+    def armv6m(self) -> bool:
+        return self.core == "cortex-m0plus"
 
     @property
     def machine(self) -> Machine:

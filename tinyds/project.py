@@ -2,6 +2,8 @@
 
 out/
   platformio.ini, tinyds_flags.py   `pio run -t upload` for the MCU's real board
+  rp2040_uf2.py, tinyds_uf2.py       (rp2040) a copy of tinyds/rp2040.py, which makes
+                                     firmware.uf2, and the PlatformIO step that runs it
   Makefile                           the same build with plain arm-none-eabi-gcc
   link.ld                            the board's MEMORY + firmware/sections.ld
   src/main.c                         demo: runs the sample, prints cycles per layer; written
@@ -117,11 +119,15 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
     (out_dir / "link.ld").write_text(link_script(m.flash_origin, m.flash, m.ram_origin, m.ram,
                                                  m.boot2))
     if m.boot2:
+        from tinyds import rp2040
         (src / "rp2040_boot2.c").write_text(boot2_source())
+        shutil.copyfile(rp2040.__file__, out_dir / "rp2040_uf2.py")
     (out_dir / "Makefile").write_text(render("Makefile.j2", **ctx))
     if m.pio_board:
         (out_dir / "platformio.ini").write_text(render("platformio.ini.j2", **ctx))
         (out_dir / "tinyds_flags.py").write_text(render("tinyds_flags.py.j2", **ctx))
+        if m.boot2:
+            (out_dir / "tinyds_uf2.py").write_text(render("tinyds_uf2.py.j2"))
     for f in FIRMWARE_SOURCES:
         shutil.copyfile(FIRMWARE_DIR / f, src / f)
     (src / "tinyds_model.h").write_text(model_glue(name, m.name))
@@ -164,5 +170,5 @@ def write_arduino(folder: Path, name: str, lib_files: dict[str, str], samples: d
 def demo_main(name: str, mcu: str) -> str:
     """The demo's main.c: the project's first src/main.c, and what bench runs."""
     m: MCU = mcu_table.get(mcu)
-    counter = ("SysTick, 24 bit" if m.core == "cortex-m0plus" else "DWT->CYCCNT")
+    counter = ("SysTick, extended past 24 bits" if m.armv6m else "DWT->CYCCNT")
     return render("main.c.j2", name=name, board=m.board, counter_doc=counter)

@@ -82,7 +82,8 @@ def with_bench(doc: dict, b) -> dict:
     (None when not estimated), matched by index when bench timed every layer."""
     per_layer = len(b.layers) == len(doc["layers"])
     return {**doc, "bench": {
-        "mcu": b.mcu, "total_instructions": b.total_instructions, "cycles": b.cycles,
+        "mcu": b.mcu, "machine": b.machine, "total_instructions": b.total_instructions,
+        "cycles": b.cycles,
         "cycle_model": b.cycle_model or None,
         "layers": [{"index": la.index, "instructions": la.instructions, "cycles": la.cycles}
                    for la in b.layers] if per_layer else None}}
@@ -179,7 +180,7 @@ def plots(doc: dict) -> dict[str, str]:
                    label=f"cycles (estimated, {bench['cycle_model']})", color="darkorange")
         ax.set_xlabel("layer")
         ax.set_ylabel("count")
-        ax.set_title(f"tinyds bench on {bench['mcu']}: per layer")
+        ax.set_title(f"tinyds bench: {bench['mcu']} on QEMU {bench['machine']}, per layer")
         ax.legend(fontsize=8)
         out["bench"] = _svg(fig)
         plt.close(fig)

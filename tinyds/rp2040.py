@@ -7,8 +7,9 @@ assembles the source and compares); boot2_image pads it and appends the CRC.
 UF2 is the drag-and-drop format of the Pico's USB bootloader: 512-byte blocks of
 256 payload bytes each, tagged with the RP2040 family ID.
 
-`python3 -m tinyds.rp2040 build/firmware.bin build/firmware.uf2` converts an image
-linked at XIP_BASE (the generated rp2040 Makefile runs it).
+`python3 -m tinyds.rp2040 build/firmware.bin firmware.uf2` converts an image linked at
+XIP_BASE. This file needs only the standard library: generated rp2040 projects carry a copy
+as rp2040_uf2.py, which their Makefile and CMake build run, so tinyds need not be installed.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def uf2(image: bytes, base: int = XIP_BASE, family: int = RP2040_FAMILY_ID) -> b
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python3 -m tinyds.rp2040 firmware.bin firmware.uf2", file=sys.stderr)
+        print("usage: python3 rp2040_uf2.py firmware.bin firmware.uf2", file=sys.stderr)
         return 2
     image = Path(args[0]).read_bytes()
     stored = image[BOOT2_SIZE - 4:BOOT2_SIZE]
