@@ -394,20 +394,29 @@ def _trained(name, seed):
     classes = [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
     steps, noise = TRAINING[name]
     task = SyntheticTask(SHAPES[name], classes, seed, noise)
+
+    def loss_at(step):
+        x, y = task.draw(32, seed=1_000_000 + step)
+        return F.cross_entropy(model(x), y)
+    return _fit(model, steps, loss_at), task
+
+
+def _fit(model: nn.Module, steps: int, loss_at) -> nn.Module:
+    """Adam over `steps` batches, loss_at(step) each batch's loss; one thread: deterministic
+    sums, and no thread thrash on a loaded 2-core box."""
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # deterministic sums, and no thread thrash on a loaded 2-core box
+    torch.set_num_threads(1)
     try:
         for step in range(steps):
-            x, y = task.draw(32, seed=1_000_000 + step)
-            loss = F.cross_entropy(model(x), y)
+            loss = loss_at(step)
             opt.zero_grad()
             loss.backward()
             opt.step()
     finally:
         torch.set_num_threads(threads)
-    return model.eval(), task
+    return model.eval()
 
 
 class TwoHead(nn.Module):
@@ -461,18 +470,9 @@ def trained_two_head(seed: int = 0):
 def _trained_two_head(seed):
     torch.manual_seed(seed)
     model, task = TwoHead(), TwoHeadTask(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for step in range(300):
-            (image, side), (y, target) = task.draw(64, seed=2_000_000 + step)
-            logits, reg = model(image, side)
-            loss = F.cross_entropy(logits, y) + F.mse_loss(reg, target) * 4
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval(), task
+
+    def loss_at(step):
+        (image, side), (y, target) = task.draw(64, seed=2_000_000 + step)
+        logits, reg = model(image, side)
+        return F.cross_entropy(logits, y) + F.mse_loss(reg, target) * 4
+    return _fit(model, 300, loss_at), task
