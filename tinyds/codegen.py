@@ -361,14 +361,14 @@ def flash_need(lib: Library) -> int:
 
 def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = "",
                    labels=()):
-    """render_library for an MCU; under "speed", layers whose int16 weight streams (or
-    add tables) would overflow the MCU's flash fall back to int8 ("size"), largest first."""
+    """render_library for an MCU; under "speed", layers whose int16 weight streams would
+    overflow the MCU's flash fall back to int8 ("size"), largest first, then ADDs' tables."""
     target = kernel_choice.Target.for_mcu(mcu, optimize)
     files, lib = render_library(qg, name, source, target, labels)
     budget = mcu_table.get(mcu).flash - mcu_table.RUNTIME_FLASH_BYTES
-    fast = sorted((i for i, k in enumerate(lib.kernels)
-                   if k is not None and (k.fast or "table1" in k.params)),
-                  key=lambda i: -layer_weight_bytes(qg, qg.ops[i], lib.kernels[i]))
+    fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
+                  key=lambda i: -len(lib.kernels[i].params["stream"]))
+    fast += [i for i, k in enumerate(lib.kernels) if k is not None and "table1" in k.params]
     size_layers = set()
     while flash_need(lib) > budget and fast:
         size_layers.add(fast.pop(0))

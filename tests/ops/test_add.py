@@ -99,6 +99,23 @@ def test_table_kernel_on_qemu(opkit, tmp_path, mcu):
         np.testing.assert_array_equal(got, reference.run(g, x))
 
 
+def test_tables_fall_back_when_flash_is_short(monkeypatch):
+    """An MCU whose flash cannot hold the tables gets the computed ADD."""
+    import dataclasses
+
+    from tinyds import codegen
+    from tinyds import mcu as mcu_table
+    g = random_graph(np.random.default_rng(25))
+    _, lib = codegen.render_for_mcu(g, "m", "stm32f4")
+    assert "table1" in lib.kernels[2].params
+    need = codegen.flash_need(lib) + mcu_table.RUNTIME_FLASH_BYTES
+    monkeypatch.setitem(mcu_table.MCUS, "stm32f4",
+                        dataclasses.replace(mcu_table.MCUS["stm32f4"], flash=need - 1))
+    _, fell = codegen.render_for_mcu(g, "m", "stm32f4")
+    assert "table1" not in fell.kernels[2].params
+    assert fell.weight_bytes == lib.weight_bytes - 2048
+
+
 def test_shapes_that_do_not_broadcast_are_rejected():
     g = add_graph((1, 2, 2, 3), (0.1, 0), (0.1, 0), (0.2, 0))
     g.tensors["b"].shape = (1, 1, 1, 2)
