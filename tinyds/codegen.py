@@ -20,7 +20,7 @@ import numpy as np
 from . import (__version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project,
                reference, weight_blob)
 from .errors import TinydsError
-from .ir import Graph
+from .ir import C_TYPES, Graph
 from .planner import Plan, is_alias, plan, scratch_name
 
 RUNTIME_HEADERS = ("tinyds_common.h", "tinyds_dsp.h")
@@ -141,10 +141,6 @@ def layer_weight_bytes(g: Graph, op, k=None) -> int:
             + sum(v.nbytes for v in op.attrs.values() if isinstance(v, np.ndarray)))
 
 
-# C element type of each activation dtype (uint8 only at a model's edges, int16: 16x8).
-C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t"}
-
-
 def _pointer(p: Plan, tensor: str, qg: Graph) -> str:
     """The C expression for a tensor's bytes: in the arena (cast for a uint8 or int16 tensor;
     the planner keeps offsets 4-aligned), or the
@@ -212,7 +208,7 @@ def render_library(qg: Graph, name: str, source: str = "",
         name=name, NAME=name.upper(), source=(source or qg.name).replace("*/", "* /"),
         layers=layers, kernels=kernels, dsp=any(k is not None and k.dsp for k in chosen),
         in_t=C_TYPES[x.dtype], out_t=C_TYPES[y.dtype], input_type=x.dtype, output_type=y.dtype,
-        input_min=int(np.iinfo(x.dtype).min), input_max=int(np.iinfo(x.dtype).max),
+        input_min=x.qrange[0], input_max=x.qrange[1],
         input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),
         input_size=x.size, output_size=y.size, arena_size=p.arena_size,
         unshared_size=p.unshared_size, input_scale=_c_float(s_in), input_zero_point=zp_in,

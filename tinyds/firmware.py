@@ -115,7 +115,7 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
                               f"{len(inputs)} vectors; it printed: {printed.strip()}")
         out = np.frombuffer((work / "outputs.bin").read_bytes(), dtype=out_dtype)
         dumped = (np.frombuffer((work / "layers.bin").read_bytes(),
-                                np.int16 if np.dtype(out_dtype) == np.int16 else np.int8)
+                                verify.dump_dtype(out_dtype))
                   if layer_sizes else None)
     out = out.reshape(len(inputs), output_size)
     if dumped is None:

@@ -87,6 +87,8 @@ OP_TYPES = (
 )
 ACTIVATIONS = ("none", "relu", "relu6")
 ACT_DTYPES = ("int8", "int16")       # quantized activation tensors (--activations)
+# C element type of each integer activation dtype (uint8 only at a model's edges).
+C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t"}
 
 
 # No microcontroller holds a tensor of more elements; shapes are checked against this

@@ -460,10 +460,9 @@ def quantize_input(qg: Graph, x, index: int = 0):
         return [quantize_input(qg, b, i) for i, b in enumerate(x)]
     t = qg.tensors[qg.inputs[index]]
     s, zp = t.qparams
-    info = np.iinfo(t.dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         v = np.asarray(x, np.float32) / np.float32(s)
-    q = np.clip(round_half_away(np.where(np.isnan(v), 0, v)) + zp, info.min, info.max)
+    q = np.clip(round_half_away(np.where(np.isnan(v), 0, v)) + zp, *t.qrange)
     return q.astype(t.dtype)
 
 

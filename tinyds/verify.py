@@ -124,14 +124,20 @@ def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None, out_dtype="
                            lines[0] if lines else f"exit code {res.returncode}")
             raise TinydsError(f"{exe}: generated C failed at run time: {summary}")
         y = np.frombuffer(dst.read_bytes(), dtype=out_dtype)
-        dumped = np.frombuffer(dump.read_bytes(), np.int16 if np.dtype(out_dtype) == np.int16
-                               else np.int8) if layer_sizes is not None else None
+        dumped = np.frombuffer(dump.read_bytes(), dump_dtype(out_dtype)) \
+            if layer_sizes is not None else None
     n = x.shape[0]
     if y.size != n * output_size:
         raise TinydsError(f"{exe}: produced {y.size} bytes for {n} vectors of {output_size}")
     if dumped is None:
         return y.reshape(n, output_size)
     return y.reshape(n, output_size), split_layers(dumped, n, layer_sizes, exe)
+
+
+def dump_dtype(out_dtype) -> type:
+    """The element of a TINYDS_DUMP stream: int16 in a 16x8 model, else bytes (int8; a uint8
+    output layer's bytes are viewed as uint8 by check_layers)."""
+    return np.int16 if np.dtype(out_dtype) == np.int16 else np.int8
 
 
 def split_layers(dumped: np.ndarray, n: int, layer_sizes, where) -> list[np.ndarray]:
@@ -245,7 +251,7 @@ def verify_inputs(qg: Graph, stored, n_random: int, seed: int = 0) -> np.ndarray
 def _input_vectors(t, stored, n_random: int, seed: int) -> np.ndarray:
     shape = tuple(t.shape[1:])
     dtype = t.dtype
-    lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+    lo, hi = t.qrange
     rng = np.random.default_rng(seed)
     step = (hi - lo + 1) // 256
     parts = [np.stack([np.full(shape, v, dtype) for v in (lo, (lo + hi + 1) // 2, hi)])]

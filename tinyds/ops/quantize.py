@@ -9,17 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..fixedpoint import multiply_by_quantized_multiplier
-from ..ir import Graph, Op
-
-C_TYPES = {"int8": "int8_t", "uint8": "uint8_t"}
+from ..ir import C_TYPES, Graph, Op
 
 
 def params(g: Graph, op: Op) -> dict:
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    info = np.iinfo(y.dtype)
+    out_min, out_max = y.qrange
     return dict(size=x.size, input_zp=x.qparams[1], output_zp=y.qparams[1],
                 multiplier=int(op.attrs["multiplier"]), shift=int(op.attrs["shift"]),
-                out_min=int(info.min), out_max=int(info.max),
+                out_min=out_min, out_max=out_max,
                 in_t=C_TYPES[x.dtype], out_t=C_TYPES[y.dtype])
 
 
