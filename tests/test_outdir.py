@@ -145,3 +145,87 @@ def test_same_model_from_two_places_gives_identical_bytes(tmp_path, capsys):
     for rel in trees[0]:
         assert trees[0][rel] == trees[1][rel], rel
     assert b'"source": "digits_dscnn.pt"' in trees[0]["tinyds.json"]
+
+
+@pytest.mark.parametrize("record", ["../victim.txt", "{abs}", "lib/../../victim.txt", "./x/../../victim.txt"])
+def test_a_record_naming_a_path_outside_out_touches_nothing(record, tmp_path, capsys):
+    """A tinyds.json from elsewhere cannot make generate delete a file outside out/."""
+    out = tmp_path / "out"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    assert generate(capsys, out)[0] == 0
+    meta = json.loads((out / "tinyds.json").read_text())
+    record = record.format(abs=victim)
+    meta["files"][record] = outdir.sha256(victim)         # as if tinyds had written it
+    (out / "tinyds.json").write_text(json.dumps(meta))
+    before = snapshot(out)
+    for extra in ((), ("--force",)):
+        rc, _, err = generate(capsys, out, "--name", "other", *extra)
+        assert rc == 2 and len(err.splitlines()) == 1, err
+        assert repr(record) in err and "nothing was changed" in err
+        assert victim.read_text() == "precious\n"
+        assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "victim.txt"]
+
+
+@pytest.mark.parametrize("folder", ["lib", "src", "lib/digits_dscnn"])
+def test_a_linked_folder_is_never_written_through(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert generate(capsys, out)[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    (out / folder).rename(elsewhere)
+    (out / folder).symlink_to(elsewhere, target_is_directory=True)
+    outside = snapshot(elsewhere)
+    (out / "Makefile").write_text("edited\n")
+    rc, _, err = generate(capsys, out, "--force")
+    assert rc == 2 and len(err.splitlines()) == 1 and "link" in err, err
+    assert snapshot(elsewhere) == outside
+    assert (out / "Makefile").read_text() == "edited\n"        # nothing moved
+
+
+def test_links_in_out_are_kept_never_followed(tmp_path, capsys):
+    """A link where tinyds writes a file, a link named like the marker's part file and a
+    stale record whose file became a link: nothing outside out/ is written or deleted."""
+    out = tmp_path / "out"
+    assert generate(capsys, out)[0] == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (out / "link.ld").unlink()
+    (out / "link.ld").symlink_to(victim)
+    for name in (".tinyds.json.part", ".report.html.part"):
+        (out / name).symlink_to(victim)
+    rc, printed, _ = generate(capsys, out, "--force")
+    assert rc == 0 and "link.ld" in printed
+    assert victim.read_text() == "precious\n" and (out / "link.ld").is_symlink()
+    # a stale recorded file that is now a link to the user's file: not deleted, not followed
+    meta = json.loads((out / "tinyds.json").read_text())
+    (out / "Makefile").unlink()
+    (out / "Makefile").symlink_to(victim)
+    meta["files"]["Makefile"] = outdir.sha256(victim)
+    (out / "tinyds.json").write_text(json.dumps(meta))
+    assert generate(capsys, out, "--lib-only", "--force")[0] == 0
+    assert victim.read_text() == "precious\n" and (out / "Makefile").is_symlink()
+
+
+def test_a_linked_marker_does_not_make_a_folder_replaceable(tmp_path, capsys):
+    real = tmp_path / "real"
+    assert generate(capsys, real)[0] == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    (mine / "tinyds.json").symlink_to(real / "tinyds.json")
+    rc, _, err = generate(capsys, mine)
+    assert rc == 2 and "not a tinyds output" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "tinyds.json"]
+
+
+def test_a_stale_file_the_user_edited_survives_force(tmp_path, capsys):
+    """Regenerate deletes only files whose content is still what tinyds wrote."""
+    out = tmp_path / "out"
+    assert generate(capsys, out)[0] == 0
+    c = out / "lib" / "digits_dscnn" / "digits_dscnn.c"
+    c.write_text(c.read_text() + "/* mine */\n")
+    rc, printed, _ = generate(capsys, out, "--name", "digits2", "--force")
+    assert rc == 0 and "lib/digits_dscnn/digits_dscnn.c" in printed
+    assert c.read_text().endswith("/* mine */\n")
+    assert not (out / "lib" / "digits_dscnn" / "digits_dscnn.h").exists()

@@ -310,7 +310,9 @@ def _check_out_dir(out: Path) -> None:
 
 def is_marker(path: Path) -> bool:
     """Whether path is a marker tinyds wrote (its content, not just its name: a user's own
-    tinyds.json does not make their folder replaceable)."""
+    tinyds.json does not make their folder replaceable; nor does a link to one)."""
+    if path.is_symlink():
+        return False
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -332,12 +334,6 @@ def _recorded(out: Path) -> dict[str, str]:
     files = json.loads((out / MARKER).read_text()).get("files", {})
     return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)} \
         if isinstance(files, dict) else {}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text)
-    os.replace(part, path)
 
 
 def _sample(qg: Graph, vectors) -> np.ndarray:
@@ -475,7 +471,7 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
         if out.exists():
             meta["files"], kept, removed = outdir.merge(tmp, out, _recorded(out), force)
             shutil.rmtree(tmp, ignore_errors=True)
-            _write_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
+            outdir.write_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
         else:
             meta["files"] = {rel: outdir.sha256(p) for rel, p in outdir.tree(tmp).items()
                              if rel not in outdir.USER_FILES}

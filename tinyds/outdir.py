@@ -5,12 +5,21 @@ generate a file on disk whose hash is neither the recorded one nor the new one w
 edited by the user: it is kept and reported unless force. Files tinyds never
 recorded (anything the user added) are never touched, and USER_FILES (the demo
 src/main.c) are written once and then belong to the user.
+
+out/ is a jail: an out/ folder may come from someone else, so every path its record
+names must be a plain relative path below out/, no folder on the way may be a symbolic
+link, a link where tinyds writes a file is the user's (kept, never written through),
+and a recorded file is deleted only while its content is still what tinyds wrote.
+Everything is checked before the first file moves: a bad record touches nothing.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from .errors import TinydsError
 
 USER_FILES = frozenset(["src/main.c"])
 
@@ -24,6 +33,40 @@ def tree(folder: Path) -> dict[str, Path]:
     return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def jailed(out: Path, rel: str, what: str) -> Path:
+    """out/rel, refused unless rel is a plain relative path and no folder between out/
+    and it is a symbolic link (git's rule for a work tree: never follow a link out)."""
+    parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+    if (not parts or "\0" in rel or "\\" in rel or rel.startswith("/")
+            or PurePosixPath(rel).as_posix() != rel or any(p in (".", "..") for p in parts)):
+        raise TinydsError(f"{out / 'tinyds.json'}: {what} {rel!r} is not a path inside the "
+                          "output folder; nothing was changed; delete that entry or the folder")
+    folder = out
+    for part in parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise TinydsError(f"{folder}: is a link or a file where tinyds keeps a folder of "
+                              "generated files; tinyds never writes through it; nothing was "
+                              "changed; remove it or choose another -o")
+    return out / rel
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write path by renaming a new file over it: mkstemp's O_EXCL never opens a link an
+    out/ folder from elsewhere may hold, and rename replaces a link, never its target."""
+    fd, part = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(part, path)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+
+
 def merge(new: Path, out: Path, recorded: dict[str, str], force: bool) -> tuple[dict, list, list]:
     """Move the freshly generated files of folder `new` into the existing folder out.
 
@@ -31,11 +74,16 @@ def merge(new: Path, out: Path, recorded: dict[str, str], force: bool) -> tuple[
     Returns (hash of each generated file, kept edited files, removed stale files).
     """
     files = tree(new)
+    targets = {rel: jailed(out, rel, "generated file") for rel in files}
+    stale = {rel: jailed(out, rel, "the record of file") for rel in recorded if rel not in files}
     hashes = {rel: sha256(p) for rel, p in files.items() if rel not in USER_FILES}
     kept, removed = [], []
     for rel, src in files.items():
-        dst = out / rel
+        dst = targets[rel]
         if rel in USER_FILES and (dst.exists() or dst.is_symlink()):
+            continue
+        if dst.is_symlink():                  # the user's link: never replaced nor followed
+            kept.append(rel)
             continue
         if dst.is_file() and not force and _edited(dst, recorded, rel, hashes.get(rel)):
             kept.append(rel)
@@ -45,11 +93,10 @@ def merge(new: Path, out: Path, recorded: dict[str, str], force: bool) -> tuple[
             kept.append(rel)                  # the user put a folder where tinyds writes a file
             continue
         os.replace(src, dst)
-    for rel, digest in recorded.items():
-        dst = out / rel
-        if rel in files or rel in USER_FILES or not dst.is_file() or dst.is_symlink():
+    for rel, dst in stale.items():
+        if rel in USER_FILES or dst.is_symlink() or not dst.is_file():
             continue
-        if not force and sha256(dst) != digest:
+        if sha256(dst) != recorded[rel]:      # not what tinyds wrote: never deleted, not even by force
             kept.append(rel)
             continue
         dst.unlink()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__, analyze, data_dir, mcu as mcu_table
+from . import __version__, analyze, data_dir, mcu as mcu_table, outdir
 from .ir import Graph
 
 SCHEMA = "tinyds-report/1"
@@ -194,5 +194,7 @@ def html(doc: dict) -> str:
 
 
 def write(folder: Path, doc: dict) -> None:
-    (folder / "report.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (folder / "report.html").write_text(html(doc))
+    """Replace report.json and report.html (bench rewrites them in an existing out/, whose
+    files may be links: renamed over, never written through)."""
+    outdir.write_atomic(folder / "report.json", json.dumps(doc, indent=1) + "\n")
+    outdir.write_atomic(folder / "report.html", html(doc))
