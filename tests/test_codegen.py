@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 import pytest
 
-from tinyds import bundle, codegen, ops, reference, verify
+from tinyds import bundle, codegen, ops, reference, templating, verify
 from tinyds.cli import main
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op, Tensor
@@ -67,18 +67,14 @@ STANDINS = {
 
 @pytest.fixture(autouse=True)
 def standin_kernels(monkeypatch):
-    real_get, real_env = ops.get, codegen.environment
+    real_get = ops.get
 
     def get(op_type):
         return STANDINS[op_type] if op_type in STANDINS else real_get(op_type)
 
-    def environment():
-        env = real_env()
-        env.loader = jinja2.ChoiceLoader([jinja2.DictLoader(STANDIN_TEMPLATES), env.loader])
-        return env
-
     monkeypatch.setattr(ops, "get", get)
-    monkeypatch.setattr(codegen, "environment", environment)
+    monkeypatch.setattr(templating.ENV, "loader", jinja2.ChoiceLoader(
+        [jinja2.DictLoader(STANDIN_TEMPLATES), templating.ENV.loader]))
 
 
 def act(name, shape, scale=0.05, zp=-3):

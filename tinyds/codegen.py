@@ -14,11 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from . import (__version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project,
-               reference, weight_blob)
+               reference, templating, weight_blob)
 from .errors import TinydsError
 from .ir import C_TYPES, Graph
 from .planner import Plan, is_alias, plan, scratch_name
@@ -116,13 +115,6 @@ def _c_float(x) -> str:
     return text if any(c in text for c in ".en") else text + ".0"
 
 
-def environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, autoescape=False)
-
-
 def weight_bytes(g: Graph, chosen=None) -> int:
     """Flash used by constants: tensors plus the per-channel requant arrays; a fast
     kernel's int16 weight stream counts 4 bytes per word."""
@@ -173,7 +165,6 @@ def render_library(qg: Graph, name: str, source: str = "",
     labels: a class name per output byte (--labels), or none."""
     if not qg.is_quantized:
         raise TinydsError(f"{qg.name}: graph is not quantized; run tinyds.quantize.quantize first")
-    env = environment()
     chosen = [None if is_alias(qg, op) else kernel_choice.choose(qg, op, target) for op in qg.ops]
     p = plan(qg, chosen)
     single = len(qg.inputs) == 1 and len(qg.outputs) == 1
@@ -193,8 +184,8 @@ def render_library(qg: Graph, name: str, source: str = "",
                  "out_size": qg.tensors[op.outputs[0]].nbytes}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
-            kernels.append(weight_blob.externalize(env.get_template(
-                f"ops/{k.template}.c.j2").render(fn=fn, prefix=name, **k.params),
+            kernels.append(weight_blob.externalize(templating.render(
+                f"ops/{k.template}.c.j2", fn=fn, prefix=name, **k.params),
                 f"{name.upper()}_W", blob))
             args = [_pointer(p, t, qg) for t in op.inputs if t and not qg.tensors[t].is_const]
             args.append(_pointer(p, op.outputs[0], qg))
@@ -224,9 +215,9 @@ def render_library(qg: Graph, name: str, source: str = "",
         weights_size=blob.size, weights_version=weight_blob.VERSION,
         weights_checksum=f"{blob.checksum:#010x}")
     files = {
-        f"{name}.h": env.get_template("model.h.j2").render(**ctx),
-        f"{name}.c": env.get_template("model.c.j2").render(**ctx),
-        f"{name}_io.c": env.get_template("model_io.c.j2").render(**ctx),
+        f"{name}.h": templating.render("model.h.j2", **ctx),
+        f"{name}.c": templating.render("model.c.j2", **ctx),
+        f"{name}_io.c": templating.render("model_io.c.j2", **ctx),
     }
     for header in RUNTIME_HEADERS + ((INT16_HEADER,) if x.dtype == "int16" else ()):
         files[header] = (data_dir("templates") / header).read_text()
@@ -264,7 +255,7 @@ def generate_library(qg: Graph, lib_dir, name: str, source: str = "",
 def harness_source(name: str) -> str:
     """C main() that streams a file of input vectors through NAME_run (host verify); the
     header's NAME_input_t / NAME_output_t give the element types."""
-    return environment().get_template("harness/harness.c.j2").render(name=name, NAME=name.upper())
+    return templating.render("harness/harness.c.j2", name=name, NAME=name.upper())
 
 
 @dataclass

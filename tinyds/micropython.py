@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, mcu as mcu_table, verify, weight_blob
-from .codegen import environment
+from . import __version__, mcu as mcu_table, templating, verify, weight_blob
 from .errors import TinydsError
 
 ARCHS = ("x64", "armv6m", "armv7m", "armv7emsp", "armv7emdp")
@@ -89,7 +88,6 @@ def render_sources(lib_files: dict[str, str], name: str, source: str, input_size
     input_sizes, output_sizes: each input's and output's bytes, for a model with several
     (run then takes a tuple of buffers). io_types: the input and output types (int8, or
     uint8 for a one-input one-output model)."""
-    env = environment()
     inputs = [dict(index=i, size=n) for i, n in enumerate(input_sizes or [input_size])]
     outputs = [dict(index=i, size=n) for i, n in enumerate(output_sizes or [output_size])]
     info = np.iinfo(io_types[0])
@@ -100,12 +98,13 @@ def render_sources(lib_files: dict[str, str], name: str, source: str, input_size
                input_size=input_size, output_size=output_size, arch=arch_for(mcu),
                archs=arch_order(mcu), version=__version__, mcu=mcu, weights_size=len(weights))
     files = dict(lib_files)
-    files[f"{name}_mpy.c"] = env.get_template("micropython/natmod.c.j2").render(**ctx)
-    files[f"{name}_weights.py"] = env.get_template("micropython/weights.py.j2").render(
+    files[f"{name}_mpy.c"] = templating.render("micropython/natmod.c.j2", **ctx)
+    files[f"{name}_weights.py"] = templating.render(
+        "micropython/weights.py.j2",
         lines=[repr(weights[i:i + 48]) for i in range(0, len(weights), 48)],
         **{**ctx, "source": source.replace("\n", " ")})
-    files["Makefile"] = env.get_template("micropython/Makefile.j2").render(**ctx)
-    files["README.md"] = env.get_template("micropython/README.md.j2").render(**ctx)
+    files["Makefile"] = templating.render("micropython/Makefile.j2", **ctx)
+    files["README.md"] = templating.render("micropython/README.md.j2", **ctx)
     return files
 
 
@@ -213,8 +212,8 @@ def module_for(out: verify.Output, arch: str, work: Path) -> Path:
 
 def runner_script(name: str, vectors: str, single: bool = True) -> str:
     """single: the model has one input and one output (else run takes tuples)."""
-    return environment().get_template("micropython/verify_run.py.j2").render(
-        name=name, vectors=vectors, timed_runs=TIMED_RUNS, single=single)
+    return templating.render("micropython/verify_run.py.j2", name=name,
+                              vectors=vectors, timed_runs=TIMED_RUNS, single=single)
 
 
 def qemu_firmware(machine: str, board: str) -> Path | None:

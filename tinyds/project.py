@@ -21,39 +21,25 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
-from tinyds import data_dir, mcu as mcu_table
+from tinyds import data_dir, mcu as mcu_table, templating
 from tinyds.mcu import MCU, STACK_BYTES
 
 FIRMWARE_SOURCES = ("startup.c", "board.c", "tinyds_board.h")
 
 
 FIRMWARE_DIR = data_dir("firmware")
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(data_dir("templates") / "project")),
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-
-
-_env_blocks = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(data_dir("templates") / "project")),
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-    lstrip_blocks=True)
 
 
 def render(template: str, **ctx) -> str:
-    return _env.get_template(template).render(**ctx)
-
-
-def render_blocks(template: str, **ctx) -> str:
-    """The templates written with {% %} lines of their own (CMake, Zephyr, Arduino)."""
-    return _env_blocks.get_template(template).render(**ctx)
+    """templates/project/<template>."""
+    return templating.render(f"project/{template}", **ctx)
 
 
 def library_cmake(name: str) -> str:
     """lib/NAME/CMakeLists.txt: the library target, also for --lib-only."""
-    return render_blocks("lib_CMakeLists.txt.j2", name=name)
+    return render("lib_CMakeLists.txt.j2", name=name)
 
 
 def console_define(console: str) -> str:
@@ -86,7 +72,7 @@ def boot2_source() -> str:
     """src/rp2040_boot2.c: firmware/rp2040_boot2.S assembled, padded, with its CRC."""
     from tinyds.rp2040 import boot2_image
     body = "".join(f"    {row},\n" for row in _c_rows(np.frombuffer(boot2_image(), np.uint8)))
-    return render_blocks("rp2040_boot2.c.j2", body=body)
+    return render("rp2040_boot2.c.j2", body=body)
 
 
 def model_glue(name: str, mcu: str) -> str:
@@ -136,14 +122,14 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
         sample_input=_c_rows(np.asarray(sample_input)),
         sample_output=_c_rows(np.asarray(sample_output))))
     (src / "main.c").write_text(demo_main(name, m.name))
-    (out_dir / "CMakeLists.txt").write_text(render_blocks("CMakeLists.txt.j2", **ctx))
+    (out_dir / "CMakeLists.txt").write_text(render("CMakeLists.txt.j2", **ctx))
     (out_dir / "cmake").mkdir(exist_ok=True)
     (out_dir / "cmake" / "arm-none-eabi.cmake").write_text(
-        render_blocks("arm-none-eabi.cmake.j2", **ctx))
+        render("arm-none-eabi.cmake.j2", **ctx))
     (out_dir / "zephyr").mkdir(exist_ok=True)
-    (out_dir / "zephyr" / "module.yml").write_text(render_blocks("zephyr/module.yml.j2", **ctx))
+    (out_dir / "zephyr" / "module.yml").write_text(render("zephyr/module.yml.j2", **ctx))
     for f in ("CMakeLists.txt", "Kconfig"):
-        (out_dir / "zephyr" / f).write_text(render_blocks(f"zephyr/{f}.j2", **ctx))
+        (out_dir / "zephyr" / f).write_text(render(f"zephyr/{f}.j2", **ctx))
     if lib_files is not None:
         samples = dict(sample_input=_c_rows(np.asarray(sample_input)),
                        sample_output=_c_rows(np.asarray(sample_output)))
@@ -161,11 +147,11 @@ def write_arduino(folder: Path, name: str, lib_files: dict[str, str], samples: d
     (folder / "src").mkdir(parents=True)
     for f, text in lib_files.items():
         (folder / "src" / f).write_text(text)
-    (folder / "library.properties").write_text(render_blocks("arduino/library.properties.j2", **ctx))
+    (folder / "library.properties").write_text(render("arduino/library.properties.j2", **ctx))
     example = folder / "examples" / name
     example.mkdir(parents=True)
-    (example / f"{name}.ino").write_text(render_blocks("arduino/example.ino.j2", **ctx))
-    (example / "sample.h").write_text(render_blocks("arduino/sample.h.j2", **ctx))
+    (example / f"{name}.ino").write_text(render("arduino/example.ino.j2", **ctx))
+    (example / "sample.h").write_text(render("arduino/sample.h.j2", **ctx))
 
 def demo_main(name: str, mcu: str) -> str:
     """The demo's main.c: the project's first src/main.c, and what bench runs."""

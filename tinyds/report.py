@@ -15,9 +15,8 @@ import json
 import math
 from pathlib import Path
 
-import jinja2
 
-from . import __version__, analyze, data_dir, mcu as mcu_table, outdir
+from . import __version__, analyze, mcu as mcu_table, outdir, templating
 from .ir import Graph
 
 SCHEMA = "tinyds-report/1"
@@ -188,9 +187,7 @@ def plots(doc: dict) -> dict[str, str]:
 
 
 def html(doc: dict) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
-                             undefined=jinja2.StrictUndefined, autoescape=True)
-    return env.get_template("report/report.html.j2").render(doc=doc, plots=plots(doc))
+    return templating.render("report/report.html.j2", doc=doc, plots=plots(doc))
 
 
 def write(folder: Path, doc: dict) -> None:

@@ -22,8 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tinyds import codegen, data_dir, ops, verify
-from tinyds.codegen import environment
+from tinyds import codegen, data_dir, ops, templating, verify
 from tinyds.kernels import Target, choose
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.requant import derive_int_params
@@ -137,15 +136,14 @@ def _inplace_offsets(k, in_size: int, out_size: int) -> tuple[int, int]:
 
 
 def _render(cases, target: Target = Target(), inplace: bool = False) -> str:
-    env = environment()
     kernels, table = [], []
     scratch = max(choose(g, g.ops[0], target).scratch for g, _ in cases)
     for i, (g, _) in enumerate(cases):
         op = g.ops[0]
         k = choose(g, op, target)
         fn = f"case{i}_{op.type}"
-        kernels.append(env.get_template(f"ops/{k.template}.c.j2").render(
-            fn=fn, prefix="t", **k.params))
+        kernels.append(templating.render(f"ops/{k.template}.c.j2", fn=fn, prefix="t",
+                                         **k.params))
         extra = ", scratch.bytes" if k.scratch else ""
         if inplace and k.inplace:
             in_off, out_off = _inplace_offsets(k, g.input.size, g.output.size)
