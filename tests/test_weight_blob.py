@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyds import api, codegen, verify, weight_blob
+from tinyds import api, codegen, verify
 
 REPO = Path(__file__).resolve().parent.parent
 KWS = REPO.parent / "shared" / "models" / "mlperf-tiny" / "kws_ref_model.tflite"
@@ -76,7 +76,7 @@ def test_layout(model, mcu):
                                                   files["m.c"], flags=re.M)}
     # Each array on a 4-byte boundary, inside the blob, none overlapping, and
     # together the blob's body (its only padding is what alignment needs).
-    spans = sorted((off, off + sizes[a] * np.dtype(weight_blob.CTYPES[t]).itemsize)
+    spans = sorted((off, off + sizes[a] * np.dtype(t.removesuffix("_t")).itemsize)
                    for a, (t, off) in arrays.items())
     assert spans and spans[0][0] == 16 and spans[-1][1] <= len(blob) < spans[-1][1] + 4
     for (a0, e0), (a1, _) in zip(spans, spans[1:]):

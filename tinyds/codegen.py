@@ -184,9 +184,8 @@ def render_library(qg: Graph, name: str, source: str = "",
                  "out_size": qg.tensors[op.outputs[0]].nbytes}
         if k is not None:
             fn = f"{name}_l{i}_{op.type}"
-            kernels.append(weight_blob.externalize(templating.render(
-                f"ops/{k.template}.c.j2", fn=fn, prefix=name, **k.params),
-                f"{name.upper()}_W", blob))
+            kernels.append(templating.render(f"ops/{k.template}.c.j2", fn=fn, prefix=name,
+                                             blob=blob, **k.params))
             args = [_pointer(p, t, qg) for t in op.inputs if t and not qg.tensors[t].is_const]
             args.append(_pointer(p, op.outputs[0], qg))
             if k.scratch:

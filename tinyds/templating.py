@@ -1,5 +1,6 @@
 """The one Jinja environment every renderer uses (library, project, MicroPython,
-report).
+report), and the Python half of templates/array.j2: constant arrays become C text
+here and nowhere else.
 
 Settings every template is written for: undefined names are errors, a block tag's
 line leaves no trace (trim_blocks, lstrip_blocks; `+%}` keeps a newline where the
@@ -9,14 +10,39 @@ output needs one), a template's last newline is kept, and only HTML templates
 from __future__ import annotations
 
 import jinja2
+import numpy as np
 
 from . import data_dir
+
+DTYPES = {"int8_t": np.int8, "uint8_t": np.uint8, "int16_t": np.int16, "uint16_t": np.uint16,
+          "int32_t": np.int32, "uint32_t": np.uint32, "int64_t": np.int64}
+
+
+def c_array(values, ctype: str) -> np.ndarray:
+    """values (a list or NumPy array of integers) as a flat array of C type ctype. A
+    value ctype cannot hold is a bug in the op that computed it, never user input."""
+    a = np.asarray(values).ravel()
+    dtype = np.dtype(DTYPES[ctype])
+    info = np.iinfo(dtype)
+    assert a.size == 0 or (np.issubdtype(a.dtype, np.integer)
+                           and info.min <= a.min() and a.max() <= info.max), ctype
+    return a.astype(dtype)
+
+
+def c_literals(a: np.ndarray) -> list[str]:
+    """An array's values as C literals: uint32 words (the fast kernels' packed int16
+    streams) in hex, everything else in decimal."""
+    if a.dtype == np.uint32:
+        return [f"0x{v:08x}" for v in a.tolist()]
+    return [str(v) for v in a.tolist()]
+
 
 ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     keep_trailing_newline=True,
     autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False))
+ENV.filters.update(c_array=c_array, c_literals=c_literals)
 
 
 def render(template: str, **ctx) -> str:

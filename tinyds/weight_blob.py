@@ -3,21 +3,22 @@ builds that are handed their weights instead of compiling them in (the MicroPyth
 natmod, whose code and data are copied into RAM on import, reads them from a
 `bytes` constant that stays in flash). Normal builds are unchanged.
 
-Kernel templates declare their constants as `static const T NAME[N] = {...};`.
-`externalize` keeps each declaration as it is and adds, under
--DTINYDS_WEIGHTS_EXTERNAL, a macro that makes NAME a pointer into the blob at the
-array's offset, so every use of NAME in a template (indexing, pointer arithmetic,
-an argument) compiles either way and no template changes. Layers with inline
-assembly keep their constants (see externalize).
+The kernel templates declare their constants with templates/array.j2, which
+places each array here as it renders it and adds, under -DTINYDS_WEIGHTS_EXTERNAL,
+a macro that makes the array's name a pointer into the blob at its offset, so
+every use of the name in a template (indexing, pointer arithmetic, an argument)
+compiles either way. The fast kernels' assembly takes its tables through pointer
+operands, so a blob works for them as for the C kernels.
 
 Layout: a 16-byte header (MAGIC, format VERSION, the blob's size, the Adler-32 of
 everything after the header; little-endian uint32s), then the arrays, each on a
 4-byte boundary (the fast kernels read int16 streams with LDR/LDRD, which fault on
-unaligned addresses: LDRD on ARMv7-M, any word access on ARMv6-M).
+unaligned addresses: LDRD on ARMv7-M, any word access on ARMv6-M). It holds 8-,
+16- and 32-bit arrays; a 16x8 layer's int64 biases stay compiled in (MicroPython
+takes int8 models only).
 """
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 
@@ -27,11 +28,6 @@ MAGIC = b"TDSW"
 VERSION = 1
 HEADER_SIZE = 16
 ALIGN = 4
-CTYPES = {"int8_t": "<i1", "uint8_t": "<u1", "int16_t": "<i2", "uint16_t": "<u2",
-          "int32_t": "<i4", "uint32_t": "<u4"}
-# A constant array exactly as the kernel templates write one.
-DECLARATION = re.compile(r"^static const (u?int(?:8|16|32)_t) (\w+)\[(\d+)\] = \{\n(.*?)^\};\n",
-                         re.M | re.S)
 
 
 class Blob:
@@ -40,11 +36,15 @@ class Blob:
     def __init__(self):
         self.payload = bytearray()
 
-    def add(self, data: bytes) -> int:
-        """Append data on the next 4-byte boundary; returns its offset in the blob."""
+    def place(self, a: np.ndarray) -> int | None:
+        """Append a constant array on the next 4-byte boundary (templates/array.j2 calls
+        this as it renders one); its offset in the blob, or None for an int64 array,
+        which stays compiled in."""
+        if a.dtype.itemsize > 4:
+            return None
         self.payload += bytes(-len(self.payload) % ALIGN)
         offset = HEADER_SIZE + len(self.payload)
-        self.payload += data
+        self.payload += a.astype(a.dtype.newbyteorder("<")).tobytes()
         return offset
 
     @property
@@ -60,26 +60,3 @@ class Blob:
 
     def to_bytes(self) -> bytes:
         return struct.pack("<4sIII", MAGIC, VERSION, self.size, self.checksum) + self.body()
-
-
-def externalize(c_text: str, macro: str, blob: Blob) -> str:
-    """A layer's C with each constant array also placed in blob and, under
-    TINYDS_WEIGHTS_EXTERNAL, its name defined as macro(type, offset). The fast
-    kernels' assembly takes its tables through pointer operands, so a blob
-    works for them as for the C kernels."""
-    seen = set()
-
-    def move(m: re.Match) -> str:
-        ctype, array, length, body = m.groups()
-        values = [int(v.rstrip("uUlL"), 0) for v in body.replace("\n", " ").split(",")
-                  if v.strip()]
-        info = np.iinfo(np.dtype(CTYPES[ctype]))
-        # The templates' own output: anything else is a bug in tinyds, not user input.
-        assert len(values) == int(length) and array not in seen, array
-        assert all(info.min <= v <= info.max for v in values), array
-        seen.add(array)
-        offset = blob.add(np.array(values, dtype=CTYPES[ctype]).tobytes())
-        return (f"#ifndef TINYDS_WEIGHTS_EXTERNAL\n{m.group(0)}#else\n"
-                f"#define {array} {macro}({ctype}, {offset})\n#endif\n")
-
-    return DECLARATION.sub(move, c_text)

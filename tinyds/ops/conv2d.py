@@ -318,7 +318,7 @@ def fast_params(g: Graph, op: Op) -> dict | None:
         taps=taps, steps=steps, pixels=p["out_h"] * p["out_w"], requant=rq["kind"],
         one_pass=steps <= GEMM_UNROLL, packed=packed,
         exponent=rq["exponent"], mult=mult, bias=bias_list,
-        stream=[f"0x{v & 0xFFFFFFFF:08x}" for v in words],
+        stream=(np.asarray(words, np.int64) & 0xFFFFFFFF).astype(np.uint32),
         input_zero_point=-p["input_offset"])
     rows = 0 if p["pointwise"] else 2 * (-(-taps // 4) * 4)
     p["scratch"] = 8 * steps + rows

@@ -166,7 +166,7 @@ def fast_params(g: Graph, op: Op) -> dict | None:
     p.update(pairs=pairs, words=words, rows=rows, cols=cols, requant=rq["kind"], macs=macs,
              exponent=rq["exponent"], mult=rq["mult"],
              bias=int_list(rq["b"]),
-             stream=[f"0x{v:08x}" for v in stream.transpose(0, 2, 1).reshape(c, -1).ravel()],
+             stream=stream.transpose(0, 2, 1).reshape(c, -1).ravel().astype(np.uint32),
              words_per_column=stream.shape[1], words_per_channel=stream.shape[1] * kw,
              input_zero_point=-p["input_offset"],
              asm=_asm_fits(p, pairs, words, stream.shape[1] * kw, rows, rq["kind"]),
