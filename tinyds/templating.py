@@ -1,6 +1,6 @@
 """The one Jinja environment every renderer uses (library, project, MicroPython,
-report), and the Python half of templates/array.j2: constant arrays become C text
-here and nowhere else.
+report), and the Python half of templates/array.j2, through which every constant
+array of the library becomes C text.
 
 Settings every template is written for: undefined names are errors, a block tag's
 line leaves no trace (trim_blocks, lstrip_blocks; `+%}` keeps a newline where the
@@ -14,15 +14,12 @@ import numpy as np
 
 from . import data_dir
 
-DTYPES = {"int8_t": np.int8, "uint8_t": np.uint8, "int16_t": np.int16, "uint16_t": np.uint16,
-          "int32_t": np.int32, "uint32_t": np.uint32, "int64_t": np.int64}
-
 
 def c_array(values, ctype: str) -> np.ndarray:
     """values (a list or NumPy array of integers) as a flat array of C type ctype. A
     value ctype cannot hold is a bug in the op that computed it, never user input."""
     a = np.asarray(values).ravel()
-    dtype = np.dtype(DTYPES[ctype])
+    dtype = np.dtype(ctype.removesuffix("_t"))          # int8_t -> int8, uint32_t -> uint32
     info = np.iinfo(dtype)
     assert a.size == 0 or (np.issubdtype(a.dtype, np.integer)
                            and info.min <= a.min() and a.max() <= info.max), ctype
