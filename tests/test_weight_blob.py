@@ -83,6 +83,13 @@ def test_layout(model, mcu):
         assert a0 % 4 == 0 and a1 % 4 == 0 and e0 <= a1 < e0 + 4
     # every constant is in the blob
     assert len(blob) - 16 >= lib.weight_bytes
+    # and holds the values the C declares for it (both come from the same arrays)
+    declared = {m[1]: [int(v, 0) for v in m[2].split(",") if v.strip()] for m in re.finditer(
+        r"^static const \w+ (\w+)\[\d+\] = \{\n(.*?)^\};$", files["m.c"], flags=re.M | re.S)}
+    for a, (t, off) in arrays.items():
+        held = np.frombuffer(blob, np.dtype(t.removesuffix("_t")).newbyteorder("<"),
+                             len(declared[a]), off)
+        assert held.tolist() == declared[a], a
 
 
 @pytest.mark.parametrize("model,mcu", [("digits", "stm32f4"), ("digits", "cortex-m0plus"),
