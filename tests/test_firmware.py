@@ -100,15 +100,15 @@ def kws_sample() -> np.ndarray:
 
 
 def generated(tmp_path_factory, model: str, mcu: str, sample: bool = False) -> Path:
-    from tinyds import codegen
     from tinyds.frontends.tflite import load_tflite
+    from tinyds.generate import generate
     path = MLPERF / f"{model}.tflite"
     if not path.exists():
         pytest.skip(f"{path} is missing: the MLPerf Tiny models live in ../shared")
     vectors = kws_sample() if sample else None
     out = tmp_path_factory.mktemp(model) / "out"
-    codegen.generate(load_tflite(path), out, model.split("_")[0], mcu=mcu, vectors=vectors,
-                     source=path.name)
+    generate(load_tflite(path), out, model.split("_")[0], mcu=mcu, vectors=vectors,
+             source=path.name)
     return out
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from tinyds import mcu as mcu_table
 from tinyds.errors import TinydsError
-from tinyds.project import FIRMWARE_DIR, write_project
+from tinyds.project import FIRMWARE_DIR, write_firmware
 
 # A stand-in library honouring codegen's contract: layer 0 negates (saturating),
 # layer 1 averages groups of 8 bytes (arithmetic shift). toy_ref is its spec.
@@ -92,7 +92,7 @@ def toy_project(out: Path, mcu: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.random.default_rng(1).integers(-128, 128, 64, dtype=np.int8)
     x[0] = -128
     y = toy_ref(x[None])[0]
-    write_project(out, "toy", mcu, x, y)
+    write_firmware(out, "toy", mcu, x, y)
     return x, y
 
 
@@ -254,17 +254,17 @@ def big_conv_graph(channels: int):
 
 
 def test_generate_refuses_a_model_too_big_before_writing(tmp_path):
-    from tinyds import codegen
+    from tinyds.generate import generate
     out = tmp_path / "out"
     with pytest.raises(TinydsError) as e:
-        codegen.generate(big_conv_graph(256), out, "big", mcu="stm32f4", source="big.pt")
+        generate(big_conv_graph(256), out, "big", mcu="stm32f4", source="big.pt")
     msg = str(e.value)
     assert msg.startswith("big.pt: ") and "does not fit stm32f4" in msg
     assert re.search(r"flash (\d+) B > 524288 B", msg)
     assert int(re.search(r"flash (\d+) B >", msg).group(1)) > 256 * 256 * 9
     assert not out.exists() and list(tmp_path.iterdir()) == []
     # The same model fits the 1 MB stm32l4.
-    codegen.generate(big_conv_graph(256), out, "big", mcu="stm32l4")
+    generate(big_conv_graph(256), out, "big", mcu="stm32l4")
     assert (out / "lib" / "big" / "big.c").exists() and (out / "Makefile").exists()
 
 

@@ -98,7 +98,7 @@ class Bench:
 
 
 def project_info(out_dir: Path) -> tuple[str, str]:
-    """(model name, mcu) of a project written by tinyds.project.write_project."""
+    """(model name, mcu) of a project written by tinyds.project.write_firmware."""
     glue = Path(out_dir) / "src" / "tinyds_model.h"
     if not glue.exists():
         raise TinydsError(f"{out_dir}: no src/tinyds_model.h; run `tinyds generate` first")
@@ -346,8 +346,8 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
 def tflm_arena_line(out_dir: Path, graph: Graph | None, b: Bench) -> str:
     """TensorFlow Lite Micro's arena for the user's own .tflite (kept by generate in
     verify/source.tflite), or for tinyds's export of a PyTorch model, beside tinyds's RAM."""
-    from tinyds import bundle, codegen
-    marker = Path(out_dir) / codegen.MARKER
+    from tinyds import bundle, outdir
+    marker = Path(out_dir) / outdir.MARKER
     source = json.loads(marker.read_text()).get("source", "") if marker.is_file() else ""
     try:
         from tinyds.export_tflite import export_tflite, tflm_arena_size

@@ -268,7 +268,7 @@ def build_project(out_dir: Path, build_dir: Path, name: str, mcu: str,
 def run_project(out_dir: Path, timeout: float = 60, stdout=None) -> int:
     """`tinyds run out/`: build out/'s firmware, boot it on the MCU's QEMU machine with
     its console on stdout, and return the firmware's exit status (0: main returned 0)."""
-    from .codegen import check_name
+    from .names import check_name
     meta = verify.load_meta(out_dir)
     try:
         name, o_mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name

@@ -27,6 +27,8 @@ from . import __version__, mcu as mcu_table, verify, weight_blob
 from .codegen import environment
 from .errors import TinydsError
 
+NO_MICROPYTHON_INT16 = ("--micropython takes int8 models only (its run() takes int8 buffers); "
+                        "generate the 16x8 model without --micropython, or use --activations int8")
 ARCHS = ("x64", "armv6m", "armv7m", "armv7emsp", "armv7emdp")
 # The natmod architecture that runs on each core of tinyds.mcu.CORE_FLAGS; an M7
 # with a single-precision FPU runs armv7emsp code.
@@ -198,7 +200,6 @@ def module_for(out: verify.Output, arch: str, work: Path) -> Path:
     if is_built(out, arch):
         return built
     if out.qg.input.dtype != "int8":
-        from .codegen import NO_MICROPYTHON_INT16
         raise TinydsError(f"{out.dir}: {NO_MICROPYTHON_INT16}")
     if not (mp_dir / "Makefile").is_file():
         raise TinydsError(f"{out.dir}: no micropython/ folder; run tinyds generate with "

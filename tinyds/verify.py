@@ -19,9 +19,10 @@ import numpy as np
 
 from . import progress, reference
 from .bundle import BUNDLE, load_graph
-from .codegen import MARKER, harness_source
+from .codegen import harness_source
 from .errors import TinydsError
 from .ir import Graph
+from .outdir import MARKER, is_marker
 
 RANDOM_VECTORS = 1000
 REFERENCE_CHUNK = 128
@@ -318,7 +319,6 @@ class Output:
 
 def load_meta(out_dir) -> dict:
     """tinyds.json of a generated folder, or one clear error."""
-    from .codegen import is_marker
     out = Path(out_dir)
     if not is_marker(out / MARKER):
         raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER} written by "
@@ -330,7 +330,7 @@ def load_output(out_dir) -> Output:
     """A generated folder, every part checked: its name becomes file names and compiler
     arguments, its vectors are reshaped to the model input."""
     from . import mcu as mcu_table
-    from .codegen import check_name
+    from .names import check_name
     out = Path(out_dir)
     meta = load_meta(out)
     try:
