@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 import pytest
 
-from tinyds import bundle, codegen, names, ops, outdir, reference, verify
+from tinyds import bundle, codegen, names, ops, outdir, reference, targets, verify
 from tinyds.cli import main
 from tinyds.errors import TinydsError
 from tinyds.generate import generate
@@ -255,7 +255,7 @@ def test_saved_model_round_trips_without_pickle(tmp_path):
 
 def _generate(out, g=None, **kw):
     g = g or residual_graph()
-    return generate(g, out, "res", vectors=batch(g, 40, seed=1), **kw)
+    return generate(g, out, "res", targets.get("stm32f4"), vectors=batch(g, 40, seed=1), **kw)
 
 
 def test_generate_then_verify(tmp_path, capsys):
@@ -310,7 +310,7 @@ def test_generate_replaces_its_own_output_but_never_a_users_folder(tmp_path):
     out = tmp_path / "out"
     _generate(out)
     (out / "lib" / "res" / "notes.txt").write_text("the user's")
-    generate(residual_graph(), out, "res2")
+    generate(residual_graph(), out, "res2", targets.get("stm32f4"))
     assert not (out / "lib" / "res" / "res.c").exists()        # stale generated file: gone
     assert (out / "lib" / "res" / "notes.txt").read_text() == "the user's"   # added: kept
     mine = tmp_path / "mine"
@@ -344,5 +344,5 @@ def test_failed_generate_leaves_nothing_behind(tmp_path, monkeypatch):
     # a model too big for the MCU is refused before anything is written
     big = residual_graph(200, 200, 8)
     with pytest.raises(TinydsError, match="does not fit"):
-        generate(big, tmp_path / "out", "big", mcu="stm32f4")
+        generate(big, tmp_path / "out", "big", targets.get("stm32f4"))
     assert list(tmp_path.iterdir()) == []

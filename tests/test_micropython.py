@@ -66,7 +66,7 @@ def test_verify_without_a_module_is_one_line_exit_2(tmp_path, capsys, monkeypatc
 def blob(out: Path) -> bytes:
     """The weight blob tinyds renders for out/'s saved model (not read from the module)."""
     o = load_output(out)
-    return render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)[1].weights
+    return render_for_mcu(o.qg, o.name, o.target, o.optimize, o.source)[1].weights
 
 
 def test_missing_tools_say_what_to_install(monkeypatch, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from . import data_dir, kernels as kernel_choice, mcu as mcu_table, weight_blob
+from . import data_dir, kernels as kernel_choice, targets, weight_blob
 from .errors import TinydsError
 from .ir import C_TYPES, Graph
 from .planner import Plan, is_alias, plan, scratch_name
@@ -110,7 +110,7 @@ def _io(qg: Graph, p: Plan, names) -> list[dict]:
 
 
 def render_library(qg: Graph, name: str, source: str = "",
-                   target: kernel_choice.Target = kernel_choice.Target(), labels=()
+                   target: kernel_choice.KernelOptions = kernel_choice.KernelOptions(), labels=()
                    ) -> tuple[dict[str, str], Library]:
     """The library's files as text, plus its figures. Nothing is written.
 
@@ -195,7 +195,7 @@ def _check_io_buffers(qg: Graph, p: Plan) -> None:
 
 
 def generate_library(qg: Graph, lib_dir, name: str, source: str = "",
-                     target: kernel_choice.Target = kernel_choice.Target()) -> Library:
+                     target: kernel_choice.KernelOptions = kernel_choice.KernelOptions()) -> Library:
     """Write NAME.c, NAME.h and the runtime headers into lib_dir (created if needed)."""
     files, lib = render_library(qg, name, source, target)
     lib_dir = Path(lib_dir)
@@ -216,21 +216,21 @@ def flash_need(lib: Library) -> int:
     return lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers
 
 
-def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = "",
-                   labels=()):
-    """render_library for an MCU; under "speed", layers whose int16 weight streams would
-    overflow the MCU's flash fall back to int8 ("size"), largest first, then ADDs' tables."""
-    target = kernel_choice.Target.for_mcu(mcu, optimize)
-    files, lib = render_library(qg, name, source, target, labels)
-    budget = mcu_table.get(mcu).flash - mcu_table.RUNTIME_FLASH_BYTES
+def render_for_mcu(qg: Graph, name: str, target: targets.Target, optimize: str = "speed",
+                   source: str = "", labels=()):
+    """render_library for a board; under "speed", layers whose int16 weight streams would
+    overflow its flash fall back to int8 ("size"), largest first, then ADDs' tables."""
+    options = kernel_choice.KernelOptions.for_target(target, optimize)
+    files, lib = render_library(qg, name, source, options, labels)
+    budget = target.flash - targets.RUNTIME_FLASH_BYTES
     fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
                   key=lambda i: -len(lib.kernels[i].params["stream"]))
     fast += [i for i, k in enumerate(lib.kernels) if k is not None and "table1" in k.params]
     size_layers = set()
     while flash_need(lib) > budget and fast:
         size_layers.add(fast.pop(0))
-        target = kernel_choice.Target(target.dsp, optimize, frozenset(size_layers))
-        files, lib = render_library(qg, name, source, target, labels)
+        options = kernel_choice.KernelOptions(options.dsp, optimize, frozenset(size_layers))
+        files, lib = render_library(qg, name, source, options, labels)
     return files, lib
 
 

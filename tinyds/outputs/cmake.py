@@ -8,7 +8,7 @@ from .. import project
 
 
 def write(job, folder: Path) -> None:
-    ctx = project.context(job.name, job.mcu)
+    ctx = project.context(job.name, job.target)
     (folder / "CMakeLists.txt").write_text(project.render_blocks("CMakeLists.txt.j2", **ctx))
     (folder / "cmake").mkdir()
     (folder / "cmake" / "arm-none-eabi.cmake").write_text(

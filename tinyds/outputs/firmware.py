@@ -7,4 +7,4 @@ from .. import project
 
 
 def write(job, folder: Path) -> None:
-    project.write_firmware(folder, job.name, job.mcu, *job.sample)
+    project.write_firmware(folder, job.name, job.target, *job.sample)

@@ -9,6 +9,7 @@ import numpy as np
 from .. import reference
 from ..codegen import Library
 from ..ir import Graph
+from ..targets import Target
 
 SAMPLE_SEED = 0
 
@@ -17,7 +18,7 @@ SAMPLE_SEED = 0
 class Job:
     qg: Graph
     name: str
-    mcu: str
+    target: Target
     files: dict          # the library's files as text (codegen.render_library)
     lib: Library
     source: str          # the model's file name (or graph name), as the files cite it

@@ -7,5 +7,5 @@ from .. import report
 
 
 def write(job, folder: Path) -> None:
-    report.write(folder, report.document(job.qg, job.lib, job.mcu, job.optimize, job.name,
+    report.write(folder, report.document(job.qg, job.lib, job.target, job.optimize, job.name,
                                          job.source, job.quant_report))

@@ -7,7 +7,7 @@ from .. import project
 
 
 def write(job, folder: Path) -> None:
-    ctx = project.context(job.name, job.mcu)
+    ctx = project.context(job.name, job.target)
     (folder / "zephyr").mkdir()
     (folder / "zephyr" / "module.yml").write_text(
         project.render_blocks("zephyr/module.yml.j2", **ctx))
