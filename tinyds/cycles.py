@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyds.errors import TinydsError
+from tinyds.targets import BENCH_MACHINE
 
 DIV_CYCLES = 7
 M4_REFILL = 2
@@ -345,7 +346,7 @@ class TraceCost:
         return [Segment(n, c + P * r, r) for n, c, r in self._segments]
 
 
-def estimate(elf: Path, model, machine: str = "netduinoplus2", marker: str = "tinyds_profile",
+def estimate(elf: Path, model, machine: str = BENCH_MACHINE, marker: str = "tinyds_profile",
              timeout: float = 900) -> tuple[list[Segment], str]:
     """Run `elf` on QEMU `machine` with its execution log piped into TraceCost;
     returns the segments and what the firmware printed."""
