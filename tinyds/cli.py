@@ -102,7 +102,7 @@ def _count(text: str) -> int:
 
 def _verify(args) -> int:
     if args.target == "micropython":
-        from .micropython import verify_micropython
+        from .verify_micropython import verify_micropython
         from .verify import RANDOM_VECTORS
         res = verify_micropython(Path(args.out), n_random=args.vectors or RANDOM_VECTORS)
     elif args.target == "qemu":
