@@ -95,6 +95,16 @@ def test_only_generate_runs_the_writers():
     assert users - {n for n in known if n.startswith("tinyds.outputs")} == {"tinyds.generate"}
 
 
+def test_writers_import_no_checker():
+    """A writer renders from the Job; verifying and measuring are the checkers' own."""
+    known = modules()
+    checkers = {f"tinyds.{m}" for m in ("verify", "verify_micropython", "firmware", "bench",
+                                        "cycles", "evaluate")}
+    for name, path in known.items():
+        if name.startswith("tinyds.outputs"):
+            assert not imports(name, path, known) & checkers, name
+
+
 def test_find_cycle_reports_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) == []

@@ -210,7 +210,7 @@ def run_on_microbit(b: Bench, build_dir: Path, lib_dir: Path, demo: Path, includ
         if "tinyds: fault" not in str(e):
             raise
         raise TinydsError(f"{lib_dir}: bench: the firmware faulted on QEMU {machine}, a real "
-                          "Cortex-M0, after running on netduinoplus2's M4 core: an unaligned "
+                          f"Cortex-M0, after running on {BENCH_MACHINE}'s M4 core: an unaligned "
                           "access (ARMv6-M has none) or another fault; report it as a tinyds "
                           "bug") from None
     n = len(b.layers)
@@ -221,7 +221,7 @@ def run_on_microbit(b: Bench, build_dir: Path, lib_dir: Path, demo: Path, includ
     if len(segments) != n + 4 or traced != counted or traced_total != b.total_instructions:
         raise TinydsError(
             f"bench: QEMU {machine}'s traced run executed {traced} instructions per layer "
-            f"({traced_total} in all) but netduinoplus2's TIM2 counted {counted} "
+            f"({traced_total} in all) but {BENCH_MACHINE}'s TIM2 counted {counted} "
             f"({b.total_instructions}) for the same ARMv6-M code; report this as a tinyds bug")
     _, _, _, stack, ok = parse_output(printed, counted=False)
     b.sections, _ = elf_sizes(elf, b.model, {c.name for c in lib_dir.glob("*.c")})
@@ -242,7 +242,7 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
     m = target or project
     lib_dir = out_dir / "lib" / name
     with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp, progress.bar(
-            desc=f"bench on QEMU {BENCH_MACHINE}" + (" and microbit" if m.armv6m else ""),
+            desc=f"bench on QEMU {BENCH_MACHINE}" + (f" and {V6M_MACHINE}" if m.armv6m else ""),
             total=2 + cycles + m.armv6m,
             unit="step") as bar:
         demo = Path(tmp) / "demo" / "main.c"       # the demo, not the user's own main.c

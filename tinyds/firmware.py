@@ -206,7 +206,7 @@ def boot_plan(m: Target, v6m_machine: bool = True) -> Boot:
     v6m = MACHINES[V6M_MACHINE]
     if m.armv6m and v6m_machine:
         board = f" (on {m.board}: {m.console})" if m.pio_board else ""
-        return Boot(v6m.name, ("TINYDS_CONSOLE_NRF51_UART0",
+        return Boot(v6m.name, (console_define(v6m.consoles[0][0]),
                                'TINYDS_COUNTER_UNIT="SysTick ticks"'), 0, True, (
             f"a Cortex-M0 with {v6m.ram // 1024} KB RAM; its nRF51 UART0 is the console{board}",
             "counts are SysTick ticks of QEMU's 16 MHz clock under -icount shift=0 (1 ns per "
