@@ -54,7 +54,8 @@ class Quantized:
     float_graph: Graph | None = None   # the optimized float graph (None for an int8 .tflite)
 
 
-def check_fits(g: Graph, target: targets.Target, optimize: str, source: str, activations: str = "int8") -> None:
+def check_fits(g: Graph, target: targets.Target, optimize: str, source: str,
+               activations: str = "int8") -> None:
     """tinyds inspect's verdict, before calibration (which takes minutes on a big net).
 
     Weights so extreme that no stand-in scale quantizes them skip it: generate's own check
