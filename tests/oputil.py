@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyds import codegen, verify
-from tinyds.kernels import Target
+from tinyds.kernels import KernelOptions
 
 CACHE = Path(tempfile.gettempdir()) / f"tinyds-oputil-{os.getuid()}"
 NAME = "t"
@@ -34,7 +34,7 @@ def _key(files: dict[str, str]) -> str:
     return h.hexdigest()[:24]
 
 
-def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, Path]:
+def build_c(qg, sanitize: bool = True, target: KernelOptions = KernelOptions()) -> dict[str, Path]:
     """Compile qg's C (cached) with the kernels generate picks for `target`;
     returns {build: executable}."""
     files, _ = codegen.render_library(qg, NAME, target=target)
@@ -60,7 +60,7 @@ def build_c(qg, sanitize: bool = True, target: Target = Target()) -> dict[str, P
 
 
 def run_c(qg, x_int8_batch: np.ndarray, sanitize: bool = True,
-          target: Target = Target()) -> np.ndarray:
+          target: KernelOptions = KernelOptions()) -> np.ndarray:
     """Generated C output for a batch (N, *input_shape[1:]) of the model's input type (int8,
     uint8, or int16 for a 16x8 graph), shaped (N, *output_shape[1:])."""
     x = np.asarray(x_int8_batch)

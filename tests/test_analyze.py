@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tinyds import analyze, frontends, passes
+from tinyds import analyze, frontends, passes, targets
 
 from test_cli import assert_one_line_error, run
 
@@ -39,7 +39,8 @@ class Small(nn.Module):
 def test_costs_counted_by_hand(tmp_path):
     path = tmp_path / "small.pt"
     torch.jit.save(torch.jit.trace(Small().eval(), torch.zeros(1, 1, 8, 8)), str(path))
-    a = analyze.analyze(passes.optimize(frontends.load(path)), "cortex-m3", "size", "small")
+    a = analyze.analyze(passes.optimize(frontends.load(path)), targets.get("cortex-m3"), "size",
+                        "small")
     rows = [(layer.op, layer.inputs, layer.output, layer.macs, layer.params,
              layer.activation_bytes) for layer in a.layers]
     assert rows == [
@@ -123,5 +124,5 @@ def test_deep_and_activation_nets_inspect(zoo_name):
     ranges = analyze.standin_ranges(g)
     spread = analyze.STANDIN_SPREAD * analyze.STANDIN_RANGE[1]
     assert all(1 / spread <= hi <= spread for _, hi in ranges.values())
-    a = analyze.analyze(g, "stm32f4")
+    a = analyze.analyze(g, targets.get("stm32f4"))
     assert a.fits and len(a.layers) == len(g.ops)

@@ -15,7 +15,7 @@ import pytest
 
 from test_cli import files, run  # noqa: F401  (files is a fixture)
 from test_project import toy_project
-from tinyds import bench, cycles, mcu as mcu_table
+from tinyds import bench, cycles, targets
 from tinyds.errors import TinydsError
 from tinyds.firmware import build_elf, run_qemu
 
@@ -93,10 +93,11 @@ def test_trace_that_runs_an_unlisted_block_is_refused():
 
 
 def test_cycle_models_per_core():
-    assert isinstance(cycles.model_for(mcu_table.get("stm32f4").cpu), cycles.M4Model)
-    assert isinstance(cycles.model_for(mcu_table.get("stm32h7").cpu), cycles.M7Model)
-    assert cycles.model_for("cortex-m0plus") is None and cycles.model_for("cortex-m3") is None
-    assert {m: mcu_table.get(m).max_mhz for m in ("stm32f4", "stm32f7", "stm32h7", "stm32l4",
+    assert isinstance(cycles.model_for(targets.get("stm32f4").core.cycle_model), cycles.M4Model)
+    assert isinstance(cycles.model_for(targets.get("stm32h7").core.cycle_model), cycles.M7Model)
+    assert all(cycles.model_for(targets.get(m).core.cycle_model) is None
+               for m in ("cortex-m0plus", "cortex-m3", "rp2040"))
+    assert {m: targets.get(m).max_mhz for m in ("stm32f4", "stm32f7", "stm32h7", "stm32l4",
                                                   "nrf52840", "rp2040")} == {
         "stm32f4": 100, "stm32f7": 216, "stm32h7": 480, "stm32l4": 80, "nrf52840": 64,
         "rp2040": 133}
@@ -115,8 +116,8 @@ M4CYCLES = Path(__file__).resolve().parents[1].parent / "shared" / "perf" / "m4c
 
 def bench_elf(out: Path, tmp: Path) -> Path:
     name, mcu = bench.project_info(out)
-    return build_elf(tmp, out / "lib" / name, name, mcu_table.get(mcu), out / "src" / "main.c",
-                     machine=mcu_table.MACHINES[bench.BENCH_MACHINE], defines=PROFILE_DEFINES)
+    return build_elf(tmp, out / "lib" / name, name, mcu, out / "src" / "main.c",
+                     machine=targets.MACHINES[bench.BENCH_MACHINE], defines=PROFILE_DEFINES)
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +241,8 @@ def test_io_sizes_count_the_input_only_outside_the_arena(tmp_path):
 
 def test_v6m_shortfall_names_what_keeps_a_model_off_microbit():
     def shortfall(data, bss, stack, flash=1000):
-        b = bench.Bench("m", "cortex-m0plus", [], 0, {".text": flash, ".data": data, ".bss": bss},
-                        {}, 0, stack, True)
+        b = bench.Bench("m", targets.get("cortex-m0plus"), [], 0,
+                        {".text": flash, ".data": data, ".bss": bss}, {}, 0, stack, True)
         return bench.v6m_shortfall(b)
     assert shortfall(100, 12188, 300) == []                       # 12288 + 4096 reserved
     assert shortfall(100, 12189, 300) == ["RAM 16385 B (statics and stack) > 16384 B"]
@@ -293,7 +294,7 @@ def test_kws_on_armv6m(tmp_path_factory):
     assert b.machine_note in bench.report(b).splitlines()[0]
     # the stm32f4 library (fast kernels' C twins, input and output in an 8392 B arena) fits
     out = generated(tmp_path_factory, "kws_ref_model", "stm32f4")
-    b = bench.measure(out, cycles=False, mcu="cortex-m0plus")
+    b = bench.measure(out, cycles=False, target=targets.get("cortex-m0plus"))
     assert (b.machine, b.arena, b.sample_ok) == ("microbit", 8392, True)
     assert len(b.layers) == 13 and b.total_instructions > 20_000_000
 

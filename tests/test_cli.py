@@ -380,8 +380,8 @@ def test_export_tflite_never_writes_over_its_input(files, tmp_path, capsys):
 def test_sigterm_during_generate_leaves_no_temp_folder(files, tmp_path, monkeypatch, capsys):
     import os
     import signal
-    from tinyds import project
-    monkeypatch.setattr(project, "write_project",
+    from tinyds.outputs import firmware
+    monkeypatch.setattr(firmware, "write",
                         lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as e:

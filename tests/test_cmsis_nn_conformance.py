@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from oputil import run_c
-from tinyds import reference
+from tinyds import reference, targets
 from tinyds.ir import Graph, Op, Tensor
-from tinyds.kernels import Target, choose
+from tinyds.kernels import KernelOptions, choose
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cmsis_nn"
 CASES = json.loads((FIXTURE / "cmsis_nn_s8.json").read_text())
@@ -90,13 +90,13 @@ def test_reference_matches_cmsis_nn(case):
 def test_generated_c_matches_cmsis_nn(case, dsp):
     """The portable kernels, and the fast ones (through their C twins) where they apply."""
     g = build_graph(case)
-    got = run_c(g, ARRAYS[CASES[case]["input"]], target=Target(dsp=dsp))
+    got = run_c(g, ARRAYS[CASES[case]["input"]], target=KernelOptions(dsp=dsp))
     np.testing.assert_array_equal(got, ARRAYS[CASES[case]["expected"]], err_msg=case)
 
 
 def test_fast_kernels_take_most_conformance_layers():
     """The fast-kernel sweep above is not vacuous: most conv/depthwise folders use them."""
-    fast = [choose(g, op, Target(dsp=True)).fast for g in map(build_graph, CONV_CASES)
+    fast = [choose(g, op, KernelOptions(dsp=True)).fast for g in map(build_graph, CONV_CASES)
             for op in g.ops if op.type in ("conv2d", "depthwise_conv2d")]
     assert sum(fast) >= len(fast) // 2, f"{sum(fast)} of {len(fast)}"
 
@@ -113,8 +113,8 @@ def test_generated_c_matches_cmsis_nn_in_qemu(case, tmp_path):
     from tinyds.firmware import run_vectors
 
     g = build_graph(case)
-    generate_library(g, tmp_path / "lib", "conf", target=Target.for_mcu("stm32f4"))
+    generate_library(g, tmp_path / "lib", "conf", target=KernelOptions.for_target(targets.get("stm32f4")))
     x = ARRAYS[CASES[case]["input"]]
     want = ARRAYS[CASES[case]["expected"]]
-    got = run_vectors(tmp_path / "lib", "conf", "stm32f4", x, g.output.size)
+    got = run_vectors(tmp_path / "lib", "conf", targets.get("stm32f4"), x, g.output.size)
     np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=case)

@@ -19,9 +19,10 @@ import jinja2
 import numpy as np
 import pytest
 
-from tinyds import bundle, codegen, ops, reference, templating, verify
+from tinyds import bundle, codegen, names, ops, outdir, reference, targets, templating, verify
 from tinyds.cli import main
 from tinyds.errors import TinydsError
+from tinyds.generate import generate
 from tinyds.ir import Graph, Op, Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -198,20 +199,20 @@ int main(void)
     ("int", "m_int"), ("---", "model"), ("ünïcode", "n_code"), ("tinyds_common", "m_tinyds_common"),
     ("stdint", "m_stdint"), ("String", "m_String"), ("board", "m_board"), ("x" * 250, "x" * 62)])
 def test_sanitize_name(text, name):
-    assert codegen.sanitize_name(text) == name
+    assert names.sanitize_name(text) == name
 
 
 @pytest.mark.parametrize("bad", ["my-model", "3x", "_x", "int", ""])
 def test_check_name_refuses_non_identifiers(bad):
     with pytest.raises(TinydsError, match="not a C identifier"):
-        codegen.check_name(bad)
+        names.check_name(bad)
 
 
 def test_check_name_refuses_the_runtimes_names():
     # NAME.h == tinyds_common.h would overwrite the helpers in lib/NAME/
     with pytest.raises(TinydsError, match="reserved"):
-        codegen.check_name("tinyds_common")
-    assert codegen.check_name("kws_v2") == "kws_v2"
+        names.check_name("tinyds_common")
+    assert names.check_name("kws_v2") == "kws_v2"
 
 
 @pytest.mark.parametrize("name, words", [
@@ -220,10 +221,10 @@ def test_check_name_refuses_the_runtimes_names():
     ("startup", ["startup.c"]), ("main", ["main.c"]), ("n" * 65, ["65 characters", "n" * 62])])
 def test_check_name_refuses_headers_firmware_files_and_long_names(name, words):
     with pytest.raises(TinydsError) as e:
-        codegen.check_name(name)
+        names.check_name(name)
     for w in words:
         assert w in str(e.value)
-    assert codegen.check_name("n" * 64) == "n" * 64
+    assert names.check_name("n" * 64) == "n" * 64
 
 
 def test_saved_model_round_trips_without_pickle(tmp_path):
@@ -250,7 +251,7 @@ def test_saved_model_round_trips_without_pickle(tmp_path):
 
 def _generate(out, g=None, **kw):
     g = g or residual_graph()
-    return codegen.generate(g, out, "res", vectors=batch(g, 40, seed=1), **kw)
+    return generate(g, out, "res", targets.get("stm32f4"), vectors=batch(g, 40, seed=1), **kw)
 
 
 def test_generate_then_verify(tmp_path, capsys):
@@ -258,7 +259,7 @@ def test_generate_then_verify(tmp_path, capsys):
     res = _generate(out)
     assert (out / "lib" / "res" / "res.c").is_file() and (out / "lib" / "res" / "res.h").is_file()
     assert (out / "lib" / "res" / "tinyds_common.h").is_file() and (out / "src" / "main.c").is_file()
-    meta = json.loads((out / codegen.MARKER).read_text())
+    meta = json.loads((out / outdir.MARKER).read_text())
     assert meta["name"] == "res" and meta["arena_bytes"] == res.arena_bytes
     v = verify.verify(out)
     assert v.ok and v.vectors == 3 + 40 + 1000 + 1000 and v.calibration == 40
@@ -305,7 +306,7 @@ def test_generate_replaces_its_own_output_but_never_a_users_folder(tmp_path):
     out = tmp_path / "out"
     _generate(out)
     (out / "lib" / "res" / "notes.txt").write_text("the user's")
-    codegen.generate(residual_graph(), out, "res2")
+    generate(residual_graph(), out, "res2", targets.get("stm32f4"))
     assert not (out / "lib" / "res" / "res.c").exists()        # stale generated file: gone
     assert (out / "lib" / "res" / "notes.txt").read_text() == "the user's"   # added: kept
     mine = tmp_path / "mine"
@@ -317,18 +318,18 @@ def test_generate_replaces_its_own_output_but_never_a_users_folder(tmp_path):
     assert (mine / "notes.txt").read_text() == "keep me"
     (tmp_path / "empty").mkdir()
     _generate(tmp_path / "empty")
-    assert (tmp_path / "empty" / codegen.MARKER).is_file()
+    assert (tmp_path / "empty" / outdir.MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine", "out"]   # no temp folders
 
 
 def test_failed_generate_leaves_nothing_behind(tmp_path, monkeypatch):
-    from tinyds import project
+    from tinyds.outputs import firmware
 
     def broken(*a, **k):
         raise TinydsError("project: simulated failure")
 
     with monkeypatch.context() as m:
-        m.setattr(project, "write_project", broken)
+        m.setattr(firmware, "write", broken)
         with pytest.raises(TinydsError, match="simulated"):
             _generate(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
@@ -339,23 +340,5 @@ def test_failed_generate_leaves_nothing_behind(tmp_path, monkeypatch):
     # a model too big for the MCU is refused before anything is written
     big = residual_graph(200, 200, 8)
     with pytest.raises(TinydsError, match="does not fit"):
-        codegen.generate(big, tmp_path / "out", "big", mcu="stm32f4")
+        generate(big, tmp_path / "out", "big", targets.get("stm32f4"))
     assert list(tmp_path.iterdir()) == []
-
-
-def test_the_pipeline_imports_one_way():
-    """codegen writes the saved model through tinyds.bundle and never imports verify, which
-    reads it; bundle imports neither: the modules form no cycle."""
-    import ast
-
-    def imported(module: str) -> set[str]:
-        tree = ast.parse((Path(__file__).resolve().parent.parent / "tinyds" /
-                          f"{module}.py").read_text())
-        names = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names |= {node.module} if node.module else {a.name for a in node.names}
-        return names
-    assert "bundle" in imported("codegen") and "verify" not in imported("codegen")
-    assert {"bundle", "codegen"} <= imported("verify")
-    assert not imported("bundle") & {"codegen", "verify"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from test_project import toy_library, toy_project, toy_ref
-from tinyds import bench, bundle, mcu as mcu_table
+from tinyds import bench, bundle, targets
 from tinyds.firmware import FIRMWARE_DIR, build_elf, run_qemu, run_vectors
 
 pytestmark = pytest.mark.slow
@@ -24,13 +24,13 @@ def test_stand_in_library_bit_exact_on_each_qemu_core(tmp_path, mcu):
     x = np.random.default_rng(7).integers(-128, 128, (300, 64), dtype=np.int8)
     x[0] = -128
     x[1] = 127
-    y = run_vectors(toy_library(tmp_path / "toy"), "toy", mcu, x, 8)
+    y = run_vectors(toy_library(tmp_path / "toy"), "toy", targets.get(mcu), x, 8)
     np.testing.assert_array_equal(y, toy_ref(x))
 
 
 def test_m0plus_build_is_thumb1_only(tmp_path):
     """The M0+ firmware that runs on the M3 machine really is ARMv6-M code."""
-    elf = build_elf(tmp_path, toy_library(tmp_path / "toy"), "toy", mcu_table.get("cortex-m0plus"),
+    elf = build_elf(tmp_path, toy_library(tmp_path / "toy"), "toy", targets.get("cortex-m0plus"),
                     FIRMWARE_DIR / "vector_runner.c", defines=("TINYDS_CONSOLE_SEMIHOSTING",))
     attrs = subprocess.run(["arm-none-eabi-readelf", "-A", str(elf)], capture_output=True,
                            text=True).stdout
@@ -42,8 +42,8 @@ def _layer_counts(tmp_path: Path, nops: int) -> dict[str, int]:
     out = tmp_path / f"out{nops}"
     toy_project(out, "stm32f4")
     main = out / "src" / "main.c"
-    elf = build_elf(tmp_path / f"b{nops}", lib, "toy", mcu_table.get("stm32f4"), main,
-                    machine=mcu_table.MACHINES["netduinoplus2"],
+    elf = build_elf(tmp_path / f"b{nops}", lib, "toy", targets.get("stm32f4"), main,
+                    machine=targets.MACHINES["netduinoplus2"],
                     defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
     text = run_qemu(elf, "netduinoplus2", tmp_path, icount=True)
     assert "sample match" in text
@@ -62,14 +62,14 @@ def test_tim2_under_icount_counts_exactly_one_per_instruction(tmp_path):
 def test_bench_sizes_agree_with_arm_none_eabi_size(tmp_path):
     toy_project(tmp_path, "stm32f4")
     b = bench.measure(tmp_path)
-    assert b.sample_ok and b.model == "toy" and b.mcu == "stm32f4"
+    assert b.sample_ok and b.model == "toy" and b.target.name == "stm32f4"
     assert [layer.name for layer in b.layers] == ["negate", "nops", "mean8"]
     assert b.total_instructions >= sum(layer.instructions for layer in b.layers)
     assert b.arena == 64
-    assert 0 < b.stack < mcu_table.STACK_BYTES
+    assert 0 < b.stack < targets.STACK_BYTES
     # Rebuild the same ELF and ask binutils for the Berkeley sizes.
-    elf = build_elf(tmp_path / "b", tmp_path / "lib" / "toy", "toy", mcu_table.get("stm32f4"),
-                    tmp_path / "src" / "main.c", machine=mcu_table.MACHINES["netduinoplus2"],
+    elf = build_elf(tmp_path / "b", tmp_path / "lib" / "toy", "toy", targets.get("stm32f4"),
+                    tmp_path / "src" / "main.c", machine=targets.MACHINES["netduinoplus2"],
                     defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"))
     text, data, bss = map(int, subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True,
                                               text=True).stdout.splitlines()[1].split()[:3])
@@ -100,15 +100,15 @@ def kws_sample() -> np.ndarray:
 
 
 def generated(tmp_path_factory, model: str, mcu: str, sample: bool = False) -> Path:
-    from tinyds import codegen
     from tinyds.frontends.tflite import load_tflite
+    from tinyds.generate import generate
     path = MLPERF / f"{model}.tflite"
     if not path.exists():
         pytest.skip(f"{path} is missing: the MLPerf Tiny models live in ../shared")
     vectors = kws_sample() if sample else None
     out = tmp_path_factory.mktemp(model) / "out"
-    codegen.generate(load_tflite(path), out, model.split("_")[0], mcu=mcu, vectors=vectors,
-                     source=path.name)
+    generate(load_tflite(path), out, model.split("_")[0], targets.get(mcu), vectors=vectors,
+             source=path.name)
     return out
 
 
@@ -133,7 +133,7 @@ def test_kws_bit_exact_in_qemu(kws_out, mcu):
     """The stm32f4 library (fast kernels: their assembly on M4/M7, their C twins on
     M0+/M3) on every core."""
     from tinyds.firmware import verify_qemu
-    r = verify_qemu(kws_out, n_random=200, mcu=mcu)
+    r = verify_qemu(kws_out, n_random=200, target=targets.get(mcu))
     print(r.text())
     assert r.vectors == 3 + 1 + 2 * 200 and r.mismatched_vectors == 0, r.text()   # + realistic
 
@@ -141,7 +141,7 @@ def test_kws_bit_exact_in_qemu(kws_out, mcu):
 @pytest.mark.parametrize("mcu", ["cortex-m0plus", "cortex-m3"])
 def test_kws_portable_bit_exact_in_qemu(kws_m0_out, mcu):
     from tinyds.firmware import verify_qemu
-    r = verify_qemu(kws_m0_out, n_random=200, mcu=mcu)
+    r = verify_qemu(kws_m0_out, n_random=200, target=targets.get(mcu))
     print(r.text())
     assert r.vectors == 3 + 1 + 2 * 200 and r.mismatched_vectors == 0, r.text()   # + realistic
 
@@ -149,7 +149,7 @@ def test_kws_portable_bit_exact_in_qemu(kws_m0_out, mcu):
 @pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
 def test_mobilenet_bit_exact_in_qemu(vww_out, mcu):
     from tinyds.firmware import verify_qemu
-    r = verify_qemu(vww_out, n_random=20, mcu=mcu)
+    r = verify_qemu(vww_out, n_random=20, target=targets.get(mcu))
     print(r.text())
     assert r.vectors == 3 + 2 * 20 and r.mismatched_vectors == 0, r.text()
 
@@ -188,6 +188,6 @@ def torch_outs(tmp_path_factory):
 @pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
 def test_torch_models_bit_exact_in_qemu(torch_outs, name, n_random, mcu):
     from tinyds.firmware import verify_qemu
-    r = verify_qemu(torch_outs[name], n_random=n_random, mcu=mcu)
+    r = verify_qemu(torch_outs[name], n_random=n_random, target=targets.get(mcu))
     print(r.text())
     assert r.vectors == 64 + 2 * n_random + 3 and r.mismatched_vectors == 0, r.text()

@@ -181,7 +181,7 @@ def test_small_srdhm_on_the_core(tmp_path, mcu):
     """tinyds_srdhm_small (ADD's table kernel) equals gemmlowp's rounding doubling high
     multiply for |a| < 2^30 and b >= 0: SMMULR on the M4, the C product on the M0+,
     ties of either sign included."""
-    from tinyds import mcu as mcu_table
+    from tinyds import targets
     from tinyds.firmware import build_elf, run_qemu
 
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
@@ -191,7 +191,7 @@ def test_small_srdhm_on_the_core(tmp_path, mcu):
     a, b = a[keep], b[keep]
     a[:64], b[:64] = (1 << 30) - np.arange(1, 65), fp.INT32_MAX   # the largest operands
     (tmp_path / "main.c").write_text(SMALL_SRDHM_MAIN)
-    m = mcu_table.get(mcu)
+    m = targets.get(mcu)
     lib = tmp_path / "lib"
     lib.mkdir()
     shutil.copy(TEMPLATES / "tinyds_common.h", lib)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import models
-from tinyds import frontends, passes, quantize, reference
+from tinyds import frontends, passes, quantize, reference, targets
 from tinyds.errors import TinydsError
 from tinyds.export_tflite import export_tflite
 from tinyds.frontends.tflite import load_tflite, schema
@@ -214,6 +214,6 @@ def test_qemu_verify_is_bit_exact(generated16, mcu):
     """The 16x8 library cross-built for the core, run on its QEMU machine: every output and
     every layer's bytes (int64 accumulation on ARMv7E-M and on ARMv6-M's 32x32 multiply)."""
     from tinyds.firmware import verify_qemu
-    q = verify_qemu(generated16, n_random=20, mcu=mcu)
+    q = verify_qemu(generated16, n_random=20, target=targets.get(mcu))
     assert q.ok and q.vectors == 299, q.text()
     assert q.layers.layers == 12 and not q.layers.first

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyds import codegen, mcu as mcu_table, reference
-from tinyds.kernels import Target
+from tinyds import codegen, reference, targets
+from tinyds.kernels import KernelOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from oputil import run_c  # noqa: E402
 from test_tflite_import import small_graph  # noqa: E402
 
-DSP = Target(dsp=True)
+DSP = KernelOptions(dsp=True)
 NEWLIB = Path("/usr/lib/arm-none-eabi/include")
 
 
@@ -45,23 +45,22 @@ def test_optimize_size_and_flash_fallback(monkeypatch):
     """--optimize size keeps int8 weights everywhere; under speed, layers fall back
     to int8 (largest int16 stream first) only until the model fits the flash."""
     g = small_graph()
-    _, speed = codegen.render_for_mcu(g, "m", "stm32f4")
-    _, size = codegen.render_for_mcu(g, "m", "stm32f4", optimize="size")
+    _, speed = codegen.render_for_mcu(g, "m", targets.get("stm32f4"))
+    _, size = codegen.render_for_mcu(g, "m", targets.get("stm32f4"), optimize="size")
     fast = [i for i, k in enumerate(speed.kernels) if k is not None and k.fast]
     assert len(fast) >= 3 and not any(k is not None and k.fast for k in size.kernels)
     assert size.weight_bytes < speed.weight_bytes
     streams = {i: len(speed.kernels[i].params["stream"]) for i in fast}
     biggest = max(streams, key=streams.get)
     # a flash that holds everything but the biggest int16 stream's extra bytes
-    need = codegen.flash_need(speed) + mcu_table.RUNTIME_FLASH_BYTES
-    tight = dataclasses.replace(mcu_table.MCUS["stm32f4"], flash=need - 1)
-    monkeypatch.setitem(mcu_table.MCUS, "stm32f4", tight)
-    _, fell = codegen.render_for_mcu(g, "m", "stm32f4")
+    need = codegen.flash_need(speed) + targets.RUNTIME_FLASH_BYTES
+    tight = dataclasses.replace(targets.get("stm32f4"), flash=need - 1)
+    _, fell = codegen.render_for_mcu(g, "m", tight)
     still = [i for i, k in enumerate(fell.kernels) if k is not None and k.fast]
     assert biggest not in still and len(still) == len(fast) - 1
     assert "portable" in codegen.kernel_report(g, fell).splitlines()[biggest]
     x = _inputs(g, 16)
-    np.testing.assert_array_equal(run_c(g, x, target=Target(True, "speed", frozenset([biggest]))),
+    np.testing.assert_array_equal(run_c(g, x, target=KernelOptions(True, "speed", frozenset([biggest]))),
                                   reference.run(g, x))
 
 
@@ -88,7 +87,7 @@ def _compilers():
     return out
 
 
-@pytest.mark.parametrize("target", [DSP, Target()], ids=["fast", "portable"])
+@pytest.mark.parametrize("target", [DSP, KernelOptions()], ids=["fast", "portable"])
 @pytest.mark.parametrize("label,cmd", _compilers(), ids=[c[0] for c in _compilers()])
 def test_library_compiles_warning_free(tmp_path, label, cmd, target):
     if cmd is None:
@@ -113,11 +112,11 @@ def test_kws_kernel_code_fits_8_kb(tmp_path):
         pytest.skip(f"SKIPPED LOUDLY: {path} missing (../shared holds the MLPerf Tiny models)")
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("SKIPPED: arm-none-eabi-gcc not installed")
-    files, _ = codegen.render_for_mcu(load_tflite(path), "kws", "stm32f4")
+    files, _ = codegen.render_for_mcu(load_tflite(path), "kws", targets.get("stm32f4"))
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     obj = tmp_path / "kws.o"
-    subprocess.run(["arm-none-eabi-gcc", *mcu_table.get("stm32f4").cflags, "-std=c99", "-O2",
+    subprocess.run(["arm-none-eabi-gcc", *targets.get("stm32f4").cflags, "-std=c99", "-O2",
                     "-c", str(tmp_path / "kws.c"), "-I", str(tmp_path), "-o", str(obj)], check=True)
     with open(obj, "rb") as f:
         text = sum(s["sh_size"] for s in ELFFile(f).iter_sections() if s.name.startswith(".text"))

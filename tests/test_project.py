@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyds import mcu as mcu_table
+from tinyds import targets
 from tinyds.errors import TinydsError
-from tinyds.project import FIRMWARE_DIR, write_project
+from tinyds.project import FIRMWARE_DIR, write_firmware
 
 # A stand-in library honouring codegen's contract: layer 0 negates (saturating),
 # layer 1 averages groups of 8 bytes (arithmetic shift). toy_ref is its spec.
@@ -92,16 +92,16 @@ def toy_project(out: Path, mcu: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.random.default_rng(1).integers(-128, 128, 64, dtype=np.int8)
     x[0] = -128
     y = toy_ref(x[None])[0]
-    write_project(out, "toy", mcu, x, y)
+    write_firmware(out, "toy", targets.get(mcu), x, y)
     return x, y
 
 
 def test_mcu_table_covers_the_issue():
-    t = mcu_table.MCUS
+    t = targets.BOARDS
     for name in ["stm32f4", "stm32f7", "stm32h7", "stm32l4", "nrf52840", "rp2040",
                  "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7"]:
         assert name in t
-        assert t[name].qemu in mcu_table.MACHINES
+        assert t[name].qemu in targets.MACHINES
     f4 = t["stm32f4"]
     assert (f4.flash, f4.ram, f4.pio_board, f4.qemu) == (512 * 1024, 128 * 1024, "nucleo_f411re",
                                                          "netduinoplus2")
@@ -110,19 +110,19 @@ def test_mcu_table_covers_the_issue():
     assert t["cortex-m3"].qemu == "mps2-an385" and t["cortex-m7"].qemu == "mps2-an500"
     assert t["cortex-m4"].qemu == "mps2-an386"
     with pytest.raises(TinydsError, match="unknown MCU"):
-        mcu_table.get("stm32f9")
+        targets.get("stm32f9")
 
 
 def test_too_big_model_error_gives_the_figures():
     with pytest.raises(TinydsError) as e:
-        mcu_table.check_fits("stm32f4", 600_000, 10_000, "big.pt")
+        targets.check_fits(targets.get("stm32f4"), 600_000, 10_000, "big.pt")
     msg = str(e.value)
     assert msg.startswith("big.pt: ")
-    assert f"flash {600_000 + mcu_table.RUNTIME_FLASH_BYTES} B > {512 * 1024} B" in msg
+    assert f"flash {600_000 + targets.RUNTIME_FLASH_BYTES} B > {512 * 1024} B" in msg
     assert "RAM" not in msg.split(";")[0].split("(")[0]  # RAM fits: only flash is reported
-    with pytest.raises(TinydsError, match=rf"RAM {200_000 + mcu_table.STACK_BYTES} B > 98304 B"):
-        mcu_table.check_fits("stm32l4", 1000, 200_000)
-    mcu_table.check_fits("stm32f4", 400_000, 100_000)  # fits: no error
+    with pytest.raises(TinydsError, match=rf"RAM {200_000 + targets.STACK_BYTES} B > 98304 B"):
+        targets.check_fits(targets.get("stm32l4"), 1000, 200_000)
+    targets.check_fits(targets.get("stm32f4"), 400_000, 100_000)  # fits: no error
 
 
 def test_write_project_files(tmp_path):
@@ -199,7 +199,7 @@ def offline_platformio(root: Path) -> tuple[dict, Path]:
     platform = root / "platform"
     shutil.copytree(FIRMWARE_DIR / "pio_offline", platform)
     (platform / "boards").mkdir()
-    for m in mcu_table.MCUS.values():
+    for m in targets.BOARDS.values():
         if m.pio_board:
             (platform / "boards" / f"{m.pio_board}.json").write_text(json.dumps({
                 "name": m.board, "vendor": "tinyds test", "url": "https://example.invalid",
@@ -254,29 +254,29 @@ def big_conv_graph(channels: int):
 
 
 def test_generate_refuses_a_model_too_big_before_writing(tmp_path):
-    from tinyds import codegen
+    from tinyds.generate import generate
     out = tmp_path / "out"
     with pytest.raises(TinydsError) as e:
-        codegen.generate(big_conv_graph(256), out, "big", mcu="stm32f4", source="big.pt")
+        generate(big_conv_graph(256), out, "big", targets.get("stm32f4"), source="big.pt")
     msg = str(e.value)
     assert msg.startswith("big.pt: ") and "does not fit stm32f4" in msg
     assert re.search(r"flash (\d+) B > 524288 B", msg)
     assert int(re.search(r"flash (\d+) B >", msg).group(1)) > 256 * 256 * 9
     assert not out.exists() and list(tmp_path.iterdir()) == []
     # The same model fits the 1 MB stm32l4.
-    codegen.generate(big_conv_graph(256), out, "big", mcu="stm32l4")
+    generate(big_conv_graph(256), out, "big", targets.get("stm32l4"))
     assert (out / "lib" / "big" / "big.c").exists() and (out / "Makefile").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mcu", sorted(mcu_table.MCUS))
+@pytest.mark.parametrize("mcu", sorted(targets.BOARDS))
 def test_every_mcu_project_builds_warning_free(tmp_path, mcu):
     toy_project(tmp_path, mcu)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # tinyds.rp2040
     res = subprocess.run(["make", "-C", str(tmp_path), "WARN=-Wall -Wextra -Werror"],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
-    m = mcu_table.get(mcu)
+    m = targets.get(mcu)
     syms = subprocess.run(["arm-none-eabi-nm", str(tmp_path / "build/firmware.elf")],
                           capture_output=True, text=True).stdout
     vectors = int(re.search(r"^([0-9a-f]+) R tinyds_vectors$", syms, re.M).group(1), 16)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyds import report
+from tinyds import report, targets
 from tinyds.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def test_bench_figures_join_the_report(digits, tmp_path):
     from tinyds import bench
     out = Path(shutil.copytree(digits, tmp_path / "out"))
     layers = [bench.Layer(i, f"l{i}", 1000 + 10 * i, cycles=1500 + 10 * i) for i in range(8)]
-    b = bench.Bench("digits_dscnn", "stm32f4", layers, 99_999, {}, {}, 1204, 300, True,
+    b = bench.Bench("digits_dscnn", targets.get("stm32f4"), layers, 99_999, {}, {}, 1204, 300, True,
                     cycle_model="Cortex-M4, P=2")
     assert report.record_bench(out, b)
     doc = json.loads((out / "report.json").read_text())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyds import mcu as mcu_table
+from tinyds import targets
 from tinyds.firmware import build_elf, qemu_command
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "systick" / "main.c"
@@ -28,8 +28,8 @@ WRAP = 1 << 24
 def test_extended_systick_is_monotonic_and_counts_the_clock(tmp_path):
     lib = tmp_path / "lib"                 # no model: the fixture is the whole main
     lib.mkdir()
-    elf = build_elf(tmp_path, lib, "none", mcu_table.get("cortex-m0plus"), FIXTURE,
-                    machine=mcu_table.MACHINES["microbit"],
+    elf = build_elf(tmp_path, lib, "none", targets.get("cortex-m0plus"), FIXTURE,
+                    machine=targets.MACHINES["microbit"],
                     defines=("TINYDS_CONSOLE_SEMIHOSTING",))
     res = subprocess.run(qemu_command(elf, "microbit") + ["-icount", "shift=2"],
                          capture_output=True, text=True, timeout=300)

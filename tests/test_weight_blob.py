@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyds import api, codegen, verify
+from tinyds import api, codegen, targets, verify
 
 REPO = Path(__file__).resolve().parent.parent
 KWS = REPO.parent / "shared" / "models" / "mlperf-tiny" / "kws_ref_model.tflite"
@@ -63,7 +63,7 @@ def external_defines(c_text: str, name: str) -> dict[str, tuple[str, int]]:
 @pytest.mark.parametrize("model,mcu", [("digits", "stm32f4"), ("digits", "cortex-m0plus"),
                                        ("kws", "stm32f4")])
 def test_layout(model, mcu):
-    files, lib = codegen.render_for_mcu(quantized(model), "m", mcu)
+    files, lib = codegen.render_for_mcu(quantized(model), "m", targets.get(mcu))
     blob = lib.weights
     magic, version, size, checksum = struct.unpack_from("<4sIII", blob)
     assert (magic, version, size) == (b"TDSW", 1, len(blob))
@@ -96,7 +96,7 @@ def test_layout(model, mcu):
                                        ("kws", "stm32f4")])
 def test_external_build_is_bit_exact(tmp_path, model, mcu):
     qg = quantized(model)
-    files, lib = codegen.render_for_mcu(qg, "m", mcu)
+    files, lib = codegen.render_for_mcu(qg, "m", targets.get(mcu))
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
     (tmp_path / "driver.c").write_text(DRIVER)
@@ -120,7 +120,7 @@ def test_external_build_is_bit_exact(tmp_path, model, mcu):
 
 def test_normal_build_compiles_no_blob(tmp_path):
     """Without the macro the library has no blob pointer: firmware is unchanged."""
-    files, _ = codegen.render_for_mcu(quantized("digits"), "m", "stm32f4")
+    files, _ = codegen.render_for_mcu(quantized("digits"), "m", targets.get("stm32f4"))
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
     for flag, has in (("-UTINYDS_WEIGHTS_EXTERNAL", False), ("-DTINYDS_WEIGHTS_EXTERNAL", True)):

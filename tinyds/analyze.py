@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import codegen, mcu as mcu_table, ops
+from . import codegen, ops, targets
 from .ir import Graph
 
 STANDIN_RANGE = (-1.0, 1.0)
@@ -37,7 +37,7 @@ class Layer:
 @dataclass
 class Analysis:
     model: str
-    mcu: str
+    target: targets.Target
     optimize: str
     layers: list[Layer]
     arena_bytes: int
@@ -63,7 +63,7 @@ class Analysis:
         return sum(layer.params for layer in self.layers)
 
     def text(self) -> str:
-        m = mcu_table.get(self.mcu)
+        m = self.target
         head = ("#", "layer", "op", "input", "output", "MACs", "params", "weight B", "act B",
                 "kernel")
         rows = [head] + [(str(i), layer.name[:28], layer.op,
@@ -75,17 +75,17 @@ class Analysis:
         right = {0, 5, 6, 7, 8}
         lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
                            for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
-        need_flash = self.flash_bytes + mcu_table.RUNTIME_FLASH_BYTES
-        need_ram = self.ram_bytes + mcu_table.STACK_BYTES
+        need_flash = self.flash_bytes + targets.RUNTIME_FLASH_BYTES
+        need_ram = self.ram_bytes + targets.STACK_BYTES
         io = ("input in the arena" if self.input_in_arena else f"input {self.input_bytes} B")
         lines += [
             f"total: {self.macs} MACs, {self.params} params",
             f"arena: {self.arena_bytes} B planned ({self.unshared_bytes} B without reuse); "
             f"{io}, output {self.output_bytes} B",
             f"flash: {need_flash} B of {m.flash} B ({100 * need_flash / m.flash:.1f}%): weights "
-            f"and kernels {self.flash_bytes} B + runtime {mcu_table.RUNTIME_FLASH_BYTES} B",
+            f"and kernels {self.flash_bytes} B + runtime {targets.RUNTIME_FLASH_BYTES} B",
             f"RAM:   {need_ram} B of {m.ram} B ({100 * need_ram / m.ram:.1f}%): arena and I/O "
-            f"{self.ram_bytes} B + stack {mcu_table.STACK_BYTES} B",
+            f"{self.ram_bytes} B + stack {targets.STACK_BYTES} B",
             f"{self.model} on {m.name} ({m.board}, --optimize {self.optimize}): "
             + ("fits" if self.fits else "DOES NOT FIT: " + ", ".join(self.problems))]
         return "\n".join(lines)
@@ -123,16 +123,16 @@ def standin(g: Graph, activations: str = "int8") -> Graph:
     return quantize._build(g, standin_ranges(g), zeros, activations)
 
 
-def analyze(g: Graph, mcu: str, optimize: str = "speed", model: str = "",
+def analyze(g: Graph, target: targets.Target, optimize: str = "speed", model: str = "",
             activations: str = "int8") -> Analysis:
     """Per-layer costs, the memory plan and the MCU budget of an optimized float graph
     (or a quantized one, as a .tflite loads)."""
     qg = g if g.is_quantized else standin(g, activations)
-    _, lib = codegen.render_for_mcu(qg, "model", mcu, optimize)
-    return of_library(qg, lib, mcu, optimize, model or g.name)
+    _, lib = codegen.render_for_mcu(qg, "model", target, optimize)
+    return of_library(qg, lib, target, optimize, model or g.name)
 
 
-def of_library(qg: Graph, lib, mcu: str, optimize: str, model: str) -> Analysis:
+def of_library(qg: Graph, lib, target: targets.Target, optimize: str, model: str) -> Analysis:
     """The figures of a rendered library (codegen.Library) of the int8 graph qg."""
     layers = []
     for op, k in zip(qg.ops, lib.kernels):
@@ -147,9 +147,9 @@ def of_library(qg: Graph, lib, mcu: str, optimize: str, model: str) -> Analysis:
             "" if k is None else ("fast" if k.fast else "portable")))
     flash = codegen.flash_need(lib)
     ram = lib.plan.ram + qg.output.nbytes
-    return Analysis(model, mcu_table.get(mcu).name, optimize, layers, lib.arena_bytes,
+    return Analysis(model, target, optimize, layers, lib.arena_bytes,
                     lib.plan.unshared_size, qg.input.nbytes, qg.output.nbytes,
-                    lib.plan.input_in_arena, flash, ram, mcu_table.shortfall(mcu, flash, ram),
+                    lib.plan.input_in_arena, flash, ram, targets.shortfall(target, flash, ram),
                     timeline(qg, lib.plan))
 
 

@@ -30,15 +30,15 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from tinyds import cycles as cycle_models
-from tinyds import mcu as mcu_table
+from tinyds import targets
 from tinyds import ops as op_modules
 from tinyds import progress
 from tinyds.errors import TinydsError
 from tinyds.firmware import build_elf, run_qemu
 from tinyds.ir import Graph
 from tinyds.project import demo_main
+from tinyds.targets import BENCH_MACHINE, MACHINES, V6M_MACHINE, Target
 
-BENCH_MACHINE = "netduinoplus2"
 V6M_DEFINES = ("TINYDS_PROFILE", "TINYDS_COUNTER_TRACED", "TINYDS_CONSOLE_SEMIHOSTING")
 FLASH_SECTIONS = (".isr_vector", ".text", ".rodata", ".ARM.exidx", ".data")
 
@@ -57,7 +57,7 @@ class Layer:
 @dataclass
 class Bench:
     model: str
-    mcu: str
+    target: Target
     layers: list[Layer]
     total_instructions: int
     sections: dict[str, int]       # ELF section sizes in bytes
@@ -97,15 +97,15 @@ class Bench:
         return self.library_ram + self.input_bytes + self.output_bytes + self.stack
 
 
-def project_info(out_dir: Path) -> tuple[str, str]:
-    """(model name, mcu) of a project written by tinyds.project.write_project."""
+def project_info(out_dir: Path) -> tuple[str, Target]:
+    """(model name, board) of a project written by tinyds.project.write_firmware."""
     glue = Path(out_dir) / "src" / "tinyds_model.h"
     if not glue.exists():
         raise TinydsError(f"{out_dir}: no src/tinyds_model.h; run `tinyds generate` first")
     text = glue.read_text()
     name = re.search(r'#define TINYDS_MODEL_NAME "(\w+)"', text).group(1)
     mcu = re.search(r'#define TINYDS_MCU_NAME "([\w-]+)"', text).group(1)
-    return name, mcu
+    return name, targets.get(mcu)
 
 
 def elf_sizes(elf: Path, model: str, lib_sources: set[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -167,9 +167,9 @@ def io_sizes(out_dir: Path, name: str) -> tuple[int, int]:
 def estimate_cycles(b: Bench, elf: Path) -> None:
     """Cost a traced run of `elf` with the MCU core's model into b's layers;
     raises TinydsError if its instruction counts are not TIM2's."""
-    model = cycle_models.model_for(mcu_table.get(b.mcu).cpu)
+    model = cycle_models.model_for(b.target.core.cycle_model)
     if model is None:
-        b.cycle_note = (f"no timing model for {mcu_table.get(b.mcu).cpu} here (the M4/M7 "
+        b.cycle_note = (f"no timing model for {b.target.cpu} here (the M4/M7 "
                         "models would misstate its multiplies and loads); instructions only")
         return
     try:
@@ -190,9 +190,9 @@ def estimate_cycles(b: Bench, elf: Path) -> None:
 def v6m_shortfall(b: Bench) -> list[str]:
     """What keeps b's firmware off QEMU microbit: flash, and RAM for its statics plus the
     larger of the stack it used and the stack the linker script reserves."""
-    mach = mcu_table.MACHINES[mcu_table.V6M_MACHINE]
+    mach = MACHINES[V6M_MACHINE]
     s = b.sections
-    ram = s.get(".data", 0) + s.get(".bss", 0) + max(b.stack, mcu_table.STACK_BYTES)
+    ram = s.get(".data", 0) + s.get(".bss", 0) + max(b.stack, targets.STACK_BYTES)
     return ([f"flash {b.flash} B > {mach.flash} B"] if b.flash > mach.flash else []) + (
         [f"RAM {ram} B (statics and stack) > {mach.ram} B"] if ram > mach.ram else [])
 
@@ -200,9 +200,8 @@ def v6m_shortfall(b: Bench) -> list[str]:
 def run_on_microbit(b: Bench, build_dir: Path, lib_dir: Path, demo: Path, include: Path) -> None:
     """Run b's ARMv6-M firmware on QEMU microbit and take its figures from there; raises
     TinydsError if the traced counts differ from TIM2's on netduinoplus2."""
-    m = mcu_table.get(b.mcu)
-    machine = mcu_table.V6M_MACHINE
-    elf = build_elf(build_dir, lib_dir, b.model, m, demo, machine=mcu_table.MACHINES[machine],
+    machine = V6M_MACHINE
+    elf = build_elf(build_dir, lib_dir, b.model, b.target, demo, machine=MACHINES[machine],
                     defines=V6M_DEFINES, include=(include,))
     try:
         segments, printed = cycle_models.estimate(elf, cycle_models.InstructionsOnly(), machine,
@@ -211,7 +210,7 @@ def run_on_microbit(b: Bench, build_dir: Path, lib_dir: Path, demo: Path, includ
         if "tinyds: fault" not in str(e):
             raise
         raise TinydsError(f"{lib_dir}: bench: the firmware faulted on QEMU {machine}, a real "
-                          "Cortex-M0, after running on netduinoplus2's M4 core: an unaligned "
+                          f"Cortex-M0, after running on {BENCH_MACHINE}'s M4 core: an unaligned "
                           "access (ARMv6-M has none) or another fault; report it as a tinyds "
                           "bug") from None
     n = len(b.layers)
@@ -222,7 +221,7 @@ def run_on_microbit(b: Bench, build_dir: Path, lib_dir: Path, demo: Path, includ
     if len(segments) != n + 4 or traced != counted or traced_total != b.total_instructions:
         raise TinydsError(
             f"bench: QEMU {machine}'s traced run executed {traced} instructions per layer "
-            f"({traced_total} in all) but netduinoplus2's TIM2 counted {counted} "
+            f"({traced_total} in all) but {BENCH_MACHINE}'s TIM2 counted {counted} "
             f"({b.total_instructions}) for the same ARMv6-M code; report this as a tinyds bug")
     _, _, _, stack, ok = parse_output(printed, counted=False)
     b.sections, _ = elf_sizes(elf, b.model, {c.name for c in lib_dir.glob("*.c")})
@@ -230,28 +229,27 @@ def run_on_microbit(b: Bench, build_dir: Path, lib_dir: Path, demo: Path, includ
 
 
 def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
-            mcu: str | None = None) -> Bench:
+            target: Target | None = None) -> Bench:
     """Build out_dir's firmware for its MCU's core, run it under -icount, read the ELF.
 
     graph: the quantized graph the library came from, to label layers with op,
     output shape and MACs (one C layer per graph op, in order).
     cycles: also trace the run and estimate cycles per layer (a few seconds more).
-    mcu: build for this MCU's core instead of the project's (the same C on another core).
+    target: build for this board's core instead of the project's (the same C on another core).
     """
     out_dir = Path(out_dir)
-    name, project_mcu = project_info(out_dir)
-    mcu = mcu or project_mcu
-    m = mcu_table.get(mcu)
+    name, project = project_info(out_dir)
+    m = target or project
     lib_dir = out_dir / "lib" / name
     with tempfile.TemporaryDirectory(prefix="tinyds-bench-") as tmp, progress.bar(
-            desc=f"bench on QEMU {BENCH_MACHINE}" + (" and microbit" if m.armv6m else ""),
+            desc=f"bench on QEMU {BENCH_MACHINE}" + (f" and {V6M_MACHINE}" if m.armv6m else ""),
             total=2 + cycles + m.armv6m,
             unit="step") as bar:
         demo = Path(tmp) / "demo" / "main.c"       # the demo, not the user's own main.c
         demo.parent.mkdir()
-        demo.write_text(demo_main(name, project_mcu))
+        demo.write_text(demo_main(name, project))
         elf = build_elf(Path(tmp), lib_dir, name, m, demo,
-                        machine=mcu_table.MACHINES[BENCH_MACHINE],
+                        machine=MACHINES[BENCH_MACHINE],
                         defines=("TINYDS_PROFILE", "TINYDS_COUNTER_TIM2", "TINYDS_CONSOLE_SEMIHOSTING"),
                         include=(out_dir / "src",))
         bar.update()
@@ -259,20 +257,20 @@ def measure(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
         bar.update()
         sections, own = elf_sizes(elf, name, {c.name for c in lib_dir.glob("*.c")})
         layers, total, arena, stack, ok = parse_output(printed)
-        b = Bench(name, mcu, layers, total, sections, own, arena, stack, ok,
+        b = Bench(name, m, layers, total, sections, own, arena, stack, ok,
                   *io_sizes(out_dir, name), printed=printed)
         if m.armv6m:
             short = v6m_shortfall(b)
             if short:
-                b.machine_note = (f"not on QEMU {mcu_table.V6M_MACHINE} (Cortex-M0, "
-                                  f"{mcu_table.MACHINES[mcu_table.V6M_MACHINE].ram} B RAM): "
+                b.machine_note = (f"not on QEMU {V6M_MACHINE} (Cortex-M0, "
+                                  f"{MACHINES[V6M_MACHINE].ram} B RAM): "
                                   + ", ".join(short))
             else:
                 try:
-                    run_on_microbit(b, Path(tmp) / mcu_table.V6M_MACHINE, lib_dir, demo,
+                    run_on_microbit(b, Path(tmp) / V6M_MACHINE, lib_dir, demo,
                                     out_dir / "src")
                 except ImportError as e:
-                    b.machine_note = (f"not on QEMU {mcu_table.V6M_MACHINE}: counting its "
+                    b.machine_note = (f"not on QEMU {V6M_MACHINE}: counting its "
                                       f"execution trace needs {e.name} (pip install "
                                       "'tinyds[firmware]')")
             bar.update()
@@ -295,7 +293,7 @@ def _ratio(a: int | None, b: int | None) -> str:
 
 def report(b: Bench, clock_mhz: float | None = None) -> str:
     """The bench table; milliseconds at clock_mhz (default: the MCU's maximum clock)."""
-    m = mcu_table.get(b.mcu)
+    m = b.target
     mhz = clock_mhz or m.max_mhz
 
     def ms(cycles: int | None) -> str:
@@ -304,17 +302,17 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
     if b.cycle_model:
         how = (f"cycles estimated ({b.cycle_model}) on QEMU's execution trace, zero-wait-state "
                f"memory assumed (no flash wait states, caches or ART); ms at {mhz:g} MHz"
-               + ("" if clock_mhz else f" ({b.mcu}'s maximum; --clock-mhz to change)"))
+               + ("" if clock_mhz else f" ({m.name}'s maximum; --clock-mhz to change)"))
     else:
         how = f"cycles: {b.cycle_note}"
     if b.machine == BENCH_MACHINE:
         where = f"QEMU {BENCH_MACHINE} -icount shift=0: counts are executed instructions (TIM2)"
         where += f"; {b.machine_note}" if b.machine_note else ""
     else:
-        where = (f"QEMU {b.machine} (Cortex-M0, {mcu_table.MACHINES[b.machine].ram} B RAM): "
+        where = (f"QEMU {b.machine} (Cortex-M0, {MACHINES[b.machine].ram} B RAM): "
                  "counts are executed instructions from QEMU's execution trace, equal to "
                  f"{BENCH_MACHINE}'s TIM2 count")
-    lines = [f"tinyds bench: {b.model} for {b.mcu} ({m.cpu}), {where}", how,
+    lines = [f"tinyds bench: {b.model} for {m.name} ({m.cpu}), {where}", how,
              f"{'#':>3}  {'layer':<28} {'op':<17} {'output':<14} {'MACs':>10} {'instr':>11} "
              f"{'est.cycles':>11} {'MACs/cycle':>10} {'ms':>8}"]
     for layer in b.layers:
@@ -346,8 +344,8 @@ def report(b: Bench, clock_mhz: float | None = None) -> str:
 def tflm_arena_line(out_dir: Path, graph: Graph | None, b: Bench) -> str:
     """TensorFlow Lite Micro's arena for the user's own .tflite (kept by generate in
     verify/source.tflite), or for tinyds's export of a PyTorch model, beside tinyds's RAM."""
-    from tinyds import bundle, codegen
-    marker = Path(out_dir) / codegen.MARKER
+    from tinyds import bundle, outdir
+    marker = Path(out_dir) / outdir.MARKER
     source = json.loads(marker.read_text()).get("source", "") if marker.is_file() else ""
     try:
         from tinyds.export_tflite import export_tflite, tflm_arena_size
@@ -372,18 +370,18 @@ def tflm_arena_line(out_dir: Path, graph: Graph | None, b: Bench) -> str:
 
 
 def bench(out_dir: Path, graph: Graph | None = None, cycles: bool = True,
-          clock_mhz: float | None = None, mcu: str | None = None) -> str:
+          clock_mhz: float | None = None, target: Target | None = None) -> str:
     """What `tinyds bench out/` prints; raises TinydsError if the firmware's sample check fails.
 
     graph: defaults to the quantized model generate saved in out/verify/.
-    mcu: build the library for this MCU's core instead of generate's."""
+    target: build the library for this board's core instead of generate's."""
     from tinyds import bundle as saved
     if clock_mhz is not None and not clock_mhz > 0:
         raise TinydsError(f"--clock-mhz {clock_mhz:g}: must be a positive clock in MHz")
     bundle = Path(out_dir) / saved.BUNDLE
     if graph is None and (bundle / "model.json").exists():
         graph = saved.load_graph(bundle)
-    b = measure(out_dir, graph, cycles, mcu and mcu_table.get(mcu).name)
+    b = measure(out_dir, graph, cycles, target)
     text = report(b, clock_mhz) + "\n" + tflm_arena_line(out_dir, graph, b)
     if not b.sample_ok:
         raise TinydsError(f"{out_dir}: bench: the firmware's output differs from the reference "

@@ -28,12 +28,13 @@ def _generate(args) -> int:
 
 
 def _inspect(args) -> int:
-    from . import analyze, passes
+    from . import analyze, passes, targets
     from .api import load_graph
-    from .kernels import Target
-    Target.for_mcu(args.mcu, args.optimize)
+    from .kernels import KernelOptions
+    target = targets.get(args.mcu)
+    KernelOptions.for_target(target, args.optimize)
     g, _ = load_graph(args.model, args.allow_pickle, input_shape=args.input_shape)
-    a = analyze.analyze(g if g.is_quantized else passes.optimize(g), args.mcu, args.optimize,
+    a = analyze.analyze(g if g.is_quantized else passes.optimize(g), target, args.optimize,
                         args.model, args.activations)
     print(a.text())
     return 0 if a.fits else 1
@@ -101,12 +102,12 @@ def _count(text: str) -> int:
 
 def _verify(args) -> int:
     if args.target == "micropython":
-        from .micropython import verify_micropython
+        from .verify_micropython import verify_micropython
         from .verify import RANDOM_VECTORS
         res = verify_micropython(Path(args.out), n_random=args.vectors or RANDOM_VECTORS)
     elif args.target == "qemu":
         from .firmware import verify_qemu
-        res = verify_qemu(Path(args.out), n_random=args.vectors or 200, mcu=args.mcu)
+        res = verify_qemu(Path(args.out), n_random=args.vectors or 200, target=_target(args.mcu))
     else:
         from .verify import RANDOM_VECTORS, verify
         res = verify(args.out, n_random=args.vectors or RANDOM_VECTORS)
@@ -116,7 +117,8 @@ def _verify(args) -> int:
 
 def _bench(args) -> int:
     from .bench import bench
-    print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz, mcu=args.mcu))
+    print(bench(Path(args.out), cycles=args.cycles, clock_mhz=args.clock_mhz,
+                target=_target(args.mcu)))
     return 0
 
 
@@ -178,9 +180,15 @@ def _input_shape_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _mcu_arg(p: argparse.ArgumentParser) -> None:
-    from .mcu import MCUS
+    from .targets import NAMES
     p.add_argument("--mcu", default="stm32f4", type=str.lower,
-                   help=f"target MCU, any case: {', '.join(MCUS)} (default stm32f4)")
+                   help=f"target MCU, any case: {', '.join(NAMES)} (default stm32f4)")
+
+
+def _target(mcu: str | None):
+    """--mcu of verify and bench: a board other than the one generate wrote for, or None."""
+    from . import targets
+    return None if mcu is None else targets.get(mcu)
 
 
 def _quiet_arg(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,6 @@
-"""Quantized graph -> C library (and, via `generate`, the whole output folder).
+"""Quantized graph -> the C library's files as text, and the Library that describes them
+(kernels chosen, arena plan, bytes). Nothing here writes an output folder: that is
+tinyds.generate and the writers in tinyds/outputs/.
 
 Python decides (arena offsets, names, which kernel runs where); templates hold
 the C. Each layer renders templates/ops/<type>.c.j2 once with its own
@@ -6,44 +8,22 @@ compile-time constants, and model.c.j2 strings the calls together.
 """
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import (__version__, data_dir, kernels as kernel_choice, mcu as mcu_table, project,
-               reference, templating, weight_blob)
+from . import kernels as kernel_choice, targets, templating, weight_blob
 from .errors import TinydsError
 from .ir import C_TYPES, Graph
 from .planner import Plan, is_alias, plan, scratch_name
 
 RUNTIME_HEADERS = ("tinyds_common.h", "tinyds_dsp.h")
 INT16_HEADER = "tinyds_int16.h"     # beside 16x8 models only: int8 libraries stay as they were
-MARKER = "tinyds.json"      # marks a folder as tinyds output, which generate may replace
 # Thumb-2 code per layer, for the fits-in-flash check before anything is written:
 # arm-none-eabi-gcc -O2 -mcpu=cortex-m4 gives ~890 B/layer for the MLPerf KWS
 # DS-CNN (11520 B, 13 layers) and ~940 for VWW MobileNetV1 (29084 B, 31 layers).
 KERNEL_CODE_BYTES = 1024
-SAMPLE_SEED = 0
-
-C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
-float for goto if inline int long register restrict return short signed sizeof static struct
-switch typedef union unsigned void volatile while _Bool _Complex _Imaginary""".split())
-# NAME.h must not shadow a C standard header (C99/C11), nor NAME.c build beside a firmware
-# file of the same stem; compared case-insensitively for case-insensitive file systems.
-C_HEADERS = frozenset("""assert complex ctype errno fenv float inttypes iso646 limits locale math
-setjmp signal stdalign stdarg stdatomic stdbool stddef stdint stdio stdlib stdnoreturn string
-tgmath threads time uchar wchar wctype""".split())
-FIRMWARE_FILES = frozenset(["main", "vector_runner", "harness",
-                            *(Path(f).stem for f in project.FIRMWARE_SOURCES)])
-MAX_NAME = 64            # file names, and symbols every toolchain keeps distinct
-NO_MICROPYTHON_INT16 = ("--micropython takes int8 models only (its run() takes int8 buffers); "
-                        "generate the 16x8 model without --micropython, or use --activations int8")
 
 
 @dataclass
@@ -59,41 +39,6 @@ class Library:
     num_layers: int
     kernels: list = None   # per op: the kernels.Kernel chosen (None for a reshape)
     weights: bytes = b""   # every constant array, for -DTINYDS_WEIGHTS_EXTERNAL (weight_blob)
-
-
-def sanitize_name(text: str) -> str:
-    """A model file stem -> a C identifier usable as a symbol prefix."""
-    name = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")[:MAX_NAME - 2].rstrip("_")
-    if not name:
-        return "model"
-    if name[0].isdigit() or name in C_KEYWORDS or _clash(name):
-        name = "m_" + name
-    return name
-
-
-def _clash(name: str) -> str:
-    """What a name would collide with, or "" when it is free."""
-    low = name.lower()
-    if low.startswith("tinyds"):
-        return "names starting with 'tinyds' are reserved for the runtime's own files and symbols"
-    if low in C_HEADERS:
-        return f"{name}.h would shadow the C library's <{low}.h>"
-    if low in FIRMWARE_FILES:
-        return f"{name}.c would clash with the firmware's own {low}.c"
-    return ""
-
-
-def check_name(name: str) -> str:
-    """A user-chosen --name must already be a C identifier: we never rename silently."""
-    if not re.fullmatch(r"[A-Za-z][0-9A-Za-z_]*", name) or name in C_KEYWORDS:
-        raise TinydsError(f"--name {name[:MAX_NAME]}: not a C identifier; use letters, digits "
-                          f"and '_', starting with a letter (e.g. {sanitize_name(name)})")
-    if len(name) > MAX_NAME:
-        raise TinydsError(f"--name {name[:MAX_NAME]}...: {len(name)} characters, more than "
-                          f"{MAX_NAME}; use e.g. {sanitize_name(name)}")
-    if _clash(name):
-        raise TinydsError(f"--name {name}: {_clash(name)}; use e.g. {sanitize_name(name)}")
-    return name
 
 
 def _c_string(text: str) -> str:
@@ -157,7 +102,7 @@ def _io(qg: Graph, p: Plan, names) -> list[dict]:
 
 
 def render_library(qg: Graph, name: str, source: str = "",
-                   target: kernel_choice.Target = kernel_choice.Target(), labels=()
+                   target: kernel_choice.KernelOptions = kernel_choice.KernelOptions(), labels=()
                    ) -> tuple[dict[str, str], Library]:
     """The library's files as text, plus its figures. Nothing is written.
 
@@ -240,7 +185,7 @@ def _check_io_buffers(qg: Graph, p: Plan) -> None:
 
 
 def generate_library(qg: Graph, lib_dir, name: str, source: str = "",
-                     target: kernel_choice.Target = kernel_choice.Target()) -> Library:
+                     target: kernel_choice.KernelOptions = kernel_choice.KernelOptions()) -> Library:
     """Write NAME.c, NAME.h and the runtime headers into lib_dir (created if needed)."""
     files, lib = render_library(qg, name, source, target)
     lib_dir = Path(lib_dir)
@@ -257,125 +202,26 @@ def harness_source(name: str) -> str:
     return templating.render("harness/harness.c.j2", name=name, NAME=name.upper())
 
 
-@dataclass
-class GenerateResult:
-    out_dir: Path
-    library: Library
-    micropython: tuple = ()   # with --micropython: one line per natmod architecture
-    kept: tuple = ()          # generated files the user edited, left as they were
-    removed: tuple = ()       # files an earlier generate wrote that this one does not
-
-    @property
-    def name(self) -> str:
-        return self.library.name
-
-    @property
-    def arena_bytes(self) -> int:
-        return self.library.arena_bytes
-
-    @property
-    def weight_bytes(self) -> int:
-        return self.library.weight_bytes
-
-
-def check_out_dir(out: Path) -> None:
-    """Only an empty folder or an earlier tinyds output may be replaced."""
-    try:
-        _check_out_dir(out)
-    except OSError as e:                  # a name too long for the file system, no permission
-        raise TinydsError(f"{str(out)[:80]}: cannot be the output folder ({e.strerror}); "
-                          "choose another -o") from None
-
-
-def _check_out_dir(out: Path) -> None:
-    if not out.exists() and not out.is_symlink():
-        return
-    if not out.is_dir() or out.is_symlink():
-        raise TinydsError(f"{out}: exists and is not a folder; choose another -o")
-    if any(out.iterdir()) and not is_marker(out / MARKER):
-        raise TinydsError(f"{out}: folder exists and is not a tinyds output (no {MARKER} "
-                          "written by tinyds); refusing to overwrite it; choose another -o or "
-                          "empty it")
-
-
-def is_marker(path: Path) -> bool:
-    """Whether path is a marker tinyds wrote (its content, not just its name: a user's own
-    tinyds.json does not make their folder replaceable; nor does a link to one)."""
-    if path.is_symlink():
-        return False
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("tool") == "tinyds" and isinstance(
-        meta.get("name"), str) and isinstance(meta.get("mcu"), str)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _recorded(out: Path) -> dict[str, str]:
-    """The file hashes the previous generate recorded in out/tinyds.json ({} if none)."""
-    if not is_marker(out / MARKER):
-        return {}
-    files = json.loads((out / MARKER).read_text()).get("files", {})
-    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)} \
-        if isinstance(files, dict) else {}
-
-
-def _sample(qg: Graph, vectors) -> np.ndarray:
-    if vectors is not None and len(vectors):
-        return np.asarray(vectors[:1], dtype=qg.input.dtype)
-    rng = np.random.default_rng(SAMPLE_SEED)
-    if len(qg.inputs) > 1:       # packed: every input's bytes in order
-        return rng.integers(-128, 128, (1, sum(qg.tensors[n].size for n in qg.inputs)),
-                            dtype=np.int8)
-    lo, hi = qg.input.qrange
-    return rng.integers(lo, hi + 1, (1, *qg.input.shape[1:])).astype(qg.input.dtype)
-
-
 def flash_need(lib: Library) -> int:
     return lib.weight_bytes + KERNEL_CODE_BYTES * lib.num_layers
 
 
-def render_for_mcu(qg: Graph, name: str, mcu: str, optimize: str = "speed", source: str = "",
-                   labels=()):
-    """render_library for an MCU; under "speed", layers whose int16 weight streams would
-    overflow the MCU's flash fall back to int8 ("size"), largest first, then ADDs' tables."""
-    target = kernel_choice.Target.for_mcu(mcu, optimize)
-    files, lib = render_library(qg, name, source, target, labels)
-    budget = mcu_table.get(mcu).flash - mcu_table.RUNTIME_FLASH_BYTES
+def render_for_mcu(qg: Graph, name: str, target: targets.Target, optimize: str = "speed",
+                   source: str = "", labels=()):
+    """render_library for a board; under "speed", layers whose int16 weight streams would
+    overflow its flash fall back to int8 ("size"), largest first, then ADDs' tables."""
+    options = kernel_choice.KernelOptions.for_target(target, optimize)
+    files, lib = render_library(qg, name, source, options, labels)
+    budget = target.flash - targets.RUNTIME_FLASH_BYTES
     fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
                   key=lambda i: -len(lib.kernels[i].params["stream"]))
     fast += [i for i, k in enumerate(lib.kernels) if k is not None and "table1" in k.params]
     size_layers = set()
     while flash_need(lib) > budget and fast:
         size_layers.add(fast.pop(0))
-        target = kernel_choice.Target(target.dsp, optimize, frozenset(size_layers))
-        files, lib = render_library(qg, name, source, target, labels)
+        options = kernel_choice.KernelOptions(options.dsp, optimize, frozenset(size_layers))
+        files, lib = render_library(qg, name, source, options, labels)
     return files, lib
-
-
-def check_labels(labels, output_size: int, where: str) -> list[str]:
-    """One class name per output byte, each one line of printable text."""
-    labels = list(labels or ())
-    if labels and len(labels) != output_size:
-        raise TinydsError(f"{where}: --labels gives {len(labels)} labels for {output_size} "
-                          "outputs; write one label per line, one per output")
-    return labels
-
-
-def read_labels(path) -> list[str]:
-    """--labels FILE: one label per line, blank lines at the end ignored."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise TinydsError(f"{path}: cannot read the labels ({e}); give a UTF-8 text file "
-                          "with one label per line") from None
-    return text.rstrip("\r\n").splitlines() if text.strip() else []
 
 
 def kernel_report(qg: Graph, lib: Library) -> str:
@@ -389,90 +235,3 @@ def kernel_report(qg: Graph, lib: Library) -> str:
         lines.append(f"  {op.name[:32]:<32} {op.type:<17} {kind}{': ' + k.note if k.note else ''}"
                      f"{place}")
     return "\n".join(lines)
-
-
-def generate(qg: Graph, out_dir, name: str, mcu: str = "stm32f4", vectors=None,
-             source: str = "", optimize: str = "speed", micropython: bool = False,
-             quant_report=None, lib_only: bool = False, force: bool = False, labels=(),
-             tflite: bytes | None = None) -> GenerateResult:
-    """Write out_dir: lib/NAME/ (the C library), verify/ (quantized model and test
-    vectors for `tinyds verify`), the firmware project, and the tinyds.json marker.
-
-    vectors: int8 NHWC inputs (quantized calibration data) that verify replays.
-    micropython: also write micropython/, the library as a MicroPython native module.
-    quant_report: the quantize.Report whose figures report.json/report.html show.
-    lib_only: write lib/NAME/ and the marker only.
-    labels: a class name per output byte, for NAME_labels[].
-    tflite: the original .tflite's bytes, kept as verify/source.tflite for bench's TFLM figure.
-    force: also replace generated files the user edited (never src/main.c nor a file
-    tinyds did not write; see outdir.py).
-    Everything is rendered into a temporary sibling folder first, so a failure never
-    leaves a half-written output; a new folder is renamed into place, an existing one
-    takes the files one atomic rename each, the marker last.
-    """
-    from . import bundle, outdir, project, report
-    out = Path(out_dir).resolve()
-    labels = check_labels(labels, qg.output.size, name)
-    if micropython and qg.input.dtype != "int8":
-        raise TinydsError(f"{source or qg.name}: {NO_MICROPYTHON_INT16}")
-    files, lib = render_for_mcu(qg, name, mcu, optimize, source, labels)
-    mcu_table.check_fits(mcu, flash_need(lib), lib.plan.ram, source or qg.name)
-    check_out_dir(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-        tmp.chmod(0o777 & ~_umask())          # mkdtemp's 0700 would become out/'s mode
-    except OSError as e:
-        raise TinydsError(f"{out}: cannot create the output folder ({e.strerror}); "
-                          "choose another -o") from None
-    try:
-        lib_dir = tmp / "lib" / name
-        lib_dir.mkdir(parents=True)
-        for fname, text in files.items():
-            (lib_dir / fname).write_text(text)
-        (lib_dir / "CMakeLists.txt").write_text(project.library_cmake(name))
-        natmod = ()
-        if not lib_only:
-            bundle.save_bundle(tmp / bundle.BUNDLE, qg, vectors)
-            if tflite is not None:
-                (tmp / bundle.BUNDLE / bundle.SOURCE_TFLITE).write_bytes(tflite)
-            if micropython:
-                from . import micropython as mpy
-                natmod = tuple(mpy.write(tmp / "micropython", mpy.render_sources(
-                    {f: t for f, t in files.items() if f != f"{name}_io.c"}, name, source or qg.name, lib.input_size, lib.output_size, mcu,
-                    lib.weights, [qg.tensors[n].size for n in qg.inputs],
-                    [qg.tensors[n].size for n in qg.outputs], (qg.input.dtype, qg.output.dtype)),
-                    name, mcu))
-            report.write(tmp, report.document(qg, lib, mcu, optimize, name, source or qg.name,
-                                              quant_report))
-            sample = _sample(qg, vectors)
-            single = len(qg.inputs) == 1 and len(qg.outputs) == 1
-            project.write_project(tmp, name, mcu, sample[0], reference.run_packed(qg, sample)[0],
-                                  files if single else None, lib.plan.input_in_arena,
-                                  lib.plan.output_in_arena, bool(labels))
-        meta = {
-            "tool": "tinyds", "version": __version__, "name": name, "mcu": mcu,
-            "source": source or qg.name, "arena_bytes": lib.arena_bytes,
-            "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
-            "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
-            "vectors": len(bundle.stored_vectors(vectors)), "lib_only": lib_only,
-            "labels": list(labels)}
-        kept, removed = [], []
-        if out.exists():
-            meta["files"], kept, removed = outdir.merge(tmp, out, _recorded(out), force)
-            shutil.rmtree(tmp, ignore_errors=True)
-            outdir.write_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
-        else:
-            meta["files"] = {rel: outdir.sha256(p) for rel, p in outdir.tree(tmp).items()
-                             if rel not in outdir.USER_FILES}
-            (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
-            os.replace(tmp, out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise TinydsError(f"{out}: cannot write the output ({e}); check the disk and "
-                          "permissions, or choose another -o") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    lib.lib_dir = out / "lib" / name
-    return GenerateResult(out, lib, natmod, tuple(kept), tuple(removed))

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyds.errors import TinydsError
+from tinyds.targets import BENCH_MACHINE
 
 DIV_CYCLES = 7
 M4_REFILL = 2
@@ -181,13 +182,13 @@ class InstructionsOnly:
         return 0, None
 
 
-MODELS = {"cortex-m4": M4Model, "cortex-m7": M7Model}
+MODELS = {"m4": M4Model, "m7": M7Model}
 
 
-def model_for(cpu: str):
-    """The cost model of a core (`-mcpu` name), or None: M0+ and M3 time their
-    multiplies and loads differently, and no model here pretends otherwise."""
-    return MODELS[cpu]() if cpu in MODELS else None
+def model_for(name: str | None):
+    """The cost model a core row names (tinyds.targets.cores), or None: M0+ and M3 time
+    their multiplies and loads differently, and no model here pretends otherwise."""
+    return MODELS[name]() if name in MODELS else None
 
 
 class Decoder:
@@ -345,7 +346,7 @@ class TraceCost:
         return [Segment(n, c + P * r, r) for n, c, r in self._segments]
 
 
-def estimate(elf: Path, model, machine: str = "netduinoplus2", marker: str = "tinyds_profile",
+def estimate(elf: Path, model, machine: str = BENCH_MACHINE, marker: str = "tinyds_profile",
              timeout: float = 900) -> tuple[list[Segment], str]:
     """Run `elf` on QEMU `machine` with its execution log piped into TraceCost;
     returns the segments and what the firmware printed."""

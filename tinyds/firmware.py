@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyds import mcu as mcu_table
-from tinyds import progress
+from tinyds import progress, targets
 from tinyds import verify
 from tinyds.errors import TinydsError
-from tinyds.mcu import MCU, Machine
-from tinyds.project import FIRMWARE_DIR, link_script, model_glue
+from tinyds.targets import MACHINES, V6M_MACHINE, Machine, Target
+from tinyds.project import FIRMWARE_DIR, console_define, link_script, model_glue
 
 CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
@@ -36,10 +35,10 @@ def _need(tool: str) -> None:
                           "builds and runs firmware with it)")
 
 
-def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
+def build_elf(build_dir: Path, lib_dir: Path, name: str, target: Target, main_c: Path,
               machine: Machine | None = None, defines: tuple[str, ...] = (),
               include: tuple[Path, ...] = ()) -> Path:
-    """Compile lib_dir's C with firmware/ startup and `main_c` for mcu's core.
+    """Compile lib_dir's C with firmware/ startup and `main_c` for target's core.
 
     machine: link for that QEMU machine's memory instead of the board's.
     defines: extra -D flags, e.g. the console and counter choice.
@@ -48,21 +47,21 @@ def build_elf(build_dir: Path, lib_dir: Path, name: str, mcu: MCU, main_c: Path,
     _need(CC)
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    mem = machine or mcu
+    mem = machine or target
     (build_dir / "link.ld").write_text(
         link_script(mem.flash_origin, mem.flash, mem.ram_origin, mem.ram))
-    (build_dir / "tinyds_model.h").write_text(model_glue(name, mcu.name))
+    (build_dir / "tinyds_model.h").write_text(model_glue(name, target.name))
     sources = [FIRMWARE_DIR / "startup.c", FIRMWARE_DIR / "board.c", Path(main_c),
                *sorted(Path(lib_dir).glob("*.c"))]
     elf = build_dir / "firmware.elf"
-    cmd = [CC, *mcu.cflags, *CFLAGS, *(f"-D{d}" for d in defines),
+    cmd = [CC, *target.cflags, *CFLAGS, *(f"-D{d}" for d in defines),
            f"-I{Path(main_c).parent}", f"-I{build_dir}", *(f"-I{d}" for d in include),
            f"-I{FIRMWARE_DIR}", f"-I{lib_dir}", *map(str, sources),
            "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections",
            "-T", str(build_dir / "link.ld"), "-o", str(elf)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise TinydsError(f"{lib_dir}: arm-none-eabi-gcc for {mcu.cpu} failed; fix the C:\n"
+        raise TinydsError(f"{lib_dir}: arm-none-eabi-gcc for {target.cpu} failed; fix the C:\n"
                           + res.stderr.strip())
     return elf
 
@@ -95,13 +94,12 @@ def run_qemu(elf: Path, machine: str, cwd: Path, icount: bool = False,
     return out
 
 
-def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
+def run_vectors(lib_dir: Path, name: str, m: Target, inputs: np.ndarray,
                 output_size: int, work_dir: Path | None = None, layer_sizes=None,
                 out_dtype="int8"):
     """Run every row of `inputs` (N, input_size), of the model's input type, through the
-    library on mcu's core in QEMU; returns the (N, output_size) outputs (out_dtype), and with
+    library on the board m's core in QEMU; returns the (N, output_size) outputs (out_dtype), and with
     layer_sizes also every layer's output values (a TINYDS_DUMP build; int16 in a 16x8 model)."""
-    m = mcu_table.get(mcu)
     inputs = np.ascontiguousarray(inputs).reshape(len(inputs), -1)
     defines = ("TINYDS_CONSOLE_SEMIHOSTING",) + (("TINYDS_DUMP",) if layer_sizes else ())
     with tempfile.TemporaryDirectory(prefix="tinyds-qemu-") as tmp:
@@ -126,7 +124,7 @@ def run_vectors(lib_dir: Path, name: str, mcu: str, inputs: np.ndarray,
 @dataclass
 class QemuResult:
     machine: str
-    mcu: str
+    target: Target
     name: str
     check: verify.BuildCheck
     seconds: float
@@ -145,7 +143,7 @@ class QemuResult:
         return self.mismatched_vectors == 0 and (self.layers is None or not self.layers.first)
 
     def text(self) -> str:
-        m = mcu_table.get(self.mcu)
+        m = self.target
         c = self.check
         where = f"; first: {c.first}" if c.first else ""
         layers = [] if self.layers is None else [
@@ -161,29 +159,29 @@ class QemuResult:
 
 
 def verify_qemu(out_dir: Path, n_random: int = 200, seed: int = 0,
-                mcu: str | None = None) -> QemuResult:
+                target: Target | None = None) -> QemuResult:
     """`tinyds verify out/ --target qemu`: the library cross-built for the MCU's
-    core (or `mcu`'s) runs the stored calibration vectors, n_random realistic and
+    core (or `target`'s) runs the stored calibration vectors, n_random realistic and
     n_random random ones and the extremes on the matching QEMU machine; every byte is compared with
     the NumPy reference, and every layer's bytes on the first LAYER_VECTORS (a second,
     TINYDS_DUMP build)."""
     t0 = time.perf_counter()
     o = verify.load_output(out_dir)
-    mcu = mcu or o.mcu
+    m = target or o.target
     x = verify.verify_inputs(o.qg, o.stored, n_random, seed)
-    with progress.bar(desc=f"QEMU {mcu_table.get(mcu).qemu}", total=2, unit="firmware") as bar:
-        got = run_vectors(o.lib_dir, o.name, mcu, x.reshape(len(x), -1), verify.output_size(o.qg),
+    with progress.bar(desc=f"QEMU {m.qemu}", total=2, unit="firmware") as bar:
+        got = run_vectors(o.lib_dir, o.name, m, x.reshape(len(x), -1), verify.output_size(o.qg),
                           out_dtype=o.qg.output.dtype)
         bar.update()
         few = x[:verify.LAYER_VECTORS]
         sizes = [o.qg.tensors[op.outputs[0]].size for op in o.qg.ops]
-        _, dumped = run_vectors(o.lib_dir, o.name, mcu, few.reshape(len(few), -1),
+        _, dumped = run_vectors(o.lib_dir, o.name, m, few.reshape(len(few), -1),
                                 verify.output_size(o.qg), layer_sizes=sizes,
                                 out_dtype=o.qg.output.dtype)
         bar.update()
     check = verify.check("firmware", got, verify.reference_outputs(o.qg, x))
     layers = verify.check_layers(o.qg, dumped, few)
-    return QemuResult(mcu_table.get(mcu).qemu, mcu, o.name, check, time.perf_counter() - t0,
+    return QemuResult(m.qemu, m, o.name, check, time.perf_counter() - t0,
                       layers)
 
 
@@ -201,15 +199,14 @@ class Boot:
 DOES_NOT_FIT = ("will not fit in region", "overflowed by", "not enough RAM left for the stack")
 
 
-def boot_plan(mcu: str, v6m_machine: bool = True) -> Boot:
-    """The QEMU machine for mcu, and a console and counter QEMU really models on it.
+def boot_plan(m: Target, v6m_machine: bool = True) -> Boot:
+    """The QEMU machine for the board m, and a console and counter QEMU really models on it.
     ARMv6-M boots on microbit, a real Cortex-M0 whose SysTick the demo reads
     (v6m_machine=False: the MCU's own machine, for an image too big for microbit)."""
-    m = mcu_table.get(mcu)
-    v6m = mcu_table.MACHINES[mcu_table.V6M_MACHINE]
+    v6m = MACHINES[V6M_MACHINE]
     if m.armv6m and v6m_machine:
         board = f" (on {m.board}: {m.console})" if m.pio_board else ""
-        return Boot(v6m.name, ("TINYDS_CONSOLE_NRF51_UART0",
+        return Boot(v6m.name, (console_define(v6m.consoles[0][0]),
                                'TINYDS_COUNTER_UNIT="SysTick ticks"'), 0, True, (
             f"a Cortex-M0 with {v6m.ram // 1024} KB RAM; its nRF51 UART0 is the console{board}",
             "counts are SysTick ticks of QEMU's 16 MHz clock under -icount shift=0 (1 ns per "
@@ -217,33 +214,31 @@ def boot_plan(mcu: str, v6m_machine: bool = True) -> Boot:
             "counts core cycles"))
     notes = [f"the firmware does not fit QEMU {v6m.name}'s {v6m.ram // 1024} KB RAM and "
              f"{v6m.flash // 1024} KB flash"] if m.armv6m else []
-    if m.console == "stm32f4_usart2" and m.qemu == "netduinoplus2":
-        console, serial = "TINYDS_CONSOLE_STM32F4_USART2", 1     # USART2: QEMU's second port
+    modelled = dict(m.machine.consoles)
+    if m.console in modelled:
+        console, serial = m.console, modelled[m.console]
     else:
-        console, serial = "TINYDS_CONSOLE_CMSDK_UART0", 0
-        if m.console != "cmsdk_uart0":
-            notes.append(f"{m.board}'s console ({m.console}) is not modelled by QEMU {m.qemu}: "
-                         "its CMSDK UART0 stands in")
-    if m.qemu == "netduinoplus2":
-        counter = "TINYDS_COUNTER_TIM2"
+        console, serial = m.machine.consoles[0]
+        notes.append(f"{m.board}'s console ({m.console}) is not modelled by QEMU {m.qemu}: "
+                     f"its {console.replace('_', ' ').upper()} stands in")
+    counter = m.machine.counter or "TINYDS_COUNTER_NONE"
+    if m.machine.counter:
         notes.append("counts are executed instructions (TIM2 under -icount shift=0), not cycles; "
                      "on the board the demo reads DWT->CYCCNT")
     else:
-        counter = "TINYDS_COUNTER_NONE"
         notes.append(f"QEMU {m.qemu} has no cycle or instruction counter: counts read 0; "
                      "`tinyds bench` counts instructions")
-    return Boot(m.qemu, (console, counter), serial, counter == "TINYDS_COUNTER_TIM2",
+    return Boot(m.qemu, (console_define(console), counter), serial, bool(m.machine.counter),
                 tuple(notes))
 
 
-def build_project(out_dir: Path, build_dir: Path, name: str, mcu: str,
+def build_project(out_dir: Path, build_dir: Path, name: str, m: Target,
                   boot: Boot) -> Path | None:
     """out/'s own firmware (src/*.c, the user's main.c included, and lib/NAME/*.c) linked
     for the QEMU machine's memory, printing on its console, exiting when main returns;
     None when it does not fit the machine's memory."""
     _need(CC)
-    m = mcu_table.get(mcu)
-    mem = mcu_table.MACHINES[boot.machine]
+    mem = MACHINES[boot.machine]
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "link.ld").write_text(
         link_script(mem.flash_origin, mem.flash, mem.ram_origin, mem.ram))
@@ -268,22 +263,22 @@ def build_project(out_dir: Path, build_dir: Path, name: str, mcu: str,
 def run_project(out_dir: Path, timeout: float = 60, stdout=None) -> int:
     """`tinyds run out/`: build out/'s firmware, boot it on the MCU's QEMU machine with
     its console on stdout, and return the firmware's exit status (0: main returned 0)."""
-    from .codegen import check_name
+    from .names import check_name
     meta = verify.load_meta(out_dir)
     try:
-        name, o_mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
+        name, target = check_name(meta["name"]), targets.get(meta["mcu"])
     except TinydsError as e:
         raise TinydsError(f"{out_dir}/tinyds.json: damaged ({e}); run tinyds generate again"
                           ) from None
     if meta.get("lib_only") or not (Path(out_dir) / "src").is_dir():
         raise TinydsError(f"{out_dir}: has no firmware project (generated with --lib-only?); "
                           "run tinyds generate without --lib-only")
-    boot = boot_plan(o_mcu)
+    boot = boot_plan(target)
     with tempfile.TemporaryDirectory(prefix="tinyds-run-") as tmp:
-        elf = build_project(Path(out_dir), Path(tmp), name, o_mcu, boot)
-        if elf is None and boot.machine == mcu_table.V6M_MACHINE:
-            boot = boot_plan(o_mcu, v6m_machine=False)
-            elf = build_project(Path(out_dir), Path(tmp), name, o_mcu, boot)
+        elf = build_project(Path(out_dir), Path(tmp), name, target, boot)
+        if elf is None and boot.machine == V6M_MACHINE:
+            boot = boot_plan(target, v6m_machine=False)
+            elf = build_project(Path(out_dir), Path(tmp), name, target, boot)
         if elf is None:
             raise TinydsError(f"{out_dir}: the firmware does not fit QEMU {boot.machine}'s "
                               "memory; make src/ or the model smaller")
@@ -292,7 +287,7 @@ def run_project(out_dir: Path, timeout: float = 60, stdout=None) -> int:
             ["-serial", "null"] * boot.serial + ["-serial", "stdio"])
         if boot.icount:
             cmd += ["-icount", "shift=0"]
-        print(f"tinyds run: {out_dir} ({o_mcu}) on QEMU {boot.machine}; "
+        print(f"tinyds run: {out_dir} ({target.name}) on QEMU {boot.machine}; "
               + "; ".join(boot.notes), file=stdout, flush=True)
         try:
             res = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, timeout=timeout)

@@ -22,17 +22,18 @@ OPTIMIZE = ("speed", "size")
 
 
 @dataclass(frozen=True)
-class Target:
+class KernelOptions:
+    """What picks each layer's kernel: the core's features and --optimize."""
     dsp: bool = False            # ARMv7E-M DSP extension (Cortex-M4/M7)
     optimize: str = "speed"      # "size": int8 weights everywhere (portable kernels)
     size_layers: frozenset = frozenset()   # op indices kept at "size" under "speed" (flash)
 
     @classmethod
-    def for_mcu(cls, mcu: str, optimize: str = "speed") -> "Target":
-        from . import mcu as mcu_table
+    def for_target(cls, target, optimize: str = "speed") -> "KernelOptions":
+        """For a tinyds.targets.Target."""
         if optimize not in OPTIMIZE:
             raise TinydsError(f"--optimize {optimize}: choose one of {', '.join(OPTIMIZE)}")
-        return cls(dsp=mcu_table.get(mcu).dsp, optimize=optimize)
+        return cls(dsp=target.core.dsp, optimize=optimize)
 
 
 @dataclass
@@ -75,7 +76,7 @@ def portable(g: Graph, op: Op) -> Kernel:
     return Kernel(op.type, module.c_params(g, op))
 
 
-def choose(g: Graph, op: Op, target: Target = Target()) -> Kernel:
+def choose(g: Graph, op: Op, target: KernelOptions = KernelOptions()) -> Kernel:
     """The kernel for one layer (never for a reshape, which emits no code)."""
     fast = (target.dsp and target.optimize == "speed" and g.ops.index(op) not in target.size_layers
             and g.tensors[op.outputs[0]].dtype == "int8")    # 16x8 layers: portable kernels

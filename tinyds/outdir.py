@@ -1,4 +1,6 @@
 """Who owns which file in out/: tinyds regenerates its own files, never the user's.
+Every writer of tinyds/outputs/ fills a temporary folder; only this module moves files
+into out/ (`write_folder`).
 
 tinyds.json records the SHA-256 of every file generate wrote ("files"). On a later
 generate a file on disk whose hash is neither the recorded one nor the new one was
@@ -15,13 +17,105 @@ Everything is checked before the first file moves: a bad record touches nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
 from .errors import TinydsError
 
 USER_FILES = frozenset(["src/main.c"])
+MARKER = "tinyds.json"      # marks a folder as tinyds output, which generate may replace
+
+
+def check_out_dir(out: Path) -> None:
+    """Only an empty folder or an earlier tinyds output may be replaced."""
+    try:
+        _check_out_dir(out)
+    except OSError as e:                  # a name too long for the file system, no permission
+        raise TinydsError(f"{str(out)[:80]}: cannot be the output folder ({e.strerror}); "
+                          "choose another -o") from None
+
+
+def _check_out_dir(out: Path) -> None:
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise TinydsError(f"{out}: exists and is not a folder; choose another -o")
+    if any(out.iterdir()) and not is_marker(out / MARKER):
+        raise TinydsError(f"{out}: folder exists and is not a tinyds output (no {MARKER} "
+                          "written by tinyds); refusing to overwrite it; choose another -o or "
+                          "empty it")
+
+
+def is_marker(path: Path) -> bool:
+    """Whether path is a marker tinyds wrote (its content, not just its name: a user's own
+    tinyds.json does not make their folder replaceable; nor does a link to one)."""
+    if path.is_symlink():
+        return False
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("tool") == "tinyds" and isinstance(
+        meta.get("name"), str) and isinstance(meta.get("mcu"), str)
+
+
+def recorded(out: Path) -> dict[str, str]:
+    """The file hashes the previous generate recorded in out/tinyds.json ({} if none)."""
+    if not is_marker(out / MARKER):
+        return {}
+    files = json.loads((out / MARKER).read_text()).get("files", {})
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(files, dict) else {}
+
+
+def write_folder(out: Path, fill, meta: dict, force: bool) -> tuple[list, list]:
+    """Make out/ what `fill(folder)` writes into an empty folder, plus the MARKER (meta
+    with the hash of every file tinyds owns). Returns (kept edited files, removed stale
+    files).
+
+    Everything is written into a temporary sibling folder first, so a failure never
+    leaves a half-written output; a new folder is renamed into place, an existing one
+    takes the files one atomic rename each (`merge`), the marker last.
+    force: also replace generated files the user edited (never USER_FILES nor a file
+    tinyds did not write)."""
+    check_out_dir(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        tmp.chmod(0o777 & ~_umask())          # mkdtemp's 0700 would become out/'s mode
+    except OSError as e:
+        raise TinydsError(f"{out}: cannot create the output folder ({e.strerror}); "
+                          "choose another -o") from None
+    try:
+        fill(tmp)
+        meta = dict(meta)
+        kept, removed = [], []
+        if out.exists():
+            meta["files"], kept, removed = merge(tmp, out, recorded(out), force)
+            shutil.rmtree(tmp, ignore_errors=True)
+            write_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
+        else:
+            meta["files"] = {rel: sha256(p) for rel, p in tree(tmp).items()
+                             if rel not in USER_FILES}
+            (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+            os.replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TinydsError(f"{out}: cannot write the output ({e}); check the disk and "
+                          "permissions, or choose another -o") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return kept, removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256(path: Path) -> str:
@@ -56,9 +150,7 @@ def write_atomic(path: Path, text: str) -> None:
     out/ folder from elsewhere may hold, and rename replaces a link, never its target."""
     fd, part = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(part, path)

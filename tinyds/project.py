@@ -1,4 +1,8 @@
-"""Writes the bare-metal firmware project around a generated library.
+"""The firmware project's text around a generated library: the project templates'
+context for a board, the linker script, the model glue header, the demo main, and
+`write_firmware`, the bare-metal project itself. The other project files are written
+by tinyds/outputs/ (cmake, zephyr, arduino); QEMU builds (firmware.py, bench.py) reuse
+the linker script, glue and demo main.
 
 out/
   platformio.ini, tinyds_flags.py   `pio run -t upload` for the MCU's real board
@@ -10,11 +14,6 @@ out/
                                      once, then the user's (see outdir.py)
   src/tinyds_sample.h                a real input and the reference's output for it
   src/startup.c, board.c, tinyds_board.h, tinyds_model.h
-  CMakeLists.txt, cmake/arm-none-eabi.cmake   add_subdirectory(out) for the library target,
-                                     or the firmware with the toolchain file
-  zephyr/                            module.yml, CMakeLists.txt, Kconfig: a Zephyr module
-  arduino/NAME/                      the model as an Arduino library with an example sketch
-  lib/NAME/                          written by codegen (with its CMakeLists.txt)
 """
 from __future__ import annotations
 
@@ -23,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyds import data_dir, mcu as mcu_table, templating
-from tinyds.mcu import MCU, STACK_BYTES
+from tinyds import data_dir, templating
+from tinyds.targets import STACK_BYTES, Target
 
 FIRMWARE_SOURCES = ("startup.c", "board.c", "tinyds_board.h")
 
@@ -84,24 +83,31 @@ def _c_rows(data: np.ndarray, per_row: int = 16) -> list[str]:
     return [", ".join(vals[i:i + per_row]) for i in range(0, len(vals), per_row)]
 
 
-def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
-                  sample_output: np.ndarray, lib_files: dict[str, str] | None = None,
-                  input_in_arena: bool = False, output_in_arena: bool = False,
-                  labels: bool = False) -> None:
-    """Write everything but lib/NAME/ (codegen's) into out_dir for `mcu`.
+def context(name: str, m: Target) -> dict:
+    """What the project templates (Makefile, PlatformIO, CMake, Zephyr) say of the board."""
+    return dict(name=name, NAME=name.upper(), mcu=m.name, board=m.board, cpu=m.cpu,
+                fpu=m.fpu, dsp=m.dsp, cflags=m.cflags, console_define=console_define(m.console),
+                pio_platform=m.pio_platform, pio_board=m.pio_board, uf2=m.boot2)
+
+
+def samples(sample_input: np.ndarray, sample_output: np.ndarray) -> dict:
+    """The demo's sample as C rows: one input and the reference's output for it."""
+    return dict(sample_input=_c_rows(np.asarray(sample_input)),
+                sample_output=_c_rows(np.asarray(sample_output)))
+
+
+def write_firmware(out_dir: Path, name: str, m: Target, sample_input: np.ndarray,
+                   sample_output: np.ndarray) -> None:
+    """The bare-metal project around lib/NAME/: link.ld, Makefile, PlatformIO files and
+    src/ (startup, console, the demo main and its sample) for the board m.
 
     sample_input/sample_output: one input vector (int8, uint8 or int16) and the reference
     output for it; the demo embeds both and reports whether the board agrees.
-    lib_files: the library's files, copied into the Arduino library (none: no Arduino
-    library); input_in_arena, output_in_arena, labels: what its example sketch uses.
     """
-    m: MCU = mcu_table.get(mcu)
     out_dir = Path(out_dir)
     src = out_dir / "src"
     src.mkdir(parents=True, exist_ok=True)
-    ctx = dict(name=name, NAME=name.upper(), mcu=m.name, board=m.board, cpu=m.cpu,
-               fpu=m.fpu, dsp=m.dsp, cflags=m.cflags, console_define=console_define(m.console),
-               pio_platform=m.pio_platform, pio_board=m.pio_board, uf2=m.boot2)
+    ctx = context(name, m)
     (out_dir / "link.ld").write_text(link_script(m.flash_origin, m.flash, m.ram_origin, m.ram,
                                                  m.boot2))
     if m.boot2:
@@ -118,43 +124,11 @@ def write_project(out_dir: Path, name: str, mcu: str, sample_input: np.ndarray,
         shutil.copyfile(FIRMWARE_DIR / f, src / f)
     (src / "tinyds_model.h").write_text(model_glue(name, m.name))
     (src / "tinyds_sample.h").write_text(render(
-        "tinyds_sample.h.j2", name=name,
-        sample_input=_c_rows(np.asarray(sample_input)),
-        sample_output=_c_rows(np.asarray(sample_output))))
-    (src / "main.c").write_text(demo_main(name, m.name))
-    (out_dir / "CMakeLists.txt").write_text(render("CMakeLists.txt.j2", **ctx))
-    (out_dir / "cmake").mkdir(exist_ok=True)
-    (out_dir / "cmake" / "arm-none-eabi.cmake").write_text(
-        render("arm-none-eabi.cmake.j2", **ctx))
-    (out_dir / "zephyr").mkdir(exist_ok=True)
-    (out_dir / "zephyr" / "module.yml").write_text(render("zephyr/module.yml.j2", **ctx))
-    for f in ("CMakeLists.txt", "Kconfig"):
-        (out_dir / "zephyr" / f).write_text(render(f"zephyr/{f}.j2", **ctx))
-    if lib_files is not None:
-        samples = dict(sample_input=_c_rows(np.asarray(sample_input)),
-                       sample_output=_c_rows(np.asarray(sample_output)))
-        write_arduino(out_dir / "arduino" / name, name, lib_files, samples,
-                      dict(input_in_arena=input_in_arena, output_in_arena=output_in_arena,
-                           labels=labels))
+        "tinyds_sample.h.j2", name=name, **samples(sample_input, sample_output)))
+    (src / "main.c").write_text(demo_main(name, m))
 
 
-def write_arduino(folder: Path, name: str, lib_files: dict[str, str], samples: dict,
-                  sketch: dict) -> None:
-    """An Arduino library (1.5 format): library.properties, src/ (the model library),
-    examples/NAME/NAME.ino with the sample in examples/NAME/sample.h."""
-    from tinyds import __version__
-    ctx = dict(name=name, NAME=name.upper(), version=__version__, **samples, **sketch)
-    (folder / "src").mkdir(parents=True)
-    for f, text in lib_files.items():
-        (folder / "src" / f).write_text(text)
-    (folder / "library.properties").write_text(render("arduino/library.properties.j2", **ctx))
-    example = folder / "examples" / name
-    example.mkdir(parents=True)
-    (example / f"{name}.ino").write_text(render("arduino/example.ino.j2", **ctx))
-    (example / "sample.h").write_text(render("arduino/sample.h.j2", **ctx))
-
-def demo_main(name: str, mcu: str) -> str:
+def demo_main(name: str, m: Target) -> str:
     """The demo's main.c: the project's first src/main.c, and what bench runs."""
-    m: MCU = mcu_table.get(mcu)
     counter = ("SysTick, extended past 24 bits" if m.armv6m else "DWT->CYCCNT")
     return render("main.c.j2", name=name, board=m.board, counter_doc=counter)

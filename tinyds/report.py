@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 
-from . import __version__, analyze, mcu as mcu_table, outdir, templating
+from . import __version__, analyze, outdir, targets, templating
 from .ir import Graph
 
 SCHEMA = "tinyds-report/1"
@@ -28,11 +28,11 @@ def _number(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
 
 
-def document(qg: Graph, lib, mcu: str, optimize: str, name: str, source: str,
+def document(qg: Graph, lib, target: targets.Target, optimize: str, name: str, source: str,
              quant_report=None) -> dict:
     """The report as plain data (report.json). quant_report: tinyds.quantize.Report, None
     for an int8 .tflite (no float model to compare with)."""
-    a = analyze.of_library(qg, lib, mcu, optimize, name)
+    a = analyze.of_library(qg, lib, target, optimize, name)
     snr = quant_report.comparison.tensor_snr_db if quant_report is not None else {}
     layers = []
     for i, (op, layer) in enumerate(zip(qg.ops, a.layers)):
@@ -48,7 +48,7 @@ def document(qg: Graph, lib, mcu: str, optimize: str, name: str, source: str,
             "weight_scale_max": None if w is None else float(w.scale.max()),
             "snr_db": _number(snr.get(op.outputs[0])),
         })
-    m = mcu_table.get(mcu)
+    m = target
     calibration = None
     if quant_report is not None:
         calibration = {"synthetic": bool(quant_report.synthetic), "method": quant_report.method,
@@ -62,8 +62,8 @@ def document(qg: Graph, lib, mcu: str, optimize: str, name: str, source: str,
         "memory": {"arena_bytes": a.arena_bytes, "unshared_bytes": a.unshared_bytes,
                    "input_bytes": a.input_bytes, "output_bytes": a.output_bytes,
                    "input_in_arena": a.input_in_arena,
-                   "flash_bytes": a.flash_bytes + mcu_table.RUNTIME_FLASH_BYTES,
-                   "ram_bytes": a.ram_bytes + mcu_table.STACK_BYTES,
+                   "flash_bytes": a.flash_bytes + targets.RUNTIME_FLASH_BYTES,
+                   "ram_bytes": a.ram_bytes + targets.STACK_BYTES,
                    "mcu_flash_bytes": m.flash, "mcu_ram_bytes": m.ram},
         "calibration": calibration,
         "layers": layers,
@@ -81,7 +81,7 @@ def with_bench(doc: dict, b) -> dict:
     (None when not estimated), matched by index when bench timed every layer."""
     per_layer = len(b.layers) == len(doc["layers"])
     return {**doc, "bench": {
-        "mcu": b.mcu, "machine": b.machine, "total_instructions": b.total_instructions,
+        "mcu": b.target.name, "machine": b.machine, "total_instructions": b.total_instructions,
         "cycles": b.cycles,
         "cycle_model": b.cycle_model or None,
         "layers": [{"index": la.index, "instructions": la.instructions, "cycles": la.cycles}

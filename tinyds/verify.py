@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import progress, reference
+from . import progress, reference, targets
 from .bundle import BUNDLE, load_graph
-from .codegen import MARKER, harness_source
+from .codegen import harness_source
 from .errors import TinydsError
 from .ir import Graph
+from .outdir import MARKER, is_marker
+from .targets import Target
 
 RANDOM_VECTORS = 1000
 REFERENCE_CHUNK = 128
@@ -83,21 +85,21 @@ def compile_host(lib_dir, name: str, build_dir, build: str = "release") -> Path:
     return exe
 
 
-def compile_target(lib_dir: Path, name: str, mcu: str, build_dir: Path) -> str:
-    """Compile the library for the MCU with arm-none-eabi-gcc, same warnings, if installed."""
-    from . import mcu as mcu_table
+def compile_target(lib_dir: Path, name: str, target: Target, build_dir: Path) -> str:
+    """Compile the library for the board's core with arm-none-eabi-gcc, same warnings, if
+    installed."""
+    mcu = target.name
     if shutil.which(ARM_CC) is None:
         return f"{ARM_CC} not installed: cross-compile for {mcu} skipped"
-    flags = mcu_table.get(mcu).cflags
     for src in library_sources(lib_dir, name):
-        cmd = [ARM_CC, *flags, *CFLAGS, "-O2", "-c", str(src), "-I", str(lib_dir),
+        cmd = [ARM_CC, *target.cflags, *CFLAGS, "-O2", "-c", str(src), "-I", str(lib_dir),
                "-o", str(build_dir / f"{src.stem}_{mcu}.o")]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             first = next((ln for ln in res.stderr.splitlines() if "error" in ln),
                          res.stderr.strip())
             raise TinydsError(f"{src}: {ARM_CC} for {mcu} failed: {first}")
-    return f"{name}: compiled with {ARM_CC} {' '.join(flags)} {' '.join(CFLAGS)}: clean"
+    return f"{name}: compiled with {ARM_CC} {' '.join(target.cflags)} {' '.join(CFLAGS)}: clean"
 
 
 def run_host(exe, x: np.ndarray, output_size: int, layer_sizes=None, out_dtype="int8"):
@@ -304,7 +306,7 @@ class Output:
     """A folder written by `tinyds generate`, as the verifiers need it."""
     dir: Path
     name: str
-    mcu: str
+    target: Target                # the board tinyds.json names
     qg: Graph
     stored: np.ndarray | None     # the quantized calibration vectors, if generate had any
     optimize: str                 # generate's --optimize, model source and labels, to render
@@ -318,7 +320,6 @@ class Output:
 
 def load_meta(out_dir) -> dict:
     """tinyds.json of a generated folder, or one clear error."""
-    from .codegen import is_marker
     out = Path(out_dir)
     if not is_marker(out / MARKER):
         raise TinydsError(f"{out}: not a tinyds output folder (no readable {MARKER} written by "
@@ -329,12 +330,11 @@ def load_meta(out_dir) -> dict:
 def load_output(out_dir) -> Output:
     """A generated folder, every part checked: its name becomes file names and compiler
     arguments, its vectors are reshaped to the model input."""
-    from . import mcu as mcu_table
-    from .codegen import check_name
+    from .names import check_name
     out = Path(out_dir)
     meta = load_meta(out)
     try:
-        name, mcu = check_name(meta["name"]), mcu_table.get(meta["mcu"]).name
+        name, target = check_name(meta["name"]), targets.get(meta["mcu"])
         optimize, source = meta.get("optimize", "speed"), meta.get("source", "")
         labels = meta.get("labels", [])
         if optimize not in ("speed", "size") or not isinstance(source, str):
@@ -360,7 +360,7 @@ def load_output(out_dir) -> Output:
             raise ValueError(f"{kept} vectors, {MARKER} says {meta['vectors']}")
     except (OSError, ValueError, EOFError) as e:
         raise TinydsError(f"{vectors}: damaged ({e}); run tinyds generate again") from None
-    return Output(out, name, mcu, qg, stored, optimize, source, labels)
+    return Output(out, name, target, qg, stored, optimize, source, labels)
 
 
 def edited_files(o: Output) -> list[str]:
@@ -368,7 +368,7 @@ def edited_files(o: Output) -> list[str]:
     cannot catch every edit: one unit of a late layer's int32 bias is often a ten-thousandth
     of an output step, so it changes an output byte on almost no input."""
     from .codegen import render_for_mcu
-    files, _ = render_for_mcu(o.qg, o.name, o.mcu, o.optimize, o.source, o.labels)
+    files, _ = render_for_mcu(o.qg, o.name, o.target, o.optimize, o.source, o.labels)
     return [f for f, text in files.items()
             if not (o.lib_dir / f).is_file() or (o.lib_dir / f).read_text() != text]
 
@@ -394,7 +394,7 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:
         runs = {b: pool.submit(build_and_run, b) for b in OUTPUT_BUILDS}
         per_layer = pool.submit(layers_run)
-        cross = pool.submit(compile_target, lib_dir, name, o.mcu, Path(tmp))
+        cross = pool.submit(compile_target, lib_dir, name, o.target, Path(tmp))
         want = reference_outputs(qg, x)          # meanwhile, in this thread
         edited = edited_files(o)
         with progress.bar(desc="C builds and runs", total=4, unit="build") as bar:

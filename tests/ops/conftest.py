@@ -22,15 +22,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tinyds import codegen, data_dir, ops, templating, verify
-from tinyds.kernels import Target, choose
+from tinyds import codegen, data_dir, ops, targets, templating, verify
+from tinyds.kernels import KernelOptions, choose
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.requant import derive_int_params
 from tinyds.window import output_size
 
 CACHE = Path(tempfile.gettempdir()) / f"tinyds-opkit-{os.getuid()}"
 ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2"]
-DSP = Target(dsp=True)      # what generate picks for a Cortex-M4/M7
+DSP = KernelOptions(dsp=True)      # what generate picks for a Cortex-M4/M7
 
 
 def _act(name, shape, scale, zp):
@@ -135,7 +135,7 @@ def _inplace_offsets(k, in_size: int, out_size: int) -> tuple[int, int]:
     return in_off, in_off + rel
 
 
-def _render(cases, target: Target = Target(), inplace: bool = False) -> str:
+def _render(cases, target: KernelOptions = KernelOptions(), inplace: bool = False) -> str:
     kernels, table = [], []
     scratch = max(choose(g, g.ops[0], target).scratch for g, _ in cases)
     for i, (g, _) in enumerate(cases):
@@ -210,7 +210,7 @@ def _compile(src: str, build: str) -> Path:
     return exe
 
 
-def run_kernels(cases, sanitize=True, target: Target = Target(),
+def run_kernels(cases, sanitize=True, target: KernelOptions = KernelOptions(),
                 inplace: bool = False) -> list[np.ndarray]:
     """cases: [(graph, x int8 batch)]; returns the C outputs shaped like reference.run."""
     src = _render(cases, target, inplace)
@@ -233,7 +233,7 @@ def run_kernels(cases, sanitize=True, target: Target = Target(),
     return outs
 
 
-def assert_c_matches_reference(cases, target: Target = Target(), inplace: bool = False) -> None:
+def assert_c_matches_reference(cases, target: KernelOptions = KernelOptions(), inplace: bool = False) -> None:
     """Every case's generated C output equals its op's integer reference, byte for byte."""
     for i, ((g, x), got) in enumerate(zip(cases, run_kernels(cases, target=target,
                                                             inplace=inplace))):
@@ -249,7 +249,7 @@ DSP_FLAGS = [[*ARM_FLAGS[:-1], opt] for opt in ("-O2", "-Os", "-Og", "-O0")] + [
     for opt in ("-O2", "-Os")]
 
 
-def arm_compiles(cases, target: Target = Target()) -> None:
+def arm_compiles(cases, target: KernelOptions = KernelOptions()) -> None:
     """Compile the kernels (no main) with arm-none-eabi-gcc, warning-free: for the
     Cortex-M4 at -O2, and with DSP kernels also at -Os/-Og/-O0 and for the M7."""
     if shutil.which("arm-none-eabi-gcc") is None:
@@ -266,17 +266,17 @@ def arm_compiles(cases, target: Target = Target()) -> None:
             assert res.returncode == 0, " ".join(flags) + "\n" + res.stderr[:4000]
 
 
-def run_qemu(cases, tmp_path, mcu="stm32f4", target: Target | None = None) -> list[np.ndarray]:
+def run_qemu(cases, tmp_path, mcu="stm32f4", target: KernelOptions | None = None) -> list[np.ndarray]:
     """Each case's library cross-built for `mcu` and run in QEMU; kernels as generate
     picks them for `mcu` unless `target` says otherwise."""
     from tinyds.codegen import generate_library
     from tinyds.firmware import run_vectors
-    target = target or Target.for_mcu(mcu)
+    target = target or KernelOptions.for_target(targets.get(mcu))
     outs = []
     for i, (g, x) in enumerate(cases):
         lib = tmp_path / f"case{i}"
         generate_library(g, lib, "k", target=target)
-        y = run_vectors(lib, "k", mcu, x.reshape(len(x), -1), g.output.size)
+        y = run_vectors(lib, "k", targets.get(mcu), x.reshape(len(x), -1), g.output.size)
         outs.append(y.reshape(len(x), *g.output.shape[1:]))
     return outs
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from test_avg_pool2d import act
-from tinyds import kernels, reference
+from tinyds import kernels, reference, targets
 from tinyds.errors import TinydsError
-from tinyds.kernels import Target
+from tinyds.kernels import KernelOptions
 from tinyds.ir import Graph, Op
 from tinyds.ops import add
 from tinyds.requant import derive_int_params
@@ -71,7 +71,7 @@ def test_matches_tflite_micro():
 def test_generated_c_matches_reference(optimize):
     """Both kernels: "speed" reads the operand rescales from tables, "size" computes them."""
     rng = np.random.default_rng(22)
-    target = Target(optimize=optimize)
+    target = KernelOptions(optimize=optimize)
     for shape in [(1, 5, 4, 3), (1, 7, 3, 9), (1, 1, 1, 1), (1, 16, 16, 1)]:
         g = random_graph(rng, shape)
         x = rng.integers(-128, 128, (256, *shape[1:])).astype(np.int8)
@@ -95,7 +95,7 @@ def test_table_kernel_on_qemu(opkit, tmp_path, mcu):
         x[1] = 127
         cases.append((g, x))
     for (g, x), got in zip(cases, opkit.run_qemu(cases, tmp_path, mcu)):
-        assert "table1" in kernels.choose(g, g.ops[2], Target.for_mcu(mcu)).params
+        assert "table1" in kernels.choose(g, g.ops[2], KernelOptions.for_target(targets.get(mcu))).params
         np.testing.assert_array_equal(got, reference.run(g, x))
 
 
@@ -104,14 +104,12 @@ def test_tables_fall_back_when_flash_is_short(monkeypatch):
     import dataclasses
 
     from tinyds import codegen
-    from tinyds import mcu as mcu_table
     g = random_graph(np.random.default_rng(25))
-    _, lib = codegen.render_for_mcu(g, "m", "stm32f4")
+    _, lib = codegen.render_for_mcu(g, "m", targets.get("stm32f4"))
     assert "table1" in lib.kernels[2].params
-    need = codegen.flash_need(lib) + mcu_table.RUNTIME_FLASH_BYTES
-    monkeypatch.setitem(mcu_table.MCUS, "stm32f4",
-                        dataclasses.replace(mcu_table.MCUS["stm32f4"], flash=need - 1))
-    _, fell = codegen.render_for_mcu(g, "m", "stm32f4")
+    need = codegen.flash_need(lib) + targets.RUNTIME_FLASH_BYTES
+    tight = dataclasses.replace(targets.get("stm32f4"), flash=need - 1)
+    _, fell = codegen.render_for_mcu(g, "m", tight)
     assert "table1" not in fell.kernels[2].params
     assert fell.weight_bytes == lib.weight_bytes - 2048
 

@@ -143,7 +143,7 @@ def simd_cases(rng, n):
 def test_simd_path_matches_reference(opkit):
     """The DSP cores' pooling (two SXTAB16 per word of four channels) through its C
     twins; which pools take it."""
-    from tinyds.kernels import Target, choose
+    from tinyds.kernels import KernelOptions, choose
     cases = simd_cases(np.random.default_rng(5), 24)
     assert all(choose(g, g.ops[0], opkit.DSP).params["simd"] for g, _ in cases)
     got = opkit.run_kernels(cases, target=opkit.DSP)
@@ -155,7 +155,7 @@ def test_simd_path_matches_reference(opkit):
     assert not choose(big, big.ops[0], opkit.DSP).params["simd"]
     six = pool_graph((1, 4, 4, 6), (2, 2), (2, 2), (0, 0, 0, 0))
     assert not choose(six, six.ops[0], opkit.DSP).params["simd"]
-    assert not choose(cases[0][0], cases[0][0].ops[0], Target()).params["simd"]
+    assert not choose(cases[0][0], cases[0][0].ops[0], KernelOptions()).params["simd"]
 
 
 @pytest.mark.slow

@@ -199,7 +199,7 @@ def test_fast_kernel_matches_reference(opkit):
 
 def test_fast_kernel_selection(opkit):
     """Which layers take the fast kernel, and which requantization, and why."""
-    from tinyds.kernels import Target, choose
+    from tinyds.kernels import KernelOptions, choose
     rng = np.random.default_rng(31)
     attrs = dict(stride=(1, 1), dilation=(1, 1), padding=(0, 0, 0, 0), activation="relu")
     common = dict(s_in=0.05, zp_in=3, s_w=0.01, s_out=0.5)
@@ -216,8 +216,8 @@ def test_fast_kernel_selection(opkit):
     assert pick(w, a={"activation": "none"}) == ("conv2d_s16", "fast", "pixels")   # -128 clamps
     assert pick(w, a={"activation": "none"}, zp_out=-20)[1] == "tflite"
     assert pick(w, s_out=0.0001)[1] == "tflite"                     # left shift: e < 1
-    assert pick(w, target=Target())[0] == "conv2d"                 # no DSP: portable
-    assert pick(w, target=Target(dsp=True, optimize="size"))[0] == "conv2d"
+    assert pick(w, target=KernelOptions())[0] == "conv2d"                 # no DSP: portable
+    assert pick(w, target=KernelOptions(dsp=True, optimize="size"))[0] == "conv2d"
     assert pick(w[:6])[0] == "conv2d"                               # 6 channels: not in fours
     # im2col: in place within the offset its windows allow, forward when the output is
     # the bigger one, last pair first when it is the smaller (it then ends near the input's end)

@@ -218,7 +218,7 @@ def test_fast_kernel_matches_reference(opkit):
 
 
 def test_fast_kernel_selection(opkit):
-    from tinyds.kernels import Target, choose
+    from tinyds.kernels import KernelOptions, choose
     rng = np.random.default_rng(41)
     common = dict(s_in=0.05, zp_in=3, s_w=0.01, s_out=0.05, zp_out=-128)
 
@@ -236,7 +236,7 @@ def test_fast_kernel_selection(opkit):
     assert pick(m=2)[0] == "depthwise_conv2d"
     assert pick(stride=(3, 1))[0] == "depthwise_conv2d"
     assert pick(dilation=(2, 1))[0] == "depthwise_conv2d"
-    assert pick(target=Target())[0] == "depthwise_conv2d"
+    assert pick(target=KernelOptions())[0] == "depthwise_conv2d"
 
 
 def test_fast_3x3_column_needs_two_weight_words():
