@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import kernels as kernel_choice, targets, templating, weight_blob
+from . import data_dir, kernels as kernel_choice, targets, templating, weight_blob
 from .errors import TinydsError
 from .ir import C_TYPES, Graph
 from .planner import Plan, is_alias, plan, scratch_name
