@@ -79,12 +79,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OP_TYPES = (
-    "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-    "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
-    "logistic", "concatenation", "transpose", "prelu", "quantize",
-    "batch_norm", "relu", "relu6",
-)
 ACTIVATIONS = ("none", "relu", "relu6")
 ACT_DTYPES = ("int8", "int16")       # quantized activation tensors (--activations)
 # C element type of each integer activation dtype (uint8 only at a model's edges).

@@ -12,7 +12,7 @@ its own output scale, both for float-vs-int8 agreement.
 
 activations="int16" is TFLite's 16x8 scheme: activations symmetric int16 (zero point 0,
 scale max|range| / 32767), weights int8 as above, biases int64 (nothing to fit into
-int32). It covers the ops a DS-CNN needs (INT16_OPS); a global average pool stays an
+int32). It covers the ops a DS-CNN needs (OpSpec.int16); a global average pool stays an
 average pool there.
 """
 from __future__ import annotations
@@ -22,15 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import float_ref, progress, reference, requant
+from . import float_ref, ops, progress, reference, requant
 from .errors import TinydsError
 from .ir import Graph, Op, Tensor
 
 METHODS = ("minmax", "percentile", "mse")
 ACTIVATIONS = ("int8", "int16")
-# ops with an int16 reference and C kernel (TFLite 16x8)
-INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "reshape", "pad",
-             "softmax")
 INT64_LIMIT = float(1 << 62)    # int64 biases beyond this are refused by requant anyway
 PERCENTILE = 99.99
 HIST_BINS = 8192
@@ -572,9 +569,10 @@ class Report:
 
 def _check_int16_ops(g: Graph) -> None:
     for op in g.ops:
-        if op.type not in INT16_OPS:
+        if not ops.get(op.type).int16:
+            covered = ", ".join(k for k, spec in ops.REGISTRY.items() if spec.int16)
             raise TinydsError(f"{g.name}: layer {op.name}: {op.type} has no int16 kernel "
-                              f"(--activations int16 covers {', '.join(INT16_OPS)}); use "
+                              f"(--activations int16 covers {covered}); use "
                               "--activations int8")
 
 

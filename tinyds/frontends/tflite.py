@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import requant
+from .. import ops, requant
 from ..errors import TinydsError
 from ..ir import ACT_DTYPES, MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
@@ -575,7 +575,7 @@ def load_tflite(path) -> Graph:
     if not all(0 <= i < len(sg.tensors or []) for i in graph_in + graph_out):
         raise r.err("graph", f"input {graph_in} or output {graph_out} is not a tensor index",
                     "the file is damaged; re-convert the model")
-    ops: list[Op] = []
+    layers: list[Op] = []
     available = set(graph_in)
     for i, op in enumerate(sg.operators or []):
         opname, where = r.check_op(i, op, available)
@@ -595,7 +595,7 @@ def load_tflite(path) -> Graph:
         elif opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             new = _conv(r, op, where, opname)
         elif opname == "FULLY_CONNECTED":
-            new = _fully_connected(r, op, where, ops)
+            new = _fully_connected(r, op, where, layers)
         elif opname in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             new = _pool(r, op, where, opname)
         elif opname == "MEAN":
@@ -616,12 +616,12 @@ def load_tflite(path) -> Graph:
             new = _unary(r, op, where, opname)
         else:
             new = _softmax(r, op, where)
-        ops.append(new)
+        layers.append(new)
     for out_idx in graph_out:
         if out_idx not in available or out_idx in graph_in:
             raise r.err("output", f"no operator computes the model output {r.names[out_idx]!r}",
                         "the file is damaged; re-convert the model")
-    g.ops = ops
+    g.ops = layers
     g.inputs = [r.tensor(i, "input") for i in graph_in]
     g.outputs = [r.tensor(i, "output") for i in graph_out]
     for name in g.inputs + g.outputs:
@@ -639,11 +639,11 @@ def load_tflite(path) -> Graph:
 
 def _check_16x8(r: _Reader, g: Graph) -> None:
     """A 16x8 model: int16 activations throughout, ops that have int16 kernels."""
-    from ..quantize import INT16_OPS
     for op in g.ops:
-        if op.type not in INT16_OPS:
+        if not ops.get(op.type).int16:
+            covered = ", ".join(k for k, spec in ops.REGISTRY.items() if spec.int16)
             raise r.err(op.name, f"{op.type} with int16 activations is not supported",
-                        f"16x8 models may use {', '.join(INT16_OPS)}; convert to int8")
+                        f"16x8 models may use {covered}; convert to int8")
         for name in [n for n in op.inputs[:1] + op.outputs]:
             if g.tensors[name].dtype != "int16":
                 raise r.err(op.name, f"tensor {name!r} is {g.tensors[name].dtype} in a 16x8 "

@@ -14,6 +14,7 @@ from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
 from ..ir import Graph, Op
 from . import elementwise
+from .spec import Kernel, OpSpec, at_speed
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -66,3 +67,14 @@ def table_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One add per output element."""
     return g.tensors[op.outputs[0]].size
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """At speed, on any core, the operands' rescales come from tables (table_params)."""
+    if at_speed(g, op, target):
+        return Kernel("add", table_params(g, op),
+                      note="operand rescales from two 256-entry tables (2 KB)")
+    return Kernel("add", c_params(g, op))
+
+
+SPEC = OpSpec("add", reference, c_params, macs, choose=choose)

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import TinydsError
 from ..ir import Graph, Op
 from ..window import in_bounds_count, output_size, taps
+from .spec import Kernel, OpSpec, dsp_ok
 
 
 def check_same_qparams(g: Graph, op: Op) -> None:
@@ -64,3 +65,15 @@ def macs(g: Graph, op: Op) -> int:
     """One add per tap of every output element."""
     p = geometry(g, op)
     return p["out_h"] * p["out_w"] * p["channels"] * p["kernel_h"] * p["kernel_w"]
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """SXTAB16 on a DSP core at speed when channels come in fours and a window's
+    sum fits 16 bits (at most 256 taps); else the portable loop."""
+    p = c_params(g, op)
+    if dsp_ok(g, op, target) and p["channels"] % 4 == 0 and p["kernel_h"] * p["kernel_w"] <= 256:
+        return Kernel("avg_pool2d", {**p, "simd": True}, note="SXTAB16 four channels per word")
+    return Kernel("avg_pool2d", p)
+
+
+SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
+from .spec import OpSpec
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -32,3 +33,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """No arithmetic: the bytes are copied."""
     return 0
+
+
+SPEC = OpSpec("concatenation", reference, c_params, macs)

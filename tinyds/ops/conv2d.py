@@ -19,6 +19,7 @@ from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
                           multiply_by_quantized_multiplier_int64, q15_multiplier, wrap_int32)
 from ..ir import Graph, Op
 from ..window import windows
+from .spec import Kernel, OpSpec, dsp_ok
 
 IM2COL_BYTES = 64 << 20       # the reference's im2col matrix per slice of the batch
 
@@ -355,3 +356,19 @@ def window_inplace(p: dict) -> tuple[bool, int]:
         return True, int((before[starts - 1] + 1 - starts * oc).max()) if len(starts) else 0
     after = np.minimum.accumulate(first[::-1])[::-1]            # first byte read by pixel >= r
     return False, int((after[starts] - starts * oc).min()) if len(starts) else 0
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """conv2d_s16 (SMLAD on int16 weight streams) where a DSP core runs the layer at
+    speed and fast_params fits it; conv2d_int16 for 16x8; else portable conv2d."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("conv2d_int16", c_params_int16(g, op))
+    p = fast_params(g, op) if dsp_ok(g, op, target) else None
+    if p is None:
+        return Kernel("conv2d", c_params(g, op))
+    mode = "pixels" if p["pointwise"] else ("window_reverse" if p["reverse"] else "window")
+    return Kernel("conv2d_s16", p, p["scratch"], mode, f"SMLAD int16, requant {p['requant']}",
+                  p["inplace_offset"])
+
+
+SPEC = OpSpec("conv2d", reference, c_params, macs, choose=choose, int16=True)

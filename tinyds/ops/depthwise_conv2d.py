@@ -12,6 +12,7 @@ from ..ir import Graph, Op
 from ..window import windows
 from .conv2d import (INT16_BLOCK, fold_bias, gemm_requant, int16_params, int_list, operands, quant_params,
                      requantize, weight_zero_point, window_params, wrapped_fold)
+from .spec import Kernel, OpSpec, dsp_ok
 
 
 MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
@@ -172,3 +173,18 @@ def fast_params(g: Graph, op: Op) -> dict | None:
              asm=_asm_fits(p, pairs, words, stream.shape[1] * kw, rows, rq["kind"]),
              scratch=2 * rows * cols)
     return p
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """depthwise_conv2d_s16 (SMLAD plane by plane) where a DSP core runs the layer at
+    speed and fast_params fits it; depthwise_conv2d_int16 for 16x8; else portable."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("depthwise_conv2d_int16", c_params_int16(g, op))
+    p = fast_params(g, op) if dsp_ok(g, op, target) else None
+    if p is None:
+        return Kernel("depthwise_conv2d", c_params(g, op))
+    return Kernel("depthwise_conv2d_s16", p, p["scratch"], "channels",
+                  f"SMLAD int16 plane, requant {p['requant']}")
+
+
+SPEC = OpSpec("depthwise_conv2d", reference, c_params, macs, choose=choose, int16=True)

@@ -11,6 +11,7 @@ import numpy as np
 from ..ir import Graph, Op
 from .conv2d import (INT16_BLOCK, fold_bias, int16_params, int_list, operands, quant_params, requantize,
                      weight_zero_point)
+from .spec import Kernel, OpSpec
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -50,3 +51,13 @@ def c_params_int16(g: Graph, op: Op) -> dict:
 
 def macs(g: Graph, op: Op) -> int:
     return g.tensors[op.inputs[1]].size
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """fully_connected_int16 for 16x8, else the portable kernel."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("fully_connected_int16", c_params_int16(g, op))
+    return Kernel("fully_connected", c_params(g, op))
+
+
+SPEC = OpSpec("fully_connected", reference, c_params, macs, choose=choose, int16=True)

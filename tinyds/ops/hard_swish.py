@@ -13,6 +13,7 @@ import numpy as np
 
 from ..fixedpoint import rounding_divide_by_pot
 from ..ir import Graph, Op
+from .spec import OpSpec
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 
@@ -80,3 +81,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """Three 16-bit multiplies per element."""
     return 3 * g.tensors[op.outputs[0]].size
+
+
+SPEC = OpSpec("hard_swish", reference, c_params, macs)

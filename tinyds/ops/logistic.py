@@ -16,6 +16,7 @@ from ..fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
 from ..fixedpoint import rounding_divide_by_pot as rdbpot
 from ..ir import Graph, Op
 from .softmax import exp_on_negative_values, one_over_one_plus_x_for_x_in_0_1
+from .spec import OpSpec
 
 INPUT_INTEGER_BITS = 4   # Q4.27 input to gemmlowp::logistic
 OUTPUT_PARAMS = (1 / 256, -128)
@@ -57,3 +58,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """About twenty fixed-point multiplies per element (exp and reciprocal)."""
     return 20 * g.tensors[op.outputs[0]].size
+
+
+SPEC = OpSpec("logistic", reference, c_params, macs)

@@ -7,6 +7,7 @@ import numpy as np
 from ..ir import Graph, Op
 from ..window import taps
 from .avg_pool2d import check_same_qparams, geometry
+from .spec import OpSpec
 
 _BELOW_INT8 = -129  # pad value no int8 input can lose to
 
@@ -30,3 +31,6 @@ def macs(g: Graph, op: Op) -> int:
     """One compare per tap of every output element."""
     p = geometry(g, op)
     return p["out_h"] * p["out_w"] * p["channels"] * p["kernel_h"] * p["kernel_w"]
+
+
+SPEC = OpSpec("max_pool2d", reference, c_params, macs)

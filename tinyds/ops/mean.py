@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from ..ir import Graph, Op
+from .spec import OpSpec
 
 
 def folded_multiplier(s_in: float, s_out: float, count: int) -> tuple[int, int]:
@@ -67,3 +68,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One add per input element."""
     return g.tensors[op.inputs[0]].size
+
+
+SPEC = OpSpec("mean", reference, c_params, macs)

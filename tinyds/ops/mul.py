@@ -10,6 +10,7 @@ import numpy as np
 from ..fixedpoint import multiply_by_quantized_multiplier
 from ..ir import Graph, Op
 from . import elementwise
+from .spec import OpSpec
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -37,3 +38,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One multiply per output element."""
     return g.tensors[op.outputs[0]].size
+
+
+SPEC = OpSpec("mul", reference, c_params, macs)

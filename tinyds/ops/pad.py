@@ -7,6 +7,7 @@ import numpy as np
 from ..errors import TinydsError
 from ..ir import Graph, Op
 from ..window import pad_nhwc
+from .spec import OpSpec
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -34,3 +35,6 @@ def c_params(g: Graph, op: Op) -> dict:
 
 def macs(g: Graph, op: Op) -> int:
     return 0
+
+
+SPEC = OpSpec("pad", reference, c_params, macs, int16=True)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..fixedpoint import multiply_by_quantized_multiplier
 from ..ir import C_TYPES, Graph, Op
+from .spec import OpSpec
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -38,3 +39,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One multiply per element."""
     return g.tensors[op.outputs[0]].size
+
+
+SPEC = OpSpec("quantize", reference, c_params, macs)

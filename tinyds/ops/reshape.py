@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
+from .spec import OpSpec
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -17,3 +18,6 @@ def c_params(g: Graph, op: Op) -> dict:
 
 def macs(g: Graph, op: Op) -> int:
     return 0
+
+
+SPEC = OpSpec("reshape", reference, c_params, macs, int16=True)

@@ -20,6 +20,7 @@ from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
 from ..fixedpoint import rounding_divide_by_pot as rdbpot
 from ..fixedpoint import saturating_rounding_doubling_high_mul as mul
 from ..ir import Graph, Op
+from .spec import Kernel, OpSpec
 
 DIFF_INTEGER_BITS = 5    # exp input format Q5.26
 ACCUM_INTEGER_BITS = 12  # sum of exps format Q12.19
@@ -215,3 +216,13 @@ def c_params_int16(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """Element ops: max, exp and scale per input element."""
     return 3 * g.tensors[op.inputs[0]].size
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """softmax_int16 (LUTs) for 16x8, else the portable kernel."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("softmax_int16", c_params_int16(g, op))
+    return Kernel("softmax", c_params(g, op))
+
+
+SPEC = OpSpec("softmax", reference, c_params, macs, choose=choose, int16=True)

@@ -8,6 +8,7 @@ import numpy as np
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
 from ..ir import Graph, Op
 from . import add, elementwise
+from .spec import OpSpec
 
 
 def reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
@@ -25,3 +26,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One subtraction per output element."""
     return g.tensors[op.outputs[0]].size
+
+
+SPEC = OpSpec("sub", reference, c_params, macs)

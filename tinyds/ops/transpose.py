@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import TinydsError
 from ..ir import Graph, Op
+from .spec import OpSpec
 
 
 def perm4(g: Graph, op: Op) -> list[int]:
@@ -42,3 +43,6 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """No arithmetic: the bytes move."""
     return 0
+
+
+SPEC = OpSpec("transpose", reference, c_params, macs)
