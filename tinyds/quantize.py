@@ -442,7 +442,7 @@ def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> 
     probe = Op(op.type, op.name, [op.inputs[0], w_name, ""], list(op.outputs),
                {**op.attrs, "activation": "none"})
     errors = Graph("probe", {w_name: Tensor(w_name, dw.shape, data=dw)}, [probe], [], [])
-    y = float_ref.KERNELS[op.type](errors, probe, mean_x)
+    y = ops.get(op.type).float_reference(errors, probe, mean_x)
     return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
 

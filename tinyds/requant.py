@@ -13,8 +13,8 @@ import numpy as np
 from .errors import TinydsError
 from .fixedpoint import INT32_MAX, quantize_multiplier, quantize_multipliers
 from .ir import Graph, Op
+from .ops.activation import activation_range
 
-INT8_MIN, INT8_MAX = -128, 127
 MAX_SHIFT = 31                  # the C requantization shifts a uint32 left by at most this
 WEIGHT_AXES = {"conv2d": 0, "depthwise_conv2d": 3, "fully_connected": 0}   # output channels
 ADD_LEFT_SHIFT = 20             # TFLite's headroom for int8 ADD
@@ -22,24 +22,6 @@ SOFTMAX_DIFF_INTEGER_BITS = 5   # kScaledDiffIntegerBits in TFLite's int8 softma
 LOGISTIC_INPUT_INTEGER_BITS = 4  # kInputIntegerBits in TFLite's int8 logistic
 INT16_MAX = (1 << 15) - 1
 INT16_MAX_SHIFT = 14            # the int64 MultiplyByQuantizedMultiplier shifts right by 15 - shift
-
-
-def activation_range(activation: str, scale: float, zero_point: int,
-                     qrange: tuple[int, int] = (INT8_MIN, INT8_MAX)) -> tuple[int, int]:
-    """TFLite CalculateActivationRangeQuantized: f / scale in float32, std::round,
-    within the output dtype's qrange."""
-    def quantize(f: float) -> int:
-        q = np.float32(f) / np.float32(scale)
-        return zero_point + int(math.copysign(math.floor(abs(float(q)) + 0.5), float(q)))
-
-    qmin, qmax = qrange
-    if activation == "relu":
-        return max(qmin, quantize(0.0)), qmax
-    if activation == "relu6":
-        return max(qmin, quantize(0.0)), min(qmax, quantize(6.0))
-    if activation == "none":
-        return qmin, qmax
-    raise ValueError(f"unknown activation {activation!r}")
 
 
 def _weighted(g: Graph, op: Op) -> None:

@@ -14,6 +14,7 @@ from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
 from ..ir import Graph, Op
 from . import elementwise
+from .activation import float_clamp
 from .spec import Kernel, OpSpec, at_speed
 
 
@@ -77,4 +78,10 @@ def choose(g: Graph, op: Op, target) -> Kernel:
     return Kernel("add", c_params(g, op))
 
 
-SPEC = OpSpec("add", reference, c_params, macs, choose=choose)
+def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
+    a, b = elementwise.float_operands(g, op, args)
+    return float_clamp(a + b, op)
+
+
+SPEC = OpSpec("add", reference, c_params, macs, choose=choose,
+              float_reference=float_reference)

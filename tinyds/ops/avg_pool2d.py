@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import TinydsError
 from ..ir import Graph, Op
 from ..window import in_bounds_count, output_size, taps
+from .activation import float_clamp
 from .spec import Kernel, OpSpec, dsp_ok
 
 
@@ -76,4 +77,13 @@ def choose(g: Graph, op: Op, target) -> Kernel:
     return Kernel("avg_pool2d", p)
 
 
-SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    kernel, stride, padding = op.attrs["kernel"], op.attrs["stride"], op.attrs["padding"]
+    out = 0.0
+    for _, _, v in taps(x, kernel, stride, (1, 1), padding, 0.0):
+        out = out + v
+    return float_clamp(out / in_bounds_count(x.shape[1:3], kernel, stride, padding), op)
+
+
+SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True,
+              float_reference=float_reference)

@@ -35,4 +35,9 @@ def macs(g: Graph, op: Op) -> int:
     return 0
 
 
-SPEC = OpSpec("concatenation", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, *xs: np.ndarray) -> np.ndarray:
+    return np.concatenate(xs, axis=op.attrs["axis"])
+
+
+SPEC = OpSpec("concatenation", reference, c_params, macs,
+              float_reference=float_reference)

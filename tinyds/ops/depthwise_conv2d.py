@@ -9,10 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
-from ..window import windows
-from .conv2d import (INT16_BLOCK, fold_bias, gemm_requant, int16_params, int_list, operands, quant_params,
-                     requantize, weight_zero_point, window_params, wrapped_fold)
+from ..window import taps, windows
+from .activation import float_clamp
+from .dsp_gemm import gemm_requant
 from .spec import Kernel, OpSpec, dsp_ok
+from .weighted import (INT16_BLOCK, float_operands, fold_bias, int16_params, int_list,
+                       operands, quant_params, requantize, weight_zero_point, window_params,
+                       wrapped_fold)
 
 
 MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
@@ -187,4 +190,14 @@ def choose(g: Graph, op: Op, target) -> Kernel:
                   f"SMLAD int16 plane, requant {p['requant']}")
 
 
-SPEC = OpSpec("depthwise_conv2d", reference, c_params, macs, choose=choose, int16=True)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    w, b = float_operands(g, op)
+    m = op.attrs["depth_multiplier"]
+    out = 0.0
+    for i, j, v in taps(x, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"], op.attrs["padding"]):
+        out = out + np.repeat(v, m, axis=-1) * w[0, i, j, :]
+    return float_clamp(out + b, op)
+
+
+SPEC = OpSpec("depthwise_conv2d", reference, c_params, macs, choose=choose, int16=True,
+              float_reference=float_reference)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Op
-from .conv2d import (INT16_BLOCK, fold_bias, int16_params, int_list, operands, quant_params, requantize,
-                     weight_zero_point)
+from .activation import float_clamp
 from .spec import Kernel, OpSpec
+from .weighted import (INT16_BLOCK, float_operands, fold_bias, int16_params, int_list,
+                       operands, quant_params, requantize, weight_zero_point)
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -60,4 +61,10 @@ def choose(g: Graph, op: Op, target) -> Kernel:
     return Kernel("fully_connected", c_params(g, op))
 
 
-SPEC = OpSpec("fully_connected", reference, c_params, macs, choose=choose, int16=True)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    w, b = float_operands(g, op)
+    return float_clamp(x.reshape(x.shape[0], -1) @ w.T + b, op)
+
+
+SPEC = OpSpec("fully_connected", reference, c_params, macs, choose=choose, int16=True,
+              float_reference=float_reference)

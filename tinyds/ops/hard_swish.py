@@ -83,4 +83,9 @@ def macs(g: Graph, op: Op) -> int:
     return 3 * g.tensors[op.outputs[0]].size
 
 
-SPEC = OpSpec("hard_swish", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+SPEC = OpSpec("hard_swish", reference, c_params, macs,
+              float_reference=float_reference)

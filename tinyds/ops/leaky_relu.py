@@ -41,4 +41,9 @@ def macs(g: Graph, op: Op) -> int:
     return g.tensors[op.outputs[0]].size
 
 
-SPEC = OpSpec("leaky_relu", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, x * op.attrs["alpha"])
+
+
+SPEC = OpSpec("leaky_relu", reference, c_params, macs,
+              float_reference=float_reference)

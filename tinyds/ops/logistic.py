@@ -60,4 +60,9 @@ def macs(g: Graph, op: Op) -> int:
     return 20 * g.tensors[op.outputs[0]].size
 
 
-SPEC = OpSpec("logistic", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))     # 1 / (1 + exp(-x)) without overflow
+
+
+SPEC = OpSpec("logistic", reference, c_params, macs,
+              float_reference=float_reference)

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..ir import Graph, Op
 from ..window import taps
+from .activation import float_clamp
 from .avg_pool2d import check_same_qparams, geometry
 from .spec import OpSpec
 
@@ -33,4 +34,12 @@ def macs(g: Graph, op: Op) -> int:
     return p["out_h"] * p["out_w"] * p["channels"] * p["kernel_h"] * p["kernel_w"]
 
 
-SPEC = OpSpec("max_pool2d", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    out = None
+    for _, _, v in taps(x, op.attrs["kernel"], op.attrs["stride"], (1, 1), op.attrs["padding"], -np.inf):
+        out = v if out is None else np.maximum(out, v)
+    return float_clamp(out, op)
+
+
+SPEC = OpSpec("max_pool2d", reference, c_params, macs,
+              float_reference=float_reference)

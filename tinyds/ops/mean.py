@@ -70,4 +70,9 @@ def macs(g: Graph, op: Op) -> int:
     return g.tensors[op.inputs[0]].size
 
 
-SPEC = OpSpec("mean", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=tuple(op.attrs["axes"]), keepdims=op.attrs.get("keepdims", True))
+
+
+SPEC = OpSpec("mean", reference, c_params, macs,
+              float_reference=float_reference)

@@ -37,4 +37,10 @@ def macs(g: Graph, op: Op) -> int:
     return 0
 
 
-SPEC = OpSpec("pad", reference, c_params, macs, int16=True)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    top, left, bottom, right = op.attrs["padding"]
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+SPEC = OpSpec("pad", reference, c_params, macs, int16=True,
+              float_reference=float_reference)

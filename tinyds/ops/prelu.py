@@ -44,4 +44,10 @@ def macs(g: Graph, op: Op) -> int:
     return g.tensors[op.outputs[0]].size
 
 
-SPEC = OpSpec("prelu", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
+    x, alpha = elementwise.float_operands(g, op, args)
+    return np.where(x >= 0, x, x * alpha)
+
+
+SPEC = OpSpec("prelu", reference, c_params, macs,
+              float_reference=float_reference)

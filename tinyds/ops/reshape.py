@@ -20,4 +20,9 @@ def macs(g: Graph, op: Op) -> int:
     return 0
 
 
-SPEC = OpSpec("reshape", reference, c_params, macs, int16=True)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return x.reshape((x.shape[0],) + tuple(op.attrs["shape"][1:]))
+
+
+SPEC = OpSpec("reshape", reference, c_params, macs, int16=True,
+              float_reference=float_reference)

@@ -225,4 +225,11 @@ def choose(g: Graph, op: Op, target) -> Kernel:
     return Kernel("softmax", c_params(g, op))
 
 
-SPEC = OpSpec("softmax", reference, c_params, macs, choose=choose, int16=True)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    z = (x - x.max(axis=-1, keepdims=True)) * op.attrs.get("beta", 1.0)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+SPEC = OpSpec("softmax", reference, c_params, macs, choose=choose, int16=True,
+              float_reference=float_reference)

@@ -8,6 +8,7 @@ import numpy as np
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
 from ..ir import Graph, Op
 from . import add, elementwise
+from .activation import float_clamp
 from .spec import OpSpec
 
 
@@ -28,4 +29,10 @@ def macs(g: Graph, op: Op) -> int:
     return g.tensors[op.outputs[0]].size
 
 
-SPEC = OpSpec("sub", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
+    a, b = elementwise.float_operands(g, op, args)
+    return float_clamp(a - b, op)
+
+
+SPEC = OpSpec("sub", reference, c_params, macs,
+              float_reference=float_reference)

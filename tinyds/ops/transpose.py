@@ -45,4 +45,9 @@ def macs(g: Graph, op: Op) -> int:
     return 0
 
 
-SPEC = OpSpec("transpose", reference, c_params, macs)
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return np.transpose(x, op.attrs["perm"])
+
+
+SPEC = OpSpec("transpose", reference, c_params, macs,
+              float_reference=float_reference)
