@@ -42,9 +42,6 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       padding (top, left, bottom, right); pads with the input zero point.
   softmax
       beta; quantized: input_multiplier, input_left_shift, diff_min.
-  leaky_relu
-      alpha; quantized: identity_multiplier, identity_shift, alpha_multiplier,
-      alpha_shift.
   prelu
       inputs x and a constant alpha that broadcasts to x (per channel: shape (C,));
       quantized: identity_multiplier, identity_shift, alpha_multiplier, alpha_shift.

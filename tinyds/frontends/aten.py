@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinydsError
 from ..ir import MAX_ELEMENTS, Graph, Op, Tensor, too_large
 from ..window import output_size
@@ -250,12 +251,6 @@ def _unary(type_):
         x = lo._expect_act(a["self"], layer)
         return lo._emit(type_, layer, [x.name], x.shape, perm=x.perm)
     return lower
-
-
-def _leaky_relu(lo, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    return lo._emit("leaky_relu", layer, [x.name], x.shape, {"alpha": float(a["negative_slope"])},
-                    perm=x.perm)
 
 
 def _prelu(lo, a, layer):
@@ -662,7 +657,7 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    "leaky_relu": _leaky_relu, "prelu": _prelu, "_prelu_kernel": _prelu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
+    "prelu": _prelu, "_prelu_kernel": _prelu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
     "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
@@ -677,8 +672,11 @@ HANDLERS = {
     "softmax": _softmax, "cat": _cat, "concat": _cat, "concatenate": _cat, "_softmax": _softmax,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
+    # and each op module's own (OpSpec.aten)
+    **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "leaky_relu", "prelu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
+             "prelu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
-             "linear", "softmax", "zero pad", "dropout")
+             "linear", "softmax", "zero pad", "dropout") + tuple(
+    name for spec in ops.REGISTRY.values() for name in spec.aten)

@@ -28,7 +28,7 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
            "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
-           "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
+           "DEQUANTIZE": None, "HARD_SWISH": None,
            "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
            "TRANSPOSE": None, "PRELU": None,
            "LOGISTIC": None}
@@ -39,8 +39,13 @@ MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
-             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
+             "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
              "CONCATENATION", "TRANSPOSE", "PRELU")
+# and each op module's own builtin (OpSpec.tflite)
+BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
+OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
+MIN_INPUTS.update({b: spec.tflite.min_inputs for b, spec in BUILTINS.items()})
+SUPPORTED += tuple(BUILTINS)
 
 
 def schema():
@@ -116,6 +121,13 @@ class _Reader:
 
     def err(self, where: str, problem: str, fix: str) -> TinydsError:
         return TinydsError(f"{self.path}: {where}: {problem}; {fix}")
+
+    def check_output_shape(self, where: str, y: str, want) -> None:
+        """Refuse an output tensor y whose shape is not the one the operator computes."""
+        if tuple(self.g.tensors[y].shape) != tuple(want):
+            raise self.err(where, f"output {y!r} has shape {self.g.tensors[y].shape}, the "
+                           f"operator computes {tuple(want)}", "the file is damaged; re-convert "
+                           "the model")
 
     def _check_tensor(self, idx: int) -> None:
         """Shape, buffer and quantization of tensor idx are in range, before any of it is used."""
@@ -335,12 +347,6 @@ def _check_output(r: _Reader, where: str, x_shape, y_shape, out_hw, channels: in
                     "TFLite's padding rule gives", "re-convert the model")
 
 
-def _check_shape_is(r: _Reader, where: str, y: str, want) -> None:
-    if tuple(r.g.tensors[y].shape) != tuple(want):
-        raise r.err(where, f"output {y!r} has shape {r.g.tensors[y].shape}, the operator "
-                    f"computes {tuple(want)}", "the file is damaged; re-convert the model")
-
-
 def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
     o = op.builtinOptions
     if o.weightsFormat != 0 or o.keepNumDims:
@@ -406,7 +412,7 @@ def _mean(r: _Reader, op, where: str) -> Op:
     axes = tuple(sorted({a % len(shape) for a in raw}))
     keep = bool(op.builtinOptions.keepDims)
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
+    r.check_output_shape(where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
                     else tuple(d for i, d in enumerate(shape) if i not in axes))
     return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
 
@@ -443,7 +449,7 @@ def _pad(r: _Reader, op, where: str) -> Op:
                     "only spatial zero-point padding of an NHWC tensor imports")
     y = r.tensor(op.outputs[0], where)
     _same_quant(r, x, y, where)
-    _check_shape_is(r, where, y, tuple(int(d) for d in r.g.tensors[x].shape + p.sum(axis=1)))
+    r.check_output_shape(where, y, tuple(int(d) for d in r.g.tensors[x].shape + p.sum(axis=1)))
     return Op("pad", where, [x], [y],
               {"padding": (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1]))})
 
@@ -461,7 +467,7 @@ def _reshape(r: _Reader, op, where: str) -> Op:
 def _softmax(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[x].shape)
+    r.check_output_shape(where, y, r.g.tensors[x].shape)
     want = (1 / 32768, 0) if r.g.tensors[y].dtype == "int16" else (1 / 256, -128)
     if r.g.tensors[y].qparams != want:
         raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
@@ -471,15 +477,13 @@ def _softmax(r: _Reader, op, where: str) -> Op:
 
 
 def _unary(r: _Reader, op, where: str, opname: str) -> Op:
-    """LEAKY_RELU, HARD_SWISH, LOGISTIC: element-wise, same shape in and out."""
+    """HARD_SWISH, LOGISTIC: element-wise, same shape in and out."""
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[x].shape)
+    r.check_output_shape(where, y, r.g.tensors[x].shape)
     if opname == "LOGISTIC" and r.g.tensors[y].qparams != (1 / 256, -128):
         raise r.err(where, f"logistic output quantization {r.g.tensors[y].qparams}",
                     "TFLite int8 logistic outputs scale 1/256, zero point -128")
-    if opname == "LEAKY_RELU":
-        return Op("leaky_relu", where, [x], [y], {"alpha": float(op.builtinOptions.alpha)})
     return Op(opname.lower(), where, [x], [y], {})
 
 
@@ -488,7 +492,7 @@ def _requantize(r: _Reader, op, where: str) -> Op:
     zero point; load_tflite checks that uint8 tensors are the model's input or output."""
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[x].shape)
+    r.check_output_shape(where, y, r.g.tensors[x].shape)
     kinds = (r.g.tensors[x].dtype, r.g.tensors[y].dtype)
     if kinds not in (("int8", "int8"), ("uint8", "int8"), ("int8", "uint8")):
         raise r.err(where, f"QUANTIZE {kinds[0]} -> {kinds[1]}",
@@ -523,7 +527,7 @@ def _prelu(r: _Reader, op, where: str) -> Op:
         raise r.err(where, f"PRELU of {tx.shape} with alpha {ta.shape} ({ta.dtype}, "
                     f"{'constant' if ta.is_const else 'computed'})",
                     "alpha must be a per-tensor int8 constant that broadcasts to the input")
-    _check_shape_is(r, where, y, tx.shape)
+    r.check_output_shape(where, y, tx.shape)
     return Op("prelu", where, [x, alpha], [y], {})
 
 
@@ -536,7 +540,7 @@ def _transpose(r: _Reader, op, where: str) -> Op:
         raise r.err(where, f"TRANSPOSE {tuple(perm)} of shape {shape}",
                     "only permutations of the non-batch dims of a tensor of at most 4-D import")
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, tuple(shape[p] for p in perm))
+    r.check_output_shape(where, y, tuple(shape[p] for p in perm))
     return Op("transpose", where, [x], [y], {"perm": tuple(perm)})
 
 
@@ -554,7 +558,7 @@ def _concatenation(r: _Reader, op, where: str) -> Op:
     if not ok:
         raise r.err(where, f"concatenation of {shapes} along axis {o.axis}",
                     "inputs must be activations of one rank (<= 4), equal except along the axis")
-    _check_shape_is(r, where, y, shapes[0][:axis] + (sum(s[axis] for s in shapes),)
+    r.check_output_shape(where, y, shapes[0][:axis] + (sum(s[axis] for s in shapes),)
                     + shapes[0][axis + 1:])
     if o.fusedActivationFunction != 0:
         raise r.err(where, "concatenation with a fused activation", "TFLM refuses it; re-convert")
@@ -612,7 +616,9 @@ def load_tflite(path) -> Graph:
             new = _transpose(r, op, where)
         elif opname == "CONCATENATION":
             new = _concatenation(r, op, where)
-        elif opname in ("LEAKY_RELU", "HARD_SWISH", "LOGISTIC"):
+        elif opname in BUILTINS:
+            new = BUILTINS[opname].tflite.read(r, op, where)
+        elif opname in ("HARD_SWISH", "LOGISTIC"):
             new = _unary(r, op, where, opname)
         else:
             new = _softmax(r, op, where)

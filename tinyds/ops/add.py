@@ -12,10 +12,13 @@ import numpy as np
 
 from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
+from ..fixedpoint import quantize_multiplier
 from ..ir import Graph, Op
 from . import elementwise
 from .activation import float_clamp
 from .spec import Kernel, OpSpec, at_speed
+
+LEFT_SHIFT = 20             # TFLite's headroom for int8 ADD
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -83,5 +86,19 @@ def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
     return float_clamp(a + b, op)
 
 
-SPEC = OpSpec("add", reference, c_params, macs, choose=choose,
+def derive(g: Graph, op: Op) -> None:
+    """TFLM's add Prepare (and sub's): both inputs onto 2 * max(s1, s2) with LEFT_SHIFT
+    bits of headroom, then onto the output scale."""
+    s1 = float(g.tensors[op.inputs[0]].scale[0])
+    s2 = float(g.tensors[op.inputs[1]].scale[0])
+    s_out = float(g.tensors[op.outputs[0]].scale[0])
+    twice_max = 2.0 * max(s1, s2)
+    op.attrs["left_shift"] = LEFT_SHIFT
+    op.attrs["input1_multiplier"], op.attrs["input1_shift"] = quantize_multiplier(s1 / twice_max)
+    op.attrs["input2_multiplier"], op.attrs["input2_shift"] = quantize_multiplier(s2 / twice_max)
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = quantize_multiplier(
+        twice_max / ((1 << LEFT_SHIFT) * s_out))
+
+
+SPEC = OpSpec("add", reference, c_params, macs, derive=derive, choose=choose,
               float_reference=float_reference)

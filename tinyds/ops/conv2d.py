@@ -16,7 +16,7 @@ from ..window import taps, windows
 from .activation import float_clamp
 from .dsp_gemm import GEMM_UNROLL, gemm_requant, gemm_steps, gemm_stream, gemm_weights
 from .spec import Kernel, OpSpec, dsp_ok
-from .weighted import (INT16_BLOCK, float_operands, fold_bias, int16_params, int_list,
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params, int_list,
                        operands, quant_params, requantize, weight_zero_point, window_params,
                        wrapped_fold)
 
@@ -192,5 +192,10 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return float_clamp(out + b, op)
 
 
-SPEC = OpSpec("conv2d", reference, c_params, macs, choose=choose, int16=True,
+def derive(g: Graph, op: Op) -> None:
+    """Per-channel multipliers; weights' output channels on axis 0."""
+    derive_weighted(g, op, channel_axis=0)
+
+
+SPEC = OpSpec("conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference)

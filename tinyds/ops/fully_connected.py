@@ -11,7 +11,7 @@ import numpy as np
 from ..ir import Graph, Op
 from .activation import float_clamp
 from .spec import Kernel, OpSpec
-from .weighted import (INT16_BLOCK, float_operands, fold_bias, int16_params, int_list,
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params, int_list,
                        operands, quant_params, requantize, weight_zero_point)
 
 
@@ -66,5 +66,10 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return float_clamp(x.reshape(x.shape[0], -1) @ w.T + b, op)
 
 
-SPEC = OpSpec("fully_connected", reference, c_params, macs, choose=choose, int16=True,
+def derive(g: Graph, op: Op) -> None:
+    """Per-channel (or per-tensor) multipliers; weights' output channels on axis 0."""
+    derive_weighted(g, op, channel_axis=0)
+
+
+SPEC = OpSpec("fully_connected", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint import rounding_divide_by_pot
+from ..errors import TinydsError
+from ..fixedpoint import INT32_MAX, quantize_multiplier, rounding_divide_by_pot
 from ..ir import Graph, Op
 from .spec import OpSpec
 
@@ -87,5 +88,29 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
 
 
-SPEC = OpSpec("hard_swish", reference, c_params, macs,
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then TFLite DownScaleInt32ToInt16Multiplier."""
+    m, shift = quantize_multiplier(real)
+    return (INT16_MAX if m >= INT32_MAX - (1 << 15) else (m + (1 << 15)) >> 16), shift
+
+
+def derive(g: Graph, op: Op) -> None:
+    """TFLM HardSwishPrepare: float32 scales, int16 multipliers."""
+    s_in = np.float32(g.tensors[op.inputs[0]].scale[0])
+    s_out = np.float32(g.tensors[op.outputs[0]].scale[0])
+    hires = np.float32(1.0 / 128.0) * s_in
+    m, shift = _int16_multiplier(float(hires / s_out))
+    if not -15 <= shift <= 0:
+        raise TinydsError(f"layer {op.name}: hardswish output scale {float(s_out):g} is too "
+                          f"{'small' if shift > 0 else 'large'} for its input scale "
+                          f"{float(s_in):g}; recalibrate the layer's output")
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = m, shift
+    m, shift = _int16_multiplier(float(hires / np.float32(3.0 / 32768.0)))
+    if shift < -15:
+        raise TinydsError(f"layer {op.name}: hardswish input scale {float(s_in):g} is too small; "
+                          "recalibrate the layer's input")
+    op.attrs["reluish_multiplier"], op.attrs["reluish_shift"] = m, shift
+
+
+SPEC = OpSpec("hard_swish", reference, c_params, macs, derive=derive,
               float_reference=float_reference)

@@ -10,8 +10,11 @@ and that is shifted down to 8 bits.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..errors import TinydsError
 from ..fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
 from ..fixedpoint import rounding_divide_by_pot as rdbpot
 from ..ir import Graph, Op
@@ -64,5 +67,19 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))     # 1 / (1 + exp(-x)) without overflow
 
 
-SPEC = OpSpec("logistic", reference, c_params, macs,
+def derive(g: Graph, op: Op) -> None:
+    """TFLM CalculateArithmeticOpDataLogistic for int8 (Q4.27 input)."""
+    s_in = float(g.tensors[op.inputs[0]].scale[0])
+    q, left_shift = math.frexp(s_in * (1 << (31 - INPUT_INTEGER_BITS)))
+    if left_shift < 0:
+        raise TinydsError(f"layer {op.name}: sigmoid input scale {s_in:g} is too small; "
+                          "recalibrate the layer's input")
+    op.attrs["input_multiplier"] = int(math.floor(q * (1 << 31) + 0.5))
+    op.attrs["input_left_shift"] = left_shift
+    op.attrs["input_range_radius"] = int(math.floor(
+        ((1 << INPUT_INTEGER_BITS) - 1) * (1 << (31 - INPUT_INTEGER_BITS))
+        / (1 << left_shift)))
+
+
+SPEC = OpSpec("logistic", reference, c_params, macs, derive=derive,
               float_reference=float_reference)

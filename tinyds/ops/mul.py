@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint import multiply_by_quantized_multiplier
+from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from ..ir import Graph, Op
 from . import elementwise
 from .activation import float_clamp
@@ -46,5 +46,11 @@ def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
     return float_clamp(a * b, op)
 
 
-SPEC = OpSpec("mul", reference, c_params, macs,
+def derive(g: Graph, op: Op) -> None:
+    """TFLM CalculateOpDataMul: s1 * s2 / s_out in double."""
+    s1, s2, s_out = (float(g.tensors[n].scale[0]) for n in (*op.inputs[:2], op.outputs[0]))
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = quantize_multiplier(s1 * s2 / s_out)
+
+
+SPEC = OpSpec("mul", reference, c_params, macs, derive=derive,
               float_reference=float_reference)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint import multiply_by_quantized_multiplier
+from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from ..ir import Graph, Op
 from . import elementwise
 from .spec import OpSpec
@@ -49,5 +49,13 @@ def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, x, x * alpha)
 
 
-SPEC = OpSpec("prelu", reference, c_params, macs,
+def derive(g: Graph, op: Op) -> None:
+    """TFLM CalculatePreluParams: s_in / s_out and s_in * s_alpha / s_out in double."""
+    s_in, s_alpha, s_out = (float(g.tensors[n].scale[0]) for n in (*op.inputs[:2], op.outputs[0]))
+    op.attrs["identity_multiplier"], op.attrs["identity_shift"] = quantize_multiplier(s_in / s_out)
+    op.attrs["alpha_multiplier"], op.attrs["alpha_shift"] = quantize_multiplier(
+        s_in * s_alpha / s_out)
+
+
+SPEC = OpSpec("prelu", reference, c_params, macs, derive=derive,
               float_reference=float_reference)

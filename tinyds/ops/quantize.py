@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint import multiply_by_quantized_multiplier
+from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from ..ir import C_TYPES, Graph, Op
 from .spec import OpSpec
 
@@ -45,5 +45,11 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return x                                      # a change of scale: the same real values
 
 
-SPEC = OpSpec("quantize", reference, c_params, macs,
+def derive(g: Graph, op: Op) -> None:
+    """TFLM PrepareQuantizeReference: s_in / s_out in double."""
+    s_in, s_out = (float(g.tensors[n].scale[0]) for n in (op.inputs[0], op.outputs[0]))
+    op.attrs["multiplier"], op.attrs["shift"] = quantize_multiplier(s_in / s_out)
+
+
+SPEC = OpSpec("quantize", reference, c_params, macs, derive=derive,
               float_reference=float_reference)

@@ -13,10 +13,13 @@ C twins are in templates/ops/softmax.c.j2.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import TinydsError
-from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
+                          quantize_multiplier)
 from ..fixedpoint import rounding_divide_by_pot as rdbpot
 from ..fixedpoint import saturating_rounding_doubling_high_mul as mul
 from ..ir import Graph, Op
@@ -231,5 +234,22 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-SPEC = OpSpec("softmax", reference, c_params, macs, choose=choose, int16=True,
+def derive(g: Graph, op: Op) -> None:
+    """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input; for int16,
+    s_in * beta over 10 / 65535 (the exp LUT's input step) in double."""
+    s_in = float(g.tensors[op.inputs[0]].scale[0])
+    if g.tensors[op.inputs[0]].dtype == "int16":
+        beta = float(np.float32(op.attrs.get("beta", 1.0)))
+        op.attrs["input_multiplier"], op.attrs["input_left_shift"] = quantize_multiplier(
+            s_in * beta / (10.0 / 65535.0))
+        return
+    bits = DIFF_INTEGER_BITS
+    real = min(float(op.attrs.get("beta", 1.0)) * s_in * (1 << (31 - bits)), (1 << 31) - 1.0)
+    multiplier, left_shift = quantize_multiplier(real)
+    op.attrs["input_multiplier"], op.attrs["input_left_shift"] = multiplier, left_shift
+    radius = ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << left_shift)
+    op.attrs["diff_min"] = -int(math.floor(radius))
+
+
+SPEC = OpSpec("softmax", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference)

@@ -43,7 +43,7 @@ class TFLite:
     """The op as a TFLite builtin operator, read (import) and written (export).
 
     `read(r, operator, where) -> Op` gets frontends/tflite.py's reader (r.tensor,
-    r.err, r.check_shape); `write(w, g, op)` gets export_tflite.py's writer (w.tensor,
+    r.err, r.check_output_shape); `write(w, g, op)` gets export_tflite.py's writer (w.tensor,
     w.op, w.options). The op module never imports either."""
     builtin: str                 # BuiltinOperator name
     version: int                 # the op version TFLite gives its int8 form

@@ -34,5 +34,5 @@ def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
     return float_clamp(a - b, op)
 
 
-SPEC = OpSpec("sub", reference, c_params, macs,
+SPEC = OpSpec("sub", reference, c_params, macs, derive=add.derive,
               float_reference=float_reference)

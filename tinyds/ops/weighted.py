@@ -7,10 +7,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TinydsError
+from ..errors import EXTREME_MODEL, TinydsError
 from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
-                          multiply_by_quantized_multiplier_int64, q15_multiplier, wrap_int32)
+                          multiply_by_quantized_multiplier_int64, q15_multiplier,
+                          quantize_multipliers, wrap_int32)
 from ..ir import Graph, Op
+
+INT16_MAX_SHIFT = 14            # the int64 MultiplyByQuantizedMultiplier shifts right by 15 - shift
+
+
+def derive_weighted(g: Graph, op: Op, channel_axis: int) -> None:
+    """One multiplier and shift per weight scale (s_in * s_w / s_out); then refuse what
+    the kernels cannot run without overflow: an accumulator (bias plus every weight times
+    the widest input step, 255) beyond int32; with int16 activations (16x8) an int64
+    accumulator (steps of 32768) beyond the 2**47 the int64 MultiplyByQuantizedMultiplier
+    takes, or a left shift above 14 (its 15 - shift >= 1)."""
+    x, wt, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
+    s_in, s_out = float(x.scale[0]), float(y.scale[0])
+    op.attrs["multiplier"], op.attrs["shift"] = quantize_multipliers(
+        [s_in * float(s_w) / s_out for s_w in wt.scale])
+    wide = y.dtype == "int16"
+    w = wt.data.astype(np.int64)
+    step, limit, kind = (1 << 15, (1 << 47) - 1, "int64") if wide else (255, INT32_MAX, "int32")
+    acc = step * np.abs(np.moveaxis(w, channel_axis, 0).reshape(w.shape[channel_axis], -1)).sum(axis=1)
+    b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
+    if b is not None:
+        acc = acc + np.abs(b.data.astype(np.int64))
+    if acc.max() > limit:
+        c = int(acc.argmax())
+        bias = f" (bias {int(b.data[c])})" if b is not None else ""
+        raise TinydsError(f"layer {op.name}: output channel {c}'s {kind} accumulator can "
+                          f"reach {int(acc[c])}{bias}, beyond {limit}; {EXTREME_MODEL}")
+    if wide and np.max(op.attrs["shift"]) > INT16_MAX_SHIFT:
+        raise TinydsError(f"layer {op.name}: int16 requantization needs a left shift of "
+                          f"{int(np.max(op.attrs['shift']))} (> {INT16_MAX_SHIFT}): the "
+                          f"output scale is tiny next to the input's; {EXTREME_MODEL}")
 
 
 def operands(g: Graph, op: Op):
