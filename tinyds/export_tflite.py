@@ -29,8 +29,8 @@ OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
-    "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
-    "sub": ("SUB", 2), "mul": ("MUL", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
+    "reshape": ("RESHAPE", 1), "pad": ("PAD", 2),
+    "sub": ("SUB", 2), "mul": ("MUL", 2),
     "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
     "prelu": ("PRELU", 1), "quantize": ("QUANTIZE", 2),
 }
@@ -191,9 +191,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),
              w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
              "ReducerOptions")
-    elif op.type == "softmax":
-        w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op),
-             w.options("SoftmaxOptionsT", beta=float(op.attrs.get("beta", 1.0))), "SoftmaxOptions")
     elif op.type == "transpose":
         x = w.tensor(g.tensors[op.inputs[0]])
         w.op("transpose", [x, w.const_i32(f"{op.name}/perm", list(op.attrs["perm"]))],
@@ -204,7 +201,7 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
              w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
     elif op.type == "prelu":
         w.op("prelu", [w.tensor(g.tensors[n]) for n in op.inputs], w.outputs(g, op))
-    elif op.type in ("hard_swish", "logistic", "quantize"):
+    elif op.type == "quantize":
         w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op))
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "

@@ -40,17 +40,9 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       shape (the new full shape).
   pad
       padding (top, left, bottom, right); pads with the input zero point.
-  softmax
-      beta; quantized: input_multiplier, input_left_shift, diff_min.
   prelu
       inputs x and a constant alpha that broadcasts to x (per channel: shape (C,));
       quantized: identity_multiplier, identity_shift, alpha_multiplier, alpha_shift.
-  hard_swish
-      quantized: output_multiplier, output_shift, reluish_multiplier,
-      reluish_shift (int16 multipliers, TFLite's HardSwishParams).
-  logistic
-      output scale 1/256, zero point -128; quantized: input_multiplier,
-      input_left_shift, input_range_radius.
   concatenation
       axis (of the IR's NHWC / (1, N) shape); inputs: the tensors in order, all
       with the output's quantization.

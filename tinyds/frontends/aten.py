@@ -639,16 +639,6 @@ def _transpose(lo: Lowering, a, layer):
     return _permute_to(lo, layer, x, p)
 
 
-def _softmax(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    if x.perm is not None:
-        raise lo.fail(layer, "softmax on a flattened NCHW feature map is not supported")
-    if a["dim"] % len(x.shape) != 1:
-        raise lo.fail(layer, f"softmax over dim {a['dim']} of shape {x.shape} is not supported; "
-                             "use dim=1 (classes / channels)")
-    return lo._emit("softmax", layer, [x.name], x.shape, {"beta": 1.0})
-
-
 def _identity(lo, a, layer):
     return a.get("input", a.get("self"))
 
@@ -657,7 +647,7 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    "prelu": _prelu, "_prelu_kernel": _prelu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
+    "prelu": _prelu, "_prelu_kernel": _prelu,
     "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
@@ -669,14 +659,14 @@ HANDLERS = {
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
     "permute": _permute, "transpose": _transpose,
-    "softmax": _softmax, "cat": _cat, "concat": _cat, "concatenate": _cat, "_softmax": _softmax,
+    "cat": _cat, "concat": _cat, "concatenate": _cat,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
     # and each op module's own (OpSpec.aten)
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "prelu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
+             "prelu", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
-             "linear", "softmax", "zero pad", "dropout") + tuple(
-    name for spec in ops.REGISTRY.values() for name in spec.aten)
+             "linear", "zero pad", "dropout") + tuple(
+    name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

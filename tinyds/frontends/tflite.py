@@ -27,19 +27,18 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
-           "DEQUANTIZE": None, "HARD_SWISH": None,
+           "RESHAPE": None, "PAD": None, "QUANTIZE": None,
+           "DEQUANTIZE": None,
            "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
-           "TRANSPOSE": None, "PRELU": None,
-           "LOGISTIC": None}
+           "TRANSPOSE": None, "PRELU": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
               "SUB": 2, "MUL": 2, "TRANSPOSE": 2, "PRELU": 2,
               "PAD": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
-             "QUANTIZE", "DEQUANTIZE", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
+             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "PAD",
+             "QUANTIZE", "DEQUANTIZE", "SUB", "MUL",
              "CONCATENATION", "TRANSPOSE", "PRELU")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
@@ -464,29 +463,6 @@ def _reshape(r: _Reader, op, where: str) -> Op:
     return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
 
 
-def _softmax(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    r.check_output_shape(where, y, r.g.tensors[x].shape)
-    want = (1 / 32768, 0) if r.g.tensors[y].dtype == "int16" else (1 / 256, -128)
-    if r.g.tensors[y].qparams != want:
-        raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
-                    "TFLite softmax outputs scale 1/256, zero point -128 (int8) or scale "
-                    "1/32768, zero point 0 (int16)")
-    return Op("softmax", where, [x], [y], {"beta": float(op.builtinOptions.beta)})
-
-
-def _unary(r: _Reader, op, where: str, opname: str) -> Op:
-    """HARD_SWISH, LOGISTIC: element-wise, same shape in and out."""
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    r.check_output_shape(where, y, r.g.tensors[x].shape)
-    if opname == "LOGISTIC" and r.g.tensors[y].qparams != (1 / 256, -128):
-        raise r.err(where, f"logistic output quantization {r.g.tensors[y].qparams}",
-                    "TFLite int8 logistic outputs scale 1/256, zero point -128")
-    return Op(opname.lower(), where, [x], [y], {})
-
-
 def _requantize(r: _Reader, op, where: str) -> Op:
     """QUANTIZE int8 -> int8, uint8 -> int8 or int8 -> uint8 (as TFLM): a change of scale and
     zero point; load_tflite checks that uint8 tensors are the model's input or output."""
@@ -616,12 +592,8 @@ def load_tflite(path) -> Graph:
             new = _transpose(r, op, where)
         elif opname == "CONCATENATION":
             new = _concatenation(r, op, where)
-        elif opname in BUILTINS:
-            new = BUILTINS[opname].tflite.read(r, op, where)
-        elif opname in ("HARD_SWISH", "LOGISTIC"):
-            new = _unary(r, op, where, opname)
         else:
-            new = _softmax(r, op, where)
+            new = BUILTINS[opname].tflite.read(r, op, where)
         layers.append(new)
     for out_idx in graph_out:
         if out_idx not in available or out_idx in graph_in:

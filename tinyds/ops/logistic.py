@@ -7,6 +7,10 @@ CalculateArithmeticOpDataLogistic), gemmlowp's logistic gives Q0.31
 (1 / (1 + exp(-|x|)) from exp_on_negative_values and
 one_over_one_plus_x_for_x_in_0_1, mirrored for negative x, exactly 1/2 at 0),
 and that is shifted down to 8 bits.
+
+IR: one input, one output of its shape (scale 1/256, zero point -128); quantized:
+input_multiplier, input_left_shift, input_range_radius (derive). PyTorch's
+aten::sigmoid and TFLite's LOGISTIC map to it both ways.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from ..fixedpoint import INT32_MAX, multiply_by_quantized_multiplier
 from ..fixedpoint import rounding_divide_by_pot as rdbpot
 from ..ir import Graph, Op
 from .softmax import exp_on_negative_values, one_over_one_plus_x_for_x_in_0_1
-from .spec import OpSpec
+from .spec import OpSpec, TFLite
 
 INPUT_INTEGER_BITS = 4   # Q4.27 input to gemmlowp::logistic
 OUTPUT_PARAMS = (1 / 256, -128)
@@ -81,5 +85,28 @@ def derive(g: Graph, op: Op) -> None:
         / (1 << left_shift)))
 
 
+def from_aten(lo, a: dict, layer: str):
+    """aten::sigmoid(self), through the ATen lowering lo."""
+    x = lo._expect_act(a["self"], layer)
+    return lo._emit("logistic", layer, [x.name], x.shape, perm=x.perm)
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    """A LOGISTIC operator, through the .tflite reader r."""
+    x = r.tensor(operator.inputs[0], where)
+    y = r.tensor(operator.outputs[0], where)
+    r.check_output_shape(where, y, r.g.tensors[x].shape)
+    if r.g.tensors[y].qparams != OUTPUT_PARAMS:
+        raise r.err(where, f"logistic output quantization {r.g.tensors[y].qparams}",
+                    "TFLite int8 logistic outputs scale 1/256, zero point -128")
+    return Op("logistic", where, [x], [y], {})
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    """The layer as a LOGISTIC operator, through the .tflite writer w."""
+    w.op("logistic", [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op))
+
+
 SPEC = OpSpec("logistic", reference, c_params, macs, derive=derive,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              aten={"sigmoid": from_aten}, tflite=TFLite("LOGISTIC", 2, from_tflite, to_tflite))
