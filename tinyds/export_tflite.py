@@ -32,7 +32,7 @@ OPCODES = {
     "reshape": ("RESHAPE", 1), "pad": ("PAD", 2),
     "sub": ("SUB", 2), "mul": ("MUL", 2),
     "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
-    "prelu": ("PRELU", 1), "quantize": ("QUANTIZE", 2),
+    "quantize": ("QUANTIZE", 2),
 }
 
 
@@ -199,8 +199,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
         w.op("concatenation", ins, w.outputs(g, op),
              w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
-    elif op.type == "prelu":
-        w.op("prelu", [w.tensor(g.tensors[n]) for n in op.inputs], w.outputs(g, op))
     elif op.type == "quantize":
         w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op))
     else:

@@ -40,9 +40,6 @@ Op types and their attrs (float graph -> quantized graph adds the int params):
       shape (the new full shape).
   pad
       padding (top, left, bottom, right); pads with the input zero point.
-  prelu
-      inputs x and a constant alpha that broadcasts to x (per channel: shape (C,));
-      quantized: identity_multiplier, identity_shift, alpha_multiplier, alpha_shift.
   concatenation
       axis (of the IR's NHWC / (1, N) shape); inputs: the tensors in order, all
       with the output's quantization.

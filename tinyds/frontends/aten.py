@@ -148,6 +148,10 @@ class Lowering:
             self.g.outputs.append(out.name)
         return self.g
 
+    def is_const(self, v) -> bool:
+        """Whether an argument is a parameter, buffer or constant (not an activation)."""
+        return isinstance(v, Const)
+
     def check_finite(self, layer: str, *consts) -> None:
         for c in consts:
             if isinstance(c, Const) and not np.all(np.isfinite(c.data)):
@@ -251,19 +255,6 @@ def _unary(type_):
         x = lo._expect_act(a["self"], layer)
         return lo._emit(type_, layer, [x.name], x.shape, perm=x.perm)
     return lower
-
-
-def _prelu(lo, a, layer):
-    """PReLU: the weight (one slope, or one per channel) becomes a constant alpha that
-    broadcasts over the IR's last (channel) axis."""
-    x, w = lo._expect_act(a["self"], layer), a["weight"]
-    c = x.shape[1] if len(x.shape) > 1 else 1
-    if not isinstance(w, Const) or np.asarray(w.data).size not in (1, c) or x.perm is not None:
-        raise lo.fail(layer, f"prelu with weight {getattr(w, 'data', w)!r} on shape {x.shape} is "
-                             "not supported; use one slope or one per channel")
-    lo.check_finite(layer, w)
-    alpha = lo._const(f"{layer}.alpha", np.asarray(w.data, np.float32).reshape(-1))
-    return lo._emit("prelu", layer, [x.name, alpha], x.shape, {}, perm=x.perm)
 
 
 def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
@@ -647,7 +638,7 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    "prelu": _prelu, "_prelu_kernel": _prelu,
+    
     "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
@@ -666,7 +657,7 @@ HANDLERS = {
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "prelu", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
+             "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
              "linear", "zero pad", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

@@ -27,19 +27,17 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "RESHAPE": None, "PAD": None, "QUANTIZE": None,
-           "DEQUANTIZE": None,
+           "RESHAPE": None, "PAD": None, "QUANTIZE": None, "DEQUANTIZE": None,
            "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
-           "TRANSPOSE": None, "PRELU": None}
+           "TRANSPOSE": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2, "TRANSPOSE": 2, "PRELU": 2,
-              "PAD": 2}
+              "SUB": 2, "MUL": 2, "TRANSPOSE": 2, "PAD": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "PAD",
              "QUANTIZE", "DEQUANTIZE", "SUB", "MUL",
-             "CONCATENATION", "TRANSPOSE", "PRELU")
+             "CONCATENATION", "TRANSPOSE")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -490,23 +488,6 @@ def _check_uint8_edges(r: _Reader, g: Graph) -> None:
                             "re-convert with int8 layers (full-integer quantization)")
 
 
-def _prelu(r: _Reader, op, where: str) -> Op:
-    """x and a constant per-tensor int8 alpha that broadcasts to it."""
-    x, alpha = (r.tensor(i, where) for i in op.inputs[:2])
-    tx, ta = r.g.tensors[x], r.g.tensors[alpha]
-    y = r.tensor(op.outputs[0], where)
-    try:
-        ok = np.broadcast_shapes(tuple(tx.shape), tuple(ta.shape)) == tuple(tx.shape)
-    except ValueError:
-        ok = False
-    if tx.is_const or not ta.is_const or ta.dtype != "int8" or len(ta.scale) != 1 or not ok:
-        raise r.err(where, f"PRELU of {tx.shape} with alpha {ta.shape} ({ta.dtype}, "
-                    f"{'constant' if ta.is_const else 'computed'})",
-                    "alpha must be a per-tensor int8 constant that broadcasts to the input")
-    r.check_output_shape(where, y, tx.shape)
-    return Op("prelu", where, [x, alpha], [y], {})
-
-
 def _transpose(r: _Reader, op, where: str) -> Op:
     """A permutation of the non-batch dims of a tensor of at most 4-D (bytes move as they are)."""
     x = r.tensor(op.inputs[0], where)
@@ -586,8 +567,6 @@ def load_tflite(path) -> Graph:
             new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
-        elif opname == "PRELU":
-            new = _prelu(r, op, where)
         elif opname == "TRANSPOSE":
             new = _transpose(r, op, where)
         elif opname == "CONCATENATION":
