@@ -3,8 +3,14 @@ reference_integer_ops::AddFunc, broadcasting like BroadcastAdd6DSlow.
 
 Each input is offset by its zero point, shifted left by 20 bits of headroom,
 rescaled to the common scale 2*max(s1, s2), summed, rescaled to the output
-scale and clamped. Params come from requant (TFLM's add Prepare); operands
+scale and clamped. Params come from derive (TFLM's add Prepare); operands
 and broadcasting from elementwise.
+
+IR: inputs a, b (broadcast as TFLite does: shapes aligned on the right, dims equal
+or 1; either may be a constant int8 tensor, e.g. hardsigmoid's 3, stored with its own
+per-tensor quantization); attrs activation; quantized: left_shift,
+input1_multiplier, input1_shift, input2_multiplier, input2_shift,
+output_multiplier, output_shift, act_min, act_max.
 """
 from __future__ import annotations
 

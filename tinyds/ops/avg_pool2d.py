@@ -4,6 +4,9 @@ Raw int8 values are summed over the taps that fall inside the input (padding
 taps are skipped, not counted as zeros) and divided by that count with
 TFLite's round-half-away-from-zero integer division. Input and output share
 scale and zero point, so no requantization happens.
+
+IR: attrs kernel (kh, kw), stride, padding, activation; input and output share
+quant params; quantized: act_min, act_max.
 """
 from __future__ import annotations
 

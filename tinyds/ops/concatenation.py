@@ -4,6 +4,9 @@ input's slice of every outer index in turn.
 TFLM copies the int8 bytes without rescaling, so the quantizer gives every input
 the output's scale and zero point (quantize.py ties their calibration ranges,
 as TFLite's converter requires them to be equal).
+
+IR: inputs the tensors in order, all with the output's quantization; attrs axis
+(of the IR's NHWC / (1, N) shape).
 """
 from __future__ import annotations
 

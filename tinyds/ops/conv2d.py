@@ -5,6 +5,11 @@ input_offset = -zp_in; padded taps contribute nothing. Then
 MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]) + zp_out, clamped.
 With int16 activations (TFLite 16x8) the same loop has no offsets, an int64
 accumulator and bias, and the int64 MultiplyByQuantizedMultiplier.
+
+IR: inputs x, weight (O, KH, KW, I), optional bias (O,); attrs stride (sh, sw),
+dilation (dh, dw), padding (top, left, bottom, right), activation "none" | "relu" |
+"relu6"; quantized: multiplier, shift (int32 arrays, one per output channel),
+act_min, act_max (int).
 """
 from __future__ import annotations
 

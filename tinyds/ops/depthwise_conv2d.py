@@ -3,6 +3,11 @@
 Output channel c*M + m (M = depth_multiplier) reads input channel c:
 acc = bias + sum over in-bounds taps of w[0, ky, kx, c*M + m] * (x[c] + input_offset),
 then the same requantization as conv2d.
+
+IR: inputs x, weight (1, KH, KW, C*M) (output channel c*M + m reads input channel
+c), optional bias (C*M,); attrs stride, dilation, padding, activation,
+depth_multiplier; quantized: multiplier, shift (one per output channel), act_min,
+act_max.
 """
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 The input is flattened to (N, K). acc[o] = bias[o] + sum_k (w[o, k] + filter_offset)
 * (x[k] + input_offset), filter_offset = -zp_w (0 for our symmetric weights, may be
 set in imported .tflite files); multiplier/shift are per-channel or a single pair.
+
+IR: inputs x, weight (O, I), optional bias (O,); attrs activation; quantized:
+multiplier, shift (arrays, per-channel or len 1), act_min, act_max.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 TFLM's reference_integer_ops::Logistic with gemmlowp fixed point.
 
 x - zp_in beyond the input radius saturates to -128 / 127. Otherwise it is
-rescaled to Q4.27 (input_multiplier, input_left_shift from requant, TFLM's
+rescaled to Q4.27 (input_multiplier, input_left_shift from derive, TFLM's
 CalculateArithmeticOpDataLogistic), gemmlowp's logistic gives Q0.31
 (1 / (1 + exp(-|x|)) from exp_on_negative_values and
 one_over_one_plus_x_for_x_in_0_1, mirrored for negative x, exactly 1/2 at 0),

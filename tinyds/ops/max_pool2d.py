@@ -1,5 +1,9 @@
 """MAX_POOL_2D int8, as TFLM's reference_integer_ops::MaxPool: the largest raw
-int8 value among the in-bounds taps (padding never wins), then the clamp."""
+int8 value among the in-bounds taps (padding never wins), then the clamp.
+
+IR: attrs kernel (kh, kw), stride, padding, activation; input and output share
+quant params; quantized: act_min, act_max.
+"""
 from __future__ import annotations
 
 import numpy as np

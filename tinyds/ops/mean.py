@@ -6,6 +6,9 @@ multiplier, plus zp_out, clamped. Shapes are padded to 4-D on the left.
 Current TFLM takes this path even when input and output share quantization
 (older releases divided the raw sum with truncation there); the TFLite Micro
 runtime in tests agrees with this module on both kinds of layers.
+
+IR: attrs axes (any, of a tensor of at most 4-D), keepdims. (A PyTorch global
+average over H, W arrives as avg_pool2d and the quantizer makes it MEAN.)
 """
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
 """MUL int8 (squeeze-excite gating, hardsigmoid's /6), as TFLM's
 reference_integer_ops::MulElementwise / BroadcastMul4DSlow: the product of the
 zero-point-corrected operands, requantized by s1 * s2 / s_out (double-rounding
-MultiplyByQuantizedMultiplier; requant derives it as TFLM's CalculateOpDataMul),
-plus zp_out, clamped to the fused activation's range."""
+MultiplyByQuantizedMultiplier; derive computes it as TFLM's CalculateOpDataMul),
+plus zp_out, clamped to the fused activation's range.
+
+IR: inputs a, b (broadcast as add's; either may be constant, e.g. hardsigmoid's
+1/6); attrs activation; quantized: output_multiplier, output_shift, act_min, act_max.
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,8 @@
 """PAD int8 (or int16) over H and W, as TFLM's pad kernel without a constant tensor: the
-border holds the zero point, i.e. real 0.0, and the input bytes are copied."""
+border holds the zero point, i.e. real 0.0, and the input bytes are copied.
+
+IR: attrs padding (top, left, bottom, right); pads with the input zero point.
+"""
 from __future__ import annotations
 
 import numpy as np

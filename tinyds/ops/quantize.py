@@ -1,9 +1,14 @@
 """QUANTIZE inside a graph or at its edges (int8 -> int8, uint8 -> int8 at the input,
 int8 -> uint8 at the output), as TFLM's reference_ops::Requantize: (x - zp_in)
-rescaled by s_in / s_out (double-rounding MultiplyByQuantizedMultiplier, requant
-derives it as TFLM's PrepareQuantizeReference) plus zp_out, clamped to the output
+rescaled by s_in / s_out (double-rounding MultiplyByQuantizedMultiplier; derive
+computes it as TFLM's PrepareQuantizeReference) plus zp_out, clamped to the output
 type. With equal scales and zero points 128 apart TFLM flips the top bit instead,
-which the formula gives exactly (multiplier 2^30, shift 1 is the identity)."""
+which the formula gives exactly (multiplier 2^30, shift 1 is the identity).
+
+IR: requantization (TFLite QUANTIZE): int8 -> int8 inside a graph, and the only op
+that touches a uint8 tensor: uint8 -> int8 from a uint8 model input, int8 -> uint8
+to a uint8 model output; quantized: multiplier, shift.
+"""
 from __future__ import annotations
 
 import numpy as np

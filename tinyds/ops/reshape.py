@@ -1,5 +1,8 @@
 """RESHAPE: NHWC bytes are already in the order of the new shape, so the C side
-aliases the input buffer (the planner shares it) and no kernel is emitted."""
+aliases the input buffer (the planner shares it) and no kernel is emitted.
+
+IR: attrs shape (the new full shape); input and output share quant params.
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,10 @@
 """SUB int8, as TFLM's reference SubElementwise / BroadcastSubSlow: ADD's
-arithmetic (common scale, 20 bits of headroom, requant.py derives the same
-params) with the second operand's scaled value subtracted."""
+arithmetic (common scale, 20 bits of headroom, add.derive gives the same
+params) with the second operand's scaled value subtracted.
+
+IR: as add (inputs a, b broadcast, either may be constant; attrs activation; the
+same quantized params).
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,10 @@
 """TRANSPOSE int8, as TFLM's reference_ops::Transpose: a permutation of the bytes
 (output dim i is input dim perm[i]); the output keeps the input's quantization.
-Shapes are padded to 4-D on the left; the batch dim stays first."""
+Shapes are padded to 4-D on the left; the batch dim stays first.
+
+IR: attrs perm (of the IR shape, batch first); output keeps the input's
+quantization.
+"""
 from __future__ import annotations
 
 import numpy as np
