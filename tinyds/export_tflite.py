@@ -29,7 +29,7 @@ OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
-    "reshape": ("RESHAPE", 1), "pad": ("PAD", 2),
+    "reshape": ("RESHAPE", 1),
     "sub": ("SUB", 2), "mul": ("MUL", 2),
     "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
     "quantize": ("QUANTIZE", 2),
@@ -181,11 +181,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         shape = list(op.attrs["shape"])
         w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], w.outputs(g, op),
              w.options("ReshapeOptionsT", newShape=shape), "ReshapeOptions")
-    elif op.type == "pad":
-        t, l, b, r = op.attrs["padding"]
-        x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("pad", [x, w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])],
-             w.outputs(g, op), w.options("PadOptionsT"), "PadOptions")
     elif op.type == "mean":
         x = w.tensor(g.tensors[op.inputs[0]])
         w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),

@@ -278,19 +278,6 @@ def _clamp_min(lo, a, layer):
     return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min"], None, "clamp_min")
 
 
-def _pad(lo: Lowering, a, layer):
-    """F.pad / nn.ZeroPad2d with zeros on H and W: the IR pad op."""
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "pad")
-    pad = [int(p) for p in a["pad"]] + [0] * 4
-    if a.get("mode", "constant") != "constant" or (a.get("value") or 0) != 0 or any(pad[4:]) or min(pad) < 0:
-        raise lo.fail(layer, f"padding {a['pad']} ({a.get('mode', 'constant')}, value {a.get('value')}) "
-                             "is not supported; only non-negative zero padding of H and W is")
-    left, right, top, bottom = pad[:4]
-    n, c, h, w = x.shape
-    return lo._emit("pad", layer, [x.name], (n, c, h + top + bottom, w + left + right),
-                    {"padding": (top, left, bottom, right)})
-
-
 def _pool_geometry(lo, layer, x, a, kind):
     kernel = _pair(a["kernel_size"])
     stride = _pair(a["stride"]) if a.get("stride") not in (None, []) else kernel
@@ -639,7 +626,7 @@ HANDLERS = {
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
     
-    "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
+    "clamp_min": _clamp_min,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
     "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
@@ -659,5 +646,5 @@ HANDLERS = {
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
              "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
-             "linear", "zero pad", "dropout") + tuple(
+             "linear", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

@@ -27,15 +27,15 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "RESHAPE": None, "PAD": None, "QUANTIZE": None, "DEQUANTIZE": None,
+           "RESHAPE": None, "QUANTIZE": None, "DEQUANTIZE": None,
            "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
            "TRANSPOSE": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2, "TRANSPOSE": 2, "PAD": 2}
+              "SUB": 2, "MUL": 2, "TRANSPOSE": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "PAD",
+             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE",
              "QUANTIZE", "DEQUANTIZE", "SUB", "MUL",
              "CONCATENATION", "TRANSPOSE")
 # and each op module's own builtin (OpSpec.tflite)
@@ -125,6 +125,22 @@ class _Reader:
             raise self.err(where, f"output {y!r} has shape {self.g.tensors[y].shape}, the "
                            f"operator computes {tuple(want)}", "the file is damaged; re-convert "
                            "the model")
+
+    def same_quant(self, x: str, y: str, where: str) -> None:
+        """Refuse an output whose scale and zero point are not its input's."""
+        a, b = self.g.tensors[x], self.g.tensors[y]
+        if a.qparams != b.qparams:
+            raise self.err(where, f"input and output quantization differ ({a.qparams} vs "
+                           f"{b.qparams})", "TFLite requires the same scale and zero point here; "
+                           "re-convert the model")
+
+    def const_ints(self, idx: int, where: str) -> np.ndarray:
+        """Constant tensor idx (a shape, axes, paddings) as int64."""
+        d = self.data(idx)
+        if d is None:
+            raise self.err(where, f"tensor {self.names[idx]!r} must be a constant",
+                           "only static shapes, axes and paddings are supported")
+        return d.astype(np.int64)
 
     def _check_tensor(self, idx: int) -> None:
         """Shape, buffer and quantization of tensor idx are in range, before any of it is used."""
@@ -369,19 +385,12 @@ def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
               {"activation": r.activation(o.fusedActivationFunction, where)})
 
 
-def _same_quant(r: _Reader, x: str, y: str, where: str) -> None:
-    a, b = r.g.tensors[x], r.g.tensors[y]
-    if a.qparams != b.qparams:
-        raise r.err(where, f"input and output quantization differ ({a.qparams} vs {b.qparams})",
-                    "TFLite requires the same scale and zero point here; re-convert the model")
-
-
 def _pool(r: _Reader, op, where: str, opname: str) -> Op:
     o = op.builtinOptions
     r.check_shape(where, op.inputs[0], 4)
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
-    _same_quant(r, x, y, where)
+    r.same_quant(x, y, where)
     kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
     xs = r.g.tensors[x].shape
     padding, out_hw = tflite_padding(o.padding, xs[1:3], kernel, stride, (1, 1))
@@ -391,18 +400,10 @@ def _pool(r: _Reader, op, where: str, opname: str) -> Op:
                "activation": r.activation(o.fusedActivationFunction, where)})
 
 
-def _const_ints(r: _Reader, idx: int, where: str) -> np.ndarray:
-    d = r.data(idx)
-    if d is None:
-        raise r.err(where, f"tensor {r.names[idx]!r} must be a constant",
-                    "only static shapes, axes and paddings are supported")
-    return d.astype(np.int64)
-
-
 def _mean(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     shape = r.g.tensors[x].shape
-    raw = [int(a) for a in _const_ints(r, op.inputs[1], where).ravel()]
+    raw = [int(a) for a in r.const_ints(op.inputs[1], where).ravel()]
     if len(shape) > 4 or not raw or any(not -len(shape) <= a < len(shape) for a in raw):
         raise r.err(where, f"MEAN over axes {tuple(raw)} of shape {shape}",
                     "only axes of a tensor of at most 4 dimensions import")
@@ -438,23 +439,10 @@ def _binary(r: _Reader, op, where: str, opname: str) -> Op:
               {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
 
 
-def _pad(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    p = _const_ints(r, op.inputs[1], where)
-    if p.shape != (4, 2) or p[0].any() or p[3].any() or (p < 0).any():
-        raise r.err(where, f"PAD {p.tolist()} pads more than height and width",
-                    "only spatial zero-point padding of an NHWC tensor imports")
-    y = r.tensor(op.outputs[0], where)
-    _same_quant(r, x, y, where)
-    r.check_output_shape(where, y, tuple(int(d) for d in r.g.tensors[x].shape + p.sum(axis=1)))
-    return Op("pad", where, [x], [y],
-              {"padding": (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1]))})
-
-
 def _reshape(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
-    _same_quant(r, x, y, where)
+    r.same_quant(x, y, where)
     if r.g.tensors[x].size != r.g.tensors[y].size:
         raise r.err(where, f"reshapes {r.g.tensors[x].shape} to {r.g.tensors[y].shape}, a "
                     "different number of elements", "the file is damaged; re-convert the model")
@@ -492,7 +480,7 @@ def _transpose(r: _Reader, op, where: str) -> Op:
     """A permutation of the non-batch dims of a tensor of at most 4-D (bytes move as they are)."""
     x = r.tensor(op.inputs[0], where)
     shape = tuple(r.g.tensors[x].shape)
-    perm = [int(p) for p in _const_ints(r, op.inputs[1], where).ravel()]
+    perm = [int(p) for p in r.const_ints(op.inputs[1], where).ravel()]
     if len(shape) > 4 or sorted(perm) != list(range(len(shape))) or perm[0] != 0:
         raise r.err(where, f"TRANSPOSE {tuple(perm)} of shape {shape}",
                     "only permutations of the non-batch dims of a tensor of at most 4-D import")
@@ -563,8 +551,6 @@ def load_tflite(path) -> Graph:
             new = _mean(r, op, where)
         elif opname in ("ADD", "SUB", "MUL"):
             new = _binary(r, op, where, opname)
-        elif opname == "PAD":
-            new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
         elif opname == "TRANSPOSE":
