@@ -23,16 +23,14 @@ from .ir import Graph, Op, Tensor
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 3}
 TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "int8": 9}
-# builtin name, op version TFLite assigns its int8 (per-channel) form (for the ops whose
-# module has no OpSpec.tflite yet)
+# builtin name, op version TFLite assigns its int8 (per-channel) form, for the ops whose
+# module declares no OpSpec.tflite (their writers are below)
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
-    "reshape": ("RESHAPE", 1),
-    "sub": ("SUB", 2), "mul": ("MUL", 2),
+    "reshape": ("RESHAPE", 1), "sub": ("SUB", 2), "mul": ("MUL", 2),
     "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
-    "quantize": ("QUANTIZE", 2),
 }
 
 
@@ -194,8 +192,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
         w.op("concatenation", ins, w.outputs(g, op),
              w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
-    elif op.type == "quantize":
-        w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op))
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

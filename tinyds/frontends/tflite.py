@@ -27,7 +27,7 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "RESHAPE": None, "QUANTIZE": None, "DEQUANTIZE": None,
+           "RESHAPE": None, "DEQUANTIZE": None,
            "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
            "TRANSPOSE": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
@@ -36,7 +36,7 @@ MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE",
-             "QUANTIZE", "DEQUANTIZE", "SUB", "MUL",
+             "DEQUANTIZE", "SUB", "MUL",
              "CONCATENATION", "TRANSPOSE")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
@@ -449,19 +449,6 @@ def _reshape(r: _Reader, op, where: str) -> Op:
     return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
 
 
-def _requantize(r: _Reader, op, where: str) -> Op:
-    """QUANTIZE int8 -> int8, uint8 -> int8 or int8 -> uint8 (as TFLM): a change of scale and
-    zero point; load_tflite checks that uint8 tensors are the model's input or output."""
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    r.check_output_shape(where, y, r.g.tensors[x].shape)
-    kinds = (r.g.tensors[x].dtype, r.g.tensors[y].dtype)
-    if kinds not in (("int8", "int8"), ("uint8", "int8"), ("int8", "uint8")):
-        raise r.err(where, f"QUANTIZE {kinds[0]} -> {kinds[1]}",
-                    "TFLM requantizes int8 -> int8, uint8 -> int8 and int8 -> uint8 only")
-    return Op("quantize", where, [x], [y], {})
-
-
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
     """uint8 lives only at the model's edges, behind a QUANTIZE (TFLite's
     inference_input_type / inference_output_type = uint8); old uint8 layers do not import."""
@@ -535,13 +522,12 @@ def load_tflite(path) -> Graph:
         if opname == "DEQUANTIZE" and op.outputs[0] in graph_out:
             graph_out[graph_out.index(op.outputs[0])] = int(op.inputs[0])
             continue
-        if opname == "QUANTIZE" and r._dtype(int(op.inputs[0]), where) in ("int8", "uint8"):
-            new = _requantize(r, op, where)
-        elif opname in ("QUANTIZE", "DEQUANTIZE"):
+        if opname == "DEQUANTIZE" or (opname == "QUANTIZE" and r._dtype(
+                int(op.inputs[0]), where) not in ("int8", "uint8")):
             raise r.err(where, f"{opname} inside the graph",
                         "only int8/uint8 QUANTIZE and float QUANTIZE/DEQUANTIZE at the model's "
                         "input/output are supported")
-        elif opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             new = _conv(r, op, where, opname)
         elif opname == "FULLY_CONNECTED":
             new = _fully_connected(r, op, where, layers)

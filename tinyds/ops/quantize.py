@@ -7,7 +7,8 @@ which the formula gives exactly (multiplier 2^30, shift 1 is the identity).
 
 IR: requantization (TFLite QUANTIZE): int8 -> int8 inside a graph, and the only op
 that touches a uint8 tensor: uint8 -> int8 from a uint8 model input, int8 -> uint8
-to a uint8 model output; quantized: multiplier, shift.
+to a uint8 model output; quantized: multiplier, shift. TFLite's QUANTIZE maps to it
+both ways (the importer drops float QUANTIZE/DEQUANTIZE at the model's edges).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from ..ir import C_TYPES, Graph, Op
-from .spec import OpSpec
+from .spec import OpSpec, TFLite
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -56,5 +57,24 @@ def derive(g: Graph, op: Op) -> None:
     op.attrs["multiplier"], op.attrs["shift"] = quantize_multiplier(s_in / s_out)
 
 
+def from_tflite(r, operator, where: str) -> Op:
+    """An int8 -> int8, uint8 -> int8 or int8 -> uint8 QUANTIZE (as TFLM), through the
+    .tflite reader r; the importer checks that uint8 tensors are the model's edges."""
+    x = r.tensor(operator.inputs[0], where)
+    y = r.tensor(operator.outputs[0], where)
+    r.check_output_shape(where, y, r.g.tensors[x].shape)
+    kinds = (r.g.tensors[x].dtype, r.g.tensors[y].dtype)
+    if kinds not in (("int8", "int8"), ("uint8", "int8"), ("int8", "uint8")):
+        raise r.err(where, f"QUANTIZE {kinds[0]} -> {kinds[1]}",
+                    "TFLM requantizes int8 -> int8, uint8 -> int8 and int8 -> uint8 only")
+    return Op("quantize", where, [x], [y], {})
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    """The layer as a QUANTIZE operator, through the .tflite writer w."""
+    w.op("quantize", [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op))
+
+
 SPEC = OpSpec("quantize", reference, c_params, macs, derive=derive,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              tflite=TFLite("QUANTIZE", 2, from_tflite, to_tflite))
