@@ -107,4 +107,5 @@ def derive(g: Graph, op: Op) -> None:
 
 
 SPEC = OpSpec("add", reference, c_params, macs, derive=derive, choose=choose,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              const_operands=True)

@@ -89,4 +89,5 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 
 SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              same_quant=True)

@@ -21,11 +21,12 @@ from ..window import taps, windows
 from .activation import float_clamp
 from .dsp_gemm import GEMM_UNROLL, gemm_requant, gemm_steps, gemm_stream, gemm_weights
 from .spec import Kernel, OpSpec, dsp_ok
-from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params, int_list,
-                       operands, quant_params, requantize, weight_zero_point, window_params,
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
+                       int_list, operands, quant_params, requantize, weight_zero_point, window_params,
                        wrapped_fold)
 
 IM2COL_BYTES = 64 << 20       # the reference's im2col matrix per slice of the batch
+WEIGHT_AXIS = 0               # the axis of the weights' output channels
 
 
 def blocked_weights(w2d: np.ndarray) -> list[int]:
@@ -199,8 +200,9 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 def derive(g: Graph, op: Op) -> None:
     """Per-channel multipliers; weights' output channels on axis 0."""
-    derive_weighted(g, op, channel_axis=0)
+    derive_weighted(g, op, WEIGHT_AXIS)
 
 
 SPEC = OpSpec("conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              weight_axis=WEIGHT_AXIS)

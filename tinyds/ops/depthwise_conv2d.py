@@ -18,13 +18,13 @@ from ..window import taps, windows
 from .activation import float_clamp
 from .dsp_gemm import gemm_requant
 from .spec import Kernel, OpSpec, dsp_ok
-from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params, int_list,
-                       operands, quant_params, requantize, weight_zero_point, window_params,
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
+                       int_list, operands, quant_params, requantize, weight_zero_point, window_params,
                        wrapped_fold)
-
 
 MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
 MAX_PLANE_BYTES = 1024     # the plane path's stack buffer: one channel's window extent
+WEIGHT_AXIS = 3            # the axis of the weights' output channels
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -206,8 +206,9 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 def derive(g: Graph, op: Op) -> None:
     """Per-channel multipliers; weights' output channels on axis 3."""
-    derive_weighted(g, op, channel_axis=3)
+    derive_weighted(g, op, WEIGHT_AXIS)
 
 
 SPEC = OpSpec("depthwise_conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              weight_axis=WEIGHT_AXIS)

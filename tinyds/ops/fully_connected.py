@@ -14,8 +14,10 @@ import numpy as np
 from ..ir import Graph, Op
 from .activation import float_clamp
 from .spec import Kernel, OpSpec
-from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params, int_list,
-                       operands, quant_params, requantize, weight_zero_point)
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
+                       int_list, operands, quant_params, requantize, weight_zero_point)
+
+WEIGHT_AXIS = 0            # the axis of the weights' output channels
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -71,8 +73,9 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 def derive(g: Graph, op: Op) -> None:
     """Per-channel (or per-tensor) multipliers; weights' output channels on axis 0."""
-    derive_weighted(g, op, channel_axis=0)
+    derive_weighted(g, op, WEIGHT_AXIS)
 
 
 SPEC = OpSpec("fully_connected", reference, c_params, macs, derive=derive, choose=choose, int16=True,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              weight_axis=WEIGHT_AXIS)

@@ -109,4 +109,5 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 
 SPEC = OpSpec("logistic", reference, c_params, macs, derive=derive,
               float_reference=float_reference,
-              aten={"sigmoid": from_aten}, tflite=TFLite("LOGISTIC", 2, from_tflite, to_tflite))
+              aten={"sigmoid": from_aten}, tflite=TFLite("LOGISTIC", 2, from_tflite, to_tflite),
+              fixed_output={"int8": (np.float32(1 / 256), -128)})

@@ -46,4 +46,5 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 
 SPEC = OpSpec("max_pool2d", reference, c_params, macs,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              same_quant=True)

@@ -9,6 +9,9 @@ runtime in tests agrees with this module on both kinds of layers.
 
 IR: attrs axes (any, of a tensor of at most 4-D), keepdims. (A PyTorch global
 average over H, W arrives as avg_pool2d and the quantizer makes it MEAN.)
+Its output gets its own calibrated quantization (as TFLite's converter does): a
+global average has a narrower range than its input, and the rescaling path rounds
+where a shared one would truncate.
 """
 from __future__ import annotations
 

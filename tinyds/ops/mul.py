@@ -57,4 +57,5 @@ def derive(g: Graph, op: Op) -> None:
 
 
 SPEC = OpSpec("mul", reference, c_params, macs, derive=derive,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              const_operands=True)

@@ -85,4 +85,5 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 SPEC = OpSpec("pad", reference, c_params, macs, int16=True,
               float_reference=float_reference,
               aten={"constant_pad_nd": from_aten, "pad": from_aten},
-              tflite=TFLite("PAD", 2, from_tflite, to_tflite, min_inputs=2))
+              tflite=TFLite("PAD", 2, from_tflite, to_tflite, min_inputs=2),
+              same_quant=True)

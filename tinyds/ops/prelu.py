@@ -102,4 +102,5 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 SPEC = OpSpec("prelu", reference, c_params, macs, derive=derive,
               float_reference=float_reference,
               aten={"prelu": from_aten, "_prelu_kernel": from_aten},
-              tflite=TFLite("PRELU", 1, from_tflite, to_tflite, min_inputs=2))
+              tflite=TFLite("PRELU", 1, from_tflite, to_tflite, min_inputs=2),
+              const_operands=True)

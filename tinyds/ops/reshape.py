@@ -28,4 +28,5 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 
 SPEC = OpSpec("reshape", reference, c_params, macs, int16=True,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              same_quant=True)

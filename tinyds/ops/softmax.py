@@ -288,4 +288,5 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 SPEC = OpSpec("softmax", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference,
               aten={"softmax": from_aten, "_softmax": from_aten},
-              tflite=TFLite("SOFTMAX", 2, from_tflite, to_tflite, options="SoftmaxOptions"))
+              tflite=TFLite("SOFTMAX", 2, from_tflite, to_tflite, options="SoftmaxOptions"),
+              fixed_output={"int8": (np.float32(1 / 256), -128), "int16": (np.float32(1 / 32768), 0)})

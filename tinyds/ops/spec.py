@@ -42,9 +42,10 @@ class Kernel:
 class TFLite:
     """The op as a TFLite builtin operator, read (import) and written (export).
 
-    `read(r, operator, where) -> Op` gets frontends/tflite.py's reader (r.tensor,
-    r.err, r.check_output_shape); `write(w, g, op)` gets export_tflite.py's writer (w.tensor,
-    w.op, w.options). The op module never imports either."""
+    `read(r, operator, where) -> Op` gets frontends/tflite.py's reader (r.tensor, r.err,
+    r.check_output_shape, r.same_quant, r.const_ints); `write(w, g, op)` gets
+    export_tflite.py's writer (w.tensor, w.outputs, w.op, w.options, w.const_i32). The op
+    module never imports either."""
     builtin: str                 # BuiltinOperator name
     version: int                 # the op version TFLite gives its int8 form
     read: Callable
@@ -55,7 +56,8 @@ class TFLite:
 
 @dataclass
 class OpSpec:
-    """Everything about one op kind. Functions take (g, op, ...) of the IR (ir.py)."""
+    """Everything about one op kind. Functions take (g, op, ...) of the IR (ir.py). A
+    float-only kind (folded away by passes) has no reference, c_params or macs."""
     kind: str
     reference: Callable | None   # (g, op, *int inputs) -> int output: the spec the C matches
     c_params: Callable | None    # (g, op) -> the portable template's params
@@ -65,9 +67,17 @@ class OpSpec:
     choose: Callable | None = None
     float_reference: Callable | None = None   # (g, op, *float batches) -> float batch
     derive: Callable | None = None            # (g, op): integer params into op.attrs (requant)
-    aten: dict = field(default_factory=dict)  # ATen name -> lowering (lo, args, layer)
+    # ATen name -> lowering(lo, args, layer), lo being frontends/aten.py's Lowering
+    aten: dict = field(default_factory=dict)
     tflite: TFLite | None = None
     int16: bool = False          # has a 16x8 (int16 activations) reference and kernel
+    # How the quantizer sets the output's scale and zero point: from calibration, unless
+    # the output keeps its input's (same_quant) or TFLite fixes it (fixed_output: dtype ->
+    # (scale, zero point)).
+    same_quant: bool = False
+    fixed_output: dict = field(default_factory=dict)
+    weight_axis: int | None = None   # a weighted layer: output channels' axis of inputs[1]
+    const_operands: bool = False     # an operand may be a constant, quantized on its own
 
 
 def at_speed(g, op, target) -> bool:

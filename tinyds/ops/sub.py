@@ -39,4 +39,5 @@ def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
 
 
 SPEC = OpSpec("sub", reference, c_params, macs, derive=add.derive,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              const_operands=True)

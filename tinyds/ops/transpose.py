@@ -54,4 +54,5 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 
 SPEC = OpSpec("transpose", reference, c_params, macs,
-              float_reference=float_reference)
+              float_reference=float_reference,
+              same_quant=True)
