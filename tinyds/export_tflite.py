@@ -30,7 +30,7 @@ OPCODES = {
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
     "reshape": ("RESHAPE", 1), "sub": ("SUB", 2), "mul": ("MUL", 2),
-    "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
+    "transpose": ("TRANSPOSE", 2),
 }
 
 
@@ -188,10 +188,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         x = w.tensor(g.tensors[op.inputs[0]])
         w.op("transpose", [x, w.const_i32(f"{op.name}/perm", list(op.attrs["perm"]))],
              w.outputs(g, op), w.options("TransposeOptionsT"), "TransposeOptions")
-    elif op.type == "concatenation":
-        ins = [w.tensor(g.tensors[n]) for n in op.inputs]
-        w.op("concatenation", ins, w.outputs(g, op),
-             w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

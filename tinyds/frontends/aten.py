@@ -148,6 +148,10 @@ class Lowering:
             self.g.outputs.append(out.name)
         return self.g
 
+    def is_act(self, v) -> bool:
+        """Whether an argument is an activation (computed from the model's input)."""
+        return isinstance(v, Act)
+
     def is_const(self, v) -> bool:
         """Whether an argument is a parameter, buffer or constant (not an activation)."""
         return isinstance(v, Const)
@@ -567,25 +571,6 @@ def _hardsigmoid(lo: Lowering, a, layer):
     return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 
 
-def _cat(lo: Lowering, a, layer):
-    """torch.cat of activations of one rank: NCHW dim d is NHWC axis (0, 3, 1, 2)[d]."""
-    xs = a["tensors"]
-    if not xs or not all(isinstance(x, Act) and x.perm is None for x in xs):
-        raise lo.fail(layer, "cat is only supported of activation tensors (not of constants or "
-                             "flattened feature maps)")
-    rank = len(xs[0].shape)
-    dim = a.get("dim", 0)
-    if not -rank <= dim < rank or dim % rank == 0 or any(len(x.shape) != rank for x in xs):
-        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]} along dim {dim} is not "
-                             "supported; concatenate along channels, H or W (not the batch)")
-    dim %= rank
-    if any(x.shape[:dim] + x.shape[dim + 1:] != xs[0].shape[:dim] + xs[0].shape[dim + 1:] for x in xs):
-        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]}: sizes differ off dim {dim}")
-    shape = xs[0].shape[:dim] + (sum(x.shape[dim] for x in xs),) + xs[0].shape[dim + 1:]
-    axis = (0, 3, 1, 2)[dim] if rank == 4 else (0, 3, 2)[dim] if rank == 3 else dim
-    return lo._emit("concatenation", layer, [x.name for x in xs], shape, {"axis": axis})
-
-
 def _permute_to(lo: Lowering, layer, x: Act, p) -> Act:
     """PyTorch permute p of a 4-D (or (N, C, L)) activation as an IR transpose: IR axis i
     of the output holds PyTorch dim p[(0, 2, 3, 1)[i]] of x, IR axis (0, 3, 1, 2)[that]."""
@@ -637,14 +622,14 @@ HANDLERS = {
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
     "permute": _permute, "transpose": _transpose,
-    "cat": _cat, "concat": _cat, "concatenate": _cat,
+   
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
     # and each op module's own (OpSpec.aten)
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
+             "hardsigmoid", "add/sub/mul (broadcast, scalar)", "permute/transpose",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
              "linear", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

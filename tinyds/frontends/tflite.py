@@ -28,7 +28,7 @@ OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOpti
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
            "RESHAPE": None, "DEQUANTIZE": None,
-           "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
+           "SUB": "SubOptions", "MUL": "MulOptions",
            "TRANSPOSE": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
               "SUB": 2, "MUL": 2, "TRANSPOSE": 2}
@@ -37,7 +37,7 @@ INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
              "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE",
              "DEQUANTIZE", "SUB", "MUL",
-             "CONCATENATION", "TRANSPOSE")
+             "TRANSPOSE")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -476,27 +476,6 @@ def _transpose(r: _Reader, op, where: str) -> Op:
     return Op("transpose", where, [x], [y], {"perm": tuple(perm)})
 
 
-def _concatenation(r: _Reader, op, where: str) -> Op:
-    """Inputs of one rank, equal but along the axis; TFLM copies their int8 bytes as they are."""
-    xs = [r.tensor(i, where) for i in op.inputs]
-    y = r.tensor(op.outputs[0], where)
-    shapes = [tuple(r.g.tensors[x].shape) for x in xs]
-    rank = len(r.g.tensors[y].shape)
-    o = op.builtinOptions
-    axis = int(o.axis) % rank if -rank <= o.axis < rank else None
-    ok = (axis is not None and rank <= 4 and all(len(s) == rank for s in shapes)
-          and all(s[:axis] + s[axis + 1:] == shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes)
-          and not any(r.g.tensors[x].is_const for x in xs))
-    if not ok:
-        raise r.err(where, f"concatenation of {shapes} along axis {o.axis}",
-                    "inputs must be activations of one rank (<= 4), equal except along the axis")
-    r.check_output_shape(where, y, shapes[0][:axis] + (sum(s[axis] for s in shapes),)
-                    + shapes[0][axis + 1:])
-    if o.fusedActivationFunction != 0:
-        raise r.err(where, "concatenation with a fused activation", "TFLM refuses it; re-convert")
-    return Op("concatenation", where, xs, [y], {"axis": axis})
-
-
 def load_tflite(path) -> Graph:
     """Read a fully-int8 .tflite into a quantized Graph with integer params derived."""
     path = Path(path)
@@ -541,8 +520,6 @@ def load_tflite(path) -> Graph:
             new = _reshape(r, op, where)
         elif opname == "TRANSPOSE":
             new = _transpose(r, op, where)
-        elif opname == "CONCATENATION":
-            new = _concatenation(r, op, where)
         else:
             new = BUILTINS[opname].tflite.read(r, op, where)
         layers.append(new)
