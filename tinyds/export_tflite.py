@@ -6,6 +6,8 @@ re-derives every multiplier from the float32 scales we write, so TFLM agreeing
 with our reference on this file proves requant.py computes what TFLM's Prepare
 computes. Explicit paddings TFLite cannot express as SAME/VALID become a PAD op
 (with the input zero point, exact for convolutions) in front of a VALID conv.
+Ops whose module declares their TFLite form (OpSpec.tflite) are written there, with
+the _Writer as the argument.
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ OPCODES = {
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
     "reshape": ("RESHAPE", 1), "sub": ("SUB", 2), "mul": ("MUL", 2),
-    "transpose": ("TRANSPOSE", 2),
 }
 
 
@@ -184,10 +185,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),
              w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
              "ReducerOptions")
-    elif op.type == "transpose":
-        x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("transpose", [x, w.const_i32(f"{op.name}/perm", list(op.attrs["perm"]))],
-             w.outputs(g, op), w.options("TransposeOptionsT"), "TransposeOptions")
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

@@ -4,6 +4,8 @@ Both frontends walk their own graph format, bind each op's arguments to the
 ATen schema names and call `Lowering.call`; everything about PyTorch semantics
 (NCHW -> NHWC, weight layouts, padding rules, flatten order) lives here once.
 Activations are tracked with their PyTorch (NCHW) shape; the IR tensor is NHWC.
+Ops whose module declares its lowerings (OpSpec.aten) are lowered there, with this
+module's Lowering as the argument; HANDLERS merges them with the ones below.
 """
 from __future__ import annotations
 
@@ -571,37 +573,6 @@ def _hardsigmoid(lo: Lowering, a, layer):
     return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 
 
-def _permute_to(lo: Lowering, layer, x: Act, p) -> Act:
-    """PyTorch permute p of a 4-D (or (N, C, L)) activation as an IR transpose: IR axis i
-    of the output holds PyTorch dim p[(0, 2, 3, 1)[i]] of x, IR axis (0, 3, 1, 2)[that]."""
-    rank = len(x.shape)
-    p = [int(d) % rank for d in p]
-    if x.perm is not None or rank not in (3, 4) or sorted(p) != list(range(rank)) or p[0] != 0:
-        raise lo.fail(layer, f"permute {tuple(p)} of shape {x.shape} is not supported; permute "
-                             "the non-batch dims of an (N,C,H,W) or (N,C,L) tensor")
-    if rank == 3:                           # (N, C, L) is (N, C, 1, L): H stays in place
-        m = (0, 1, 3)
-        y = _permute_to(lo, layer, _as4d(x), [m[p[0]], m[p[1]], 2, m[p[2]]])
-        return _as3d(y)
-    if p == [0, 1, 2, 3]:
-        return x
-    shape = tuple(x.shape[d] for d in p)
-    perm = tuple((0, 3, 1, 2)[p[(0, 2, 3, 1)[i]]] for i in range(4))
-    return lo._emit("transpose", layer, [x.name], shape, {"perm": perm})
-
-
-def _permute(lo: Lowering, a, layer):
-    return _permute_to(lo, layer, lo._expect_act(a["self"], layer), a["dims"])
-
-
-def _transpose(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    p = list(range(len(x.shape)))
-    d0, d1 = a["dim0"] % len(p), a["dim1"] % len(p)
-    p[d0], p[d1] = p[d1], p[d0]
-    return _permute_to(lo, layer, x, p)
-
-
 def _identity(lo, a, layer):
     return a.get("input", a.get("self"))
 
@@ -621,7 +592,6 @@ HANDLERS = {
     "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
-    "permute": _permute, "transpose": _transpose,
    
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
@@ -629,7 +599,7 @@ HANDLERS = {
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "hardsigmoid", "add/sub/mul (broadcast, scalar)", "permute/transpose",
+             "hardsigmoid", "add/sub/mul (broadcast, scalar)",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
              "linear", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

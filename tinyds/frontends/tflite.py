@@ -8,6 +8,8 @@ so an imported model and TFLM's Prepare see identical inputs. Float QUANTIZE /
 DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8, or
 uint8 where the model was converted with a uint8 input or output (a QUANTIZE
 between it and the int8 layers, kept and run as TFLM runs it).
+Operators whose op module declares them (OpSpec.tflite) are read there, with the
+_Reader as the argument; the rest are read below.
 """
 from __future__ import annotations
 
@@ -27,17 +29,13 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "RESHAPE": None, "DEQUANTIZE": None,
-           "SUB": "SubOptions", "MUL": "MulOptions",
-           "TRANSPOSE": None}
+           "RESHAPE": None, "DEQUANTIZE": None, "SUB": "SubOptions", "MUL": "MulOptions"}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2, "TRANSPOSE": 2}
+              "SUB": 2, "MUL": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE",
-             "DEQUANTIZE", "SUB", "MUL",
-             "TRANSPOSE")
+             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "DEQUANTIZE", "SUB", "MUL")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -463,19 +461,6 @@ def _check_uint8_edges(r: _Reader, g: Graph) -> None:
                             "re-convert with int8 layers (full-integer quantization)")
 
 
-def _transpose(r: _Reader, op, where: str) -> Op:
-    """A permutation of the non-batch dims of a tensor of at most 4-D (bytes move as they are)."""
-    x = r.tensor(op.inputs[0], where)
-    shape = tuple(r.g.tensors[x].shape)
-    perm = [int(p) for p in r.const_ints(op.inputs[1], where).ravel()]
-    if len(shape) > 4 or sorted(perm) != list(range(len(shape))) or perm[0] != 0:
-        raise r.err(where, f"TRANSPOSE {tuple(perm)} of shape {shape}",
-                    "only permutations of the non-batch dims of a tensor of at most 4-D import")
-    y = r.tensor(op.outputs[0], where)
-    r.check_output_shape(where, y, tuple(shape[p] for p in perm))
-    return Op("transpose", where, [x], [y], {"perm": tuple(perm)})
-
-
 def load_tflite(path) -> Graph:
     """Read a fully-int8 .tflite into a quantized Graph with integer params derived."""
     path = Path(path)
@@ -518,8 +503,6 @@ def load_tflite(path) -> Graph:
             new = _binary(r, op, where, opname)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
-        elif opname == "TRANSPOSE":
-            new = _transpose(r, op, where)
         else:
             new = BUILTINS[opname].tflite.read(r, op, where)
         layers.append(new)

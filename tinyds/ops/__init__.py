@@ -6,7 +6,7 @@ requantization params it derives, how the quantizer sets its output, its ATen an
 TFLite mappings, MACs and its kernel rule. Its C lives in templates/ops/<kind>*.c.j2,
 its tests in tests/ops/test_<kind>.py. Modules without a SPEC hold what several ops
 share (activation, elementwise, weighted, dsp_gemm). Adding an op is adding those
-files (ops/leaky_relu.py is the smallest complete example); ir.py, requant.py,
+files (LeakyReLU's is the smallest complete example); ir.py, requant.py,
 float_ref.py, quantize.py, kernels.py, the frontends and export_tflite find it here.
 """
 from __future__ import annotations
