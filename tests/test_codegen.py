@@ -58,11 +58,11 @@ STANDINS = {
     "relu": SimpleNamespace(
         reference=lambda g, op, x: np.maximum(x, _floor(g, op)).astype(np.int8),
         c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size, "floor": _floor(g, op)},
-        macs=lambda g, op: 0),
+        macs=lambda g, op: 0, choose=None),
     "relu6": SimpleNamespace(
         reference=lambda g, op, a, b: np.clip(a.astype(np.int32) + b, -128, 127).astype(np.int8),
         c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size},
-        macs=lambda g, op: 0),
+        macs=lambda g, op: 0, choose=None),
 }
 
 

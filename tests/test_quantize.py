@@ -240,7 +240,7 @@ def test_graph_params_and_op_constraints(rng):
             assert y.qparams == Q.activation_params(f.min(), f.max())
         if op.attrs.get("activation") in ("relu", "relu6"):
             assert y.zero_point[0] == -128 and op.attrs["act_min"] == -128
-        if op.type in Q.WEIGHTED:
+        if op.type in ("conv2d", "depthwise_conv2d", "fully_connected"):
             w, b = qg.tensors[op.inputs[1]], qg.tensors[op.inputs[2]]
             assert w.dtype == "int8" and w.data.dtype == np.int8 and w.data.min() >= -127
             assert w.axis == (3 if op.type == "depthwise_conv2d" else 0)

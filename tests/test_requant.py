@@ -2,7 +2,8 @@
 import numpy as np
 
 from tinyds.ir import Graph, Op, Tensor
-from tinyds.requant import activation_range, derive_int_params
+from tinyds.ops.activation import activation_range
+from tinyds.requant import derive_int_params
 
 
 def _act(name, scale, zp, shape=(1, 4, 4, 2)):

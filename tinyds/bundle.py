@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ops
 from .errors import TinydsError
-from .ir import OP_TYPES, Graph, Op, Tensor
+from .ir import Graph, Op, Tensor
 
 BUNDLE = "verify"            # out/verify/: model.json + model.npz + vectors.npy
 SOURCE_TFLITE = "source.tflite"   # and the user's .tflite, when the model was one
@@ -73,11 +74,11 @@ def load_graph(folder: Path) -> Graph:
         with np.load(folder / "model.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         tensors = [Tensor(**{k: _decode(v, arrays) for k, v in t.items()}) for t in doc["tensors"]]
-        ops = [Op(**{k: _decode(v, arrays) for k, v in op.items()}) for op in doc["ops"]]
-        unknown = [op.type for op in ops if op.type not in OP_TYPES]
+        layers = [Op(**{k: _decode(v, arrays) for k, v in op.items()}) for op in doc["ops"]]
+        unknown = [op.type for op in layers if op.type not in ops.REGISTRY]
         if unknown:
             raise ValueError(f"unknown op {unknown[0]!r}")
-        return Graph(doc["name"], {t.name: t for t in tensors}, ops, doc["inputs"],
+        return Graph(doc["name"], {t.name: t for t in tensors}, layers, doc["inputs"],
                      doc["outputs"], doc["source_layout"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
             zipfile.BadZipFile) as e:

@@ -5,6 +5,11 @@ class TinydsError(Exception):
     """A problem with the user's input; the message names the file, the layer and the fix."""
 
 
+# The fix for integer params no kernel can run (accumulators or shifts out of range).
+EXTREME_MODEL = ("the model's weights, BatchNorm statistics or activation ranges are extreme; "
+                 "fix or retrain the model")
+
+
 # Optional Python packages (top-level module -> what installs it), so a command that
 # needs one it lacks says so in one line (cli.main) instead of a traceback.
 OPTIONAL_PACKAGES = {

@@ -6,6 +6,8 @@ re-derives every multiplier from the float32 scales we write, so TFLM agreeing
 with our reference on this file proves requant.py computes what TFLM's Prepare
 computes. Explicit paddings TFLite cannot express as SAME/VALID become a PAD op
 (with the input zero point, exact for convolutions) in front of a VALID conv.
+Ops whose module declares their TFLite form (OpSpec.tflite) are written there, with
+the _Writer as the argument.
 """
 from __future__ import annotations
 
@@ -16,21 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ops
 from .errors import TinydsError
 from .frontends.tflite import schema, tflite_padding
 from .ir import Graph, Op, Tensor
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 3}
 TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "int8": 9}
-# builtin name, op version TFLite assigns its int8 (per-channel) form
+# builtin name, op version TFLite assigns its int8 (per-channel) form, for the ops whose
+# module declares no OpSpec.tflite (their writers are below)
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
-    "reshape": ("RESHAPE", 1), "pad": ("PAD", 2), "softmax": ("SOFTMAX", 2),
-    "sub": ("SUB", 2), "mul": ("MUL", 2), "leaky_relu": ("LEAKY_RELU", 2), "hard_swish": ("HARD_SWISH", 1), "logistic": ("LOGISTIC", 2),
-    "concatenation": ("CONCATENATION", 2), "transpose": ("TRANSPOSE", 2),
-    "prelu": ("PRELU", 1), "quantize": ("QUANTIZE", 2),
+    "reshape": ("RESHAPE", 1), "sub": ("SUB", 2), "mul": ("MUL", 2),
 }
 
 
@@ -76,8 +77,15 @@ class _Writer:
         self.tensors.append(self._tensor_t(name, arr.shape, "int32", arr, None))
         return self.index[name]
 
+    def outputs(self, g: Graph, op: Op) -> list[int]:
+        """op's output operand; called after its inputs so tensors are numbered in data order."""
+        return [self.tensor(g.tensors[op.outputs[0]])]
+
     def op(self, op_type: str, inputs: list[int], outputs: list[int], options=None, kind=None):
-        builtin, version = OPCODES[op_type]
+        """Append an operator of IR kind op_type (its builtin from OpSpec.tflite or OPCODES)."""
+        spec = ops.REGISTRY[op_type]
+        builtin, version = ((spec.tflite.builtin, spec.tflite.version) if spec.tflite
+                            else OPCODES[op_type])
         if builtin not in self.opcodes:
             oc = self.S.OperatorCodeT()
             oc.builtinCode = getattr(self.S.BuiltinOperator, builtin)
@@ -149,59 +157,34 @@ def _pool(w: _Writer, g: Graph, op: Op) -> None:
     w.op(op.type, [w.tensor(x)], [w.tensor(g.tensors[op.outputs[0]])], opts, "Pool2DOptions")
 
 
-def _out(w: _Writer, g: Graph, op: Op) -> list[int]:
-    """op's output operand; called after its inputs so tensors are numbered in data order."""
-    return [w.tensor(g.tensors[op.outputs[0]])]
-
-
 def _emit(w: _Writer, g: Graph, op: Op) -> None:
     act = ACTIVATION_CODES[op.attrs.get("activation", "none")]
-    if op.type in ("conv2d", "depthwise_conv2d"):
+    spec = ops.REGISTRY.get(op.type)
+    if spec is not None and spec.tflite is not None:
+        spec.tflite.write(w, g, op)
+    elif op.type in ("conv2d", "depthwise_conv2d"):
         _conv(w, g, op)
     elif op.type in ("avg_pool2d", "max_pool2d"):
         _pool(w, g, op)
     elif op.type == "fully_connected":
         ins = [w.tensor(g.tensors[n]) if n else -1 for n in op.inputs]
-        w.op("fully_connected", ins, _out(w, g, op),
+        w.op("fully_connected", ins, w.outputs(g, op),
              w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
              "FullyConnectedOptions")
     elif op.type in ("add", "sub", "mul"):
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
         kind = {"add": "AddOptions", "sub": "SubOptions", "mul": "MulOptions"}[op.type]
-        w.op(op.type, ins, _out(w, g, op), w.options(kind + "T", fusedActivationFunction=act), kind)
+        w.op(op.type, ins, w.outputs(g, op), w.options(kind + "T", fusedActivationFunction=act), kind)
     elif op.type == "reshape":
         x = w.tensor(g.tensors[op.inputs[0]])
         shape = list(op.attrs["shape"])
-        w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], _out(w, g, op),
+        w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], w.outputs(g, op),
              w.options("ReshapeOptionsT", newShape=shape), "ReshapeOptions")
-    elif op.type == "pad":
-        t, l, b, r = op.attrs["padding"]
-        x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("pad", [x, w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])],
-             _out(w, g, op), w.options("PadOptionsT"), "PadOptions")
     elif op.type == "mean":
         x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], _out(w, g, op),
+        w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),
              w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
              "ReducerOptions")
-    elif op.type == "softmax":
-        w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
-             w.options("SoftmaxOptionsT", beta=float(op.attrs.get("beta", 1.0))), "SoftmaxOptions")
-    elif op.type == "leaky_relu":
-        w.op("leaky_relu", [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op),
-             w.options("LeakyReluOptionsT", alpha=float(op.attrs["alpha"])), "LeakyReluOptions")
-    elif op.type == "transpose":
-        x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("transpose", [x, w.const_i32(f"{op.name}/perm", list(op.attrs["perm"]))],
-             _out(w, g, op), w.options("TransposeOptionsT"), "TransposeOptions")
-    elif op.type == "concatenation":
-        ins = [w.tensor(g.tensors[n]) for n in op.inputs]
-        w.op("concatenation", ins, _out(w, g, op),
-             w.options("ConcatenationOptionsT", axis=int(op.attrs["axis"])), "ConcatenationOptions")
-    elif op.type == "prelu":
-        w.op("prelu", [w.tensor(g.tensors[n]) for n in op.inputs], _out(w, g, op))
-    elif op.type in ("hard_swish", "logistic", "quantize"):
-        w.op(op.type, [w.tensor(g.tensors[op.inputs[0]])], _out(w, g, op))
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

@@ -5,66 +5,11 @@ NHWC with a static batch of 1 (activations are (1, H, W, C) or (1, N)).
 The same classes hold the float graph (frontends, passes, calibration) and the
 quantized graph (reference interpreter, code generation, .tflite import/export).
 
-Weight layouts follow TFLite so .tflite import/export is a straight copy:
-  conv2d            weight (O, KH, KW, I)       bias (O,)
-  depthwise_conv2d  weight (1, KH, KW, C*M)     bias (C*M,)   output channel
-                    c*M + m reads input channel c
-  fully_connected   weight (O, I)               bias (O,)
-
-Op types and their attrs (float graph -> quantized graph adds the int params):
-  conv2d, depthwise_conv2d
-      stride (sh, sw), dilation (dh, dw), padding (top, left, bottom, right),
-      activation "none" | "relu" | "relu6", depthwise also depth_multiplier.
-      quantized: multiplier, shift (int32 arrays, one per output channel),
-                 act_min, act_max (int).
-  fully_connected
-      activation; quantized: multiplier, shift (arrays, per-channel or len 1),
-      act_min, act_max.
-  max_pool2d, avg_pool2d
-      kernel (kh, kw), stride, padding, activation. Avg-pool divides by the
-      number of in-bounds taps (TFLite); input and output share quant params.
-      quantized: act_min, act_max.
-  mean
-      axes (any, of a tensor of at most 4-D), keepdims. (TFLite MEAN; a PyTorch
-      global average over H, W arrives as avg_pool2d and the quantizer makes it MEAN.)
-  add, sub
-      activation; quantized: left_shift, input1_multiplier, input1_shift,
-      input2_multiplier, input2_shift, output_multiplier, output_shift,
-      act_min, act_max.
-  mul
-      activation; quantized: output_multiplier, output_shift, act_min, act_max.
-  add, sub and mul broadcast as TFLite does (shapes aligned on the right, dims
-  equal or 1); either operand may be a constant int8 tensor (hardsigmoid's 3
-  and 1/6), stored with its own per-tensor quantization.
-  reshape
-      shape (the new full shape).
-  pad
-      padding (top, left, bottom, right); pads with the input zero point.
-  softmax
-      beta; quantized: input_multiplier, input_left_shift, diff_min.
-  leaky_relu
-      alpha; quantized: identity_multiplier, identity_shift, alpha_multiplier,
-      alpha_shift.
-  prelu
-      inputs x and a constant alpha that broadcasts to x (per channel: shape (C,));
-      quantized: identity_multiplier, identity_shift, alpha_multiplier, alpha_shift.
-  hard_swish
-      quantized: output_multiplier, output_shift, reluish_multiplier,
-      reluish_shift (int16 multipliers, TFLite's HardSwishParams).
-  logistic
-      output scale 1/256, zero point -128; quantized: input_multiplier,
-      input_left_shift, input_range_radius.
-  concatenation
-      axis (of the IR's NHWC / (1, N) shape); inputs: the tensors in order, all
-      with the output's quantization.
-  transpose
-      perm (of the IR shape, batch first); output keeps the input's quantization.
-  quantize
-      requantization (TFLite QUANTIZE): int8 -> int8 inside a graph, and the only
-      op that touches a uint8 tensor: uint8 -> int8 from a uint8 model input,
-      int8 -> uint8 to a uint8 model output; quantized: multiplier, shift.
-  Float-only, removed by passes before quantization:
-  batch_norm (inputs x, mean, var, gamma, beta; attrs eps), relu, relu6.
+Weight layouts follow TFLite so .tflite import/export is a straight copy. Op kinds
+and their attrs (the float graph's; quantization adds the integer params) are
+documented by each op's module, tinyds/ops/<kind>.py; the registry there
+(tinyds.ops.REGISTRY) is the list of kinds. The float-only ones (batch_norm, relu,
+relu6) are removed by passes before quantization.
 
 Activations are int8 (TFLite's default scheme) or int16 (its 16x8 scheme: symmetric,
 zero point 0, int8 weights, int64 biases); one graph uses one activation dtype.
@@ -79,12 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OP_TYPES = (
-    "conv2d", "depthwise_conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-    "mean", "add", "sub", "mul", "reshape", "pad", "softmax", "leaky_relu", "hard_swish",
-    "logistic", "concatenation", "transpose", "prelu", "quantize",
-    "batch_norm", "relu", "relu6",
-)
 ACTIVATIONS = ("none", "relu", "relu6")
 ACT_DTYPES = ("int8", "int16")       # quantized activation tensors (--activations)
 # C element type of each integer activation dtype (uint8 only at a model's edges).

@@ -12,7 +12,7 @@ its own output scale, both for float-vs-int8 agreement.
 
 activations="int16" is TFLite's 16x8 scheme: activations symmetric int16 (zero point 0,
 scale max|range| / 32767), weights int8 as above, biases int64 (nothing to fit into
-int32). It covers the ops a DS-CNN needs (INT16_OPS); a global average pool stays an
+int32). It covers the ops a DS-CNN needs (OpSpec.int16); a global average pool stays an
 average pool there.
 """
 from __future__ import annotations
@@ -22,28 +22,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import float_ref, progress, reference, requant
+from . import float_ref, ops, progress, reference, requant
 from .errors import TinydsError
 from .ir import Graph, Op, Tensor
 
 METHODS = ("minmax", "percentile", "mse")
 ACTIVATIONS = ("int8", "int16")
-# ops with an int16 reference and C kernel (TFLite 16x8)
-INT16_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "avg_pool2d", "reshape", "pad",
-             "softmax")
 INT64_LIMIT = float(1 << 62)    # int64 biases beyond this are refused by requant anyway
 PERCENTILE = 99.99
 HIST_BINS = 8192
 INT32_MAX = (1 << 31) - 1
-WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
-# TFLite requires these outputs to reuse the input's scale and zero point. MEAN
-# gets its own (as TFLite's converter does): the global average has a narrower
-# range than its input, and the rescaling path rounds where the shared one truncates.
-SHARED_PARAMS = ("max_pool2d", "avg_pool2d", "reshape", "pad", "transpose")
-SOFTMAX_PARAMS = (np.float32(1 / 256), -128)   # TFLite's fixed output of softmax and logistic
-SOFTMAX_INT16_PARAMS = (np.float32(1 / 32768), 0)   # and of the int16 softmax
-FLOAT_ONLY = ("batch_norm", "relu", "relu6")
-ELEMENTWISE_BINARY = ("add", "sub", "mul", "prelu")    # may have one constant operand
 # A tensor that never left 0 during calibration still needs a usable scale;
 # [0, 1] keeps downstream multipliers ordinary if real data is not all zero.
 DEGENERATE_RANGE = 1.0
@@ -212,7 +200,7 @@ def quantize_bias(b: np.ndarray, s_in: np.float32, s_w: np.ndarray, dtype: str =
 
 def _check_graph(g: Graph) -> None:
     for op in g.ops:
-        if op.type in FLOAT_ONLY:
+        if ops.get(op.type).reference is None:
             raise TinydsError(f"{op.name}: {op.type} was not folded or fused before quantization; "
                               "run tinyds.passes.optimize on the float graph first")
         for name in op.inputs:
@@ -324,25 +312,26 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
     for op in g.ops:
         y = g.tensors[op.outputs[0]]
-        if op.type in ELEMENTWISE_BINARY:
+        spec = ops.get(op.type)
+        if spec.const_operands:
             for name in op.inputs:
                 if g.tensors[name].is_const:
                     tensors[name] = quantize_constant(g.tensors[name])
         first_in = tensors[op.inputs[0]]
         to_mean = _is_global_pool(g, op) and dtype == "int8"
-        if op.type in SHARED_PARAMS and not to_mean:
+        if spec.same_quant and not to_mean:
             params = first_in.qparams
-        elif op.type in ("softmax", "logistic"):
-            params = SOFTMAX_INT16_PARAMS if dtype == "int16" else SOFTMAX_PARAMS
+        elif spec.fixed_output:
+            params = spec.fixed_output[dtype]
         else:
             params = fit(*ranges[y.name])
         tensors[y.name] = _act_tensor(y, *params, dtype)
         inputs = list(op.inputs)
-        if op.type in WEIGHTED:
+        if spec.weight_axis is not None:
             mean = None if means is None else means[op.inputs[0]]
             inputs = inputs[:2] + [_quantize_weighted(g, op, tensors, first_in.scale[0], mean,
                                                       "int64" if dtype == "int16" else "int32")]
-        elif op.type not in ELEMENTWISE_BINARY:
+        elif not spec.const_operands:
             for name in op.inputs[1:]:
                 if name and g.tensors[name].is_const:
                     raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
@@ -376,7 +365,7 @@ def _tie_concat_ranges(g: Graph, ranges: dict) -> dict:
             concat_members.update(op.inputs + op.outputs)
             for name in op.inputs:
                 union(name, op.outputs[0])
-        elif op.type in SHARED_PARAMS and not _is_global_pool(g, op):
+        elif ops.get(op.type).same_quant and not _is_global_pool(g, op):
             union(op.inputs[0], op.outputs[0])
     groups: dict[str, list[str]] = {}
     for name in ranges:
@@ -416,7 +405,7 @@ def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32, mean_x
     An int64 bias (16x8) needs no weight scale enlarged to fit it."""
     w = g.tensors[op.inputs[1]]
     b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
-    axis = 3 if op.type == "depthwise_conv2d" else 0
+    axis = ops.get(op.type).weight_axis
     fit_bias = None if b is None or bias_dtype == "int64" else b.data
     qw, s_w = quantize_weights(w.data, axis, fit_bias, s_in)
     tensors[w.name] = Tensor(w.name, w.shape, "int8", data=qw, scale=s_w,
@@ -445,7 +434,7 @@ def _mean_output_shift(g: Graph, op: Op, dw: np.ndarray, mean_x: np.ndarray) -> 
     probe = Op(op.type, op.name, [op.inputs[0], w_name, ""], list(op.outputs),
                {**op.attrs, "activation": "none"})
     errors = Graph("probe", {w_name: Tensor(w_name, dw.shape, data=dw)}, [probe], [], [])
-    y = float_ref.KERNELS[op.type](errors, probe, mean_x)
+    y = ops.get(op.type).float_reference(errors, probe, mean_x)
     return y.reshape(-1, y.shape[-1]).mean(axis=0)
 
 
@@ -549,7 +538,7 @@ class Report:
         for op in self.qg.ops:
             y = self.qg.tensors[op.outputs[0]]
             s, zp = y.qparams
-            w = self.qg.tensor(op.inputs[1]) if op.type in WEIGHTED else None
+            w = self.qg.tensor(op.inputs[1]) if ops.get(op.type).weight_axis is not None else None
             wr = f"{w.scale.min():.3g}..{w.scale.max():.3g}" if w is not None else "-"
             lo, hi = self.observed[y.name]
             rows.append((op.name, op.type, f"{s:.4g}", str(zp), wr, f"{lo:.3g}..{hi:.3g}",
@@ -572,9 +561,10 @@ class Report:
 
 def _check_int16_ops(g: Graph) -> None:
     for op in g.ops:
-        if op.type not in INT16_OPS:
+        if not ops.get(op.type).int16:
+            covered = ", ".join(k for k, spec in ops.REGISTRY.items() if spec.int16)
             raise TinydsError(f"{g.name}: layer {op.name}: {op.type} has no int16 kernel "
-                              f"(--activations int16 covers {', '.join(INT16_OPS)}); use "
+                              f"(--activations int16 covers {covered}); use "
                               "--activations int8")
 
 

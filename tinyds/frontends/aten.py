@@ -4,6 +4,8 @@ Both frontends walk their own graph format, bind each op's arguments to the
 ATen schema names and call `Lowering.call`; everything about PyTorch semantics
 (NCHW -> NHWC, weight layouts, padding rules, flatten order) lives here once.
 Activations are tracked with their PyTorch (NCHW) shape; the IR tensor is NHWC.
+Ops whose module declares its lowerings (OpSpec.aten) are lowered there, with this
+module's Lowering as the argument; HANDLERS merges them with the ones below.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinydsError
 from ..ir import MAX_ELEMENTS, Graph, Op, Tensor, too_large
 from ..window import output_size
@@ -147,6 +150,14 @@ class Lowering:
             self.g.outputs.append(out.name)
         return self.g
 
+    def is_act(self, v) -> bool:
+        """Whether an argument is an activation (computed from the model's input)."""
+        return isinstance(v, Act)
+
+    def is_const(self, v) -> bool:
+        """Whether an argument is a parameter, buffer or constant (not an activation)."""
+        return isinstance(v, Const)
+
     def check_finite(self, layer: str, *consts) -> None:
         for c in consts:
             if isinstance(c, Const) and not np.all(np.isfinite(c.data)):
@@ -252,25 +263,6 @@ def _unary(type_):
     return lower
 
 
-def _leaky_relu(lo, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    return lo._emit("leaky_relu", layer, [x.name], x.shape, {"alpha": float(a["negative_slope"])},
-                    perm=x.perm)
-
-
-def _prelu(lo, a, layer):
-    """PReLU: the weight (one slope, or one per channel) becomes a constant alpha that
-    broadcasts over the IR's last (channel) axis."""
-    x, w = lo._expect_act(a["self"], layer), a["weight"]
-    c = x.shape[1] if len(x.shape) > 1 else 1
-    if not isinstance(w, Const) or np.asarray(w.data).size not in (1, c) or x.perm is not None:
-        raise lo.fail(layer, f"prelu with weight {getattr(w, 'data', w)!r} on shape {x.shape} is "
-                             "not supported; use one slope or one per channel")
-    lo.check_finite(layer, w)
-    alpha = lo._const(f"{layer}.alpha", np.asarray(w.data, np.float32).reshape(-1))
-    return lo._emit("prelu", layer, [x.name, alpha], x.shape, {}, perm=x.perm)
-
-
 def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
     if lo_v == 0 and hi_v is None:
         return _unary("relu")(lo, {"self": x}, layer)
@@ -290,19 +282,6 @@ def _clamp(lo, a, layer):
 
 def _clamp_min(lo, a, layer):
     return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min"], None, "clamp_min")
-
-
-def _pad(lo: Lowering, a, layer):
-    """F.pad / nn.ZeroPad2d with zeros on H and W: the IR pad op."""
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "pad")
-    pad = [int(p) for p in a["pad"]] + [0] * 4
-    if a.get("mode", "constant") != "constant" or (a.get("value") or 0) != 0 or any(pad[4:]) or min(pad) < 0:
-        raise lo.fail(layer, f"padding {a['pad']} ({a.get('mode', 'constant')}, value {a.get('value')}) "
-                             "is not supported; only non-negative zero padding of H and W is")
-    left, right, top, bottom = pad[:4]
-    n, c, h, w = x.shape
-    return lo._emit("pad", layer, [x.name], (n, c, h + top + bottom, w + left + right),
-                    {"padding": (top, left, bottom, right)})
 
 
 def _pool_geometry(lo, layer, x, a, kind):
@@ -594,66 +573,6 @@ def _hardsigmoid(lo: Lowering, a, layer):
     return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 
 
-def _cat(lo: Lowering, a, layer):
-    """torch.cat of activations of one rank: NCHW dim d is NHWC axis (0, 3, 1, 2)[d]."""
-    xs = a["tensors"]
-    if not xs or not all(isinstance(x, Act) and x.perm is None for x in xs):
-        raise lo.fail(layer, "cat is only supported of activation tensors (not of constants or "
-                             "flattened feature maps)")
-    rank = len(xs[0].shape)
-    dim = a.get("dim", 0)
-    if not -rank <= dim < rank or dim % rank == 0 or any(len(x.shape) != rank for x in xs):
-        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]} along dim {dim} is not "
-                             "supported; concatenate along channels, H or W (not the batch)")
-    dim %= rank
-    if any(x.shape[:dim] + x.shape[dim + 1:] != xs[0].shape[:dim] + xs[0].shape[dim + 1:] for x in xs):
-        raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]}: sizes differ off dim {dim}")
-    shape = xs[0].shape[:dim] + (sum(x.shape[dim] for x in xs),) + xs[0].shape[dim + 1:]
-    axis = (0, 3, 1, 2)[dim] if rank == 4 else (0, 3, 2)[dim] if rank == 3 else dim
-    return lo._emit("concatenation", layer, [x.name for x in xs], shape, {"axis": axis})
-
-
-def _permute_to(lo: Lowering, layer, x: Act, p) -> Act:
-    """PyTorch permute p of a 4-D (or (N, C, L)) activation as an IR transpose: IR axis i
-    of the output holds PyTorch dim p[(0, 2, 3, 1)[i]] of x, IR axis (0, 3, 1, 2)[that]."""
-    rank = len(x.shape)
-    p = [int(d) % rank for d in p]
-    if x.perm is not None or rank not in (3, 4) or sorted(p) != list(range(rank)) or p[0] != 0:
-        raise lo.fail(layer, f"permute {tuple(p)} of shape {x.shape} is not supported; permute "
-                             "the non-batch dims of an (N,C,H,W) or (N,C,L) tensor")
-    if rank == 3:                           # (N, C, L) is (N, C, 1, L): H stays in place
-        m = (0, 1, 3)
-        y = _permute_to(lo, layer, _as4d(x), [m[p[0]], m[p[1]], 2, m[p[2]]])
-        return _as3d(y)
-    if p == [0, 1, 2, 3]:
-        return x
-    shape = tuple(x.shape[d] for d in p)
-    perm = tuple((0, 3, 1, 2)[p[(0, 2, 3, 1)[i]]] for i in range(4))
-    return lo._emit("transpose", layer, [x.name], shape, {"perm": perm})
-
-
-def _permute(lo: Lowering, a, layer):
-    return _permute_to(lo, layer, lo._expect_act(a["self"], layer), a["dims"])
-
-
-def _transpose(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    p = list(range(len(x.shape)))
-    d0, d1 = a["dim0"] % len(p), a["dim1"] % len(p)
-    p[d0], p[d1] = p[d1], p[d0]
-    return _permute_to(lo, layer, x, p)
-
-
-def _softmax(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    if x.perm is not None:
-        raise lo.fail(layer, "softmax on a flattened NCHW feature map is not supported")
-    if a["dim"] % len(x.shape) != 1:
-        raise lo.fail(layer, f"softmax over dim {a['dim']} of shape {x.shape} is not supported; "
-                             "use dim=1 (classes / channels)")
-    return lo._emit("softmax", layer, [x.name], x.shape, {"beta": 1.0})
-
-
 def _identity(lo, a, layer):
     return a.get("input", a.get("self"))
 
@@ -662,8 +581,8 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    "leaky_relu": _leaky_relu, "prelu": _prelu, "_prelu_kernel": _prelu, "hardswish": _unary("hard_swish"), "sigmoid": _unary("logistic"),
-    "clamp_min": _clamp_min, "constant_pad_nd": _pad, "pad": _pad,
+    
+    "clamp_min": _clamp_min,
     "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
     "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
     "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
@@ -673,12 +592,14 @@ HANDLERS = {
     "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
-    "permute": _permute, "transpose": _transpose,
-    "softmax": _softmax, "cat": _cat, "concat": _cat, "concatenate": _cat, "_softmax": _softmax,
+   
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
+    # and each op module's own (OpSpec.aten)
+    **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "leaky_relu", "prelu", "hardswish", "sigmoid", "hardsigmoid", "add/sub/mul (broadcast, scalar)", "cat", "permute/transpose",
+             "hardsigmoid", "add/sub/mul (broadcast, scalar)",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
-             "linear", "softmax", "zero pad", "dropout")
+             "linear", "dropout") + tuple(
+    name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

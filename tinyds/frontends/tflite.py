@@ -8,6 +8,8 @@ so an imported model and TFLM's Prepare see identical inputs. Float QUANTIZE /
 DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8, or
 uint8 where the model was converted with a uint8 input or output (a QUANTIZE
 between it and the int8 layers, kept and run as TFLM runs it).
+Operators whose op module declares them (OpSpec.tflite) are read there, with the
+_Reader as the argument; the rest are read below.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import requant
+from .. import ops, requant
 from ..errors import TinydsError
 from ..ir import ACT_DTYPES, MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
@@ -27,20 +29,18 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "SOFTMAX": "SoftmaxOptions", "RESHAPE": None, "PAD": None, "QUANTIZE": None,
-           "DEQUANTIZE": None, "LEAKY_RELU": "LeakyReluOptions", "HARD_SWISH": None,
-           "SUB": "SubOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions",
-           "TRANSPOSE": None, "PRELU": None,
-           "LOGISTIC": None}
+           "RESHAPE": None, "DEQUANTIZE": None, "SUB": "SubOptions", "MUL": "MulOptions"}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2, "TRANSPOSE": 2, "PRELU": 2,
-              "PAD": 2}
+              "SUB": 2, "MUL": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "SOFTMAX", "PAD",
-             "QUANTIZE", "DEQUANTIZE", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SUB", "MUL",
-             "CONCATENATION", "TRANSPOSE", "PRELU")
+             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "DEQUANTIZE", "SUB", "MUL")
+# and each op module's own builtin (OpSpec.tflite)
+BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
+OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
+MIN_INPUTS.update({b: spec.tflite.min_inputs for b, spec in BUILTINS.items()})
+SUPPORTED += tuple(BUILTINS)
 
 
 def schema():
@@ -116,6 +116,29 @@ class _Reader:
 
     def err(self, where: str, problem: str, fix: str) -> TinydsError:
         return TinydsError(f"{self.path}: {where}: {problem}; {fix}")
+
+    def check_output_shape(self, where: str, y: str, want) -> None:
+        """Refuse an output tensor y whose shape is not the one the operator computes."""
+        if tuple(self.g.tensors[y].shape) != tuple(want):
+            raise self.err(where, f"output {y!r} has shape {self.g.tensors[y].shape}, the "
+                           f"operator computes {tuple(want)}", "the file is damaged; re-convert "
+                           "the model")
+
+    def same_quant(self, x: str, y: str, where: str) -> None:
+        """Refuse an output whose scale and zero point are not its input's."""
+        a, b = self.g.tensors[x], self.g.tensors[y]
+        if a.qparams != b.qparams:
+            raise self.err(where, f"input and output quantization differ ({a.qparams} vs "
+                           f"{b.qparams})", "TFLite requires the same scale and zero point here; "
+                           "re-convert the model")
+
+    def const_ints(self, idx: int, where: str) -> np.ndarray:
+        """Constant tensor idx (a shape, axes, paddings) as int64."""
+        d = self.data(idx)
+        if d is None:
+            raise self.err(where, f"tensor {self.names[idx]!r} must be a constant",
+                           "only static shapes, axes and paddings are supported")
+        return d.astype(np.int64)
 
     def _check_tensor(self, idx: int) -> None:
         """Shape, buffer and quantization of tensor idx are in range, before any of it is used."""
@@ -335,12 +358,6 @@ def _check_output(r: _Reader, where: str, x_shape, y_shape, out_hw, channels: in
                     "TFLite's padding rule gives", "re-convert the model")
 
 
-def _check_shape_is(r: _Reader, where: str, y: str, want) -> None:
-    if tuple(r.g.tensors[y].shape) != tuple(want):
-        raise r.err(where, f"output {y!r} has shape {r.g.tensors[y].shape}, the operator "
-                    f"computes {tuple(want)}", "the file is damaged; re-convert the model")
-
-
 def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
     o = op.builtinOptions
     if o.weightsFormat != 0 or o.keepNumDims:
@@ -366,19 +383,12 @@ def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
               {"activation": r.activation(o.fusedActivationFunction, where)})
 
 
-def _same_quant(r: _Reader, x: str, y: str, where: str) -> None:
-    a, b = r.g.tensors[x], r.g.tensors[y]
-    if a.qparams != b.qparams:
-        raise r.err(where, f"input and output quantization differ ({a.qparams} vs {b.qparams})",
-                    "TFLite requires the same scale and zero point here; re-convert the model")
-
-
 def _pool(r: _Reader, op, where: str, opname: str) -> Op:
     o = op.builtinOptions
     r.check_shape(where, op.inputs[0], 4)
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
-    _same_quant(r, x, y, where)
+    r.same_quant(x, y, where)
     kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
     xs = r.g.tensors[x].shape
     padding, out_hw = tflite_padding(o.padding, xs[1:3], kernel, stride, (1, 1))
@@ -388,25 +398,17 @@ def _pool(r: _Reader, op, where: str, opname: str) -> Op:
                "activation": r.activation(o.fusedActivationFunction, where)})
 
 
-def _const_ints(r: _Reader, idx: int, where: str) -> np.ndarray:
-    d = r.data(idx)
-    if d is None:
-        raise r.err(where, f"tensor {r.names[idx]!r} must be a constant",
-                    "only static shapes, axes and paddings are supported")
-    return d.astype(np.int64)
-
-
 def _mean(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     shape = r.g.tensors[x].shape
-    raw = [int(a) for a in _const_ints(r, op.inputs[1], where).ravel()]
+    raw = [int(a) for a in r.const_ints(op.inputs[1], where).ravel()]
     if len(shape) > 4 or not raw or any(not -len(shape) <= a < len(shape) for a in raw):
         raise r.err(where, f"MEAN over axes {tuple(raw)} of shape {shape}",
                     "only axes of a tensor of at most 4 dimensions import")
     axes = tuple(sorted({a % len(shape) for a in raw}))
     keep = bool(op.builtinOptions.keepDims)
     y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
+    r.check_output_shape(where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
                     else tuple(d for i, d in enumerate(shape) if i not in axes))
     return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
 
@@ -435,65 +437,14 @@ def _binary(r: _Reader, op, where: str, opname: str) -> Op:
               {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
 
 
-def _pad(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    p = _const_ints(r, op.inputs[1], where)
-    if p.shape != (4, 2) or p[0].any() or p[3].any() or (p < 0).any():
-        raise r.err(where, f"PAD {p.tolist()} pads more than height and width",
-                    "only spatial zero-point padding of an NHWC tensor imports")
-    y = r.tensor(op.outputs[0], where)
-    _same_quant(r, x, y, where)
-    _check_shape_is(r, where, y, tuple(int(d) for d in r.g.tensors[x].shape + p.sum(axis=1)))
-    return Op("pad", where, [x], [y],
-              {"padding": (int(p[1, 0]), int(p[2, 0]), int(p[1, 1]), int(p[2, 1]))})
-
-
 def _reshape(r: _Reader, op, where: str) -> Op:
     x = r.tensor(op.inputs[0], where)
     y = r.tensor(op.outputs[0], where)
-    _same_quant(r, x, y, where)
+    r.same_quant(x, y, where)
     if r.g.tensors[x].size != r.g.tensors[y].size:
         raise r.err(where, f"reshapes {r.g.tensors[x].shape} to {r.g.tensors[y].shape}, a "
                     "different number of elements", "the file is damaged; re-convert the model")
     return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
-
-
-def _softmax(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[x].shape)
-    want = (1 / 32768, 0) if r.g.tensors[y].dtype == "int16" else (1 / 256, -128)
-    if r.g.tensors[y].qparams != want:
-        raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
-                    "TFLite softmax outputs scale 1/256, zero point -128 (int8) or scale "
-                    "1/32768, zero point 0 (int16)")
-    return Op("softmax", where, [x], [y], {"beta": float(op.builtinOptions.beta)})
-
-
-def _unary(r: _Reader, op, where: str, opname: str) -> Op:
-    """LEAKY_RELU, HARD_SWISH, LOGISTIC: element-wise, same shape in and out."""
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[x].shape)
-    if opname == "LOGISTIC" and r.g.tensors[y].qparams != (1 / 256, -128):
-        raise r.err(where, f"logistic output quantization {r.g.tensors[y].qparams}",
-                    "TFLite int8 logistic outputs scale 1/256, zero point -128")
-    if opname == "LEAKY_RELU":
-        return Op("leaky_relu", where, [x], [y], {"alpha": float(op.builtinOptions.alpha)})
-    return Op(opname.lower(), where, [x], [y], {})
-
-
-def _requantize(r: _Reader, op, where: str) -> Op:
-    """QUANTIZE int8 -> int8, uint8 -> int8 or int8 -> uint8 (as TFLM): a change of scale and
-    zero point; load_tflite checks that uint8 tensors are the model's input or output."""
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, r.g.tensors[x].shape)
-    kinds = (r.g.tensors[x].dtype, r.g.tensors[y].dtype)
-    if kinds not in (("int8", "int8"), ("uint8", "int8"), ("int8", "uint8")):
-        raise r.err(where, f"QUANTIZE {kinds[0]} -> {kinds[1]}",
-                    "TFLM requantizes int8 -> int8, uint8 -> int8 and int8 -> uint8 only")
-    return Op("quantize", where, [x], [y], {})
 
 
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
@@ -510,57 +461,6 @@ def _check_uint8_edges(r: _Reader, g: Graph) -> None:
                             "re-convert with int8 layers (full-integer quantization)")
 
 
-def _prelu(r: _Reader, op, where: str) -> Op:
-    """x and a constant per-tensor int8 alpha that broadcasts to it."""
-    x, alpha = (r.tensor(i, where) for i in op.inputs[:2])
-    tx, ta = r.g.tensors[x], r.g.tensors[alpha]
-    y = r.tensor(op.outputs[0], where)
-    try:
-        ok = np.broadcast_shapes(tuple(tx.shape), tuple(ta.shape)) == tuple(tx.shape)
-    except ValueError:
-        ok = False
-    if tx.is_const or not ta.is_const or ta.dtype != "int8" or len(ta.scale) != 1 or not ok:
-        raise r.err(where, f"PRELU of {tx.shape} with alpha {ta.shape} ({ta.dtype}, "
-                    f"{'constant' if ta.is_const else 'computed'})",
-                    "alpha must be a per-tensor int8 constant that broadcasts to the input")
-    _check_shape_is(r, where, y, tx.shape)
-    return Op("prelu", where, [x, alpha], [y], {})
-
-
-def _transpose(r: _Reader, op, where: str) -> Op:
-    """A permutation of the non-batch dims of a tensor of at most 4-D (bytes move as they are)."""
-    x = r.tensor(op.inputs[0], where)
-    shape = tuple(r.g.tensors[x].shape)
-    perm = [int(p) for p in _const_ints(r, op.inputs[1], where).ravel()]
-    if len(shape) > 4 or sorted(perm) != list(range(len(shape))) or perm[0] != 0:
-        raise r.err(where, f"TRANSPOSE {tuple(perm)} of shape {shape}",
-                    "only permutations of the non-batch dims of a tensor of at most 4-D import")
-    y = r.tensor(op.outputs[0], where)
-    _check_shape_is(r, where, y, tuple(shape[p] for p in perm))
-    return Op("transpose", where, [x], [y], {"perm": tuple(perm)})
-
-
-def _concatenation(r: _Reader, op, where: str) -> Op:
-    """Inputs of one rank, equal but along the axis; TFLM copies their int8 bytes as they are."""
-    xs = [r.tensor(i, where) for i in op.inputs]
-    y = r.tensor(op.outputs[0], where)
-    shapes = [tuple(r.g.tensors[x].shape) for x in xs]
-    rank = len(r.g.tensors[y].shape)
-    o = op.builtinOptions
-    axis = int(o.axis) % rank if -rank <= o.axis < rank else None
-    ok = (axis is not None and rank <= 4 and all(len(s) == rank for s in shapes)
-          and all(s[:axis] + s[axis + 1:] == shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes)
-          and not any(r.g.tensors[x].is_const for x in xs))
-    if not ok:
-        raise r.err(where, f"concatenation of {shapes} along axis {o.axis}",
-                    "inputs must be activations of one rank (<= 4), equal except along the axis")
-    _check_shape_is(r, where, y, shapes[0][:axis] + (sum(s[axis] for s in shapes),)
-                    + shapes[0][axis + 1:])
-    if o.fusedActivationFunction != 0:
-        raise r.err(where, "concatenation with a fused activation", "TFLM refuses it; re-convert")
-    return Op("concatenation", where, xs, [y], {"axis": axis})
-
-
 def load_tflite(path) -> Graph:
     """Read a fully-int8 .tflite into a quantized Graph with integer params derived."""
     path = Path(path)
@@ -575,7 +475,7 @@ def load_tflite(path) -> Graph:
     if not all(0 <= i < len(sg.tensors or []) for i in graph_in + graph_out):
         raise r.err("graph", f"input {graph_in} or output {graph_out} is not a tensor index",
                     "the file is damaged; re-convert the model")
-    ops: list[Op] = []
+    layers: list[Op] = []
     available = set(graph_in)
     for i, op in enumerate(sg.operators or []):
         opname, where = r.check_op(i, op, available)
@@ -586,42 +486,31 @@ def load_tflite(path) -> Graph:
         if opname == "DEQUANTIZE" and op.outputs[0] in graph_out:
             graph_out[graph_out.index(op.outputs[0])] = int(op.inputs[0])
             continue
-        if opname == "QUANTIZE" and r._dtype(int(op.inputs[0]), where) in ("int8", "uint8"):
-            new = _requantize(r, op, where)
-        elif opname in ("QUANTIZE", "DEQUANTIZE"):
+        if opname == "DEQUANTIZE" or (opname == "QUANTIZE" and r._dtype(
+                int(op.inputs[0]), where) not in ("int8", "uint8")):
             raise r.err(where, f"{opname} inside the graph",
                         "only int8/uint8 QUANTIZE and float QUANTIZE/DEQUANTIZE at the model's "
                         "input/output are supported")
-        elif opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             new = _conv(r, op, where, opname)
         elif opname == "FULLY_CONNECTED":
-            new = _fully_connected(r, op, where, ops)
+            new = _fully_connected(r, op, where, layers)
         elif opname in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             new = _pool(r, op, where, opname)
         elif opname == "MEAN":
             new = _mean(r, op, where)
         elif opname in ("ADD", "SUB", "MUL"):
             new = _binary(r, op, where, opname)
-        elif opname == "PAD":
-            new = _pad(r, op, where)
         elif opname == "RESHAPE":
             new = _reshape(r, op, where)
-        elif opname == "PRELU":
-            new = _prelu(r, op, where)
-        elif opname == "TRANSPOSE":
-            new = _transpose(r, op, where)
-        elif opname == "CONCATENATION":
-            new = _concatenation(r, op, where)
-        elif opname in ("LEAKY_RELU", "HARD_SWISH", "LOGISTIC"):
-            new = _unary(r, op, where, opname)
         else:
-            new = _softmax(r, op, where)
-        ops.append(new)
+            new = BUILTINS[opname].tflite.read(r, op, where)
+        layers.append(new)
     for out_idx in graph_out:
         if out_idx not in available or out_idx in graph_in:
             raise r.err("output", f"no operator computes the model output {r.names[out_idx]!r}",
                         "the file is damaged; re-convert the model")
-    g.ops = ops
+    g.ops = layers
     g.inputs = [r.tensor(i, "input") for i in graph_in]
     g.outputs = [r.tensor(i, "output") for i in graph_out]
     for name in g.inputs + g.outputs:
@@ -639,11 +528,11 @@ def load_tflite(path) -> Graph:
 
 def _check_16x8(r: _Reader, g: Graph) -> None:
     """A 16x8 model: int16 activations throughout, ops that have int16 kernels."""
-    from ..quantize import INT16_OPS
     for op in g.ops:
-        if op.type not in INT16_OPS:
+        if not ops.get(op.type).int16:
+            covered = ", ".join(k for k, spec in ops.REGISTRY.items() if spec.int16)
             raise r.err(op.name, f"{op.type} with int16 activations is not supported",
-                        f"16x8 models may use {', '.join(INT16_OPS)}; convert to int8")
+                        f"16x8 models may use {covered}; convert to int8")
         for name in [n for n in op.inputs[:1] + op.outputs]:
             if g.tensors[name].dtype != "int16":
                 raise r.err(op.name, f"tensor {name!r} is {g.tensors[name].dtype} in a 16x8 "

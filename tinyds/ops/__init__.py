@@ -1,15 +1,37 @@
-"""One module per op type: `reference` (the integer spec), `c_params` (what its
-template templates/ops/<type>.c.j2 needs) and `macs`. Tests live in
-tests/ops/test_<type>.py."""
+"""The op registry: op kind -> OpSpec, found in the modules of this folder.
+
+Each op is one module, tinyds/ops/<kind>.py, that ends in `SPEC = OpSpec(...)`
+(ops/spec.py): attrs and validation, float and integer references, the
+requantization params it derives, how the quantizer sets its output, its ATen and
+TFLite mappings, MACs and its kernel rule. Its C lives in templates/ops/<kind>*.c.j2,
+its tests in tests/ops/test_<kind>.py. Modules without a SPEC hold what several ops
+share (activation, elementwise, weighted, dsp_gemm). Adding an op is adding those
+files (LeakyReLU's is the smallest complete example); ir.py, requant.py,
+float_ref.py, quantize.py, kernels.py, the frontends and export_tflite find it here.
+"""
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+import pkgutil
 
-from ..ir import OP_TYPES
+from .spec import Kernel, OpSpec, TFLite
 
 
-def get(op_type: str) -> ModuleType:
-    if op_type not in OP_TYPES:
-        raise KeyError(op_type)
-    return importlib.import_module(f"{__name__}.{op_type}")
+def _discover() -> dict[str, OpSpec]:
+    found = {}
+    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        spec = getattr(importlib.import_module(f"{__name__}.{m.name}"), "SPEC", None)
+        if spec is not None:
+            found[spec.kind] = spec
+    return found
+
+
+REGISTRY: dict[str, OpSpec] = _discover()
+
+
+def get(kind: str) -> OpSpec:
+    """The spec of an op kind; KeyError for a kind no module declares."""
+    return REGISTRY[kind]
+
+
+__all__ = ["REGISTRY", "Kernel", "OpSpec", "TFLite", "get"]

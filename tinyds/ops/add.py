@@ -3,8 +3,14 @@ reference_integer_ops::AddFunc, broadcasting like BroadcastAdd6DSlow.
 
 Each input is offset by its zero point, shifted left by 20 bits of headroom,
 rescaled to the common scale 2*max(s1, s2), summed, rescaled to the output
-scale and clamped. Params come from requant (TFLM's add Prepare); operands
+scale and clamped. Params come from derive (TFLM's add Prepare); operands
 and broadcasting from elementwise.
+
+IR: inputs a, b (broadcast as TFLite does: shapes aligned on the right, dims equal
+or 1; either may be a constant int8 tensor, e.g. hardsigmoid's 3, stored with its own
+per-tensor quantization); attrs activation; quantized: left_shift,
+input1_multiplier, input1_shift, input2_multiplier, input2_shift,
+output_multiplier, output_shift, act_min, act_max.
 """
 from __future__ import annotations
 
@@ -12,8 +18,13 @@ import numpy as np
 
 from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
+from ..fixedpoint import quantize_multiplier
 from ..ir import Graph, Op
 from . import elementwise
+from .activation import float_clamp
+from .spec import Kernel, OpSpec, at_speed
+
+LEFT_SHIFT = 20             # TFLite's headroom for int8 ADD
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -66,3 +77,35 @@ def table_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One add per output element."""
     return g.tensors[op.outputs[0]].size
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """At speed, on any core, the operands' rescales come from tables (table_params)."""
+    if at_speed(g, op, target):
+        return Kernel("add", table_params(g, op),
+                      note="operand rescales from two 256-entry tables (2 KB)")
+    return Kernel("add", c_params(g, op))
+
+
+def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
+    a, b = elementwise.float_operands(g, op, args)
+    return float_clamp(a + b, op)
+
+
+def derive(g: Graph, op: Op) -> None:
+    """TFLM's add Prepare (and sub's): both inputs onto 2 * max(s1, s2) with LEFT_SHIFT
+    bits of headroom, then onto the output scale."""
+    s1 = float(g.tensors[op.inputs[0]].scale[0])
+    s2 = float(g.tensors[op.inputs[1]].scale[0])
+    s_out = float(g.tensors[op.outputs[0]].scale[0])
+    twice_max = 2.0 * max(s1, s2)
+    op.attrs["left_shift"] = LEFT_SHIFT
+    op.attrs["input1_multiplier"], op.attrs["input1_shift"] = quantize_multiplier(s1 / twice_max)
+    op.attrs["input2_multiplier"], op.attrs["input2_shift"] = quantize_multiplier(s2 / twice_max)
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = quantize_multiplier(
+        twice_max / ((1 << LEFT_SHIFT) * s_out))
+
+
+SPEC = OpSpec("add", reference, c_params, macs, derive=derive, choose=choose,
+              float_reference=float_reference,
+              const_operands=True)

@@ -4,6 +4,9 @@ Raw int8 values are summed over the taps that fall inside the input (padding
 taps are skipped, not counted as zeros) and divided by that count with
 TFLite's round-half-away-from-zero integer division. Input and output share
 scale and zero point, so no requantization happens.
+
+IR: attrs kernel (kh, kw), stride, padding, activation; input and output share
+quant params; quantized: act_min, act_max.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import numpy as np
 from ..errors import TinydsError
 from ..ir import Graph, Op
 from ..window import in_bounds_count, output_size, taps
+from .activation import float_clamp
+from .spec import Kernel, OpSpec, dsp_ok
 
 
 def check_same_qparams(g: Graph, op: Op) -> None:
@@ -64,3 +69,25 @@ def macs(g: Graph, op: Op) -> int:
     """One add per tap of every output element."""
     p = geometry(g, op)
     return p["out_h"] * p["out_w"] * p["channels"] * p["kernel_h"] * p["kernel_w"]
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """SXTAB16 on a DSP core at speed when channels come in fours and a window's
+    sum fits 16 bits (at most 256 taps); else the portable loop."""
+    p = c_params(g, op)
+    if dsp_ok(g, op, target) and p["channels"] % 4 == 0 and p["kernel_h"] * p["kernel_w"] <= 256:
+        return Kernel("avg_pool2d", {**p, "simd": True}, note="SXTAB16 four channels per word")
+    return Kernel("avg_pool2d", p)
+
+
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    kernel, stride, padding = op.attrs["kernel"], op.attrs["stride"], op.attrs["padding"]
+    out = 0.0
+    for _, _, v in taps(x, kernel, stride, (1, 1), padding, 0.0):
+        out = out + v
+    return float_clamp(out / in_bounds_count(x.shape[1:3], kernel, stride, padding), op)
+
+
+SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True,
+              float_reference=float_reference,
+              same_quant=True)

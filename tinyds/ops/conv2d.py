@@ -6,68 +6,27 @@ MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]) + zp_out, clamped.
 With int16 activations (TFLite 16x8) the same loop has no offsets, an int64
 accumulator and bias, and the int64 MultiplyByQuantizedMultiplier.
 
-The helpers below (operand extraction, requantization, bias folding) are shared
-with depthwise_conv2d and fully_connected.
+IR: inputs x, weight (O, KH, KW, I), optional bias (O,); attrs stride (sh, sw),
+dilation (dh, dw), padding (top, left, bottom, right), activation "none" | "relu" |
+"relu6"; quantized: multiplier, shift (int32 arrays, one per output channel),
+act_min, act_max (int).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import TinydsError
-from .. import fixedpoint
-from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
-                          multiply_by_quantized_multiplier_int64, q15_multiplier, wrap_int32)
 from ..ir import Graph, Op
-from ..window import windows
+from ..window import taps, windows
+from .activation import float_clamp
+from .dsp_gemm import GEMM_UNROLL, gemm_requant, gemm_steps, gemm_stream, gemm_weights
+from .spec import Kernel, OpSpec, dsp_ok
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
+                       int_list, operands, quant_params, requantize, weight_zero_point, window_params,
+                       wrapped_fold)
 
 IM2COL_BYTES = 64 << 20       # the reference's im2col matrix per slice of the batch
-
-
-def operands(g: Graph, op: Op):
-    """(x tensor, int8 weight data, int64 bias or None, y tensor)."""
-    x, w, y = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], g.tensors[op.outputs[0]]
-    b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
-    return x, w.data, (b.data.astype(np.int64) if b is not None else None), y
-
-
-def weight_zero_point(g: Graph, op: Op) -> int:
-    """The filter's zero point: 0 for symmetric weights; one shared value otherwise."""
-    zp = g.tensors[op.inputs[1]].zero_point
-    if zp is None or not np.any(zp):
-        return 0
-    if op.type != "fully_connected" or np.any(zp != zp.flat[0]):
-        raise TinydsError(f"{g.name}: {op.name}: {op.type} weights have a non-zero zero point; "
-                          "quantize weights symmetrically (zero point 0)")
-    return int(zp.flat[0])
-
-
-def requantize(acc: np.ndarray, g: Graph, op: Op) -> np.ndarray:
-    """int32/64 accumulators (channels last) -> int8 outputs, or int16 ones (16x8)."""
-    y_t = g.tensors[op.outputs[0]]
-    rescale = (multiply_by_quantized_multiplier_int64 if y_t.dtype == "int16"
-               else multiply_by_quantized_multiplier)
-    y = rescale(acc, op.attrs["multiplier"], op.attrs["shift"]) + int(y_t.zero_point[0])
-    return np.clip(y, op.attrs["act_min"], op.attrs["act_max"]).astype(y_t.dtype)
-
-
-def fold_bias(bias, w_sums: np.ndarray, input_offset: int):
-    """bias + input_offset * sum(w) per channel, or None when it would leave int32.
-
-    Exact when every tap is read from the input (no padding is ever touched):
-    sum w*(x+off) + b == sum w*x + (b + off*sum w).
-    """
-    folded = (bias if bias is not None else 0) + input_offset * w_sums.astype(np.int64)
-    if folded.min() < INT32_MIN or folded.max() > INT32_MAX:
-        return None
-    return folded
-
-
-def wrapped_fold(bias, w_sums: np.ndarray, input_offset: int) -> list[int]:
-    """bias + input_offset * sum(w) per channel modulo 2^32, as int32: the start of
-    an accumulator that wraps like the reference's (exact even when the folded
-    value leaves int32), for kernels that never read padding."""
-    return int_list(wrap_int32((bias if bias is not None else 0)
-                               + input_offset * w_sums.astype(np.int64)))
+WEIGHT_AXIS = 0               # the axis of the weights' output channels
 
 
 def blocked_weights(w2d: np.ndarray) -> list[int]:
@@ -76,62 +35,6 @@ def blocked_weights(w2d: np.ndarray) -> list[int]:
     rows, depth = w2d.shape
     w = np.concatenate([w2d.astype(np.int64), np.zeros((-rows % 4, depth), np.int64)]) + 128
     return int_list(w.reshape(-1, 4, depth).transpose(0, 2, 1))
-
-
-def int_list(a) -> list[int]:
-    return [int(v) for v in np.asarray(a).ravel()]
-
-
-def touches_padding(in_size, out_size, kernel, stride, dilation, pad_lo) -> bool:
-    """True when some tap of some output falls outside the input along one axis."""
-    last = (out_size - 1) * stride - pad_lo + (kernel - 1) * dilation
-    return pad_lo > 0 or last > in_size - 1
-
-
-def window_params(x, y, kernel, op: Op) -> dict:
-    """Geometry shared by the conv2d and depthwise templates."""
-    (_, ih, iw, ic), (_, oh, ow, oc) = x.shape, y.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel, op.attrs["stride"], op.attrs["dilation"]
-    pt, pl = op.attrs["padding"][:2]
-    return dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, k_h=kh, k_w=kw,
-                stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw, pad_top=pt, pad_left=pl,
-                clip_h=touches_padding(ih, oh, kh, sh, dh, pt),
-                clip_w=touches_padding(iw, ow, kw, sw, dw, pl))
-
-
-def quant_params(g: Graph, op: Op, channels: int) -> dict:
-    """Offsets, clamps and one multiplier/shift per output channel (a per-tensor pair
-    is repeated, so kernels always index by channel)."""
-    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-    mult = np.broadcast_to(op.attrs["multiplier"], (channels,))
-    shift = np.broadcast_to(op.attrs["shift"], (channels,))
-    left_shift = bool((shift > 0).any())
-    live = mult != 0
-    if not left_shift and ((shift[live] <= -1) & (shift[live] >= -31)).all():
-        # every live channel shifts right by 1..31: the cheapest rounding; a dead channel's
-        # result is 0 whatever its shift, so it gets one in range
-        requantize, shift = "tinyds_requantize_rs", np.where(live, shift, -1)
-    else:
-        requantize = "tinyds_requantize" if left_shift else "tinyds_requantize_lt1"
-    return dict(input_offset=-int(x.zero_point[0]), output_offset=int(y.zero_point[0]),
-                act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
-                multiplier=int_list(mult), shift=int_list(shift),
-                left_shift=left_shift, requantize=requantize)
-
-
-# int16 x int8 products are at most 2^22 in magnitude: 256 of them sum exactly in int32
-INT16_BLOCK = 256
-
-
-def int16_params(g: Graph, op: Op, channels: int) -> dict:
-    """The 16x8 templates' requantization literals: clamps, and per output channel the
-    Q15 multiplier and total right shift of tinyds_requantize64; the int64 bias."""
-    mult15, total = q15_multiplier(np.broadcast_to(op.attrs["multiplier"], (channels,)),
-                                   np.broadcast_to(op.attrs["shift"], (channels,)))
-    b = operands(g, op)[2]
-    return dict(act_min=int(op.attrs["act_min"]), act_max=int(op.attrs["act_max"]),
-                mult15=int_list(mult15), total_shift=int_list(total),
-                bias=int_list(b) if b is not None else None)
 
 
 def c_params_int16(g: Graph, op: Op) -> dict:
@@ -204,89 +107,6 @@ def macs(g: Graph, op: Op) -> int:
     return int(np.prod(y.shape[1:3])) * w.size
 
 
-def pair_index(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which taps form each int16-pair word of a run of k taps (-1: a zero half).
-
-    The pairing of templates/tinyds_dsp.h: (t0, t2), (t1, t3) per group of four
-    -- what SXTB16 and SXTB16 ROR #8 extract from one word -- then (t0, t1),
-    (t2, -1) for a tail of up to three."""
-    lo, hi = [], []
-    i = 0
-    while i + 4 <= k:
-        lo += [i, i + 1]
-        hi += [i + 2, i + 3]
-        i += 4
-    while i < k:
-        lo.append(i)
-        hi.append(i + 1 if i + 1 < k else -1)
-        i += 2
-    return np.array(lo, np.int64), np.array(hi, np.int64)
-
-
-def gemm_steps(k: int) -> int:
-    """Pair words per pixel in the GEMM core: a multiple of 4 (four steps per loop pass)."""
-    return -(-k // 8) * 4
-
-
-def pack_pairs(v: np.ndarray, steps: int) -> np.ndarray:
-    """(rows, k) int16 values -> (rows, steps) uint32 pair words, zero-padded."""
-    lo, hi = pair_index(v.shape[1])
-    v = np.concatenate([v.astype(np.int64), np.zeros((len(v), 1), np.int64)], axis=1)
-    words = (v[:, lo] & 0xFFFF) | ((v[:, hi] & 0xFFFF) << 16)
-    out = np.zeros((len(v), steps), np.int64)
-    out[:, :words.shape[1]] = words
-    return out
-
-
-def gemm_weights(w_rows: np.ndarray, steps: int) -> np.ndarray:
-    """(out_c, k) int16 weights -> the stream tinyds_gemm_4x2 reads: per block of
-    four channels, per step, the four channels' pair words."""
-    words = pack_pairs(w_rows, steps)                   # (out_c, steps)
-    return words.reshape(-1, 4, steps).transpose(0, 2, 1).ravel()
-
-
-GEMM_UNROLL = 32   # MAC steps unrolled in tinyds_dsp.h's assembly core (TINYDS_GEMM_UNROLL)
-
-
-def gemm_stream(w_rows: np.ndarray, bias: np.ndarray, mk: list[int], steps: int) -> np.ndarray:
-    """The unclamped fast requantizations' single stream (tinyds_gemm_4x2_fast_*):
-    per block of four channels, the four biases, the weight stream's block, then
-    the four channels' (m, k) pairs or (m, k, e) triples."""
-    blocks = gemm_weights(w_rows, steps).reshape(-1, 4 * steps)
-    head = np.asarray(bias, dtype=np.int64).reshape(-1, 4)
-    tail = np.asarray(mk, dtype=np.int64).reshape(len(head), -1)
-    return np.concatenate([head, blocks, tail], axis=1).ravel()
-
-
-def gemm_requant(g: Graph, op: Op, w_rows: np.ndarray, bias: np.ndarray, p: dict) -> dict:
-    """Requantization of the fast kernels: the 2-instruction form when exact
-    (weights and bias scaled by 2^s per channel; "fast", or "fast_clamp" when the
-    fused activation range is narrower than int8), "fast_var" with a shift per
-    channel when one layer-wide shift cannot serve, else "tflite" per channel.
-    Returns the kind, the template's literals and the (scaled) int16 weights and bias."""
-    w = w_rows.astype(np.int64)
-    # the accumulator's range over all int8 inputs (the input offset is in the bias)
-    acc_lo = bias + np.minimum(w * -128, w * 127).sum(axis=1)
-    acc_hi = bias + np.maximum(w * -128, w * 127).sum(axis=1)
-    args = (p["multiplier"], p["shift"], p["output_offset"], p["act_min"], np.abs(w).max(axis=1),
-            acc_lo, acc_hi)
-    fast = fixedpoint.fast_requant(*args)
-    per_channel = fast is None
-    if per_channel:
-        fast = fixedpoint.fast_requant(*args, per_channel=True)
-    if fast is None:
-        return dict(kind="tflite", exponent=0, w=w_rows, b=bias, mult=p["multiplier"])
-    s = fast["scale_bits"]
-    w_scaled, b_scaled = w << s[:, None], bias << s
-    if per_channel:
-        mke = np.stack([fast["mult"], fast["k"], fast["exponent"]], axis=1).ravel()
-        return dict(kind="fast_var", exponent=0, w=w_scaled, b=b_scaled, mult=int_list(mke))
-    mk = np.stack([fast["mult"], fast["k"]], axis=1).ravel()
-    full = p["act_min"] == -128 and p["act_max"] == 127
-    return dict(kind="fast" if full else "fast_clamp", exponent=fast["exponent"],
-                w=w_scaled, b=b_scaled, mult=int_list(mk))
-
-
 def fast_params(g: Graph, op: Op) -> dict | None:
     """Literals for templates/ops/conv2d_s16.c.j2, or None where it cannot run.
 
@@ -355,3 +175,34 @@ def window_inplace(p: dict) -> tuple[bool, int]:
         return True, int((before[starts - 1] + 1 - starts * oc).max()) if len(starts) else 0
     after = np.minimum.accumulate(first[::-1])[::-1]            # first byte read by pixel >= r
     return False, int((after[starts] - starts * oc).min()) if len(starts) else 0
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """conv2d_s16 (SMLAD on int16 weight streams) where a DSP core runs the layer at
+    speed and fast_params fits it; conv2d_int16 for 16x8; else portable conv2d."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("conv2d_int16", c_params_int16(g, op))
+    p = fast_params(g, op) if dsp_ok(g, op, target) else None
+    if p is None:
+        return Kernel("conv2d", c_params(g, op))
+    mode = "pixels" if p["pointwise"] else ("window_reverse" if p["reverse"] else "window")
+    return Kernel("conv2d_s16", p, p["scratch"], mode, f"SMLAD int16, requant {p['requant']}",
+                  p["inplace_offset"])
+
+
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    w, b = float_operands(g, op)
+    out = 0.0
+    for i, j, v in taps(x, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"], op.attrs["padding"]):
+        out = out + v @ w[:, i, j, :].T
+    return float_clamp(out + b, op)
+
+
+def derive(g: Graph, op: Op) -> None:
+    """Per-channel multipliers; weights' output channels on axis 0."""
+    derive_weighted(g, op, WEIGHT_AXIS)
+
+
+SPEC = OpSpec("conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
+              float_reference=float_reference,
+              weight_axis=WEIGHT_AXIS)

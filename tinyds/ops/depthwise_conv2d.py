@@ -3,19 +3,28 @@
 Output channel c*M + m (M = depth_multiplier) reads input channel c:
 acc = bias + sum over in-bounds taps of w[0, ky, kx, c*M + m] * (x[c] + input_offset),
 then the same requantization as conv2d.
+
+IR: inputs x, weight (1, KH, KW, C*M) (output channel c*M + m reads input channel
+c), optional bias (C*M,); attrs stride, dilation, padding, activation,
+depth_multiplier; quantized: multiplier, shift (one per output channel), act_min,
+act_max.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import Graph, Op
-from ..window import windows
-from .conv2d import (INT16_BLOCK, fold_bias, gemm_requant, int16_params, int_list, operands, quant_params,
-                     requantize, weight_zero_point, window_params, wrapped_fold)
-
+from ..window import taps, windows
+from .activation import float_clamp
+from .dsp_gemm import gemm_requant
+from .spec import Kernel, OpSpec, dsp_ok
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
+                       int_list, operands, quant_params, requantize, weight_zero_point, window_params,
+                       wrapped_fold)
 
 MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
 MAX_PLANE_BYTES = 1024     # the plane path's stack buffer: one channel's window extent
+WEIGHT_AXIS = 3            # the axis of the weights' output channels
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -172,3 +181,34 @@ def fast_params(g: Graph, op: Op) -> dict | None:
              asm=_asm_fits(p, pairs, words, stream.shape[1] * kw, rows, rq["kind"]),
              scratch=2 * rows * cols)
     return p
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """depthwise_conv2d_s16 (SMLAD plane by plane) where a DSP core runs the layer at
+    speed and fast_params fits it; depthwise_conv2d_int16 for 16x8; else portable."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("depthwise_conv2d_int16", c_params_int16(g, op))
+    p = fast_params(g, op) if dsp_ok(g, op, target) else None
+    if p is None:
+        return Kernel("depthwise_conv2d", c_params(g, op))
+    return Kernel("depthwise_conv2d_s16", p, p["scratch"], "channels",
+                  f"SMLAD int16 plane, requant {p['requant']}")
+
+
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    w, b = float_operands(g, op)
+    m = op.attrs["depth_multiplier"]
+    out = 0.0
+    for i, j, v in taps(x, w.shape[1:3], op.attrs["stride"], op.attrs["dilation"], op.attrs["padding"]):
+        out = out + np.repeat(v, m, axis=-1) * w[0, i, j, :]
+    return float_clamp(out + b, op)
+
+
+def derive(g: Graph, op: Op) -> None:
+    """Per-channel multipliers; weights' output channels on axis 3."""
+    derive_weighted(g, op, WEIGHT_AXIS)
+
+
+SPEC = OpSpec("depthwise_conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
+              float_reference=float_reference,
+              weight_axis=WEIGHT_AXIS)

@@ -1,4 +1,4 @@
-"""Operands of the two-input element-wise ops (add, sub, mul): TFLite broadcasting
+"""Operands of the two-input element-wise ops (add, sub, mul, prelu): TFLite broadcasting
 and constant operands, shared by their references and templates.
 
 Shapes are aligned on the right and padded to 4-D (batch 1); each dimension of
@@ -40,6 +40,13 @@ def operands(g: Graph, op: Op, args) -> list[np.ndarray]:
         v = t.data[None] if t.is_const else next(it)
         out.append(np.asarray(v).astype(np.int64).reshape((len(v), *shape4(t.shape)[1:])))
     return out
+
+
+def float_operands(g: Graph, op: Op, args) -> list[np.ndarray]:
+    """Both inputs of a float layer, constants included, shaped to broadcast over the batch."""
+    it = iter(args)
+    return [g.tensors[n].data.astype(np.float64)[None] if g.tensors[n].is_const else next(it)
+            for n in op.inputs[:2]]
 
 
 def finish(g: Graph, op: Op, out: np.ndarray) -> np.ndarray:

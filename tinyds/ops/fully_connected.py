@@ -3,14 +3,21 @@
 The input is flattened to (N, K). acc[o] = bias[o] + sum_k (w[o, k] + filter_offset)
 * (x[k] + input_offset), filter_offset = -zp_w (0 for our symmetric weights, may be
 set in imported .tflite files); multiplier/shift are per-channel or a single pair.
+
+IR: inputs x, weight (O, I), optional bias (O,); attrs activation; quantized:
+multiplier, shift (arrays, per-channel or len 1), act_min, act_max.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..ir import Graph, Op
-from .conv2d import (INT16_BLOCK, fold_bias, int16_params, int_list, operands, quant_params, requantize,
-                     weight_zero_point)
+from .activation import float_clamp
+from .spec import Kernel, OpSpec
+from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
+                       int_list, operands, quant_params, requantize, weight_zero_point)
+
+WEIGHT_AXIS = 0            # the axis of the weights' output channels
 
 
 def reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
@@ -50,3 +57,25 @@ def c_params_int16(g: Graph, op: Op) -> dict:
 
 def macs(g: Graph, op: Op) -> int:
     return g.tensors[op.inputs[1]].size
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """fully_connected_int16 for 16x8, else the portable kernel."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("fully_connected_int16", c_params_int16(g, op))
+    return Kernel("fully_connected", c_params(g, op))
+
+
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    w, b = float_operands(g, op)
+    return float_clamp(x.reshape(x.shape[0], -1) @ w.T + b, op)
+
+
+def derive(g: Graph, op: Op) -> None:
+    """Per-channel (or per-tensor) multipliers; weights' output channels on axis 0."""
+    derive_weighted(g, op, WEIGHT_AXIS)
+
+
+SPEC = OpSpec("fully_connected", reference, c_params, macs, derive=derive, choose=choose, int16=True,
+              float_reference=float_reference,
+              weight_axis=WEIGHT_AXIS)

@@ -5,14 +5,20 @@ TFLite computes it in 16-bit fixed point: x - zp_in moves to a "hires" scale
 once to a scale where 3.0 is 32768 (the "reluish" value, saturating), which is
 mapped from [-1, 1] to [0, 1] and multiplied in with a truncating doubling
 high multiply (TFLite's choice: it cancels the rounding bias of the others).
-The int16 multipliers come from requant (TFLM's HardSwishPrepare).
+The int16 multipliers come from derive (TFLM's HardSwishPrepare).
+
+IR: one input, one output of its shape; quantized: output_multiplier, output_shift,
+reluish_multiplier, reluish_shift (int16 multipliers, TFLite's HardSwishParams).
+PyTorch's aten::hardswish and TFLite's HARD_SWISH map to it both ways.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint import rounding_divide_by_pot
+from ..errors import TinydsError
+from ..fixedpoint import INT32_MAX, quantize_multiplier, rounding_divide_by_pot
 from ..ir import Graph, Op
+from .spec import OpSpec, TFLite
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 
@@ -80,3 +86,55 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """Three 16-bit multiplies per element."""
     return 3 * g.tensors[op.outputs[0]].size
+
+
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier, then TFLite DownScaleInt32ToInt16Multiplier."""
+    m, shift = quantize_multiplier(real)
+    return (INT16_MAX if m >= INT32_MAX - (1 << 15) else (m + (1 << 15)) >> 16), shift
+
+
+def derive(g: Graph, op: Op) -> None:
+    """TFLM HardSwishPrepare: float32 scales, int16 multipliers."""
+    s_in = np.float32(g.tensors[op.inputs[0]].scale[0])
+    s_out = np.float32(g.tensors[op.outputs[0]].scale[0])
+    hires = np.float32(1.0 / 128.0) * s_in
+    m, shift = _int16_multiplier(float(hires / s_out))
+    if not -15 <= shift <= 0:
+        raise TinydsError(f"layer {op.name}: hardswish output scale {float(s_out):g} is too "
+                          f"{'small' if shift > 0 else 'large'} for its input scale "
+                          f"{float(s_in):g}; recalibrate the layer's output")
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = m, shift
+    m, shift = _int16_multiplier(float(hires / np.float32(3.0 / 32768.0)))
+    if shift < -15:
+        raise TinydsError(f"layer {op.name}: hardswish input scale {float(s_in):g} is too small; "
+                          "recalibrate the layer's input")
+    op.attrs["reluish_multiplier"], op.attrs["reluish_shift"] = m, shift
+
+
+def from_aten(lo, a: dict, layer: str):
+    """aten::hardswish(self), through the ATen lowering lo."""
+    x = lo._expect_act(a["self"], layer)
+    return lo._emit("hard_swish", layer, [x.name], x.shape, perm=x.perm)
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    """A HARD_SWISH operator, through the .tflite reader r."""
+    x = r.tensor(operator.inputs[0], where)
+    y = r.tensor(operator.outputs[0], where)
+    r.check_output_shape(where, y, r.g.tensors[x].shape)
+    return Op("hard_swish", where, [x], [y], {})
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    """The layer as a HARD_SWISH operator, through the .tflite writer w."""
+    w.op("hard_swish", [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op))
+
+
+SPEC = OpSpec("hard_swish", reference, c_params, macs, derive=derive,
+              float_reference=float_reference,
+              aten={"hardswish": from_aten}, tflite=TFLite("HARD_SWISH", 1, from_tflite, to_tflite))

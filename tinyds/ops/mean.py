@@ -6,6 +6,12 @@ multiplier, plus zp_out, clamped. Shapes are padded to 4-D on the left.
 Current TFLM takes this path even when input and output share quantization
 (older releases divided the raw sum with truncation there); the TFLite Micro
 runtime in tests agrees with this module on both kinds of layers.
+
+IR: attrs axes (any, of a tensor of at most 4-D), keepdims. (A PyTorch global
+average over H, W arrives as avg_pool2d and the quantizer makes it MEAN.)
+Its output gets its own calibrated quantization (as TFLite's converter does): a
+global average has a narrower range than its input, and the rescaling path rounds
+where a shared one would truncate.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import numpy as np
 from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from ..ir import Graph, Op
+from .spec import OpSpec
 
 
 def folded_multiplier(s_in: float, s_out: float, count: int) -> tuple[int, int]:
@@ -67,3 +74,11 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One add per input element."""
     return g.tensors[op.inputs[0]].size
+
+
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=tuple(op.attrs["axes"]), keepdims=op.attrs.get("keepdims", True))
+
+
+SPEC = OpSpec("mean", reference, c_params, macs,
+              float_reference=float_reference)

@@ -1,15 +1,21 @@
 """MUL int8 (squeeze-excite gating, hardsigmoid's /6), as TFLM's
 reference_integer_ops::MulElementwise / BroadcastMul4DSlow: the product of the
 zero-point-corrected operands, requantized by s1 * s2 / s_out (double-rounding
-MultiplyByQuantizedMultiplier; requant derives it as TFLM's CalculateOpDataMul),
-plus zp_out, clamped to the fused activation's range."""
+MultiplyByQuantizedMultiplier; derive computes it as TFLM's CalculateOpDataMul),
+plus zp_out, clamped to the fused activation's range.
+
+IR: inputs a, b (broadcast as add's; either may be constant, e.g. hardsigmoid's
+1/6); attrs activation; quantized: output_multiplier, output_shift, act_min, act_max.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint import multiply_by_quantized_multiplier
+from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from ..ir import Graph, Op
 from . import elementwise
+from .activation import float_clamp
+from .spec import OpSpec
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -37,3 +43,19 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One multiply per output element."""
     return g.tensors[op.outputs[0]].size
+
+
+def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
+    a, b = elementwise.float_operands(g, op, args)
+    return float_clamp(a * b, op)
+
+
+def derive(g: Graph, op: Op) -> None:
+    """TFLM CalculateOpDataMul: s1 * s2 / s_out in double."""
+    s1, s2, s_out = (float(g.tensors[n].scale[0]) for n in (*op.inputs[:2], op.outputs[0]))
+    op.attrs["output_multiplier"], op.attrs["output_shift"] = quantize_multiplier(s1 * s2 / s_out)
+
+
+SPEC = OpSpec("mul", reference, c_params, macs, derive=derive,
+              float_reference=float_reference,
+              const_operands=True)

@@ -10,16 +10,24 @@ and each output is exp * reciprocal shifted down to 8 bits.
 
 The gemmlowp helpers below work on int64 arrays that hold int32 values; their
 C twins are in templates/ops/softmax.c.j2.
+
+IR: one input, one output of its shape, over the last axis; attrs beta; quantized:
+input_multiplier, input_left_shift, diff_min (derive). PyTorch's aten::softmax over
+dim 1 and TFLite's SOFTMAX map to it both ways.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..errors import TinydsError
-from ..fixedpoint import INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier
+from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
+                          quantize_multiplier)
 from ..fixedpoint import rounding_divide_by_pot as rdbpot
 from ..fixedpoint import saturating_rounding_doubling_high_mul as mul
 from ..ir import Graph, Op
+from .spec import Kernel, OpSpec, TFLite
 
 DIFF_INTEGER_BITS = 5    # exp input format Q5.26
 ACCUM_INTEGER_BITS = 12  # sum of exps format Q12.19
@@ -215,3 +223,70 @@ def c_params_int16(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """Element ops: max, exp and scale per input element."""
     return 3 * g.tensors[op.inputs[0]].size
+
+
+def choose(g: Graph, op: Op, target) -> Kernel:
+    """softmax_int16 (LUTs) for 16x8, else the portable kernel."""
+    if g.tensors[op.outputs[0]].dtype == "int16":
+        return Kernel("softmax_int16", c_params_int16(g, op))
+    return Kernel("softmax", c_params(g, op))
+
+
+def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    z = (x - x.max(axis=-1, keepdims=True)) * op.attrs.get("beta", 1.0)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def derive(g: Graph, op: Op) -> None:
+    """TFLite PreprocessSoftmaxScaling + CalculateInputRadius for int8 input; for int16,
+    s_in * beta over 10 / 65535 (the exp LUT's input step) in double."""
+    s_in = float(g.tensors[op.inputs[0]].scale[0])
+    if g.tensors[op.inputs[0]].dtype == "int16":
+        beta = float(np.float32(op.attrs.get("beta", 1.0)))
+        op.attrs["input_multiplier"], op.attrs["input_left_shift"] = quantize_multiplier(
+            s_in * beta / (10.0 / 65535.0))
+        return
+    bits = DIFF_INTEGER_BITS
+    real = min(float(op.attrs.get("beta", 1.0)) * s_in * (1 << (31 - bits)), (1 << 31) - 1.0)
+    multiplier, left_shift = quantize_multiplier(real)
+    op.attrs["input_multiplier"], op.attrs["input_left_shift"] = multiplier, left_shift
+    radius = ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << left_shift)
+    op.attrs["diff_min"] = -int(math.floor(radius))
+
+
+def from_aten(lo, a: dict, layer: str):
+    """aten::softmax / aten::_softmax(self, dim) over the classes (dim 1), through lo."""
+    x = lo._expect_act(a["self"], layer)
+    if x.perm is not None:
+        raise lo.fail(layer, "softmax on a flattened NCHW feature map is not supported")
+    if a["dim"] % len(x.shape) != 1:
+        raise lo.fail(layer, f"softmax over dim {a['dim']} of shape {x.shape} is not supported; "
+                             "use dim=1 (classes / channels)")
+    return lo._emit("softmax", layer, [x.name], x.shape, {"beta": 1.0})
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    """A SOFTMAX operator (TFLite's fixed output quantization), through the reader r."""
+    x = r.tensor(operator.inputs[0], where)
+    y = r.tensor(operator.outputs[0], where)
+    r.check_output_shape(where, y, r.g.tensors[x].shape)
+    want = INT16_OUTPUT if r.g.tensors[y].dtype == "int16" else (1 / 256, -128)
+    if r.g.tensors[y].qparams != want:
+        raise r.err(where, f"softmax output quantization {r.g.tensors[y].qparams}",
+                    "TFLite softmax outputs scale 1/256, zero point -128 (int8) or scale "
+                    "1/32768, zero point 0 (int16)")
+    return Op("softmax", where, [x], [y], {"beta": float(operator.builtinOptions.beta)})
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    """The layer as a SOFTMAX operator, through the .tflite writer w."""
+    w.op("softmax", [w.tensor(g.tensors[op.inputs[0]])], w.outputs(g, op),
+         w.options("SoftmaxOptionsT", beta=float(op.attrs.get("beta", 1.0))), "SoftmaxOptions")
+
+
+SPEC = OpSpec("softmax", reference, c_params, macs, derive=derive, choose=choose, int16=True,
+              float_reference=float_reference,
+              aten={"softmax": from_aten, "_softmax": from_aten},
+              tflite=TFLite("SOFTMAX", 2, from_tflite, to_tflite, options="SoftmaxOptions"),
+              fixed_output={"int8": (np.float32(1 / 256), -128), "int16": (np.float32(1 / 32768), 0)})

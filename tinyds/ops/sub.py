@@ -1,6 +1,10 @@
 """SUB int8, as TFLM's reference SubElementwise / BroadcastSubSlow: ADD's
-arithmetic (common scale, 20 bits of headroom, requant.py derives the same
-params) with the second operand's scaled value subtracted."""
+arithmetic (common scale, 20 bits of headroom, add.derive gives the same
+params) with the second operand's scaled value subtracted.
+
+IR: as add (inputs a, b broadcast, either may be constant; attrs activation; the
+same quantized params).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +12,8 @@ import numpy as np
 from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp as scale_lt1
 from ..ir import Graph, Op
 from . import add, elementwise
+from .activation import float_clamp
+from .spec import OpSpec
 
 
 def reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
@@ -25,3 +31,13 @@ def c_params(g: Graph, op: Op) -> dict:
 def macs(g: Graph, op: Op) -> int:
     """One subtraction per output element."""
     return g.tensors[op.outputs[0]].size
+
+
+def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
+    a, b = elementwise.float_operands(g, op, args)
+    return float_clamp(a - b, op)
+
+
+SPEC = OpSpec("sub", reference, c_params, macs, derive=add.derive,
+              float_reference=float_reference,
+              const_operands=True)
