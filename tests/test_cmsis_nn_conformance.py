@@ -96,7 +96,7 @@ def test_generated_c_matches_cmsis_nn(case, dsp):
 
 def test_fast_kernels_take_most_conformance_layers():
     """The fast-kernel sweep above is not vacuous: most conv/depthwise folders use them."""
-    fast = [choose(g, op, KernelOptions(dsp=True)).fast for g in map(build_graph, CONV_CASES)
+    fast = [choose(g, op, KernelOptions(dsp=True)).int16_weights for g in map(build_graph, CONV_CASES)
             for op in g.ops if op.type in ("conv2d", "depthwise_conv2d")]
     assert sum(fast) >= len(fast) // 2, f"{sum(fast)} of {len(fast)}"
 

@@ -34,7 +34,7 @@ def test_model_with_fast_and_portable_layers_is_bit_exact():
     g = small_graph()
     _, lib = codegen.render_library(g, "m", target=DSP)
     kinds = {op.name: k.template for op, k in zip(g.ops, lib.kernels) if k is not None}
-    assert kinds["conv"] == "conv2d_s16" and kinds["pw_a"] == "conv2d_s16"
+    assert kinds["conv"] == "conv2d_dsp" and kinds["pw_a"] == "conv2d_dsp"
     assert kinds["dw"] == "depthwise_conv2d"           # multiplier 2: portable
     x = _inputs(g)
     np.testing.assert_array_equal(run_c(g, x, target=DSP).reshape(len(x), -1),
@@ -47,8 +47,8 @@ def test_optimize_size_and_flash_fallback(monkeypatch):
     g = small_graph()
     _, speed = codegen.render_for_mcu(g, "m", targets.get("stm32f4"))
     _, size = codegen.render_for_mcu(g, "m", targets.get("stm32f4"), optimize="size")
-    fast = [i for i, k in enumerate(speed.kernels) if k is not None and k.fast]
-    assert len(fast) >= 3 and not any(k is not None and k.fast for k in size.kernels)
+    fast = [i for i, k in enumerate(speed.kernels) if k is not None and k.int16_weights]
+    assert len(fast) >= 3 and not any(k is not None and k.int16_weights for k in size.kernels)
     assert size.weight_bytes < speed.weight_bytes
     streams = {i: len(speed.kernels[i].params["stream"]) for i in fast}
     biggest = max(streams, key=streams.get)
@@ -56,7 +56,7 @@ def test_optimize_size_and_flash_fallback(monkeypatch):
     need = codegen.flash_need(speed) + targets.RUNTIME_FLASH_BYTES
     tight = dataclasses.replace(targets.get("stm32f4"), flash=need - 1)
     _, fell = codegen.render_for_mcu(g, "m", tight)
-    still = [i for i, k in enumerate(fell.kernels) if k is not None and k.fast]
+    still = [i for i, k in enumerate(fell.kernels) if k is not None and k.int16_weights]
     assert biggest not in still and len(still) == len(fast) - 1
     assert "portable" in codegen.kernel_report(g, fell).splitlines()[biggest]
     x = _inputs(g, 16)

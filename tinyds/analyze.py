@@ -144,7 +144,7 @@ def of_library(qg: Graph, lib, target: targets.Target, optimize: str, model: str
             tuple(y.shape), int(ops.get(op.type).macs(qg, op)),
             sum(qg.tensors[n].size for n in consts),
             codegen.layer_weight_bytes(qg, op, k) if k is not None else 0, y.nbytes,
-            "" if k is None else ("fast" if k.fast else "portable")))
+            "" if k is None else ("fast" if k.dsp else "portable")))
     flash = codegen.flash_need(lib)
     ram = lib.plan.ram + qg.output.nbytes
     return Analysis(model, target, optimize, layers, lib.arena_bytes,

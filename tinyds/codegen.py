@@ -69,7 +69,7 @@ def weight_bytes(g: Graph, chosen=None) -> int:
 
 def layer_weight_bytes(g: Graph, op, k=None) -> int:
     """One layer's share of weight_bytes, k its chosen kernel."""
-    if k is not None and k.fast:
+    if k is not None and k.int16_weights:
         total = 4 * (len(k.params["stream"]) + len(k.params["bias"]) + len(k.params["mult"]))
         return total + (4 * len(k.params["shift"]) if k.params["requant"] == "tflite" else 0)
     consts = [n for n in op.inputs if n and g.tensors[n].is_const]
@@ -213,7 +213,7 @@ def render_for_mcu(qg: Graph, name: str, target: targets.Target, optimize: str =
     options = kernel_choice.KernelOptions.for_target(target, optimize)
     files, lib = render_library(qg, name, source, options, labels)
     budget = target.flash - targets.RUNTIME_FLASH_BYTES
-    fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.fast),
+    fast = sorted((i for i, k in enumerate(lib.kernels) if k is not None and k.int16_weights),
                   key=lambda i: -len(lib.kernels[i].params["stream"]))
     fast += [i for i, k in enumerate(lib.kernels) if k is not None and "table1" in k.params]
     size_layers = set()

@@ -67,7 +67,7 @@ def generate(qg: Graph, out_dir, name: str, target: targets.Target, vectors=None
         "tool": "tinyds", "version": __version__, "name": name, "mcu": target.name,
         "source": source, "arena_bytes": lib.arena_bytes,
         "weight_bytes": lib.weight_bytes, "layers": lib.num_layers, "optimize": optimize,
-        "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.fast],
+        "fast_layers": [i for i, k in enumerate(lib.kernels) if k is not None and k.dsp],
         "vectors": len(bundle.stored_vectors(vectors)), "lib_only": lib_only,
         "labels": list(labels)}
 

@@ -5,6 +5,16 @@ The restructuring of tinyds must write the same bytes; tests/test_golden.py rege
 each case through the CLI and compares. After a deliberate change to generated output,
 rewrite the digests with `python3 tests/golden/cases.py` and say in the commit which
 files changed and why.
+
+Bytes changed on purpose since the digests were first recorded (every generated C file,
+project file and .tflite export is still the same):
+- the recorded refusal of `opmix --mcu cortex-m7 --activations int16`: the op registry
+  lists the int16 ops in alphabetical order;
+- tinyds.json's "fast_layers" and report.json/report.html's kernel column of the 8
+  DSP-core speed cases whose average pooling runs SXTAB16 (kws, vww, resnet8 on stm32f4
+  and cortex-m7; opmix on stm32f4): inspect and the report called that kernel
+  "portable" while generate called it "fast"; all three now say "fast" for every kernel
+  that runs DSP instructions (Kernel.dsp).
 """
 from __future__ import annotations
 

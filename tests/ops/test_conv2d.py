@@ -211,9 +211,9 @@ def test_fast_kernel_selection(opkit):
         return k.template, k.params.get("requant"), k.inplace
 
     w = rng.integers(-127, 128, (8, 1, 1, 16))
-    assert pick(w) == ("conv2d_s16", "fast", "pixels")
-    assert pick(w, zp_out=-20) == ("conv2d_s16", "fast_clamp", "pixels")
-    assert pick(w, a={"activation": "none"}) == ("conv2d_s16", "fast", "pixels")   # -128 clamps
+    assert pick(w) == ("conv2d_dsp", "fast", "pixels")
+    assert pick(w, zp_out=-20) == ("conv2d_dsp", "fast_clamp", "pixels")
+    assert pick(w, a={"activation": "none"}) == ("conv2d_dsp", "fast", "pixels")   # -128 clamps
     assert pick(w, a={"activation": "none"}, zp_out=-20)[1] == "tflite"
     assert pick(w, s_out=0.0001)[1] == "tflite"                     # left shift: e < 1
     assert pick(w, target=KernelOptions())[0] == "conv2d"                 # no DSP: portable
@@ -222,9 +222,9 @@ def test_fast_kernel_selection(opkit):
     # im2col: in place within the offset its windows allow, forward when the output is
     # the bigger one, last pair first when it is the smaller (it then ends near the input's end)
     assert pick(rng.integers(-127, 128, (4, 3, 3, 2)), a={"padding": (1, 1, 1, 1)}) == (
-        "conv2d_s16", "fast", "window")
+        "conv2d_dsp", "fast", "window")
     assert pick(rng.integers(-127, 128, (4, 3, 3, 16)), a={"stride": (2, 2)}) == (
-        "conv2d_s16", "fast", "window_reverse")
+        "conv2d_dsp", "fast", "window_reverse")
 
 
 @pytest.mark.parametrize("per_channel", [False, True], ids=["layer_shift", "channel_shift"])

@@ -230,9 +230,9 @@ def test_fast_kernel_selection(opkit):
         k = choose(g, g.ops[0], target)
         return k.template, k.params.get("pairs"), k.inplace
 
-    assert pick() == ("depthwise_conv2d_s16", True, "channels")        # two rows per step
-    assert pick(stride=(2, 2)) == ("depthwise_conv2d_s16", False, "channels")
-    assert pick(stride=(1, 3), dilation=(1, 2))[0] == "depthwise_conv2d_s16"
+    assert pick() == ("depthwise_conv2d_dsp", True, "channels")        # two rows per step
+    assert pick(stride=(2, 2)) == ("depthwise_conv2d_dsp", False, "channels")
+    assert pick(stride=(1, 3), dilation=(1, 2))[0] == "depthwise_conv2d_dsp"
     assert pick(m=2)[0] == "depthwise_conv2d"
     assert pick(stride=(3, 1))[0] == "depthwise_conv2d"
     assert pick(dilation=(2, 1))[0] == "depthwise_conv2d"

@@ -108,7 +108,7 @@ def macs(g: Graph, op: Op) -> int:
 
 
 def fast_params(g: Graph, op: Op) -> dict | None:
-    """Literals for templates/ops/conv2d_s16.c.j2, or None where it cannot run.
+    """Literals for templates/ops/conv2d_dsp.c.j2, or None where it cannot run.
 
     Any conv2d whose output channels come in fours and whose input offset folds
     into the bias: pixels go in pairs, through im2col (padding taps hold the
@@ -178,7 +178,7 @@ def window_inplace(p: dict) -> tuple[bool, int]:
 
 
 def choose(g: Graph, op: Op, target) -> Kernel:
-    """conv2d_s16 (SMLAD on int16 weight streams) where a DSP core runs the layer at
+    """conv2d_dsp (SMLAD on int16 weight streams) where a DSP core runs the layer at
     speed and fast_params fits it; conv2d_int16 for 16x8; else portable conv2d."""
     if g.tensors[op.outputs[0]].dtype == "int16":
         return Kernel("conv2d_int16", c_params_int16(g, op))
@@ -186,7 +186,7 @@ def choose(g: Graph, op: Op, target) -> Kernel:
     if p is None:
         return Kernel("conv2d", c_params(g, op))
     mode = "pixels" if p["pointwise"] else ("window_reverse" if p["reverse"] else "window")
-    return Kernel("conv2d_s16", p, p["scratch"], mode, f"SMLAD int16, requant {p['requant']}",
+    return Kernel("conv2d_dsp", p, p["scratch"], mode, f"SMLAD int16, requant {p['requant']}",
                   p["inplace_offset"])
 
 

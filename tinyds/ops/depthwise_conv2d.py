@@ -140,7 +140,7 @@ def _asm_fits(p: dict, pairs: bool, words: int, weight_words: int, rows: int, ki
 
 
 def fast_params(g: Graph, op: Op) -> dict | None:
-    """Literals for templates/ops/depthwise_conv2d_s16.c.j2, or None where it cannot run.
+    """Literals for templates/ops/depthwise_conv2d_dsp.c.j2, or None where it cannot run.
 
     One channel at a time is gathered into a column-major int16 plane whose
     border holds the input zero point (the folded input offset cancels it), so
@@ -184,14 +184,14 @@ def fast_params(g: Graph, op: Op) -> dict | None:
 
 
 def choose(g: Graph, op: Op, target) -> Kernel:
-    """depthwise_conv2d_s16 (SMLAD plane by plane) where a DSP core runs the layer at
+    """depthwise_conv2d_dsp (SMLAD plane by plane) where a DSP core runs the layer at
     speed and fast_params fits it; depthwise_conv2d_int16 for 16x8; else portable."""
     if g.tensors[op.outputs[0]].dtype == "int16":
         return Kernel("depthwise_conv2d_int16", c_params_int16(g, op))
     p = fast_params(g, op) if dsp_ok(g, op, target) else None
     if p is None:
         return Kernel("depthwise_conv2d", c_params(g, op))
-    return Kernel("depthwise_conv2d_s16", p, p["scratch"], "channels",
+    return Kernel("depthwise_conv2d_dsp", p, p["scratch"], "channels",
                   f"SMLAD int16 plane, requant {p['requant']}")
 
 

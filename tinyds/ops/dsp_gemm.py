@@ -1,4 +1,4 @@
-"""The int16 GEMM core of the DSP (SMLAD) kernels, conv2d_s16 and depthwise_conv2d_s16:
+"""The int16 GEMM core of the DSP (SMLAD) kernels, conv2d_dsp and depthwise_conv2d_dsp:
 taps paired into words as tinyds_dsp.h reads them, the weight streams, and the
 requantization forms the core can run exactly.
 """

@@ -29,13 +29,16 @@ class Kernel:
     inplace_offset: int = 0
 
     @property
-    def fast(self) -> bool:
-        return self.template.endswith("_s16")
+    def int16_weights(self) -> bool:
+        """Whether its weights are int16 streams (the _dsp SMLAD kernels): about twice
+        the flash of int8, the first to fall back to int8 when flash runs out."""
+        return self.template.endswith("_dsp")
 
     @property
     def dsp(self) -> bool:
-        """Whether the kernel needs tinyds_dsp.h (fast kernels, SIMD pooling)."""
-        return self.fast or bool(self.params.get("simd"))
+        """Whether it runs DSP instructions (the _dsp kernels, SIMD pooling) and so needs
+        tinyds_dsp.h: what generate and inspect both call a "fast" kernel."""
+        return self.int16_weights or bool(self.params.get("simd"))
 
 
 @dataclass
