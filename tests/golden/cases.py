@@ -14,7 +14,11 @@ project file and .tflite export is still the same):
   DSP-core speed cases whose average pooling runs SXTAB16 (kws, vww, resnet8 on stm32f4
   and cortex-m7; opmix on stm32f4): inspect and the report called that kernel
   "portable" while generate called it "fast"; all three now say "fast" for every kernel
-  that runs DSP instructions (Kernel.dsp).
+  that runs DSP instructions (Kernel.dsp);
+- arduino/NAME/examples/NAME/sample.h (and the hash tinyds.json records for it) in every
+  case with a project: its sample rows were all on one line (a template written for
+  another Jinja environment's settings); now one row of 16 values per line, as in
+  src/tinyds_sample.h.
 """
 from __future__ import annotations
 
