@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oputil import run_c
+from oputil import qemu_cases, run_c
 from tinyds import reference
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.kernels import Target, choose
@@ -104,17 +104,18 @@ def test_fast_kernels_take_most_conformance_layers():
 CONV_CASES = sorted(k for k, c in CASES.items() if c["group"] in ("depthwise", "conv1x1", "network"))
 
 
+def _qemu_case(case):
+    return qemu_cases("stm32f4")(lambda: [(build_graph(case), ARRAYS[CASES[case]["input"]])])
+
+
+QEMU_CASES = {case: _qemu_case(case) for case in CONV_CASES}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_generated_c_matches_cmsis_nn_in_qemu(case, tmp_path):
+def test_generated_c_matches_cmsis_nn_in_qemu(case, qemu_sweep):
     """The conv / depthwise kernels cross-built for Cortex-M4 (the fast kernels where
     they apply, as generate picks them) and run in QEMU."""
-    from tinyds.codegen import generate_library
-    from tinyds.firmware import run_vectors
-
-    g = build_graph(case)
-    generate_library(g, tmp_path / "lib", "conf", target=Target.for_mcu("stm32f4"))
-    x = ARRAYS[CASES[case]["input"]]
+    [(_, _, got)] = qemu_sweep(QEMU_CASES[case])
     want = ARRAYS[CASES[case]["expected"]]
-    got = run_vectors(tmp_path / "lib", "conf", "stm32f4", x, g.output.size)
     np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=case)
