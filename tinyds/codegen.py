@@ -6,6 +6,7 @@ compile-time constants, and model.c.j2 strings the calls together.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -116,7 +117,10 @@ def _c_float(x) -> str:
     return text if any(c in text for c in ".en") else text + ".0"
 
 
+@functools.lru_cache(maxsize=None)
 def environment() -> jinja2.Environment:
+    """One environment for the process: it keeps every template compiled (compiling them
+    again on each generate cost most of its time); it reloads a template whose file changed."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
