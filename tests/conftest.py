@@ -2,13 +2,51 @@
 modules: models, oputil, opkit).
 
 Expensive things are built once per session: the QEMU sweep per core (`qemu_sweep`),
-the MLPerf Tiny models generated per core (`mlperf_out`).
+the MLPerf Tiny models generated per core (`mlperf_out`), the zoo nets saved in every
+format (`zoo_files`).
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 import oputil
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MLPERF = SHARED / "models" / "mlperf-tiny"
+
+
+def kws_sample() -> np.ndarray:
+    """The real quantized utterance in MLPerf Tiny's kws_input_data.cc."""
+    text = (MLPERF / "kws_input_data.cc").read_text()
+    body = text[text.index("g_kws_inputs"):]
+    body = body[body.index("{") + 1:body.index("}")]
+    return np.array([int(v) for v in re.findall(r"-?\d+", body)], np.int8).reshape(1, 49, 10, 1)
+
+
+@pytest.fixture(scope="session")
+def mlperf_out(tmp_path_factory):
+    """out(model, mcu, sample=False) -> the out/ folder `generate` writes for an MLPerf Tiny
+    .tflite (sample: the real KWS utterance as verify's stored vectors), generated once
+    per session for every test file that asks; skipped without ../shared."""
+    made: dict = {}
+
+    def out(model: str, mcu: str, sample: bool = False) -> Path:
+        from tinyds import codegen
+        from tinyds.frontends.tflite import load_tflite
+        path = MLPERF / f"{model}.tflite"
+        if not path.exists():
+            pytest.skip(f"{path} is missing: the MLPerf Tiny models live in ../shared")
+        if (model, mcu, sample) not in made:
+            d = tmp_path_factory.mktemp(f"{model}-{mcu}") / "out"
+            codegen.generate(load_tflite(path), d, model.split("_")[0], mcu=mcu,
+                             vectors=kws_sample() if sample else None, source=path.name)
+            made[model, mcu, sample] = d
+        return made[model, mcu, sample]
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +75,17 @@ def qemu_sweep():
             raise got
         return got
     return sweep
+
+
+@pytest.fixture(scope="session")
+def zoo_files(tmp_path_factory):
+    """files(name) -> models.save_all's dict for a zoo net (traced and scripted .pt, .pt2,
+    the model and its example input), saved once per session; treat them as read-only."""
+    import models
+    saved: dict = {}
+
+    def files(name: str) -> dict:
+        if name not in saved:
+            saved[name] = models.save_all(name, tmp_path_factory.mktemp(name))
+        return saved[name]
+    return files

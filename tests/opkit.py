@@ -267,6 +267,34 @@ def arm_compiles(cases, target: Target = Target()) -> None:
             assert res.returncode == 0, " ".join(flags) + "\n" + res.stderr[:4000]
 
 
+def check_op(cases, *, tflm: bool = False, targets=(Target(),), inplace: bool = False,
+             arm: bool = False) -> None:
+    """An op's bit-exactness in one call, for [(one-layer graph, input batch)]: its integer
+    reference (tinyds.reference) equals TensorFlow Lite Micro on the graph's export-tflite
+    (tflm), and the generated C compiled on the host (-O2 and ASan+UBSan, every case in one
+    program) equals the reference for each target's kernels (inplace: also over its input,
+    laid out as the planner does), byte for byte; arm: the kernels also compile warning-free
+    with arm-none-eabi-gcc. The QEMU half: mark the cases' function @oputil.qemu_cases(mcu)
+    and compare the qemu_sweep fixture's outputs (assert_sweep_matches_reference)."""
+    from tinyds import reference
+
+    from oputil import tflm as run_tflm
+    want = [reference.run(g, x) for g, x in cases]
+    if tflm:
+        for i, ((g, x), w) in enumerate(zip(cases, want)):
+            np.testing.assert_array_equal(run_tflm(g, x), w, err_msg=f"case {i}: TFLM, "
+                                          f"{g.ops[0].type} {g.ops[0].attrs}")
+    for target in targets:
+        for mode in (False, True) if inplace else (False,):
+            got = run_kernels(cases, target=target, inplace=mode)
+            for i, ((g, _), y, w) in enumerate(zip(cases, got, want)):
+                np.testing.assert_array_equal(y, w, err_msg=f"case {i}: C for {target}"
+                                              f"{' in place' if mode else ''}, "
+                                              f"{g.ops[0].type} {g.ops[0].attrs}")
+        if arm:
+            arm_compiles(cases, target)
+
+
 def assert_sweep_matches_reference(swept) -> None:
     """Every (graph, inputs, outputs) of a QEMU sweep equals its op's reference, byte for byte."""
     for i, (g, x, got) in enumerate(swept):

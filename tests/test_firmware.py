@@ -86,46 +86,24 @@ def test_bench_sizes_agree_with_arm_none_eabi_size(tmp_path):
 
 # ---- real generated models: the MLPerf Tiny int8 KWS DS-CNN and VWW MobileNetV1-0.25
 
-MLPERF = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"
 # Hand count for the DS-CNN: conv 10x4x1->64 on 25x5, 4 x (dw 3x3x64 + pw 64->64) on 25x5, FC 64->12.
 KWS_MACS = 25 * 5 * 64 * 40 + 4 * (25 * 5 * 64 * 9 + 25 * 5 * 64 * 64) + 64 * 12
 
 
-def kws_sample() -> np.ndarray:
-    """The real quantized utterance in MLPerf Tiny's kws_input_data.cc."""
-    text = (MLPERF / "kws_input_data.cc").read_text()
-    body = text[text.index("g_kws_inputs"):]
-    body = body[body.index("{") + 1:body.index("}")]
-    return np.array([int(v) for v in re.findall(r"-?\d+", body)], np.int8).reshape(1, 49, 10, 1)
-
-
-def generated(tmp_path_factory, model: str, mcu: str, sample: bool = False) -> Path:
-    from tinyds import codegen
-    from tinyds.frontends.tflite import load_tflite
-    path = MLPERF / f"{model}.tflite"
-    if not path.exists():
-        pytest.skip(f"{path} is missing: the MLPerf Tiny models live in ../shared")
-    vectors = kws_sample() if sample else None
-    out = tmp_path_factory.mktemp(model) / "out"
-    codegen.generate(load_tflite(path), out, model.split("_")[0], mcu=mcu, vectors=vectors,
-                     source=path.name)
-    return out
+@pytest.fixture(scope="module")
+def kws_out(mlperf_out):
+    return mlperf_out("kws_ref_model", "stm32f4", sample=True)
 
 
 @pytest.fixture(scope="module")
-def kws_out(tmp_path_factory):
-    return generated(tmp_path_factory, "kws_ref_model", "stm32f4", sample=True)
+def vww_out(mlperf_out):
+    return mlperf_out("vww_96_int8", "stm32f4")
 
 
 @pytest.fixture(scope="module")
-def vww_out(tmp_path_factory):
-    return generated(tmp_path_factory, "vww_96_int8", "stm32f4")
-
-
-@pytest.fixture(scope="module")
-def kws_m0_out(tmp_path_factory):
+def kws_m0_out(mlperf_out):
     """Generated for Cortex-M0+: the portable kernels, not the fast ones' C twins."""
-    return generated(tmp_path_factory, "kws_ref_model", "cortex-m0plus", sample=True)
+    return mlperf_out("kws_ref_model", "cortex-m0plus", sample=True)
 
 
 @pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus", "cortex-m3", "cortex-m7"])

@@ -38,8 +38,8 @@ def assert_close(g, model, x, rtol=1e-4):
 
 
 @pytest.fixture(scope="module", params=models.NAMES)
-def saved(request, tmp_path_factory):
-    return models.save_all(request.param, tmp_path_factory.mktemp(request.param))
+def saved(request, zoo_files):
+    return zoo_files(request.param)
 
 
 def load_via(saved, path):
@@ -416,9 +416,9 @@ def test_traced_input_shape_is_read_without_unpickling_code(tmp_path):
     assert frontends.load(f).input.shape == (1, 24, 20, 3)    # batch 1 regardless of the trace's batch
 
 
-def test_sniff(tmp_path):
+def test_sniff(tmp_path, zoo_files):
     m, x = models.build("ds_stack")
-    d = models.save_all("ds_stack", tmp_path)
+    d = zoo_files("ds_stack")
     torch.save(m, tmp_path / "p.pt")
     assert [frontends.sniff(p) for p in (d["traced"], d["scripted"], d["pt2"], tmp_path / "p.pt")] == \
         ["torchscript", "torchscript", "export", "pickle"]
