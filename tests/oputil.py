@@ -5,6 +5,10 @@
 whole batch through one process per build and returns the outputs shaped like
 `tinyds.reference.run`. Builds are cached by a hash of the generated sources,
 so re-running a test only pays for compilation when the C changed.
+
+`qemu_cases(mcu)` marks a function returning [(graph, inputs)] as a QEMU case set; the
+`qemu_sweep` fixture (conftest.py) runs every set registered for a core, from every
+test file, in one firmware and one QEMU boot per core (`run_qemu_cases`).
 """
 from __future__ import annotations
 
@@ -110,3 +114,224 @@ def _count(details) -> int:
         except (RuntimeError, ValueError, IndexError):
             return n
         n += 1
+
+
+# ---- many single-I/O graphs in one firmware, one QEMU boot
+
+RUNNER = """\
+/* Every case's library on the same vectors stream: per case, COUNT vectors of
+ * IN bytes in, OUT bytes out, all through one shared arena. */
+#include "tinyds_board.h"
+{includes}
+
+static union {{ int32_t align; {arenas} }} arena;
+static union {{ int32_t align; int8_t bytes[{in_max}]; }} input;
+static union {{ int32_t align; int8_t bytes[{out_max}]; }} output;
+
+{wrappers}
+
+static const struct {{ int (*run)(void); uint32_t in, out, count; }} cases[] = {{
+{table}
+}};
+
+int main(void)
+{{
+    tinyds_board_init();
+    int in = tinyds_sh_open("vectors.bin", 1);
+    int out = tinyds_sh_open("outputs.bin", 5);
+    if (in < 0 || out < 0) {{
+        tinyds_puts("tinyds: cannot open vectors.bin / outputs.bin\\n");
+        return 2;
+    }}
+    uint32_t n = 0;
+    for (uint32_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {{
+        for (uint32_t v = 0; v < cases[c].count; v++) {{
+            if (tinyds_sh_read(in, input.bytes, cases[c].in) != (int)cases[c].in
+                || cases[c].run() != 0
+                || tinyds_sh_write(out, output.bytes, cases[c].out) != 0) {{
+                tinyds_puts("tinyds: run or write failed\\n");
+                return 1;
+            }}
+            n++;
+        }}
+    }}
+    tinyds_sh_close(in);
+    tinyds_sh_close(out);
+    tinyds_puts("tinyds: vectors ");
+    tinyds_put_u32(n);
+    tinyds_puts("\\n");
+    return 0;
+}}
+"""
+
+
+def _runner_source(cases) -> str:
+    names = [f"c{i}" for i in range(len(cases))]
+    wrappers = [f"static int run_{n}(void) {{ return {n}_run_with_arena(arena.bytes{i}, "
+                f"(const {n}_input_t *)(const void *)input.bytes, "
+                f"({n}_output_t *)(void *)output.bytes); }}"
+                for i, n in enumerate(names)]
+    table = [f"    {{run_{n}, {g.input.nbytes}, {g.output.nbytes}, {len(x)}}},"
+             for n, (g, x) in zip(names, cases)]
+    return RUNNER.format(
+        includes="\n".join(f'#include "{n}.h"' for n in names),
+        arenas=" ".join(f"int8_t bytes{i}[{n.upper()}_ARENA_SIZE + 4];"
+                        for i, n in enumerate(names)),
+        in_max=max(g.input.nbytes for g, _ in cases),
+        out_max=max(g.output.nbytes for g, _ in cases),
+        wrappers="\n".join(wrappers), table="\n".join(table))
+
+
+HOST_RUNNER = """\
+/* Every case's library on stdin's vectors, in order; outputs to stdout. Each library
+ * runs over its own static arena, and each vector sits in a buffer of exactly its
+ * size, so the sanitizer sees any access past either. */
+#include <stdio.h>
+#include <stdlib.h>
+{includes}
+
+{wrappers}
+
+static const struct {{ int (*run)(const void *, void *); size_t in, out, count; }} cases[] = {{
+{table}
+}};
+
+int main(void)
+{{
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {{
+        for (size_t v = 0; v < cases[c].count; v++) {{
+            void *in = malloc(cases[c].in), *out = malloc(cases[c].out);
+            if (!in || !out || fread(in, 1, cases[c].in, stdin) != cases[c].in
+                || cases[c].run(in, out) != 0
+                || fwrite(out, 1, cases[c].out, stdout) != cases[c].out) {{
+                return 1;
+            }}
+            free(in);
+            free(out);
+        }}
+    }}
+    return 0;
+}}
+"""
+
+
+def _host_runner_source(cases) -> str:
+    names = [f"c{i}" for i in range(len(cases))]
+    return HOST_RUNNER.format(
+        includes="\n".join(f'#include "{n}.h"' for n in names),
+        wrappers="\n".join(f"static int run_{n}(const void *in, void *out) {{ return {n}_run("
+                           f"(const {n}_input_t *)in, ({n}_output_t *)out); }}" for n in names),
+        table="\n".join(f"    {{run_{n}, {g.input.nbytes}, {g.output.nbytes}, {len(x)}}},"
+                        for n, (g, x) in zip(names, cases)))
+
+
+def run_c_cases(cases, target: KernelOptions = KernelOptions(), sanitize: bool = True) -> list[np.ndarray]:
+    """run_c for many single-input single-output graphs at once: every case's library
+    (c0, c1, ...) in one host program per build (-O2, and ASan+UBSan, which must agree),
+    cached like build_c. Returns each case's outputs shaped (N, *output_shape[1:])."""
+    files = {}
+    for i, (g, _) in enumerate(cases):
+        assert len(g.inputs) == len(g.outputs) == 1, g.name
+        files.update(codegen.render_library(g, f"c{i}", target=target)[0])
+    files["runner.c"] = _host_runner_source(cases)
+    builds = ["release", "sanitize"] if sanitize else ["release"]
+    d = CACHE / ("many-" + _key(files))
+    if not all((d / b).exists() for b in builds):
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix="build-"))
+        try:
+            for fname, text in files.items():
+                (tmp / fname).write_text(text)
+            sources = sorted(str(f) for f in tmp.glob("*.c"))
+            for b in builds:
+                res = subprocess.run([verify.compiler(), *verify.CFLAGS, *verify.BUILDS[b],
+                                      "-I", str(tmp), *sources, "-o", str(tmp / b)],
+                                     capture_output=True, text=True)
+                assert res.returncode == 0, res.stderr[:4000]
+            shutil.rmtree(d, ignore_errors=True)
+            try:
+                os.replace(tmp, d)
+            except OSError:          # another process just put the same build there
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    stdin = b"".join(np.ascontiguousarray(x, g.input.dtype).tobytes() for g, x in cases)
+    raw = {}
+    for b in builds:
+        res = subprocess.run([str(d / b)], input=stdin, capture_output=True,
+                             env={**os.environ, **verify.SANITIZER_ENV})
+        assert res.returncode == 0, res.stderr.decode()[:4000]
+        raw[b] = res.stdout
+    if sanitize:
+        assert raw["sanitize"] == raw["release"], "-O2 and sanitizer builds differ"
+    return _split(cases, raw["release"])
+
+
+def _split(cases, raw: bytes) -> list[np.ndarray]:
+    """Every case's outputs, in order, out of their concatenated bytes."""
+    outs, pos = [], 0
+    for g, x in cases:
+        size = len(x) * g.output.nbytes
+        outs.append(np.frombuffer(raw[pos:pos + size], g.output.dtype)
+                    .reshape(len(x), *g.output.shape[1:]))
+        pos += size
+    assert pos == len(raw)
+    return outs
+
+
+def _qemu_chunk(part, m, target: KernelOptions) -> bytes:
+    """One firmware for `part`'s libraries, one QEMU boot: every output's bytes in order."""
+    from tinyds.codegen import generate_library
+    from tinyds.firmware import build_elf, run_qemu
+    with tempfile.TemporaryDirectory(prefix="tinyds-sweep-") as tmp:
+        work = Path(tmp)
+        for i, (g, _) in enumerate(part):
+            assert len(g.inputs) == len(g.outputs) == 1, g.name
+            generate_library(g, work / "lib", f"c{i}", target=target)
+        (work / "runner.c").write_text(_runner_source(part))
+        elf = build_elf(work / "build", work / "lib", "c0", m, work / "runner.c",
+                        machine=m.machine, defines=("TINYDS_CONSOLE_SEMIHOSTING",))
+        (work / "build" / "vectors.bin").write_bytes(b"".join(
+            np.ascontiguousarray(x, g.input.dtype).tobytes() for g, x in part))
+        printed = run_qemu(elf, m.machine.name, work / "build")
+        assert f"tinyds: vectors {sum(len(x) for _, x in part)}" in printed, printed
+        return (work / "build" / "outputs.bin").read_bytes()
+
+
+def in_parallel(jobs: dict) -> dict:
+    """{key: fn} -> {key: get}, every fn run on a pool of one thread per host core (for jobs
+    that wait on QEMU or a compiler); get() returns fn's result or raises its exception."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {key: pool.submit(fn) for key, fn in jobs.items()}
+    return {key: f.result for key, f in futures.items()}
+
+
+def run_qemu_cases(cases, mcu: str, target: KernelOptions | None = None,
+                   chunk: int = 40) -> list[np.ndarray]:
+    """cases: [(single-input single-output graph, input batch)]; every case's library, with
+    the kernels generate picks for `mcu` (or `target`'s), cross-built for mcu's core and run
+    in QEMU. Up to `chunk` libraries share one firmware and one boot; the firmwares (at
+    least two when there are two cases) build side by side, one per host core. Returns
+    each case's outputs shaped (N, *output_shape[1:])."""
+    from tinyds import targets
+    m = targets.get(mcu)
+    target = target or KernelOptions.for_target(m)
+    n = max(min(2, len(cases)), -(-len(cases) // chunk))
+    parts = [cases[i * len(cases) // n:(i + 1) * len(cases) // n] for i in range(n)]
+    runs = in_parallel({i: lambda part=part: _qemu_chunk(part, m, target)
+                        for i, part in enumerate(parts)})
+    return [y for i, part in enumerate(parts) for y in _split(part, runs[i]())]
+
+
+QEMU_CASES: dict[str, list] = {}      # mcu -> the case-set functions registered for it
+
+
+def qemu_cases(mcu: str):
+    """Decorator: the function (no arguments, returns [(graph, inputs)]) is a case set for
+    mcu's QEMU sweep; a test gets its outputs from the `qemu_sweep` fixture."""
+    def register(fn):
+        fn.mcu = mcu
+        QEMU_CASES.setdefault(mcu, []).append(fn)
+        return fn
+    return register

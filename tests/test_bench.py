@@ -121,9 +121,8 @@ def bench_elf(out: Path, tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kws(tmp_path_factory):
-    from test_firmware import generated
-    out = generated(tmp_path_factory, "kws_ref_model", "stm32f4")
+def kws(mlperf_out, tmp_path_factory):
+    out = mlperf_out("kws_ref_model", "stm32f4")
     elf = bench_elf(out, tmp_path_factory.mktemp("kws_elf"))
     segments, _ = cycles.estimate(elf, cycles.M4Model())
     return out, elf, segments
@@ -284,16 +283,15 @@ def test_microbit_catches_an_unaligned_access(tmp_path):
 
 
 @pytest.mark.slow
-def test_kws_on_armv6m(tmp_path_factory):
-    from test_firmware import generated
+def test_kws_on_armv6m(mlperf_out):
     # generated for cortex-m0plus, the portable kernels need a 16000 B arena: netduinoplus2
-    out = generated(tmp_path_factory, "kws_ref_model", "cortex-m0plus")
+    out = mlperf_out("kws_ref_model", "cortex-m0plus")
     b = bench.measure(out, cycles=False)
     assert (b.machine, b.arena, b.sample_ok) == ("netduinoplus2", 16000, True)
     assert b.machine_note.startswith("not on QEMU microbit (Cortex-M0, 16384 B RAM): RAM ")
     assert b.machine_note in bench.report(b).splitlines()[0]
     # the stm32f4 library (fast kernels' C twins, input and output in an 8392 B arena) fits
-    out = generated(tmp_path_factory, "kws_ref_model", "stm32f4")
+    out = mlperf_out("kws_ref_model", "stm32f4")
     b = bench.measure(out, cycles=False, target=targets.get("cortex-m0plus"))
     assert (b.machine, b.arena, b.sample_ok) == ("microbit", 8392, True)
     assert len(b.layers) == 13 and b.total_instructions > 20_000_000

@@ -318,11 +318,11 @@ ZOO = ["ds_stack", "dscnn", "mobilenet_v1", "mobilenet_v2", "opmix"]
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["traced", "pt2"])
 @pytest.mark.parametrize("zoo_name", ZOO)
-def test_zoo_models_generate_and_verify_bit_exact(zoo_name, fmt, tmp_path, capsys):
+def test_zoo_models_generate_and_verify_bit_exact(zoo_name, fmt, tmp_path, capsys, zoo_files):
     """Every test-zoo net, from TorchScript and from torch.export, through the CLI:
     the generated C must match the reference on every byte (verify exits 0)."""
     import models
-    paths = models.save_all(zoo_name, tmp_path)
+    paths = zoo_files(zoo_name)
     calib = tmp_path / "calib.npy"
     np.save(calib, models.sample_inputs(models.SHAPES[zoo_name], 64, seed=5).numpy())
     out = tmp_path / "out"

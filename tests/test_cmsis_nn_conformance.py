@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oputil import run_c
-from tinyds import reference, targets
+from oputil import qemu_cases, run_c_cases
+from tinyds import reference
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.kernels import KernelOptions, choose
 
@@ -85,13 +85,22 @@ def test_reference_matches_cmsis_nn(case):
                            f"{tuple(bad[0])}: got {got[tuple(bad[0])]} want {want[tuple(bad[0])]}")
 
 
+@pytest.fixture(scope="module")
+def host_outputs():
+    """{dsp: {case: outputs}}: every case's generated C on the host, all cases in one
+    program per kernel choice."""
+    names = sorted(CASES)
+    cases = [(build_graph(c), ARRAYS[CASES[c]["input"]]) for c in names]
+    return {dsp: dict(zip(names, run_c_cases(cases, target=KernelOptions(dsp=dsp))))
+            for dsp in (False, True)}
+
+
 @pytest.mark.parametrize("dsp", [False, True], ids=["portable", "fast"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_generated_c_matches_cmsis_nn(case, dsp):
+def test_generated_c_matches_cmsis_nn(case, dsp, host_outputs):
     """The portable kernels, and the fast ones (through their C twins) where they apply."""
-    g = build_graph(case)
-    got = run_c(g, ARRAYS[CASES[case]["input"]], target=KernelOptions(dsp=dsp))
-    np.testing.assert_array_equal(got, ARRAYS[CASES[case]["expected"]], err_msg=case)
+    np.testing.assert_array_equal(host_outputs[dsp][case], ARRAYS[CASES[case]["expected"]],
+                                  err_msg=case)
 
 
 def test_fast_kernels_take_most_conformance_layers():
@@ -104,17 +113,18 @@ def test_fast_kernels_take_most_conformance_layers():
 CONV_CASES = sorted(k for k, c in CASES.items() if c["group"] in ("depthwise", "conv1x1", "network"))
 
 
+def _qemu_case(case):
+    return qemu_cases("stm32f4")(lambda: [(build_graph(case), ARRAYS[CASES[case]["input"]])])
+
+
+QEMU_CASES = {case: _qemu_case(case) for case in CONV_CASES}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_generated_c_matches_cmsis_nn_in_qemu(case, tmp_path):
+def test_generated_c_matches_cmsis_nn_in_qemu(case, qemu_sweep):
     """The conv / depthwise kernels cross-built for Cortex-M4 (the fast kernels where
     they apply, as generate picks them) and run in QEMU."""
-    from tinyds.codegen import generate_library
-    from tinyds.firmware import run_vectors
-
-    g = build_graph(case)
-    generate_library(g, tmp_path / "lib", "conf", target=KernelOptions.for_target(targets.get("stm32f4")))
-    x = ARRAYS[CASES[case]["input"]]
+    [(_, _, got)] = qemu_sweep(QEMU_CASES[case])
     want = ARRAYS[CASES[case]["expected"]]
-    got = run_vectors(tmp_path / "lib", "conf", targets.get("stm32f4"), x, g.output.size)
     np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=case)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oputil import in_parallel
 from test_project import toy_library, toy_project, toy_ref
 from tinyds import bench, bundle, targets
 from tinyds.firmware import FIRMWARE_DIR, build_elf, run_qemu, run_vectors
@@ -86,70 +87,67 @@ def test_bench_sizes_agree_with_arm_none_eabi_size(tmp_path):
 
 # ---- real generated models: the MLPerf Tiny int8 KWS DS-CNN and VWW MobileNetV1-0.25
 
-MLPERF = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "mlperf-tiny"
 # Hand count for the DS-CNN: conv 10x4x1->64 on 25x5, 4 x (dw 3x3x64 + pw 64->64) on 25x5, FC 64->12.
 KWS_MACS = 25 * 5 * 64 * 40 + 4 * (25 * 5 * 64 * 9 + 25 * 5 * 64 * 64) + 64 * 12
 
 
-def kws_sample() -> np.ndarray:
-    """The real quantized utterance in MLPerf Tiny's kws_input_data.cc."""
-    text = (MLPERF / "kws_input_data.cc").read_text()
-    body = text[text.index("g_kws_inputs"):]
-    body = body[body.index("{") + 1:body.index("}")]
-    return np.array([int(v) for v in re.findall(r"-?\d+", body)], np.int8).reshape(1, 49, 10, 1)
-
-
-def generated(tmp_path_factory, model: str, mcu: str, sample: bool = False) -> Path:
-    from tinyds.frontends.tflite import load_tflite
-    from tinyds.generate import generate
-    path = MLPERF / f"{model}.tflite"
-    if not path.exists():
-        pytest.skip(f"{path} is missing: the MLPerf Tiny models live in ../shared")
-    vectors = kws_sample() if sample else None
-    out = tmp_path_factory.mktemp(model) / "out"
-    generate(load_tflite(path), out, model.split("_")[0], targets.get(mcu), vectors=vectors,
-             source=path.name)
-    return out
+@pytest.fixture(scope="module")
+def kws_out(mlperf_out):
+    return mlperf_out("kws_ref_model", "stm32f4", sample=True)
 
 
 @pytest.fixture(scope="module")
-def kws_out(tmp_path_factory):
-    return generated(tmp_path_factory, "kws_ref_model", "stm32f4", sample=True)
+def vww_out(mlperf_out):
+    return mlperf_out("vww_96_int8", "stm32f4")
 
 
 @pytest.fixture(scope="module")
-def vww_out(tmp_path_factory):
-    return generated(tmp_path_factory, "vww_96_int8", "stm32f4")
-
-
-@pytest.fixture(scope="module")
-def kws_m0_out(tmp_path_factory):
+def kws_m0_out(mlperf_out):
     """Generated for Cortex-M0+: the portable kernels, not the fast ones' C twins."""
-    return generated(tmp_path_factory, "kws_ref_model", "cortex-m0plus", sample=True)
+    return mlperf_out("kws_ref_model", "cortex-m0plus", sample=True)
 
 
-@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus", "cortex-m3", "cortex-m7"])
-def test_kws_bit_exact_in_qemu(kws_out, mcu):
+# Every verify_qemu run of the models below, keyed (model, mcu): (out fixture, n_random).
+KWS_CORES = ["stm32f4", "cortex-m0plus", "cortex-m3", "cortex-m7"]
+RUNS = {**{("kws", mcu): ("kws_out", 200) for mcu in KWS_CORES},
+        **{("kws_m0", mcu): ("kws_m0_out", 200) for mcu in ("cortex-m0plus", "cortex-m3")},
+        **{("vww", mcu): ("vww_out", 20) for mcu in ("stm32f4", "cortex-m0plus")},
+        **{(name, mcu): ("torch_outs", n) for name, n in (("dscnn", 200), ("mobilenet_v2", 20))
+           for mcu in ("stm32f4", "cortex-m0plus")}}
+
+
+@pytest.fixture(scope="module")
+def qemu_runs(request):
+    """verify_qemu's result for every entry of RUNS, run side by side (one QEMU per host
+    core: each run is a firmware build and a boot that count for minutes together)."""
+    from tinyds.firmware import verify_qemu
+
+    def job(key, fixture, n_random):
+        out = request.getfixturevalue(fixture)
+        out = out[key[0]] if fixture == "torch_outs" else out
+        return lambda: verify_qemu(out, n_random=n_random, target=targets.get(key[1]))
+    return in_parallel({key: job(key, *spec) for key, spec in RUNS.items()})
+
+
+@pytest.mark.parametrize("mcu", KWS_CORES)
+def test_kws_bit_exact_in_qemu(qemu_runs, mcu):
     """The stm32f4 library (fast kernels: their assembly on M4/M7, their C twins on
     M0+/M3) on every core."""
-    from tinyds.firmware import verify_qemu
-    r = verify_qemu(kws_out, n_random=200, target=targets.get(mcu))
+    r = qemu_runs[("kws", mcu)]()
     print(r.text())
     assert r.vectors == 3 + 1 + 2 * 200 and r.mismatched_vectors == 0, r.text()   # + realistic
 
 
 @pytest.mark.parametrize("mcu", ["cortex-m0plus", "cortex-m3"])
-def test_kws_portable_bit_exact_in_qemu(kws_m0_out, mcu):
-    from tinyds.firmware import verify_qemu
-    r = verify_qemu(kws_m0_out, n_random=200, target=targets.get(mcu))
+def test_kws_portable_bit_exact_in_qemu(qemu_runs, mcu):
+    r = qemu_runs[("kws_m0", mcu)]()
     print(r.text())
     assert r.vectors == 3 + 1 + 2 * 200 and r.mismatched_vectors == 0, r.text()   # + realistic
 
 
 @pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
-def test_mobilenet_bit_exact_in_qemu(vww_out, mcu):
-    from tinyds.firmware import verify_qemu
-    r = verify_qemu(vww_out, n_random=20, target=targets.get(mcu))
+def test_mobilenet_bit_exact_in_qemu(qemu_runs, mcu):
+    r = qemu_runs[("vww", mcu)]()
     print(r.text())
     assert r.vectors == 3 + 2 * 20 and r.mismatched_vectors == 0, r.text()
 
@@ -186,8 +184,7 @@ def torch_outs(tmp_path_factory):
 
 @pytest.mark.parametrize("name, n_random", [("dscnn", 200), ("mobilenet_v2", 20)])
 @pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
-def test_torch_models_bit_exact_in_qemu(torch_outs, name, n_random, mcu):
-    from tinyds.firmware import verify_qemu
-    r = verify_qemu(torch_outs[name], n_random=n_random, target=targets.get(mcu))
+def test_torch_models_bit_exact_in_qemu(qemu_runs, name, n_random, mcu):
+    r = qemu_runs[(name, mcu)]()
     print(r.text())
     assert r.vectors == 64 + 2 * n_random + 3 and r.mismatched_vectors == 0, r.text()

@@ -38,8 +38,8 @@ def assert_close(g, model, x, rtol=1e-4):
 
 
 @pytest.fixture(scope="module", params=models.NAMES)
-def saved(request, tmp_path_factory):
-    return models.save_all(request.param, tmp_path_factory.mktemp(request.param))
+def saved(request, zoo_files):
+    return zoo_files(request.param)
 
 
 def load_via(saved, path):
@@ -49,9 +49,15 @@ def load_via(saved, path):
     return frontends.load(saved[path], input_shape=tuple(x.shape) if path == "scripted" else None)
 
 
+@pytest.fixture(scope="module")
+def loaded(saved) -> dict:
+    """The model's IR through every path, loaded once for the tests below."""
+    return {path: load_via(saved, path) for path in PATHS}
+
+
 @pytest.mark.parametrize("path", PATHS)
-def test_zoo_matches_torch(saved, path):
-    g = load_via(saved, path)
+def test_zoo_matches_torch(saved, loaded, path):
+    g = loaded[path]
     shape = tuple(saved["input"].shape)
     if len(shape) == 3:                                    # Conv1d: (N, C, L) is (N, 1, L, C)
         assert g.source_layout == "NCL" and g.input.shape == (1, 1, shape[2], shape[1])
@@ -64,8 +70,8 @@ def test_zoo_matches_torch(saved, path):
     assert_close(passes.optimize(g), saved["model"], x)
 
 
-def test_paths_agree_on_structure(saved):
-    graphs = [load_via(saved, p) for p in PATHS]
+def test_paths_agree_on_structure(loaded):
+    graphs = [loaded[p] for p in PATHS]
     ref = [(op.type, op.name, op.attrs.get("padding")) for op in graphs[0].ops]
     for g in graphs[1:]:
         assert [(op.type, op.name, op.attrs.get("padding")) for op in g.ops] == ref
@@ -416,9 +422,9 @@ def test_traced_input_shape_is_read_without_unpickling_code(tmp_path):
     assert frontends.load(f).input.shape == (1, 24, 20, 3)    # batch 1 regardless of the trace's batch
 
 
-def test_sniff(tmp_path):
+def test_sniff(tmp_path, zoo_files):
     m, x = models.build("ds_stack")
-    d = models.save_all("ds_stack", tmp_path)
+    d = zoo_files("ds_stack")
     torch.save(m, tmp_path / "p.pt")
     assert [frontends.sniff(p) for p in (d["traced"], d["scripted"], d["pt2"], tmp_path / "p.pt")] == \
         ["torchscript", "torchscript", "export", "pickle"]

@@ -17,7 +17,7 @@ from tinyds.export_tflite import export_tflite
 from tinyds.frontends.tflite import load_tflite, schema
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oputil import run_c  # noqa: E402
+from oputil import in_parallel, run_c  # noqa: E402
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
                               reason="TFLM referee needs `pip install --pre tflite-micro`")
@@ -208,12 +208,22 @@ def test_cli_export_tflite_int16_and_refusals(dscnn_files, tmp_path, capsys):
     assert main(["verify", str(out), "--vectors", "50"]) == 0
 
 
+QEMU_CORES = ["stm32f4", "cortex-m0plus"]
+
+
+@pytest.fixture(scope="module")
+def qemu_runs(generated16):
+    """verify_qemu on each core, side by side (they wait on the compiler and QEMU)."""
+    from tinyds.firmware import verify_qemu
+    return in_parallel({mcu: lambda mcu=mcu: verify_qemu(generated16, n_random=20, target=targets.get(mcu))
+                        for mcu in QEMU_CORES})
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
-def test_qemu_verify_is_bit_exact(generated16, mcu):
+@pytest.mark.parametrize("mcu", QEMU_CORES)
+def test_qemu_verify_is_bit_exact(qemu_runs, mcu):
     """The 16x8 library cross-built for the core, run on its QEMU machine: every output and
     every layer's bytes (int64 accumulation on ARMv7E-M and on ARMv6-M's 32x32 multiply)."""
-    from tinyds.firmware import verify_qemu
-    q = verify_qemu(generated16, n_random=20, target=targets.get(mcu))
+    q = qemu_runs[mcu]()
     assert q.ok and q.vectors == 299, q.text()
     assert q.layers.layers == 12 and not q.layers.first

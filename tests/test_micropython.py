@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oputil import in_parallel
 from tinyds import micropython as mpy
 from tinyds import verify_micropython as mpy_run
 from tinyds.cli import main
@@ -204,24 +205,58 @@ print("adjacent", both[m.INPUT_SIZE:].hex())
 """
 
 
+ARCHS = ["x64", "armv7emsp", "armv7m", "armv6m"]
+
+
+def api_values(built) -> np.ndarray:
+    """Exact halves of the quantization step (where rounding modes differ), beyond the int8
+    range both ways, infinities and random values."""
+    o = load_output(built)
+    n = int(np.prod(o.qg.input.shape[1:]))
+    rng = np.random.default_rng(1)
+    halves = (np.arange(n, dtype=np.float32) * 4 - 2 * n + 0.5) * np.float32(o.qg.input.qparams[0])
+    values = np.where(np.arange(n) % 2, halves, rng.normal(0.5, 2.0, n)).astype(np.float32)
+    values[:4] = [np.inf, -np.inf, 1e30, -1e30]
+    return values
+
+
+def weights_input(built) -> np.ndarray:
+    o = load_output(built)
+    return np.random.default_rng(2).integers(-128, 128, (1, *o.qg.input.shape[1:]), dtype=np.int8)
+
+
+@pytest.fixture(scope="module")
+def runs(built):
+    """{(script, arch): what MicroPython printed} for the api and the weights scripts on
+    every architecture, run side by side (QEMU boots and the unix port wait on nothing
+    of each other)."""
+    def run(arch, module, extra):
+        files = {f.name: f.read_bytes() for f in (built / "micropython" / arch).glob("*.mpy")}
+        files |= extra
+        return lambda: (mpy_run.unix_run(files, module) if arch == "x64"
+                        else mpy_run.qemu_run(arch, files, module))
+    jobs = {}
+    for arch in ARCHS:
+        folder = "" if arch == "x64" else "/rom/"
+        jobs["api", arch] = run(arch, "api", {
+            "values.bin": api_values(built).tobytes(),
+            "api.py": api_script("digits_dscnn", folder).encode()})
+        jobs["wcheck", arch] = run(arch, "wcheck", {
+            "x.bin": weights_input(built).tobytes(),
+            "wcheck.py": weights_script("digits_dscnn", folder).encode()})
+    return in_parallel(jobs)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["x64", "armv7emsp", "armv7m", "armv6m"])
-def test_api(built, arch):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_api(built, runs, arch):
     o = load_output(built)
     s_in, zp_in = o.qg.input.qparams
     s_out, zp_out = o.qg.output.qparams
     shape = o.qg.input.shape[1:]
     n = int(np.prod(shape))
-    rng = np.random.default_rng(1)
-    # Exact halves of the quantization step (where rounding modes differ), beyond
-    # the int8 range both ways, infinities and random values.
-    halves = (np.arange(n, dtype=np.float32) * 4 - 2 * n + 0.5) * np.float32(s_in)
-    values = np.where(np.arange(n) % 2, halves, rng.normal(0.5, 2.0, n)).astype(np.float32)
-    values[:4] = [np.inf, -np.inf, 1e30, -1e30]
-    files = {f.name: f.read_bytes() for f in (built / "micropython" / arch).glob("*.mpy")}
-    files |= {"values.bin": values.tobytes(),
-             "api.py": api_script("digits_dscnn", "" if arch == "x64" else "/rom/").encode()}
-    printed = mpy_run.unix_run(files, "api") if arch == "x64" else mpy_run.qemu_run(arch, files, "api")
+    values = api_values(built)
+    printed = runs["api", arch]()
     lines = {ln.split(" ", 1)[0] + (" " + ln.split()[1] if ln.startswith("err") else ""):
              ln.split(" ", 2 if ln.startswith("err") else 1)[-1].strip()
              for ln in printed.splitlines() if ln.strip()}
@@ -306,19 +341,14 @@ print("back", m.WEIGHTS_COPIED)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["x64", "armv7emsp", "armv7m", "armv6m"])
-def test_weights_module(built, arch):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_weights_module(built, runs, arch):
     """The weights stay in flash from ROMFS (in RAM from a file, as the unix port
     loads them), and a wrong, truncated, corrupt or unaligned blob never crashes."""
     o = load_output(built)
     data = blob(built)
-    x = np.random.default_rng(2).integers(-128, 128, (1, *o.qg.input.shape[1:]), dtype=np.int8)
-    want = reference_outputs(o.qg, x)[0].tobytes().hex()
-    folder = built / "micropython" / arch
-    files = {f.name: f.read_bytes() for f in folder.glob("*.mpy")}
-    files |= {"x.bin": x.tobytes(),
-              "wcheck.py": weights_script("digits_dscnn", "" if arch == "x64" else "/rom/").encode()}
-    printed = mpy_run.unix_run(files, "wcheck") if arch == "x64" else mpy_run.qemu_run(arch, files, "wcheck")
+    want = reference_outputs(o.qg, weights_input(built))[0].tobytes().hex()
+    printed = runs["wcheck", arch]()
     assert "Traceback" not in printed, printed
     lines = {" ".join(ln.split()[:2]) if ln.startswith("err") else ln.split()[0]:
              ln.split(maxsplit=2 if ln.startswith("err") else 1)[-1].strip()

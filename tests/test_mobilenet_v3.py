@@ -19,7 +19,7 @@ from tinyds.export_tflite import export_tflite
 from tinyds.frontends.tflite import load_tflite
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oputil import run_c, tflm  # noqa: E402
+from oputil import in_parallel, run_c, tflm  # noqa: E402
 
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime",
                               reason="TFLM referee needs `pip install --pre tflite-micro`")
@@ -66,19 +66,30 @@ def test_exported_tflite_imports_back(mnv3, tmp_path):
     np.testing.assert_array_equal(reference.run(load_tflite(path), xs), reference.run(qg, xs))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mcu", ["stm32f4", "rp2040"])
-def test_qemu_verify_is_bit_exact(tmp_path, mcu):
-    """generate + verify on the emulated core: the M4's fast convolutions interleaved with
-    the new element-wise kernels, and the M0+'s narrow-multiply requantization."""
+QEMU_CORES = ["stm32f4", "rp2040"]
+
+
+@pytest.fixture(scope="module")
+def qemu_runs(zoo_files, tmp_path_factory):
+    """generate from the .pt2 for each core, then verify_qemu on it; the verifications run
+    side by side (they wait on the compiler and QEMU)."""
     import tinyds
     from tinyds.firmware import verify_qemu
 
-    model, x = models.build("mobilenet_v3")
-    path = models.save_pt2(model, x, tmp_path / "mnv3.pt2")
     calib = models.inputs("mobilenet_v3", 32).numpy()
-    res = tinyds.convert(path, calib, mcu=mcu, out=tmp_path / "out", log=lambda *a: None)
-    q = verify_qemu(res.out_dir, n_random=20)
+    outs = {mcu: tinyds.convert(zoo_files("mobilenet_v3")["pt2"], calib, mcu=mcu,
+                                out=tmp_path_factory.mktemp(mcu) / "out",
+                                log=lambda *a: None).out_dir for mcu in QEMU_CORES}
+    return in_parallel({mcu: lambda mcu=mcu: verify_qemu(outs[mcu], n_random=20)
+                        for mcu in QEMU_CORES})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcu", QEMU_CORES)
+def test_qemu_verify_is_bit_exact(qemu_runs, mcu):
+    """generate + verify on the emulated core: the M4's fast convolutions interleaved with
+    the new element-wise kernels, and the M0+'s narrow-multiply requantization."""
+    q = qemu_runs[mcu]()
     assert q.ok, q.text()
 
 

@@ -4,9 +4,6 @@ A one-input graph feeds the add two different operands: a 3x3 max pool of x (x's
 quantization) and x itself seen through a reshape that gives it other
 quantization parameters (a reshape shares bytes in C and in TFLite).
 """
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,9 +14,7 @@ from tinyds.kernels import KernelOptions
 from tinyds.ir import Graph, Op
 from tinyds.ops import add
 from tinyds.requant import derive_int_params
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from oputil import run_c, tflm  # noqa: E402
+from oputil import qemu_cases, run_c, tflm
 
 
 def add_graph(shape, q_a, q_b, q_out, activation="none"):
@@ -83,9 +78,7 @@ def test_generated_c_matches_reference(optimize):
         np.testing.assert_array_equal(run_c(g, x, target=target), reference.run(g, x))
 
 
-@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
-def test_table_kernel_on_qemu(opkit, tmp_path, mcu):
-    """The table kernel as generate builds it: SMMULR on the M4, the C product on the M0+."""
+def table_cases():
     rng = np.random.default_rng(24)
     cases = []
     for shape in [(1, 16, 16, 1), (1, 3, 5, 8)]:
@@ -94,7 +87,17 @@ def test_table_kernel_on_qemu(opkit, tmp_path, mcu):
         x[0] = -128
         x[1] = 127
         cases.append((g, x))
-    for (g, x), got in zip(cases, opkit.run_qemu(cases, tmp_path, mcu)):
+    return cases
+
+
+TABLE_CASES = {mcu: qemu_cases(mcu)(lambda: table_cases()) for mcu in ("stm32f4", "cortex-m0plus")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcu", ["stm32f4", "cortex-m0plus"])
+def test_table_kernel_on_qemu(qemu_sweep, mcu):
+    """The table kernel as generate builds it: SMMULR on the M4, the C product on the M0+."""
+    for g, x, got in qemu_sweep(TABLE_CASES[mcu]):
         assert "table1" in kernels.choose(g, g.ops[2], KernelOptions.for_target(targets.get(mcu))).params
         np.testing.assert_array_equal(got, reference.run(g, x))
 

@@ -1,7 +1,4 @@
 """avg_pool2d: reference vs PyTorch, vs TFLite Micro itself, and generated C vs reference."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +10,8 @@ from tinyds.ops import avg_pool2d
 from tinyds.requant import derive_int_params
 from tinyds.window import output_size
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from oputil import tflm  # noqa: E402
+import opkit as kit
+from oputil import qemu_cases, tflm
 
 
 def act(name, shape, scale, zp):
@@ -158,9 +155,11 @@ def test_simd_path_matches_reference(opkit):
     assert not choose(cases[0][0], cases[0][0].ops[0], KernelOptions()).params["simd"]
 
 
+@qemu_cases("stm32f4")
+def m4_simd_cases():
+    return simd_cases(np.random.default_rng(6), 8)
+
+
 @pytest.mark.slow
-def test_simd_path_on_cortex_m4_in_qemu(opkit, tmp_path):
-    cases = simd_cases(np.random.default_rng(6), 8)
-    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
-        np.testing.assert_array_equal(got, avg_pool2d.reference(g, g.ops[0], x),
-                                      err_msg=f"case {i}")
+def test_simd_path_on_cortex_m4_in_qemu(qemu_sweep):
+    kit.assert_sweep_matches_reference(qemu_sweep(m4_simd_cases))

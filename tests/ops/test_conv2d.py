@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import opkit as kit
+from oputil import qemu_cases
 from tinyds.ops import conv2d
 
 
@@ -139,13 +141,16 @@ def test_grouped_conv_is_rejected(opkit):
         conv2d.c_params(g, g.ops[0])
 
 
-@pytest.mark.slow
-def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
-    """The Cortex-M4 build, where the DSP (SXTB16/SMLAD) loops are compiled in."""
+@qemu_cases("stm32f4")
+def m4_cases():
     rng = np.random.default_rng(5)
-    cases = [random_case(opkit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(15)]
-    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
-        np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
+    return [random_case(kit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(15)]
+
+
+@pytest.mark.slow
+def test_c_matches_reference_on_cortex_m4_in_qemu(qemu_sweep):
+    """The Cortex-M4 build, where the DSP (SXTB16/SMLAD) loops are compiled in."""
+    kit.assert_sweep_matches_reference(qemu_sweep(m4_cases))
 
 
 def fast_sweep(opkit, seed, n):
@@ -288,14 +293,19 @@ def test_fast_kernel_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(fast_sweep(opkit, 33, 8), target=opkit.DSP)
 
 
+@qemu_cases("stm32f4")
+def m4_fast_cases():
+    return fast_sweep(kit, 50, 24)
+
+
 @pytest.mark.slow
-def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
+def test_fast_kernel_on_cortex_m4_in_qemu(opkit, qemu_sweep):
     """The inline-assembly GEMM loop, SXTB16/SMMLA/SSAT on the emulated Cortex-M4."""
-    cases = fast_sweep(opkit, 50, 24)
+    swept = qemu_sweep(m4_fast_cases)
+    cases = [(g, x) for g, x, _ in swept]
     assert set(kinds(opkit, cases)) == {"fast", "fast_clamp", "fast_var", "tflite"}
     assert fast_cores(opkit, cases) == ALL_CORES
-    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
-        np.testing.assert_array_equal(got, conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
+    kit.assert_sweep_matches_reference(swept)
 
 
 def test_sweeps_cover_every_requantize_and_kernel_choice(opkit):
@@ -333,11 +343,15 @@ def test_c_with_shift_zero_channels(opkit):
     opkit.assert_c_matches_reference(cases)
 
 
+@qemu_cases("cortex-m0plus")
+def m0plus_cases():
+    rng = np.random.default_rng(6)
+    cases = [random_case(kit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(12)]
+    return cases + [shift_zero_case(kit, rng, pointwise=i % 2 == 0) for i in range(3)]
+
+
 @pytest.mark.slow
-def test_c_matches_reference_on_cortex_m0plus_in_qemu(opkit, tmp_path):
+def test_c_matches_reference_on_cortex_m0plus_in_qemu(qemu_sweep):
     """The ARMv6-M build: tinyds_dot4, the narrow requantization multiply, every
     requantization choice."""
-    rng = np.random.default_rng(6)
-    cases = [random_case(opkit, rng, pointwise=i % 3 < 2, small=i % 4 == 3) for i in range(12)]
-    cases += [shift_zero_case(opkit, rng, pointwise=i % 2 == 0) for i in range(3)]
-    opkit.assert_qemu_matches_reference(cases, tmp_path, "cortex-m0plus")
+    kit.assert_sweep_matches_reference(qemu_sweep(m0plus_cases))

@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import opkit as kit
+from oputil import qemu_cases
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.ops import depthwise_conv2d
 
@@ -129,12 +131,15 @@ def test_c_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(sweep(opkit, 13, 8))
 
 
+@qemu_cases("stm32f4")
+def m4_cases():
+    return sweep(kit, 15, 12)
+
+
 @pytest.mark.slow
-def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
+def test_c_matches_reference_on_cortex_m4_in_qemu(qemu_sweep):
     """The Cortex-M4 build, where the DSP (SXTB16/SMLAD) loops are compiled in."""
-    cases = sweep(opkit, 15, 12)
-    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
-        np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x), err_msg=f"case {i}")
+    kit.assert_sweep_matches_reference(qemu_sweep(m4_cases))
 
 
 def wide_case(opkit, rng, width, stride, wide_shifts=False):
@@ -254,17 +259,23 @@ def test_fast_kernel_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(fast_sweep(opkit, 42, 8), target=opkit.DSP)
 
 
+@qemu_cases("stm32f4")
+def m4_fast_cases():
+    return fast_sweep(kit, 43, 14)
+
+
 @pytest.mark.slow
-def test_fast_kernel_on_cortex_m4_in_qemu(opkit, tmp_path):
+def test_fast_kernel_on_cortex_m4_in_qemu(qemu_sweep):
     """The assembly loops (the first cases of the sweep) and the C ones on the Cortex-M4."""
-    cases = fast_sweep(opkit, 43, 14)
-    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
-        np.testing.assert_array_equal(got, depthwise_conv2d.reference(g, g.ops[0], x),
-                                      err_msg=f"case {i}")
+    kit.assert_sweep_matches_reference(qemu_sweep(m4_fast_cases))
+
+
+@qemu_cases("cortex-m0plus")
+def m0plus_cases():
+    return sweep(kit, 17, 10)
 
 
 @pytest.mark.slow
-def test_c_matches_reference_on_cortex_m0plus_in_qemu(opkit, tmp_path):
+def test_c_matches_reference_on_cortex_m0plus_in_qemu(qemu_sweep):
     """The ARMv6-M build (narrow requantization multiply), plane and per-pixel kernels."""
-    cases = sweep(opkit, 17, 10)
-    opkit.assert_qemu_matches_reference(cases, tmp_path, "cortex-m0plus")
+    kit.assert_sweep_matches_reference(qemu_sweep(m0plus_cases))

@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import opkit as kit
+from oputil import qemu_cases
 from tinyds.ir import Graph, Op, Tensor
 from tinyds.ops import fully_connected
 
@@ -108,9 +110,12 @@ def test_c_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(sweep(opkit, 23, 8))
 
 
+@qemu_cases("stm32f4")
+def m4_cases():
+    return sweep(kit, 25, 15)
+
+
 @pytest.mark.slow
-def test_c_matches_reference_on_cortex_m4_in_qemu(opkit, tmp_path):
+def test_c_matches_reference_on_cortex_m4_in_qemu(qemu_sweep):
     """The Cortex-M4 build, where the DSP (SXTB16/SMLAD) loops are compiled in."""
-    cases = sweep(opkit, 25, 15)
-    for i, ((g, x), got) in enumerate(zip(cases, opkit.run_qemu(cases, tmp_path))):
-        np.testing.assert_array_equal(got, fully_connected.reference(g, g.ops[0], x), err_msg=f"case {i}")
+    kit.assert_sweep_matches_reference(qemu_sweep(m4_cases))

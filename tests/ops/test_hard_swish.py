@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 import torch.nn.functional as F
 
-from test_avg_pool2d import tflm
 from test_leaky_relu import ALL_INT8, assert_within_one_lsb, unary_graph
-from tinyds import reference
 from tinyds.errors import TinydsError
 
 
@@ -29,14 +27,8 @@ def test_reference_within_one_lsb_of_pytorch():
     assert_within_one_lsb(graphs(40, 40), lambda g: F.hardswish, 0.9)
 
 
-def test_matches_tflite_micro():
-    for g in graphs(41, 30):
-        np.testing.assert_array_equal(reference.run(g, ALL_INT8), tflm(g, ALL_INT8),
-                                      err_msg=str(g.ops[0].attrs))
-
-
-def test_generated_c_matches_reference(opkit):
-    opkit.assert_c_matches_reference([(g, ALL_INT8) for g in graphs(42, 30)])
+def test_tflite_micro_and_generated_c_match_the_reference(opkit):
+    opkit.check_op([(g, ALL_INT8) for g in graphs(41, 30) + graphs(42, 30)], tflm=True)
 
 
 def test_output_scale_far_below_the_input_scale_is_refused():

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_avg_pool2d import act, tflm
+from test_avg_pool2d import act
 from tinyds import reference
 from tinyds.errors import TinydsError
 from tinyds.ir import Graph, Op
@@ -57,21 +57,9 @@ def test_reference_within_one_lsb_of_pytorch():
                           lambda g: lambda x: F.leaky_relu(x, g.ops[0].attrs["alpha"]), 0.9)
 
 
-def test_matches_tflite_micro():
-    rng = np.random.default_rng(31)
-    for _ in range(20):
-        g = random_graph(rng)
-        np.testing.assert_array_equal(reference.run(g, ALL_INT8), tflm(g, ALL_INT8),
-                                      err_msg=str(g.ops[0].attrs))
-
-
-def test_generated_c_matches_reference(opkit):
-    rng = np.random.default_rng(32)
-    cases = []
-    for _ in range(20):
-        g = random_graph(rng)
-        cases.append((g, ALL_INT8))
-    opkit.assert_c_matches_reference(cases)
+def test_tflite_micro_and_generated_c_match_the_reference(opkit):
+    opkit.check_op([(random_graph(rng), ALL_INT8) for rng in map(np.random.default_rng, (31, 32))
+                    for _ in range(20)], tflm=True)
 
 
 def test_non_positive_slope_is_refused():

@@ -3,9 +3,7 @@ reference, over every int8 input value (the saturated tails beyond the input rad
 import numpy as np
 import torch
 
-from test_avg_pool2d import tflm
 from test_leaky_relu import ALL_INT8, assert_within_one_lsb, random_qparams, unary_graph
-from tinyds import reference
 from tinyds.ops.logistic import OUTPUT_PARAMS
 
 
@@ -21,11 +19,5 @@ def test_reference_within_one_lsb_of_pytorch():
     assert_within_one_lsb(graphs(50, 30), lambda g: torch.sigmoid, 0.95)
 
 
-def test_matches_tflite_micro():
-    for g in graphs(51, 20):
-        np.testing.assert_array_equal(reference.run(g, ALL_INT8), tflm(g, ALL_INT8),
-                                      err_msg=str(g.ops[0].attrs))
-
-
-def test_generated_c_matches_reference(opkit):
-    opkit.assert_c_matches_reference([(g, ALL_INT8) for g in graphs(52, 20)])
+def test_tflite_micro_and_generated_c_match_the_reference(opkit):
+    opkit.check_op([(g, ALL_INT8) for g in graphs(51, 20) + graphs(52, 20)], tflm=True)
