@@ -44,7 +44,7 @@ def mlperf_out(tmp_path_factory):
         if (model, mcu, sample) not in made:
             d = tmp_path_factory.mktemp(f"{model}-{mcu}") / "out"
             generate(load_tflite(path), d, model.split("_")[0], targets.get(mcu),
-                             vectors=kws_sample() if sample else None, source=path.name)
+                     vectors=kws_sample() if sample else None, source=path.name)
             made[model, mcu, sample] = d
         return made[model, mcu, sample]
     return out
