@@ -219,7 +219,8 @@ class VerifyResult:
                 and (self.layers is None or not self.layers.first))
 
     def text(self) -> str:
-        lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS + self.host_flags)}: clean "
+        flags = " ".join(CFLAGS + self.host_flags)
+        lines = [f"{self.name}: compiled with {compiler()} {flags}: clean "
                  f"(-O2, and -fsanitize=address,undefined)",
                  self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
