@@ -27,6 +27,20 @@
 #include <arm_acle.h>
 #endif
 
+/* TINYDS_DSP: whether the portable kernels (pointwise conv2d, fully_connected)
+ * take their DSP path, four int8 MACs per word through the primitives below.
+ * On by default where the core has the DSP extension; -DTINYDS_DSP=1 runs the
+ * same path on any compiler through the C twins (the host tests check it bit
+ * for bit that way), -DTINYDS_DSP=0 keeps the scalar loops. Each primitive
+ * picks the instruction or its twin on __ARM_FEATURE_DSP alone. */
+#if !defined(TINYDS_DSP)
+#if defined(__ARM_FEATURE_DSP)
+#define TINYDS_DSP 1
+#else
+#define TINYDS_DSP 0
+#endif
+#endif
+
 
 /* acc + lo(x)*lo(y) + hi(x)*hi(y), the int16 halves signed. */
 static inline int32_t tinyds_smlad(uint32_t x, uint32_t y, int32_t acc)

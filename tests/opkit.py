@@ -7,7 +7,9 @@ file, compiles it once per build (optimised, and ASan+UBSan) with verify's flags
 and streams every case's batch through it: a 40-case sweep costs two gcc calls.
 `target` picks the kernels as generate would for a core (`DSP`: the fast int16
 kernels, run here through their C twins); `inplace` runs each kernel that may
-work in place with its output over its input, laid out as the planner does.
+work in place with its output over its input, laid out as the planner does;
+`cflags=DSP_PATH` compiles the portable kernels' TINYDS_DSP path, as a DSP core
+does, through the same twins.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from tinyds.window import output_size
 CACHE = Path(tempfile.gettempdir()) / f"tinyds-opkit-{os.getuid()}"
 ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2"]
 DSP = KernelOptions(dsp=True)      # what generate picks for a Cortex-M4/M7
+DSP_PATH = ("-DTINYDS_DSP=1",)     # the portable kernels' path on a DSP core, on the host
 
 
 def _act(name, shape, scale, zp):
@@ -193,16 +196,17 @@ def _copy_headers(d: Path) -> None:
         shutil.copy(data_dir("templates") / header, d / header)
 
 
-def _compile(src: str, build: str) -> Path:
+def _compile(src: str, build: str, cflags=()) -> Path:
     headers = "".join((data_dir("templates") / h).read_text() for h in codegen.RUNTIME_HEADERS)
-    d = CACHE / hashlib.sha256((src + headers + build + repr(verify.BUILDS)).encode()).hexdigest()[:24]
+    key = src + headers + build + repr(verify.BUILDS) + repr(tuple(cflags))
+    d = CACHE / hashlib.sha256(key.encode()).hexdigest()[:24]
     exe = d / "kernels"
     if not exe.exists():
         d.mkdir(parents=True, exist_ok=True)
         (d / "kernels.c").write_text(src)
         _copy_headers(d)
         res = subprocess.run([verify.compiler(), *verify.CFLAGS, *verify.BUILDS[build],
-                              str(d / "kernels.c"), "-o", str(d / "tmp")],
+                              *cflags, str(d / "kernels.c"), "-o", str(d / "tmp")],
                              capture_output=True, text=True)
         assert res.returncode == 0, res.stderr[:4000]
         os.replace(d / "tmp", exe)
@@ -210,14 +214,15 @@ def _compile(src: str, build: str) -> Path:
 
 
 def run_kernels(cases, sanitize=True, target: KernelOptions = KernelOptions(),
-                inplace: bool = False) -> list[np.ndarray]:
-    """cases: [(graph, x int8 batch)]; returns the C outputs shaped like reference.run."""
+                inplace: bool = False, cflags=()) -> list[np.ndarray]:
+    """cases: [(graph, x int8 batch)]; returns the C outputs shaped like reference.run.
+    cflags: extra compiler flags (DSP_PATH)."""
     src = _render(cases, target, inplace)
     stdin = b"".join(np.uint32(len(x)).tobytes() + np.ascontiguousarray(x, np.int8).tobytes()
                      for _, x in cases)
     results = {}
     for build in (["release", "sanitize"] if sanitize else ["release"]):
-        res = subprocess.run([str(_compile(src, build))], input=stdin, capture_output=True,
+        res = subprocess.run([str(_compile(src, build, cflags))], input=stdin, capture_output=True,
                              env={**os.environ, **verify.SANITIZER_ENV})
         assert res.returncode == 0, res.stderr.decode()[:4000]
         results[build] = np.frombuffer(res.stdout, np.int8)
@@ -232,10 +237,11 @@ def run_kernels(cases, sanitize=True, target: KernelOptions = KernelOptions(),
     return outs
 
 
-def assert_c_matches_reference(cases, target: KernelOptions = KernelOptions(), inplace: bool = False) -> None:
+def assert_c_matches_reference(cases, target: KernelOptions = KernelOptions(), inplace: bool = False,
+                               cflags=()) -> None:
     """Every case's generated C output equals its op's integer reference, byte for byte."""
     for i, ((g, x), got) in enumerate(zip(cases, run_kernels(cases, target=target,
-                                                            inplace=inplace))):
+                                                            inplace=inplace, cflags=cflags))):
         op = g.ops[0]
         np.testing.assert_array_equal(got, ops.get(op.type).reference(g, op, x),
                                       err_msg=f"case {i}: {op.type} {op.attrs}")

@@ -302,6 +302,33 @@ def test_verify_catches_an_out_of_bounds_write(tmp_path):
         verify.verify(out, n_random=10)
 
 
+def fc_graph(depth=24, out_c=5) -> Graph:
+    """One folded fully_connected layer: the portable kernel with a TINYDS_DSP loop."""
+    from tinyds.requant import derive_int_params
+    rng = np.random.default_rng(3)
+    s_w = np.full(out_c, 0.02, np.float32)
+    t = {"x": act("x", (1, depth)), "y": act("y", (1, out_c), 0.5, -3),
+         "w": Tensor("w", (out_c, depth), "int8", data=rng.integers(-127, 128, (out_c, depth),
+                                                                      dtype=np.int8),
+                     scale=s_w, zero_point=np.zeros(out_c, np.int64), axis=0)}
+    op = Op("fully_connected", "fc", ["x", "w", ""], ["y"], {"activation": "none"})
+    return derive_int_params(Graph("fc", t, [op], ["x"], ["y"]))
+
+
+@pytest.mark.parametrize("mcu, dsp", [("stm32f4", True), ("cortex-m0plus", False)])
+def test_verify_runs_the_boards_dsp_path(tmp_path, mcu, dsp):
+    """On a DSP board the host builds take the TINYDS_DSP path the MCU runs (through the C
+    twins): a broken twin fails there, and not where the core runs the scalar loop."""
+    g, out = fc_graph(), tmp_path / "out"
+    generate(g, out, "fc", targets.get(mcu), vectors=batch(g, 8, seed=2))
+    v = verify.verify(out, n_random=20)
+    assert v.ok and ("-DTINYDS_DSP=1" in v.text()) == dsp
+    h = out / "lib" / "fc" / "tinyds_dsp.h"
+    h.write_text(h.read_text().replace("return tinyds_sxtb16(w >> 8);", "return tinyds_sxtb16(w);"))
+    v = verify.verify(out, n_random=20)
+    assert v.edited and (v.mismatches > 0) == dsp
+
+
 def test_generate_replaces_its_own_output_but_never_a_users_folder(tmp_path):
     out = tmp_path / "out"
     _generate(out)

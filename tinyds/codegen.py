@@ -141,7 +141,7 @@ def render_library(qg: Graph, name: str, source: str = "",
     (s_in, zp_in), (s_out, zp_out) = x.qparams, y.qparams
     ctx = dict(
         name=name, NAME=name.upper(), source=(source or qg.name).replace("*/", "* /"),
-        layers=layers, kernels=kernels, dsp=any(k is not None and k.dsp for k in chosen),
+        layers=layers, kernels=kernels,
         in_t=C_TYPES[x.dtype], out_t=C_TYPES[y.dtype], input_type=x.dtype, output_type=y.dtype,
         input_min=x.qrange[0], input_max=x.qrange[1],
         input_shape="x".join(map(str, x.shape)), output_shape="x".join(map(str, y.shape)),

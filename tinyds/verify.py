@@ -59,9 +59,16 @@ def compiler() -> str:
     return cc
 
 
-def build_command(lib_dir: Path, name: str, harness: Path, exe: Path, build: str) -> list[str]:
-    return [compiler(), *CFLAGS, *BUILDS[build], "-I", str(lib_dir), str(harness),
-            *map(str, library_sources(lib_dir, name)), "-o", str(exe)]
+def host_flags(target: Target | None) -> list[str]:
+    """What makes a host build take the board's code path: on a DSP core the portable
+    kernels' TINYDS_DSP loops (SXTB16 + SMLAD, here through tinyds_dsp.h's C twins)."""
+    return ["-DTINYDS_DSP=1"] if target is not None and target.dsp else []
+
+
+def build_command(lib_dir: Path, name: str, harness: Path, exe: Path, build: str,
+                  target: Target | None = None) -> list[str]:
+    return [compiler(), *CFLAGS, *BUILDS[build], *host_flags(target), "-I", str(lib_dir),
+            str(harness), *map(str, library_sources(lib_dir, name)), "-o", str(exe)]
 
 
 def library_sources(lib_dir: Path, name: str) -> list[Path]:
@@ -70,14 +77,16 @@ def library_sources(lib_dir: Path, name: str) -> list[Path]:
     return [Path(lib_dir) / f"{name}.c"] + ([io] if io.is_file() else [])
 
 
-def compile_host(lib_dir, name: str, build_dir, build: str = "release") -> Path:
-    """Compile the library in lib_dir with the harness into build_dir; returns the executable."""
+def compile_host(lib_dir, name: str, build_dir, build: str = "release",
+                 target: Target | None = None) -> Path:
+    """Compile the library in lib_dir with the harness into build_dir; returns the executable.
+    target: the board whose code path the build takes (host_flags)."""
     lib_dir, build_dir = Path(lib_dir), Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     harness = build_dir / "harness.c"
     harness.write_text(harness_source(name))
     exe = build_dir / f"{name}_{build}"
-    cmd = build_command(lib_dir, name, harness, exe, build)
+    cmd = build_command(lib_dir, name, harness, exe, build, target)
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip())
@@ -198,6 +207,7 @@ class VerifyResult:
     edited: list[str] = dataclasses.field(default_factory=list)   # see edited_files
     layers: LayerCheck | None = None
     dtype: str = "int8"       # the model's input elements (int16: a 16x8 model)
+    host_flags: list = dataclasses.field(default_factory=list)   # the board's path (host_flags)
 
     @property
     def mismatches(self) -> int:
@@ -209,7 +219,8 @@ class VerifyResult:
                 and (self.layers is None or not self.layers.first))
 
     def text(self) -> str:
-        lines = [f"{self.name}: compiled with {compiler()} {' '.join(CFLAGS)}: clean "
+        flags = " ".join(CFLAGS + self.host_flags)
+        lines = [f"{self.name}: compiled with {compiler()} {flags}: clean "
                  f"(-O2, and -fsanitize=address,undefined)",
                  self.target,
                  f"vectors: {self.vectors} (3 extremes, {self.calibration} quantized "
@@ -384,11 +395,11 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
     sizes = [qg.tensors[op.outputs[0]].size for op in qg.ops]
 
     def build_and_run(b: str) -> np.ndarray:
-        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b), subset[b], output_size(qg),
-                        out_dtype=qg.output.dtype)
+        return run_host(compile_host(lib_dir, name, Path(tmp) / b, b, o.target), subset[b],
+                        output_size(qg), out_dtype=qg.output.dtype)
 
     def layers_run() -> list[np.ndarray]:
-        exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers")
+        exe = compile_host(lib_dir, name, Path(tmp) / "layers", "layers", o.target)
         return run_host(exe, x[:LAYER_VECTORS], output_size(qg), sizes, qg.output.dtype)[1]
 
     with tempfile.TemporaryDirectory(prefix="tinyds-verify-") as tmp, ThreadPoolExecutor(3) as pool:
@@ -406,4 +417,4 @@ def verify(out_dir, n_random: int = RANDOM_VECTORS, seed: int = 0) -> VerifyResu
         target = cross.result()
     n_cal = 0 if stored is None else len(stored)
     return VerifyResult(name, len(x), n_random, n_cal, checks, target, time.perf_counter() - t0,
-                        edited, layers, qg.input.dtype)
+                        edited, layers, qg.input.dtype, host_flags(o.target))

@@ -6,8 +6,8 @@ each case through the CLI and compares. After a deliberate change to generated o
 rewrite the digests with `python3 tests/golden/cases.py` and say in the commit which
 files changed and why.
 
-Bytes changed on purpose since the digests were first recorded (every generated C file,
-project file and .tflite export is still the same):
+Bytes changed on purpose since the digests were first recorded (every .tflite export is
+still the same):
 - the recorded refusal of `opmix --mcu cortex-m7 --activations int16`: the op registry
   lists the int16 ops in alphabetical order;
 - tinyds.json's "fast_layers" and report.json/report.html's kernel column of the 8
@@ -18,7 +18,14 @@ project file and .tflite export is still the same):
 - arduino/NAME/examples/NAME/sample.h (and the hash tinyds.json records for it) in every
   case with a project: its sample rows were all on one line (a template written for
   another Jinja environment's settings); now one row of 16 values per line, as in
-  src/tinyds_sample.h.
+  src/tinyds_sample.h;
+- every int8 and 16x8 library's NAME.c and tinyds_dsp.h (so tinyds.json's hashes) in
+  the 71 generate cases (only the .tflite exports and the int16 opmix refusal are
+  unchanged): one feature macro, TINYDS_DSP (tinyds_dsp.h, from __ARM_FEATURE_DSP or
+  -DTINYDS_DSP=1), now keys the portable pointwise conv2d's and fully_connected's DSP
+  path, which calls tinyds_dsp.h's primitives with their C twins instead of raw ACLE
+  intrinsics under __ARM_FEATURE_SIMD32, so the host can run and check it; NAME.c
+  includes tinyds_dsp.h always, not only beside a DSP kernel.
 """
 from __future__ import annotations
 

@@ -128,6 +128,17 @@ def test_c_without_folded_offset(opkit, monkeypatch):
     opkit.assert_c_matches_reference(cases)
 
 
+def test_c_dsp_path_matches_reference_bit_exactly(opkit):
+    """The pointwise kernel's TINYDS_DSP path (two pixels by two channels, four input
+    channels per SXTB16 + SMLAD step), which DSP cores compile in, run on the host
+    through tinyds_dsp.h's C twins: odd and even pixel and channel counts, input
+    channels past the last group of four."""
+    rng = np.random.default_rng(26)
+    cases = [random_case(opkit, rng, pointwise=True, small=i % 4 == 3,
+                         in_c=int(rng.integers(4, 20))) for i in range(16)]
+    opkit.assert_c_matches_reference(cases, cflags=opkit.DSP_PATH)
+
+
 def test_c_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(sweep(opkit, 3, 8))
 

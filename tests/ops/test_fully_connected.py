@@ -106,6 +106,12 @@ def test_c_without_folded_offset(opkit, monkeypatch):
     opkit.assert_c_matches_reference(cases)
 
 
+def test_c_dsp_path_matches_reference_bit_exactly(opkit):
+    """The TINYDS_DSP loop (four inputs per SXTB16 + SMLAD step), which DSP cores
+    compile in, run on the host through tinyds_dsp.h's C twins, on the sweep above."""
+    opkit.assert_c_matches_reference(sweep(opkit, 22, 40), cflags=opkit.DSP_PATH)
+
+
 def test_c_compiles_for_cortex_m4(opkit):
     opkit.arm_compiles(sweep(opkit, 23, 8))
 

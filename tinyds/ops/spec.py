@@ -36,8 +36,9 @@ class Kernel:
 
     @property
     def dsp(self) -> bool:
-        """Whether it runs DSP instructions (the _dsp kernels, SIMD pooling) and so needs
-        tinyds_dsp.h: what generate and inspect both call a "fast" kernel."""
+        """Whether it is chosen for a DSP core (the _dsp kernels, SIMD pooling): what
+        generate and inspect both call a "fast" kernel. (Every model includes tinyds_dsp.h:
+        the portable pointwise conv2d and FC carry a TINYDS_DSP path as well.)"""
         return self.int16_weights or bool(self.params.get("simd"))
 
 
