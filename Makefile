@@ -19,4 +19,4 @@ example: setup
 	tinyds verify out/
 
 test: setup toolchain
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup

@@ -27,6 +27,14 @@ def kws_sample() -> np.ndarray:
     return np.array([int(v) for v in re.findall(r"-?\d+", body)], np.int8).reshape(1, 49, 10, 1)
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (make test), every test of the QEMU op sweeps runs on one worker:
+    the first one to ask for a core's sweep runs every case set registered for it."""
+    for item in items:
+        if "qemu_sweep" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("qemu_sweep"))
+
+
 @pytest.fixture(scope="session")
 def mlperf_out(tmp_path_factory):
     """out(model, mcu, sample=False) -> the out/ folder `generate` writes for an MLPerf Tiny
