@@ -102,12 +102,14 @@ class Lowering:
         self.g.add_tensor(Tensor(name, _nhwc(shape)))
         return Act(name, tuple(shape), perm)
 
-    def _const(self, base: str, data: np.ndarray) -> str:
+    def const(self, base: str, data: np.ndarray) -> str:
+        """A float constant tensor named after base; returns its IR name."""
         name = self._unique(base)
         self.g.add_tensor(Tensor(name, tuple(data.shape), data=np.ascontiguousarray(data, dtype=np.float32)))
         return name
 
-    def _emit(self, type_: str, layer: str, inputs, shape, attrs=None, perm=None) -> Act:
+    def emit(self, type_: str, layer: str, inputs, shape, attrs=None, perm=None) -> Act:
+        """Append an op of kind type_ whose output has PyTorch shape `shape`; returns it."""
         out = self._act(layer, shape, perm)
         self.g.ops.append(Op(type_, self._unique_op(layer), list(inputs), [out.name], dict(attrs or {})))
         return out
@@ -171,13 +173,15 @@ class Lowering:
             raise self.fail(layer or kind, f"unsupported op aten::{kind}; supported: {', '.join(SUPPORTED)}")
         return handler(self, args, layer or kind)
 
-    def _expect_act(self, v, layer, what="input"):
+    def expect_act(self, v, layer, what="input"):
+        """v, refused unless it is an activation."""
         if not isinstance(v, Act):
             raise self.fail(layer, f"{what} must be an activation tensor, got a constant; "
                                    "constant-only branches are not supported")
         return v
 
-    def _expect_4d(self, x: Act, layer: str, kind: str) -> Act:
+    def expect_4d(self, x: Act, layer: str, kind: str) -> Act:
+        """x, refused unless it is an (N,C,H,W) activation."""
         if len(x.shape) != 4:
             raise self.fail(layer, f"{kind} needs an (N,C,H,W) input, got shape {x.shape}")
         return x
@@ -186,7 +190,7 @@ class Lowering:
 # ---- handlers: one per ATen op family --------------------------------------
 
 def _conv(lo: Lowering, a, layer):
-    x = lo._expect_act(a["input"], layer)
+    x = lo.expect_act(a["input"], layer)
     w, b = a["weight"], a.get("bias")
     if a.get("transposed", False):
         raise lo.fail(layer, "unsupported op aten::conv_transpose2d; supported: " + ", ".join(SUPPORTED))
@@ -196,7 +200,7 @@ def _conv(lo: Lowering, a, layer):
         a = _args_2d(a, {"stride": 1, "dilation": 1, "padding": 0})
         y = _conv(lo, {**a, "input": _as4d(x), "weight": Const(wd[:, :, None, :], w.name)}, layer)
         return _as3d(y)
-    x = lo._expect_4d(x, layer, "conv2d")
+    x = lo.expect_4d(x, layer, "conv2d")
     if wd.ndim != 4:
         raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
     o, ipg, kh, kw = wd.shape
@@ -227,13 +231,13 @@ def _conv(lo: Lowering, a, layer):
         raise lo.fail(layer, f"grouped convolution (groups={groups}, in_channels={c}) is not supported; "
                              "use groups=1 or groups=in_channels (depthwise)")
     base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
-    inputs = [x.name, lo._const(base + ".weight", wt)]
-    inputs.append(lo._const(base + ".bias", np.asarray(b.data)) if isinstance(b, Const) else "")
-    return lo._emit(kind, layer, inputs, (1, o, oh, ow), attrs)
+    inputs = [x.name, lo.const(base + ".weight", wt)]
+    inputs.append(lo.const(base + ".bias", np.asarray(b.data)) if isinstance(b, Const) else "")
+    return lo.emit(kind, layer, inputs, (1, o, oh, ow), attrs)
 
 
 def _batch_norm(lo: Lowering, a, layer):
-    x = lo._expect_act(a["input"], layer)
+    x = lo.expect_act(a["input"], layer)
     if x.perm is not None:
         raise lo.fail(layer, "batch norm on a flattened NCHW feature map is not supported")
     if a.get("training", False):
@@ -246,9 +250,9 @@ def _batch_norm(lo: Lowering, a, layer):
     gamma = a.get("weight") if isinstance(a.get("weight"), Const) else Const(np.ones(c), "weight")
     beta = a.get("bias") if isinstance(a.get("bias"), Const) else Const(np.zeros(c), "bias")
     lo.check_finite(layer, mean, var, gamma, beta)
-    names = [lo._const(f"{layer}.{k}", np.asarray(v.data))
+    names = [lo.const(f"{layer}.{k}", np.asarray(v.data))
              for k, v in (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta))]
-    return lo._emit("batch_norm", layer, [x.name] + names, x.shape, {"eps": float(a["eps"])})
+    return lo.emit("batch_norm", layer, [x.name] + names, x.shape, {"eps": float(a["eps"])})
 
 
 def _native_batch_norm(lo, a, layer):
@@ -258,8 +262,8 @@ def _native_batch_norm(lo, a, layer):
 
 def _unary(type_):
     def lower(lo: Lowering, a, layer):
-        x = lo._expect_act(a["self"], layer)
-        return lo._emit(type_, layer, [x.name], x.shape, perm=x.perm)
+        x = lo.expect_act(a["self"], layer)
+        return lo.emit(type_, layer, [x.name], x.shape, perm=x.perm)
     return lower
 
 
@@ -273,15 +277,15 @@ def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
 
 
 def _hardtanh(lo, a, layer):
-    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min_val"], a["max_val"], "hardtanh")
+    return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a["min_val"], a["max_val"], "hardtanh")
 
 
 def _clamp(lo, a, layer):
-    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a.get("min"), a.get("max"), "clamp")
+    return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a.get("min"), a.get("max"), "clamp")
 
 
 def _clamp_min(lo, a, layer):
-    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min"], None, "clamp_min")
+    return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a["min"], None, "clamp_min")
 
 
 def _pool_geometry(lo, layer, x, a, kind):
@@ -300,18 +304,18 @@ def _pool_geometry(lo, layer, x, a, kind):
 
 
 def _max_pool(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "max_pool2d")
+    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "max_pool2d")
     if _pair(a.get("dilation", 1)) != (1, 1):
         raise lo.fail(layer, "max_pool2d with dilation is not supported; use dilation=1")
     kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "max_pool2d")
-    return lo._emit("max_pool2d", layer, [x.name], shape,
+    return lo.emit("max_pool2d", layer, [x.name], shape,
                     dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
 
 
 def _pool1d(handler, kind):
     """max_pool1d / avg_pool1d on (N, C, L): the 2-D pool with a 1xk window."""
     def lower(lo: Lowering, a, layer):
-        x = lo._expect_act(a["self"], layer)
+        x = lo.expect_act(a["self"], layer)
         if len(x.shape) != 3:
             raise lo.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
         a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
@@ -320,7 +324,7 @@ def _pool1d(handler, kind):
 
 
 def _adaptive_avg_pool1d(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     if len(x.shape) != 3:
         raise lo.fail(layer, f"adaptive_avg_pool1d needs an (N,C,L) input, got shape {x.shape}")
     size = a["output_size"]
@@ -333,28 +337,28 @@ def _max_pool_with_indices(lo, a, layer):
 
 
 def _avg_pool(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "avg_pool2d")
+    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "avg_pool2d")
     if a.get("divisor_override") is not None:
         raise lo.fail(layer, "avg_pool2d with divisor_override is not supported; remove it")
     kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "avg_pool2d")
     if any(padding) and a.get("count_include_pad", True):
         # TFLite averages over in-bounds taps only; PyTorch's default counts the zero padding.
         n, c, h, w = x.shape
-        x = lo._emit("pad", layer + ".pad", [x.name], (n, c, h + 2 * padding[0], w + 2 * padding[1]),
+        x = lo.emit("pad", layer + ".pad", [x.name], (n, c, h + 2 * padding[0], w + 2 * padding[1]),
                      {"padding": padding})
         padding = (0, 0, 0, 0)
-    return lo._emit("avg_pool2d", layer, [x.name], shape,
+    return lo.emit("avg_pool2d", layer, [x.name], shape,
                     dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
 
 
 def _global_avg(lo, layer, x: Act):
     h, w = x.shape[2], x.shape[3]
-    return lo._emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
+    return lo.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
                     dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
 
 
 def _adaptive_avg_pool(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "adaptive_avg_pool2d")
+    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "adaptive_avg_pool2d")
     oh, ow = _pair(a["output_size"])
     h, w = x.shape[2], x.shape[3]
     oh, ow = oh or h, ow or w
@@ -366,12 +370,12 @@ def _adaptive_avg_pool(lo: Lowering, a, layer):
         raise lo.fail(layer, f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} has uneven windows; "
                              "use output size 1 or a divisor of the input size")
     k = (h // oh, w // ow)
-    return lo._emit("avg_pool2d", layer, [x.name], (1, x.shape[1], oh, ow),
+    return lo.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], oh, ow),
                     dict(kernel=k, stride=k, padding=(0, 0, 0, 0), activation="none"))
 
 
 def _mean(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     dims = a.get("dim")
     dims = list(range(len(x.shape))) if dims is None else dims if isinstance(dims, (list, tuple)) else [dims]
     dims = sorted(d % len(x.shape) for d in dims)
@@ -398,7 +402,7 @@ def _mean_any(lo: Lowering, layer, x: Act, dims, keepdim: bool) -> Act:
     dims4 = [(0, 1, 3)[d] for d in dims] if len(x.shape) == 3 else dims
     axes = tuple(sorted((0, 3, 1, 2)[d] for d in dims4)) if len(x4.shape) == 4 else tuple(dims4)
     shape = tuple(1 if i in dims4 else n for i, n in enumerate(x4.shape))
-    out = lo._emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
+    out = lo.emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
     if not keepdim:
         return _reshape_to(lo, layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
     return _as3d(out) if len(x.shape) == 3 else out
@@ -420,11 +424,11 @@ def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
         if not spatial(x.shape):
             _, c, h, w = x.shape
             perm = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
-        return lo._emit("reshape", layer, [x.name], shape, {"shape": shape}, perm=perm)
+        return lo.emit("reshape", layer, [x.name], shape, {"shape": shape}, perm=perm)
     if len(x.shape) == 2 and x.perm is None and (len(shape) == 2 or spatial(shape)):
-        return lo._emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+        return lo.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
     if len(x.shape) == 4 and len(shape) == 4 and spatial(x.shape) and spatial(shape):
-        return lo._emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+        return lo.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
     raise lo.fail(layer, f"reshape {x.shape} -> {shape} is not supported; supported: flatten of (N,C,H,W) "
                          "to (N,C*H*W) and reshapes that keep NCHW and NHWC element order the same")
 
@@ -438,13 +442,13 @@ def _resolve_shape(lo, layer, x: Act, size):
 
 
 def _view(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     size = a.get("size", a.get("shape"))
     return _reshape_to(lo, layer, x, _resolve_shape(lo, layer, x, size))
 
 
 def _flatten(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     n = len(x.shape)
     s, e = a.get("start_dim", 0) % n, a.get("end_dim", -1) % n
     s = max(s, 1)      # batch is 1: flattening it in changes nothing but the leading dim
@@ -453,7 +457,7 @@ def _flatten(lo: Lowering, a, layer):
 
 
 def _squeeze(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     dims = a.get("dim")
     dims = range(len(x.shape)) if dims is None else (dims if isinstance(dims, (list, tuple)) else [dims])
     dims = {d % len(x.shape) for d in dims if d % len(x.shape) != 0}
@@ -461,7 +465,7 @@ def _squeeze(lo: Lowering, a, layer):
 
 
 def _unsqueeze(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     d = a["dim"] % (len(x.shape) + 1)
     return _reshape_to(lo, layer, x, x.shape[:d] + (1,) + x.shape[d:])
 
@@ -479,13 +483,13 @@ def _fc(lo: Lowering, layer, x: Act, w: Const, b, wdata=None):
         wn[:, x.perm] = wd
         wd = wn
     base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
-    inputs = [x.name, lo._const(base + ".weight", wd)]
-    inputs.append(lo._const(base + ".bias", np.asarray(b.data).reshape(-1)) if isinstance(b, Const) else "")
-    return lo._emit("fully_connected", layer, inputs, (1, wd.shape[0]), {"activation": "none"})
+    inputs = [x.name, lo.const(base + ".weight", wd)]
+    inputs.append(lo.const(base + ".bias", np.asarray(b.data).reshape(-1)) if isinstance(b, Const) else "")
+    return lo.emit("fully_connected", layer, inputs, (1, wd.shape[0]), {"activation": "none"})
 
 
 def _linear(lo, a, layer):
-    return _fc(lo, layer, lo._expect_act(a["input"], layer), a["weight"], a.get("bias"))
+    return _fc(lo, layer, lo.expect_act(a["input"], layer), a["weight"], a.get("bias"))
 
 
 def _addmm(lo, a, layer):
@@ -494,14 +498,14 @@ def _addmm(lo, a, layer):
     w = a["mat2"]
     if not isinstance(w, Const):
         raise lo.fail(layer, "matrix product of two activations is not supported")
-    return _fc(lo, layer, lo._expect_act(a["mat1"], layer), w, a["self"], wdata=np.asarray(w.data).T)
+    return _fc(lo, layer, lo.expect_act(a["mat1"], layer), w, a["self"], wdata=np.asarray(w.data).T)
 
 
 def _matmul(lo, a, layer):
     w = a["other"]
     if not isinstance(w, Const) or np.asarray(w.data).ndim != 2:
         raise lo.fail(layer, "matmul is only supported as activation @ constant 2-D matrix (a Linear)")
-    return _fc(lo, layer, lo._expect_act(a["self"], layer), w, None, wdata=np.asarray(w.data).T)
+    return _fc(lo, layer, lo.expect_act(a["self"], layer), w, None, wdata=np.asarray(w.data).T)
 
 
 def _scalar(v):
@@ -525,14 +529,14 @@ def _binary(lo: Lowering, layer, type_, x, y):
             raise lo.fail(layer, f"{type_} of shapes {x.shape} and {y.shape} is not supported; "
                                  "operands must have the same rank and dims equal or 1")
         shape = tuple(max(p, q) for p, q in zip(x.shape, y.shape))
-        return lo._emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
+        return lo.emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
     value = _scalar(y)
     if not isinstance(x, Act) or value is None:
         raise lo.fail(layer, f"{type_} of a constant is only supported as activation {type_} scalar"
                       + (" or as the bias after a matmul" if type_ == "add" else ""))
     lo.check_finite(layer, Const(np.array([value]), layer))
-    c = lo._const(f"{layer}.const", np.array([value], np.float32))
-    return lo._emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
+    c = lo.const(f"{layer}.const", np.array([value], np.float32))
+    return lo.emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
 
 
 def _add(lo: Lowering, a, layer):
@@ -547,7 +551,7 @@ def _add(lo: Lowering, a, layer):
             and prod.type == "fully_connected" and prod.inputs[2] == ""
             and np.asarray(c.data).size == act.shape[1] and len(lo.g.consumers(act.name)) == 0):
         lo.check_finite(layer, c)
-        prod.inputs[2] = lo._const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
+        prod.inputs[2] = lo.const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
         return act
     return _binary(lo, layer, "add", act, c)
 
@@ -565,12 +569,12 @@ def _mul(lo: Lowering, a, layer):
 
 def _hardsigmoid(lo: Lowering, a, layer):
     """relu6(x + 3) / 6 as TFLite's converter lowers it: ADD of 3 with a fused ReLU6, MUL by 1/6."""
-    x = lo._expect_act(a["self"], layer)
-    three = lo._const(f"{layer}.three", np.array([3.0], np.float32))
-    y = lo._emit("add", f"{layer}.add", [x.name, three], x.shape, {"activation": "relu6"},
+    x = lo.expect_act(a["self"], layer)
+    three = lo.const(f"{layer}.three", np.array([3.0], np.float32))
+    y = lo.emit("add", f"{layer}.add", [x.name, three], x.shape, {"activation": "relu6"},
                  perm=x.perm)
-    sixth = lo._const(f"{layer}.sixth", np.array([1.0 / 6.0], np.float32))
-    return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
+    sixth = lo.const(f"{layer}.sixth", np.array([1.0 / 6.0], np.float32))
+    return lo.emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 
 
 def _identity(lo, a, layer):
