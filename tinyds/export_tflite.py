@@ -31,7 +31,7 @@ OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
     "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
-    "reshape": ("RESHAPE", 1), "sub": ("SUB", 2), "mul": ("MUL", 2),
+    "sub": ("SUB", 2), "mul": ("MUL", 2),
 }
 
 
@@ -175,11 +175,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         ins = [w.tensor(g.tensors[n]) for n in op.inputs]
         kind = {"add": "AddOptions", "sub": "SubOptions", "mul": "MulOptions"}[op.type]
         w.op(op.type, ins, w.outputs(g, op), w.options(kind + "T", fusedActivationFunction=act), kind)
-    elif op.type == "reshape":
-        x = w.tensor(g.tensors[op.inputs[0]])
-        shape = list(op.attrs["shape"])
-        w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], w.outputs(g, op),
-             w.options("ReshapeOptionsT", newShape=shape), "ReshapeOptions")
     elif op.type == "mean":
         x = w.tensor(g.tensors[op.inputs[0]])
         w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),

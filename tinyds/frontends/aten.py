@@ -165,6 +165,33 @@ class Lowering:
             if isinstance(c, Const) and not np.all(np.isfinite(c.data)):
                 raise self.fail(layer, f"{c.name} contains NaN or Inf; retrain or fix the weights before converting")
 
+    def reshape_to(self, layer, x: Act, shape) -> Act:
+        """View/reshape/flatten to `shape` (a full PyTorch shape, batch 1)."""
+        shape = tuple(int(s) for s in shape)
+        if shape == x.shape:
+            return x
+        if 3 in (len(x.shape), len(shape)):                 # (N, C, L) is (N, C, 1, L)
+            y = self.reshape_to(layer, _as4d(x),
+                                shape[:2] + (1,) + shape[2:] if len(shape) == 3 else shape)
+            return _as3d(y) if len(shape) == 3 else y
+        if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
+            raise self.fail(layer, f"cannot reshape {x.shape} to {shape}; "
+                                   "only batch-1 reshapes are supported")
+        spatial = lambda s: len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)  # noqa: E731 NCHW == NHWC order
+        if len(x.shape) == 4 and len(shape) == 2:
+            perm = None
+            if not spatial(x.shape):
+                _, c, h, w = x.shape
+                perm = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+            return self.emit("reshape", layer, [x.name], shape, {"shape": shape}, perm=perm)
+        if len(x.shape) == 2 and x.perm is None and (len(shape) == 2 or spatial(shape)):
+            return self.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+        if len(x.shape) == 4 and len(shape) == 4 and spatial(x.shape) and spatial(shape):
+            return self.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+        raise self.fail(layer, f"reshape {x.shape} -> {shape} is not supported; supported: flatten "
+                               "of (N,C,H,W) to (N,C*H*W) and reshapes that keep NCHW and NHWC "
+                               "element order the same")
+
     # ---- dispatch -------------------------------------------------------
     def call(self, kind: str, args: dict, layer: str):
         """Lower one ATen op (`kind` without namespace/overload, in-place '_' stripped)."""
@@ -381,11 +408,11 @@ def _mean(lo: Lowering, a, layer):
     dims = sorted(d % len(x.shape) for d in dims)
     if len(x.shape) == 3 and dims == [2]:               # over L of (N, C, L)
         out = _global_avg(lo, layer, _as4d(x))
-        return _as3d(out) if a.get("keepdim", False) else _reshape_to(
-            lo, layer + ".squeeze", out, (1, x.shape[1]))
+        return _as3d(out) if a.get("keepdim", False) else lo.reshape_to(
+            layer + ".squeeze", out, (1, x.shape[1]))
     if len(x.shape) == 4 and dims == [2, 3]:
         out = _global_avg(lo, layer, x)
-        return out if a.get("keepdim", False) else _reshape_to(lo, layer + ".squeeze", out,
+        return out if a.get("keepdim", False) else lo.reshape_to(layer + ".squeeze", out,
                                                                (1, x.shape[1]))
     return _mean_any(lo, layer, x, [d for d in dims if d != 0], a.get("keepdim", False))
 
@@ -404,70 +431,8 @@ def _mean_any(lo: Lowering, layer, x: Act, dims, keepdim: bool) -> Act:
     shape = tuple(1 if i in dims4 else n for i, n in enumerate(x4.shape))
     out = lo.emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
     if not keepdim:
-        return _reshape_to(lo, layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
+        return lo.reshape_to(layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
     return _as3d(out) if len(x.shape) == 3 else out
-
-
-def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
-    """View/reshape/flatten to `shape` (a full PyTorch shape, batch 1)."""
-    shape = tuple(int(s) for s in shape)
-    if shape == x.shape:
-        return x
-    if 3 in (len(x.shape), len(shape)):                 # (N, C, L) is (N, C, 1, L)
-        y = _reshape_to(lo, layer, _as4d(x), shape[:2] + (1,) + shape[2:] if len(shape) == 3 else shape)
-        return _as3d(y) if len(shape) == 3 else y
-    if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
-        raise lo.fail(layer, f"cannot reshape {x.shape} to {shape}; only batch-1 reshapes are supported")
-    spatial = lambda s: len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)  # noqa: E731 NCHW == NHWC order
-    if len(x.shape) == 4 and len(shape) == 2:
-        perm = None
-        if not spatial(x.shape):
-            _, c, h, w = x.shape
-            perm = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
-        return lo.emit("reshape", layer, [x.name], shape, {"shape": shape}, perm=perm)
-    if len(x.shape) == 2 and x.perm is None and (len(shape) == 2 or spatial(shape)):
-        return lo.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
-    if len(x.shape) == 4 and len(shape) == 4 and spatial(x.shape) and spatial(shape):
-        return lo.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
-    raise lo.fail(layer, f"reshape {x.shape} -> {shape} is not supported; supported: flatten of (N,C,H,W) "
-                         "to (N,C*H*W) and reshapes that keep NCHW and NHWC element order the same")
-
-
-def _resolve_shape(lo, layer, x: Act, size):
-    size = [int(s) for s in size]
-    if size and -1 in size:
-        known = int(np.prod([s for s in size if s != -1]))
-        size[size.index(-1)] = int(np.prod(x.shape)) // max(known, 1)
-    return size
-
-
-def _view(lo: Lowering, a, layer):
-    x = lo.expect_act(a["self"], layer)
-    size = a.get("size", a.get("shape"))
-    return _reshape_to(lo, layer, x, _resolve_shape(lo, layer, x, size))
-
-
-def _flatten(lo: Lowering, a, layer):
-    x = lo.expect_act(a["self"], layer)
-    n = len(x.shape)
-    s, e = a.get("start_dim", 0) % n, a.get("end_dim", -1) % n
-    s = max(s, 1)      # batch is 1: flattening it in changes nothing but the leading dim
-    shape = x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
-    return _reshape_to(lo, layer, x, shape)
-
-
-def _squeeze(lo: Lowering, a, layer):
-    x = lo.expect_act(a["self"], layer)
-    dims = a.get("dim")
-    dims = range(len(x.shape)) if dims is None else (dims if isinstance(dims, (list, tuple)) else [dims])
-    dims = {d % len(x.shape) for d in dims if d % len(x.shape) != 0}
-    return _reshape_to(lo, layer, x, [s for i, s in enumerate(x.shape) if not (i in dims and s == 1)])
-
-
-def _unsqueeze(lo: Lowering, a, layer):
-    x = lo.expect_act(a["self"], layer)
-    d = a["dim"] % (len(x.shape) + 1)
-    return _reshape_to(lo, layer, x, x.shape[:d] + (1,) + x.shape[d:])
 
 
 def _fc(lo: Lowering, layer, x: Act, w: Const, b, wdata=None):
@@ -592,8 +557,6 @@ HANDLERS = {
     "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
     "adaptive_avg_pool1d": _adaptive_avg_pool1d, "conv1d": _conv,
     "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
-    "flatten": _flatten, "view": _view, "reshape": _view, "_unsafe_view": _view,
-    "squeeze": _squeeze, "unsqueeze": _unsqueeze,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
    
@@ -604,6 +567,6 @@ HANDLERS = {
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
              "hardsigmoid", "add/sub/mul (broadcast, scalar)",
-             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
+             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean",
              "linear", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

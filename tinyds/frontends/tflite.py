@@ -29,13 +29,13 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
            "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "RESHAPE": None, "DEQUANTIZE": None, "SUB": "SubOptions", "MUL": "MulOptions"}
+           "DEQUANTIZE": None, "SUB": "SubOptions", "MUL": "MulOptions"}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
               "SUB": 2, "MUL": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "DEQUANTIZE", "SUB", "MUL")
+             "MAX_POOL_2D", "MEAN", "ADD", "DEQUANTIZE", "SUB", "MUL")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -437,16 +437,6 @@ def _binary(r: _Reader, op, where: str, opname: str) -> Op:
               {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
 
 
-def _reshape(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    r.same_quant(x, y, where)
-    if r.g.tensors[x].size != r.g.tensors[y].size:
-        raise r.err(where, f"reshapes {r.g.tensors[x].shape} to {r.g.tensors[y].shape}, a "
-                    "different number of elements", "the file is damaged; re-convert the model")
-    return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
-
-
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
     """uint8 lives only at the model's edges, behind a QUANTIZE (TFLite's
     inference_input_type / inference_output_type = uint8); old uint8 layers do not import."""
@@ -501,8 +491,6 @@ def load_tflite(path) -> Graph:
             new = _mean(r, op, where)
         elif opname in ("ADD", "SUB", "MUL"):
             new = _binary(r, op, where, opname)
-        elif opname == "RESHAPE":
-            new = _reshape(r, op, where)
         else:
             new = BUILTINS[opname].tflite.read(r, op, where)
         layers.append(new)
