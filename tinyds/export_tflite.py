@@ -30,8 +30,7 @@ TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "i
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
-    "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
-    "sub": ("SUB", 2), "mul": ("MUL", 2),
+    "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2),
 }
 
 
@@ -99,6 +98,10 @@ class _Writer:
             o.builtinOptionsType = getattr(self.S.BuiltinOptions, kind)
             o.builtinOptions = options
         self.operators.append(o)
+
+    def activation(self, op: Op) -> int:
+        """The ActivationFunctionType code of op's fused activation."""
+        return ACTIVATION_CODES[op.attrs.get("activation", "none")]
 
     def options(self, cls: str, **fields):
         o = getattr(self.S, cls)()
@@ -171,10 +174,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         w.op("fully_connected", ins, w.outputs(g, op),
              w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
              "FullyConnectedOptions")
-    elif op.type in ("add", "sub", "mul"):
-        ins = [w.tensor(g.tensors[n]) for n in op.inputs]
-        kind = {"add": "AddOptions", "sub": "SubOptions", "mul": "MulOptions"}[op.type]
-        w.op(op.type, ins, w.outputs(g, op), w.options(kind + "T", fusedActivationFunction=act), kind)
     elif op.type == "mean":
         x = w.tensor(g.tensors[op.inputs[0]])
         w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),

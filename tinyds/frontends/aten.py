@@ -192,6 +192,26 @@ class Lowering:
                                "of (N,C,H,W) to (N,C*H*W) and reshapes that keep NCHW and NHWC "
                                "element order the same")
 
+    def binary(self, layer, type_, x, y) -> Act:
+        """add/sub/mul of two activations (broadcasting dims of size 1, same rank) or of an
+        activation and a scalar (a one-element constant operand)."""
+        if isinstance(x, Act) and isinstance(y, Act):
+            same = x.shape == y.shape and (x.perm is None) == (y.perm is None)
+            broadcast = (len(x.shape) == len(y.shape) and x.perm is None and y.perm is None
+                         and all(p == q or 1 in (p, q) for p, q in zip(x.shape, y.shape)))
+            if not (same or broadcast):
+                raise self.fail(layer, f"{type_} of shapes {x.shape} and {y.shape} is not supported; "
+                                       "operands must have the same rank and dims equal or 1")
+            shape = tuple(max(p, q) for p, q in zip(x.shape, y.shape))
+            return self.emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
+        value = _scalar(y)
+        if not isinstance(x, Act) or value is None:
+            raise self.fail(layer, f"{type_} of a constant is only supported as activation {type_} scalar"
+                            + (" or as the bias after a matmul" if type_ == "add" else ""))
+        self.check_finite(layer, Const(np.array([value]), layer))
+        c = self.const(f"{layer}.const", np.array([value], np.float32))
+        return self.emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
+
     # ---- dispatch -------------------------------------------------------
     def call(self, kind: str, args: dict, layer: str):
         """Lower one ATen op (`kind` without namespace/overload, in-place '_' stripped)."""
@@ -483,55 +503,6 @@ def _scalar(v):
     return float(a.reshape(-1)[0]) if a.size == 1 and a.dtype.kind in "iuf" else None
 
 
-def _binary(lo: Lowering, layer, type_, x, y):
-    """add/sub/mul of two activations (broadcasting dims of size 1, same rank) or of an
-    activation and a scalar (a one-element constant operand)."""
-    if isinstance(x, Act) and isinstance(y, Act):
-        same = x.shape == y.shape and (x.perm is None) == (y.perm is None)
-        broadcast = (len(x.shape) == len(y.shape) and x.perm is None and y.perm is None
-                     and all(p == q or 1 in (p, q) for p, q in zip(x.shape, y.shape)))
-        if not (same or broadcast):
-            raise lo.fail(layer, f"{type_} of shapes {x.shape} and {y.shape} is not supported; "
-                                 "operands must have the same rank and dims equal or 1")
-        shape = tuple(max(p, q) for p, q in zip(x.shape, y.shape))
-        return lo.emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
-    value = _scalar(y)
-    if not isinstance(x, Act) or value is None:
-        raise lo.fail(layer, f"{type_} of a constant is only supported as activation {type_} scalar"
-                      + (" or as the bias after a matmul" if type_ == "add" else ""))
-    lo.check_finite(layer, Const(np.array([value]), layer))
-    c = lo.const(f"{layer}.const", np.array([value], np.float32))
-    return lo.emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
-
-
-def _add(lo: Lowering, a, layer):
-    x, y = a["self"], a["other"]
-    if a.get("alpha", 1) != 1:
-        raise lo.fail(layer, "add with alpha != 1 is not supported")
-    act, c = (x, y) if isinstance(x, Act) else (y, x)
-    # matmul + add: fold the constant into the bias of the fully_connected that produced `act`.
-    prod = lo.g.ops[-1] if lo.g.ops else None
-    if (isinstance(act, Act) and isinstance(c, Const) and prod is not None
-            and prod.outputs == [act.name]
-            and prod.type == "fully_connected" and prod.inputs[2] == ""
-            and np.asarray(c.data).size == act.shape[1] and len(lo.g.consumers(act.name)) == 0):
-        lo.check_finite(layer, c)
-        prod.inputs[2] = lo.const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
-        return act
-    return _binary(lo, layer, "add", act, c)
-
-
-def _sub(lo: Lowering, a, layer):
-    if a.get("alpha", 1) != 1:
-        raise lo.fail(layer, "sub with alpha != 1 is not supported")
-    return _binary(lo, layer, "sub", a["self"], a["other"])
-
-
-def _mul(lo: Lowering, a, layer):
-    x, y = a["self"], a["other"]
-    return _binary(lo, layer, "mul", *((x, y) if isinstance(x, Act) else (y, x)))
-
-
 def _hardsigmoid(lo: Lowering, a, layer):
     """relu6(x + 3) / 6 as TFLite's converter lowers it: ADD of 3 with a fused ReLU6, MUL by 1/6."""
     x = lo.expect_act(a["self"], layer)
@@ -558,7 +529,7 @@ HANDLERS = {
     "adaptive_avg_pool1d": _adaptive_avg_pool1d, "conv1d": _conv,
     "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
-    "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
+    "hardsigmoid": _hardsigmoid,
    
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
@@ -566,7 +537,7 @@ HANDLERS = {
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "hardsigmoid", "add/sub/mul (broadcast, scalar)",
+             "hardsigmoid",
              "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean",
              "linear", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

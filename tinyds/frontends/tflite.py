@@ -28,14 +28,13 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 # Each operator's builtin options (None: it needs none), and how many inputs it must have.
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
-           "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "DEQUANTIZE": None, "SUB": "SubOptions", "MUL": "MulOptions"}
-MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2}
+           "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions",
+           "DEQUANTIZE": None}
+MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "ADD", "DEQUANTIZE", "SUB", "MUL")
+             "MAX_POOL_2D", "MEAN", "DEQUANTIZE")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -413,30 +412,6 @@ def _mean(r: _Reader, op, where: str) -> Op:
     return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
 
 
-def _binary(r: _Reader, op, where: str, opname: str) -> Op:
-    """ADD, SUB, MUL: two int8 operands (one may be constant) that broadcast like TFLite."""
-    a, b = (r.tensor(i, where) for i in op.inputs[:2])
-    ta, tb = r.g.tensors[a], r.g.tensors[b]
-    if ta.is_const and tb.is_const:
-        raise r.err(where, f"{opname} of two constants", "fold it into a constant; re-convert")
-    for t in (ta, tb):
-        if t.dtype != "int8" or t.scale is None or len(t.scale) != 1:
-            raise r.err(where, f"{opname} operand {t.name} is {t.dtype} with "
-                        f"{0 if t.scale is None else len(t.scale)} scales",
-                        "only per-tensor int8 operands are supported")
-    y = r.tensor(op.outputs[0], where)
-    shapes = [tuple(ta.shape), tuple(tb.shape), tuple(r.g.tensors[y].shape)]
-    try:
-        ok = max(map(len, shapes)) <= 4 and np.broadcast_shapes(*shapes[:2]) == shapes[2]
-    except ValueError:
-        ok = False
-    if not ok:
-        raise r.err(where, f"{opname} of shapes {shapes[0]} and {shapes[1]} into {shapes[2]}",
-                    "operands must broadcast (dims equal or 1, at most 4-D) to the output shape")
-    return Op(opname.lower(), where, [a, b], [y],
-              {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
-
-
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
     """uint8 lives only at the model's edges, behind a QUANTIZE (TFLite's
     inference_input_type / inference_output_type = uint8); old uint8 layers do not import."""
@@ -489,8 +464,6 @@ def load_tflite(path) -> Graph:
             new = _pool(r, op, where, opname)
         elif opname == "MEAN":
             new = _mean(r, op, where)
-        elif opname in ("ADD", "SUB", "MUL"):
-            new = _binary(r, op, where, opname)
         else:
             new = BUILTINS[opname].tflite.read(r, op, where)
         layers.append(new)
