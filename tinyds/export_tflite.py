@@ -30,7 +30,7 @@ TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "i
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
     "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
-    "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2),
+    "max_pool2d": ("MAX_POOL_2D", 2),
 }
 
 
@@ -174,11 +174,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         w.op("fully_connected", ins, w.outputs(g, op),
              w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
              "FullyConnectedOptions")
-    elif op.type == "mean":
-        x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),
-             w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
-             "ReducerOptions")
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

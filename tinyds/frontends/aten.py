@@ -60,15 +60,6 @@ def _nhwc(shape):
     return (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
 
 
-def _as4d(x: "Act") -> "Act":
-    """An (N, C, L) activation seen as (N, C, 1, L): the same IR tensor (Conv1d is a 1xL conv2d)."""
-    return Act(x.name, (x.shape[0], x.shape[1], 1, x.shape[2]), x.perm) if len(x.shape) == 3 else x
-
-
-def _as3d(x: "Act") -> "Act":
-    return Act(x.name, (x.shape[0], x.shape[1], x.shape[3]), x.perm)
-
-
 def _args_2d(a: dict, keys: dict) -> dict:
     """A 1-D op's window args as the 2-D op's: each key gets `keys[key]` along H."""
     out = dict(a)
@@ -165,15 +156,30 @@ class Lowering:
             if isinstance(c, Const) and not np.all(np.isfinite(c.data)):
                 raise self.fail(layer, f"{c.name} contains NaN or Inf; retrain or fix the weights before converting")
 
+    def as4d(self, x: Act) -> Act:
+        """An (N, C, L) activation seen as (N, C, 1, L): the same IR tensor (Conv1d is a
+        1xL conv2d)."""
+        return Act(x.name, (x.shape[0], x.shape[1], 1, x.shape[2]), x.perm) if len(x.shape) == 3 else x
+
+    def as3d(self, x: Act) -> Act:
+        """as4d undone: (N, C, 1, L) back to (N, C, L)."""
+        return Act(x.name, (x.shape[0], x.shape[1], x.shape[3]), x.perm)
+
+    def global_avg(self, layer, x: Act) -> Act:
+        """An average over all of H and W of an (N,C,H,W) activation (the quantizer makes it a MEAN)."""
+        h, w = x.shape[2], x.shape[3]
+        return self.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
+                         dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
+
     def reshape_to(self, layer, x: Act, shape) -> Act:
         """View/reshape/flatten to `shape` (a full PyTorch shape, batch 1)."""
         shape = tuple(int(s) for s in shape)
         if shape == x.shape:
             return x
         if 3 in (len(x.shape), len(shape)):                 # (N, C, L) is (N, C, 1, L)
-            y = self.reshape_to(layer, _as4d(x),
+            y = self.reshape_to(layer, self.as4d(x),
                                 shape[:2] + (1,) + shape[2:] if len(shape) == 3 else shape)
-            return _as3d(y) if len(shape) == 3 else y
+            return self.as3d(y) if len(shape) == 3 else y
         if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
             raise self.fail(layer, f"cannot reshape {x.shape} to {shape}; "
                                    "only batch-1 reshapes are supported")
@@ -245,8 +251,8 @@ def _conv(lo: Lowering, a, layer):
     wd = np.asarray(w.data, dtype=np.float64)
     if wd.ndim == 3 and len(x.shape) == 3 and x.perm is None:   # Conv1d: 1xL conv2d on (N,C,1,L)
         a = _args_2d(a, {"stride": 1, "dilation": 1, "padding": 0})
-        y = _conv(lo, {**a, "input": _as4d(x), "weight": Const(wd[:, :, None, :], w.name)}, layer)
-        return _as3d(y)
+        y = _conv(lo, {**a, "input": lo.as4d(x), "weight": Const(wd[:, :, None, :], w.name)}, layer)
+        return lo.as3d(y)
     x = lo.expect_4d(x, layer, "conv2d")
     if wd.ndim != 4:
         raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
@@ -366,7 +372,7 @@ def _pool1d(handler, kind):
         if len(x.shape) != 3:
             raise lo.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
         a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
-        return _as3d(handler(lo, {**a, "self": _as4d(x)}, layer))
+        return lo.as3d(handler(lo, {**a, "self": lo.as4d(x)}, layer))
     return lower
 
 
@@ -375,7 +381,7 @@ def _adaptive_avg_pool1d(lo: Lowering, a, layer):
     if len(x.shape) != 3:
         raise lo.fail(layer, f"adaptive_avg_pool1d needs an (N,C,L) input, got shape {x.shape}")
     size = a["output_size"]
-    return _as3d(_adaptive_avg_pool(lo, {"self": _as4d(x), "output_size": [1, size[0] if isinstance(
+    return lo.as3d(_adaptive_avg_pool(lo, {"self": lo.as4d(x), "output_size": [1, size[0] if isinstance(
         size, (list, tuple)) else size]}, layer))
 
 
@@ -398,19 +404,13 @@ def _avg_pool(lo: Lowering, a, layer):
                     dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
 
 
-def _global_avg(lo, layer, x: Act):
-    h, w = x.shape[2], x.shape[3]
-    return lo.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
-                    dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
-
-
 def _adaptive_avg_pool(lo: Lowering, a, layer):
     x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "adaptive_avg_pool2d")
     oh, ow = _pair(a["output_size"])
     h, w = x.shape[2], x.shape[3]
     oh, ow = oh or h, ow or w
     if (oh, ow) == (1, 1):
-        return _global_avg(lo, layer, x)
+        return lo.global_avg(layer, x)
     if (oh, ow) == (h, w):
         return x
     if h % oh or w % ow:
@@ -419,40 +419,6 @@ def _adaptive_avg_pool(lo: Lowering, a, layer):
     k = (h // oh, w // ow)
     return lo.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], oh, ow),
                     dict(kernel=k, stride=k, padding=(0, 0, 0, 0), activation="none"))
-
-
-def _mean(lo: Lowering, a, layer):
-    x = lo.expect_act(a["self"], layer)
-    dims = a.get("dim")
-    dims = list(range(len(x.shape))) if dims is None else dims if isinstance(dims, (list, tuple)) else [dims]
-    dims = sorted(d % len(x.shape) for d in dims)
-    if len(x.shape) == 3 and dims == [2]:               # over L of (N, C, L)
-        out = _global_avg(lo, layer, _as4d(x))
-        return _as3d(out) if a.get("keepdim", False) else lo.reshape_to(
-            layer + ".squeeze", out, (1, x.shape[1]))
-    if len(x.shape) == 4 and dims == [2, 3]:
-        out = _global_avg(lo, layer, x)
-        return out if a.get("keepdim", False) else lo.reshape_to(layer + ".squeeze", out,
-                                                               (1, x.shape[1]))
-    return _mean_any(lo, layer, x, [d for d in dims if d != 0], a.get("keepdim", False))
-
-
-def _mean_any(lo: Lowering, layer, x: Act, dims, keepdim: bool) -> Act:
-    """TFLite MEAN over other dims: on the IR's axes, keeping dims; without keepdim only
-    when at most one dim is left (whose element order NCHW and NHWC share)."""
-    kept = [d for d in range(1, len(x.shape)) if d not in dims]
-    if x.perm is not None or not dims or (not keepdim and len(kept) > 1):
-        raise lo.fail(layer, f"mean over dims {dims} of shape {x.shape}"
-                             f"{' (a flattened NCHW map)' if x.perm is not None else ''} is not "
-                             "supported; use keepdim=True, or reduce all but one dim")
-    x4 = _as4d(x)
-    dims4 = [(0, 1, 3)[d] for d in dims] if len(x.shape) == 3 else dims
-    axes = tuple(sorted((0, 3, 1, 2)[d] for d in dims4)) if len(x4.shape) == 4 else tuple(dims4)
-    shape = tuple(1 if i in dims4 else n for i, n in enumerate(x4.shape))
-    out = lo.emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
-    if not keepdim:
-        return lo.reshape_to(layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
-    return _as3d(out) if len(x.shape) == 3 else out
 
 
 def _fc(lo: Lowering, layer, x: Act, w: Const, b, wdata=None):
@@ -527,7 +493,7 @@ HANDLERS = {
     "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
     "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
     "adaptive_avg_pool1d": _adaptive_avg_pool1d, "conv1d": _conv,
-    "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
+    "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "hardsigmoid": _hardsigmoid,
    
@@ -538,6 +504,6 @@ HANDLERS = {
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
              "hardsigmoid",
-             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean",
+             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)",
              "linear", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

@@ -28,13 +28,12 @@ TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"
 # Each operator's builtin options (None: it needs none), and how many inputs it must have.
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
            "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
-           "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions",
-           "DEQUANTIZE": None}
-MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2}
+           "MAX_POOL_2D": "Pool2DOptions", "DEQUANTIZE": None}
+MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "DEQUANTIZE")
+             "MAX_POOL_2D", "DEQUANTIZE")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -397,21 +396,6 @@ def _pool(r: _Reader, op, where: str, opname: str) -> Op:
                "activation": r.activation(o.fusedActivationFunction, where)})
 
 
-def _mean(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    shape = r.g.tensors[x].shape
-    raw = [int(a) for a in r.const_ints(op.inputs[1], where).ravel()]
-    if len(shape) > 4 or not raw or any(not -len(shape) <= a < len(shape) for a in raw):
-        raise r.err(where, f"MEAN over axes {tuple(raw)} of shape {shape}",
-                    "only axes of a tensor of at most 4 dimensions import")
-    axes = tuple(sorted({a % len(shape) for a in raw}))
-    keep = bool(op.builtinOptions.keepDims)
-    y = r.tensor(op.outputs[0], where)
-    r.check_output_shape(where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
-                    else tuple(d for i, d in enumerate(shape) if i not in axes))
-    return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
-
-
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
     """uint8 lives only at the model's edges, behind a QUANTIZE (TFLite's
     inference_input_type / inference_output_type = uint8); old uint8 layers do not import."""
@@ -462,8 +446,6 @@ def load_tflite(path) -> Graph:
             new = _fully_connected(r, op, where, layers)
         elif opname in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             new = _pool(r, op, where, opname)
-        elif opname == "MEAN":
-            new = _mean(r, op, where)
         else:
             new = BUILTINS[opname].tflite.read(r, op, where)
         layers.append(new)
