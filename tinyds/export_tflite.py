@@ -29,8 +29,7 @@ TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "i
 # module declares no OpSpec.tflite (their writers are below)
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
-    "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
-    "max_pool2d": ("MAX_POOL_2D", 2),
+    "fully_connected": ("FULLY_CONNECTED", 4),
 }
 
 
@@ -99,6 +98,13 @@ class _Writer:
             o.builtinOptions = options
         self.operators.append(o)
 
+    def padding_code(self, op: Op, in_hw, kernel, stride, dilation) -> int | None:
+        """0 (SAME) or 1 (VALID) if TFLite's rule reproduces op's explicit padding."""
+        for code in (1, 0):
+            if tflite_padding(code, in_hw, kernel, stride, dilation)[0] == tuple(op.attrs["padding"]):
+                return code
+        return None
+
     def activation(self, op: Op) -> int:
         """The ActivationFunctionType code of op's fused activation."""
         return ACTIVATION_CODES[op.attrs.get("activation", "none")]
@@ -110,19 +116,11 @@ class _Writer:
         return o
 
 
-def _padding_code(op: Op, in_hw, kernel, stride, dilation) -> int | None:
-    """0 (SAME) or 1 (VALID) if TFLite's rule reproduces op's explicit padding."""
-    for code in (1, 0):
-        if tflite_padding(code, in_hw, kernel, stride, dilation)[0] == tuple(op.attrs["padding"]):
-            return code
-    return None
-
-
 def _conv(w: _Writer, g: Graph, op: Op) -> None:
     x, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
     kernel, stride = wt.shape[1:3], tuple(op.attrs["stride"])
     dilation = tuple(op.attrs.get("dilation", (1, 1)))
-    code = _padding_code(op, x.shape[1:3], kernel, stride, dilation)
+    code = w.padding_code(op, x.shape[1:3], kernel, stride, dilation)
     x_idx = w.tensor(x)
     if code is None:                            # explicit pads: PAD (zero point) + VALID
         t, l, b, r = op.attrs["padding"]
@@ -146,20 +144,6 @@ def _conv(w: _Writer, g: Graph, op: Op) -> None:
              "DepthwiseConv2DOptions")
 
 
-def _pool(w: _Writer, g: Graph, op: Op) -> None:
-    x = g.tensors[op.inputs[0]]
-    kernel, stride = tuple(op.attrs["kernel"]), tuple(op.attrs["stride"])
-    code = _padding_code(op, x.shape[1:3], kernel, stride, (1, 1))
-    if code is None:
-        raise TinydsError(f"{g.name}: {op.name}: pool padding {op.attrs['padding']} is neither "
-                          "SAME nor VALID; TFLite cannot express it (use SAME/VALID-equivalent "
-                          "padding)")
-    opts = w.options("Pool2DOptionsT", padding=code, strideH=stride[0], strideW=stride[1],
-                     filterHeight=kernel[0], filterWidth=kernel[1],
-                     fusedActivationFunction=ACTIVATION_CODES[op.attrs.get("activation", "none")])
-    w.op(op.type, [w.tensor(x)], [w.tensor(g.tensors[op.outputs[0]])], opts, "Pool2DOptions")
-
-
 def _emit(w: _Writer, g: Graph, op: Op) -> None:
     act = ACTIVATION_CODES[op.attrs.get("activation", "none")]
     spec = ops.REGISTRY.get(op.type)
@@ -167,8 +151,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         spec.tflite.write(w, g, op)
     elif op.type in ("conv2d", "depthwise_conv2d"):
         _conv(w, g, op)
-    elif op.type in ("avg_pool2d", "max_pool2d"):
-        _pool(w, g, op)
     elif op.type == "fully_connected":
         ins = [w.tensor(g.tensors[n]) if n else -1 for n in op.inputs]
         w.op("fully_connected", ins, w.outputs(g, op),

@@ -46,13 +46,6 @@ def is_act(v) -> bool:
     return False
 
 
-def _pair(v, n=2):
-    if isinstance(v, (list, tuple)):
-        v = list(v)
-        return tuple(v * n) if len(v) == 1 else tuple(v)
-    return (v,) * n
-
-
 def _nhwc(shape):
     """The IR shape of a PyTorch activation: NCHW -> NHWC, (N, C, L) -> (N, 1, L, C)."""
     if len(shape) == 3:
@@ -171,6 +164,38 @@ class Lowering:
         return self.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
                          dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
 
+    def pair(self, v, n=2) -> tuple:
+        """A PyTorch int-or-list size argument as an n-tuple."""
+        if isinstance(v, (list, tuple)):
+            v = list(v)
+            return tuple(v * n) if len(v) == 1 else tuple(v)
+        return (v,) * n
+
+    def pool_geometry(self, layer, x: Act, a: dict, kind: str):
+        """(kernel, stride, padding, output shape) of a 2-D pooling's kernel_size, stride,
+        padding and ceil_mode arguments."""
+        kernel = self.pair(a["kernel_size"])
+        stride = self.pair(a["stride"]) if a.get("stride") not in (None, []) else kernel
+        ph, pw = self.pair(a.get("padding", 0))
+        h, w = x.shape[2], x.shape[3]
+        oh, ow = (output_size(h, kernel[0], stride[0], 1, ph, ph),
+                  output_size(w, kernel[1], stride[1], 1, pw, pw))
+        if a.get("ceil_mode", False):
+            ceil = tuple(min(math.ceil((n + 2 * p - k) / s) + 1, (n + p - 1) // s + 1)
+                         for n, k, s, p in ((h, kernel[0], stride[0], ph), (w, kernel[1], stride[1], pw)))
+            if ceil != (oh, ow):
+                raise self.fail(layer, f"{kind} with ceil_mode=True changes the output size here; "
+                                       "use ceil_mode=False (or pad the input explicitly)")
+        return kernel, stride, (ph, pw, ph, pw), (1, x.shape[1], oh, ow)
+
+    def pool1d(self, lower, a: dict, layer, kind: str) -> Act:
+        """A 1-D pooling on (N, C, L) through `lower`, its 2-D form, with a 1xk window."""
+        x = self.expect_act(a["self"], layer)
+        if len(x.shape) != 3:
+            raise self.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
+        a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
+        return self.as3d(lower(self, {**a, "self": self.as4d(x)}, layer))
+
     def reshape_to(self, layer, x: Act, shape) -> Act:
         """View/reshape/flatten to `shape` (a full PyTorch shape, batch 1)."""
         shape = tuple(int(s) for s in shape)
@@ -258,7 +283,7 @@ def _conv(lo: Lowering, a, layer):
         raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
     o, ipg, kh, kw = wd.shape
     groups = int(a.get("groups", 1))
-    stride, dilation = _pair(a["stride"]), _pair(a["dilation"])
+    stride, dilation = lo.pair(a["stride"]), lo.pair(a["dilation"])
     c = x.shape[1]
     if ipg * groups != c:
         raise lo.fail(layer, f"expects {ipg * groups} input channels but gets {c}; check the input shape")
@@ -270,7 +295,7 @@ def _conv(lo: Lowering, a, layer):
             th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
             padding = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
     else:
-        ph, pw = _pair(pad)
+        ph, pw = lo.pair(pad)
         padding = (ph, pw, ph, pw)
     oh = output_size(x.shape[2], kh, stride[0], dilation[0], padding[0], padding[2])
     ow = output_size(x.shape[3], kw, stride[1], dilation[1], padding[1], padding[3])
@@ -341,86 +366,6 @@ def _clamp_min(lo, a, layer):
     return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a["min"], None, "clamp_min")
 
 
-def _pool_geometry(lo, layer, x, a, kind):
-    kernel = _pair(a["kernel_size"])
-    stride = _pair(a["stride"]) if a.get("stride") not in (None, []) else kernel
-    ph, pw = _pair(a.get("padding", 0))
-    h, w = x.shape[2], x.shape[3]
-    oh, ow = (output_size(h, kernel[0], stride[0], 1, ph, ph), output_size(w, kernel[1], stride[1], 1, pw, pw))
-    if a.get("ceil_mode", False):
-        ceil = tuple(min(math.ceil((n + 2 * p - k) / s) + 1, (n + p - 1) // s + 1)
-                     for n, k, s, p in ((h, kernel[0], stride[0], ph), (w, kernel[1], stride[1], pw)))
-        if ceil != (oh, ow):
-            raise lo.fail(layer, f"{kind} with ceil_mode=True changes the output size here; "
-                                 "use ceil_mode=False (or pad the input explicitly)")
-    return kernel, stride, (ph, pw, ph, pw), (1, x.shape[1], oh, ow)
-
-
-def _max_pool(lo: Lowering, a, layer):
-    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "max_pool2d")
-    if _pair(a.get("dilation", 1)) != (1, 1):
-        raise lo.fail(layer, "max_pool2d with dilation is not supported; use dilation=1")
-    kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "max_pool2d")
-    return lo.emit("max_pool2d", layer, [x.name], shape,
-                    dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
-
-
-def _pool1d(handler, kind):
-    """max_pool1d / avg_pool1d on (N, C, L): the 2-D pool with a 1xk window."""
-    def lower(lo: Lowering, a, layer):
-        x = lo.expect_act(a["self"], layer)
-        if len(x.shape) != 3:
-            raise lo.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
-        a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
-        return lo.as3d(handler(lo, {**a, "self": lo.as4d(x)}, layer))
-    return lower
-
-
-def _adaptive_avg_pool1d(lo: Lowering, a, layer):
-    x = lo.expect_act(a["self"], layer)
-    if len(x.shape) != 3:
-        raise lo.fail(layer, f"adaptive_avg_pool1d needs an (N,C,L) input, got shape {x.shape}")
-    size = a["output_size"]
-    return lo.as3d(_adaptive_avg_pool(lo, {"self": lo.as4d(x), "output_size": [1, size[0] if isinstance(
-        size, (list, tuple)) else size]}, layer))
-
-
-def _max_pool_with_indices(lo, a, layer):
-    return (_max_pool(lo, a, layer), None)
-
-
-def _avg_pool(lo: Lowering, a, layer):
-    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "avg_pool2d")
-    if a.get("divisor_override") is not None:
-        raise lo.fail(layer, "avg_pool2d with divisor_override is not supported; remove it")
-    kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "avg_pool2d")
-    if any(padding) and a.get("count_include_pad", True):
-        # TFLite averages over in-bounds taps only; PyTorch's default counts the zero padding.
-        n, c, h, w = x.shape
-        x = lo.emit("pad", layer + ".pad", [x.name], (n, c, h + 2 * padding[0], w + 2 * padding[1]),
-                     {"padding": padding})
-        padding = (0, 0, 0, 0)
-    return lo.emit("avg_pool2d", layer, [x.name], shape,
-                    dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
-
-
-def _adaptive_avg_pool(lo: Lowering, a, layer):
-    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "adaptive_avg_pool2d")
-    oh, ow = _pair(a["output_size"])
-    h, w = x.shape[2], x.shape[3]
-    oh, ow = oh or h, ow or w
-    if (oh, ow) == (1, 1):
-        return lo.global_avg(layer, x)
-    if (oh, ow) == (h, w):
-        return x
-    if h % oh or w % ow:
-        raise lo.fail(layer, f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} has uneven windows; "
-                             "use output size 1 or a divisor of the input size")
-    k = (h // oh, w // ow)
-    return lo.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], oh, ow),
-                    dict(kernel=k, stride=k, padding=(0, 0, 0, 0), activation="none"))
-
-
 def _fc(lo: Lowering, layer, x: Act, w: Const, b, wdata=None):
     if len(x.shape) != 2:
         raise lo.fail(layer, f"Linear needs a flat (N,F) input, got {x.shape}; add a flatten before it")
@@ -487,23 +432,14 @@ HANDLERS = {
     "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    
-    "clamp_min": _clamp_min,
-    "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
-    "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
-    "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
-    "adaptive_avg_pool1d": _adaptive_avg_pool1d, "conv1d": _conv,
-    "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool,
+    "clamp_min": _clamp_min, "conv1d": _conv,
     "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "hardsigmoid": _hardsigmoid,
-   
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
     # and each op module's own (OpSpec.aten)
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
-SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "hardsigmoid",
-             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)",
-             "linear", "dropout") + tuple(
+SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "batch_norm", "relu",
+             "relu6/hardtanh(0,6)", "hardsigmoid", "linear", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

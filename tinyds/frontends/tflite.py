@@ -27,13 +27,11 @@ ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionT
 TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}  # we accept
 # Each operator's builtin options (None: it needs none), and how many inputs it must have.
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
-           "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
-           "MAX_POOL_2D": "Pool2DOptions", "DEQUANTIZE": None}
+           "FULLY_CONNECTED": "FullyConnectedOptions", "DEQUANTIZE": None}
 MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
-SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "DEQUANTIZE")
+SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "DEQUANTIZE")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -121,6 +119,17 @@ class _Reader:
             raise self.err(where, f"output {y!r} has shape {self.g.tensors[y].shape}, the "
                            f"operator computes {tuple(want)}", "the file is damaged; re-convert "
                            "the model")
+
+    def padding(self, code: int, in_hw, kernel, stride, dilation):
+        """tflite_padding: ((top, left, bottom, right), (out_h, out_w)) of SAME/VALID."""
+        return tflite_padding(code, in_hw, kernel, stride, dilation)
+
+    def check_window_output(self, where: str, x_shape, y_shape, out_hw, channels: int) -> None:
+        """The output shape is what TFLite computes from the input, strides, kernel and padding."""
+        want = (x_shape[0], *out_hw, channels)
+        if tuple(y_shape) != want:
+            raise self.err(where, f"output shape {tuple(y_shape)} does not match {want}, the shape "
+                           "TFLite's padding rule gives", "re-convert the model")
 
     def same_quant(self, x: str, y: str, where: str) -> None:
         """Refuse an output whose scale and zero point are not its input's."""
@@ -341,19 +350,11 @@ def _conv(r: _Reader, op, where: str, opname: str) -> Op:
         raise r.err(where, f"grouped convolution ({x.shape[3]} input channels, filter depth "
                     f"{w.shape[3]}) is not supported", "use a depthwise or a full convolution")
     y = r.tensor(op.outputs[0], where)
-    _check_output(r, where, x.shape, r.g.tensors[y].shape, out_hw, w.shape[3 if depthwise else 0])
+    r.check_window_output(where, x.shape, r.g.tensors[y].shape, out_hw, w.shape[3 if depthwise else 0])
     if len(inputs[2]) and r.g.tensors[inputs[2]].shape != (r.g.tensors[y].shape[3],):
         raise r.err(where, f"bias shape {r.g.tensors[inputs[2]].shape} does not match "
                     f"{r.g.tensors[y].shape[3]} output channels", "re-convert the model")
     return Op("depthwise_conv2d" if depthwise else "conv2d", where, inputs, [y], attrs)
-
-
-def _check_output(r: _Reader, where: str, x_shape, y_shape, out_hw, channels: int) -> None:
-    """The output shape is what TFLite computes from the input, strides, kernel and padding."""
-    want = (x_shape[0], *out_hw, channels)
-    if tuple(y_shape) != want:
-        raise r.err(where, f"output shape {tuple(y_shape)} does not match {want}, the shape "
-                    "TFLite's padding rule gives", "re-convert the model")
 
 
 def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
@@ -379,21 +380,6 @@ def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
     y = r.tensor(op.outputs[0], where)
     return Op("fully_connected", where, inputs, [y],
               {"activation": r.activation(o.fusedActivationFunction, where)})
-
-
-def _pool(r: _Reader, op, where: str, opname: str) -> Op:
-    o = op.builtinOptions
-    r.check_shape(where, op.inputs[0], 4)
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    r.same_quant(x, y, where)
-    kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
-    xs = r.g.tensors[x].shape
-    padding, out_hw = tflite_padding(o.padding, xs[1:3], kernel, stride, (1, 1))
-    _check_output(r, where, xs, r.g.tensors[y].shape, out_hw, xs[3])
-    return Op("avg_pool2d" if opname == "AVERAGE_POOL_2D" else "max_pool2d", where, [x], [y],
-              {"kernel": kernel, "stride": stride, "padding": padding,
-               "activation": r.activation(o.fusedActivationFunction, where)})
 
 
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
@@ -444,8 +430,6 @@ def load_tflite(path) -> Graph:
             new = _conv(r, op, where, opname)
         elif opname == "FULLY_CONNECTED":
             new = _fully_connected(r, op, where, layers)
-        elif opname in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-            new = _pool(r, op, where, opname)
         else:
             new = BUILTINS[opname].tflite.read(r, op, where)
         layers.append(new)
