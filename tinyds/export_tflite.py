@@ -29,7 +29,6 @@ TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "i
 # module declares no OpSpec.tflite (their writers are below)
 OPCODES = {
     "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
-    "fully_connected": ("FULLY_CONNECTED", 4),
 }
 
 
@@ -151,11 +150,6 @@ def _emit(w: _Writer, g: Graph, op: Op) -> None:
         spec.tflite.write(w, g, op)
     elif op.type in ("conv2d", "depthwise_conv2d"):
         _conv(w, g, op)
-    elif op.type == "fully_connected":
-        ins = [w.tensor(g.tensors[n]) if n else -1 for n in op.inputs]
-        w.op("fully_connected", ins, w.outputs(g, op),
-             w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
-             "FullyConnectedOptions")
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

@@ -366,44 +366,6 @@ def _clamp_min(lo, a, layer):
     return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a["min"], None, "clamp_min")
 
 
-def _fc(lo: Lowering, layer, x: Act, w: Const, b, wdata=None):
-    if len(x.shape) != 2:
-        raise lo.fail(layer, f"Linear needs a flat (N,F) input, got {x.shape}; add a flatten before it")
-    lo.check_finite(layer, w, b)
-    wd = np.asarray(w.data if wdata is None else wdata, dtype=np.float64)
-    if wd.ndim != 2 or wd.shape[1] != x.shape[1]:
-        raise lo.fail(layer, f"weight shape {wd.shape} does not match input features {x.shape[1]}")
-    if x.perm is not None:
-        # The input holds NHWC-ordered features; move each weight column to its NHWC position.
-        wn = np.empty_like(wd)
-        wn[:, x.perm] = wd
-        wd = wn
-    base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
-    inputs = [x.name, lo.const(base + ".weight", wd)]
-    inputs.append(lo.const(base + ".bias", np.asarray(b.data).reshape(-1)) if isinstance(b, Const) else "")
-    return lo.emit("fully_connected", layer, inputs, (1, wd.shape[0]), {"activation": "none"})
-
-
-def _linear(lo, a, layer):
-    return _fc(lo, layer, lo.expect_act(a["input"], layer), a["weight"], a.get("bias"))
-
-
-def _addmm(lo, a, layer):
-    if a.get("beta", 1) != 1 or a.get("alpha", 1) != 1:
-        raise lo.fail(layer, "addmm with beta or alpha != 1 is not supported")
-    w = a["mat2"]
-    if not isinstance(w, Const):
-        raise lo.fail(layer, "matrix product of two activations is not supported")
-    return _fc(lo, layer, lo.expect_act(a["mat1"], layer), w, a["self"], wdata=np.asarray(w.data).T)
-
-
-def _matmul(lo, a, layer):
-    w = a["other"]
-    if not isinstance(w, Const) or np.asarray(w.data).ndim != 2:
-        raise lo.fail(layer, "matmul is only supported as activation @ constant 2-D matrix (a Linear)")
-    return _fc(lo, layer, lo.expect_act(a["self"], layer), w, None, wdata=np.asarray(w.data).T)
-
-
 def _scalar(v):
     """v as a float if it is a number or a one-element constant, else None."""
     if isinstance(v, Const):
@@ -433,7 +395,6 @@ HANDLERS = {
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
     "clamp_min": _clamp_min, "conv1d": _conv,
-    "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
     "hardsigmoid": _hardsigmoid,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
@@ -441,5 +402,5 @@ HANDLERS = {
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
 SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "batch_norm", "relu",
-             "relu6/hardtanh(0,6)", "hardsigmoid", "linear", "dropout") + tuple(
+             "relu6/hardtanh(0,6)", "hardsigmoid", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

@@ -27,11 +27,11 @@ ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionT
 TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}  # we accept
 # Each operator's builtin options (None: it needs none), and how many inputs it must have.
 OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
-           "FULLY_CONNECTED": "FullyConnectedOptions", "DEQUANTIZE": None}
-MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2}
+           "DEQUANTIZE": None}
+MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
-SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "DEQUANTIZE")
+SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE")
 # and each op module's own builtin (OpSpec.tflite)
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
 OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
@@ -286,6 +286,30 @@ class _Reader:
         available.add(outputs[0])
         return opname, where
 
+    def weighted_inputs(self, op, where: str, axis: int) -> list[str]:
+        """[x, weights, bias or ""] of a conv or fully connected operator, its int8 weights
+        symmetric and per-tensor or per-channel along axis."""
+        x = self.tensor(op.inputs[0], where)
+        w = self.tensor(op.inputs[1], where)
+        wt = self.g.tensors[w]
+        if wt.data is None or wt.dtype != "int8":
+            raise self.err(where, "weights are not a constant int8 tensor",
+                           "convert with full-integer quantization")
+        if np.any(wt.zero_point != 0):
+            raise self.err(where, "weights have a nonzero zero point",
+                           "int8 weights must be symmetric (TFLite's int8 quantization spec)")
+        if len(wt.scale) not in (1, wt.shape[axis]) or (len(wt.scale) > 1 and wt.axis != axis):
+            raise self.err(where, f"weight scales are not per-tensor or per-channel along axis {axis}",
+                           "re-convert the model with the standard TFLite converter")
+        b = ""
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = self.tensor(op.inputs[2], where)
+            kinds = ("int32", "int64") if self.g.tensors[x].dtype == "int16" else ("int32",)
+            if self.g.tensors[b].dtype not in kinds or self.g.tensors[b].data is None:
+                raise self.err(where, f"bias is not a constant {' or '.join(kinds)} tensor",
+                               "only int8 x int8 -> int32-bias and 16x8 (int64-bias) models import")
+        return [x, w, b]
+
     def shape(self, idx: int) -> tuple[int, ...]:
         shape = self.sg.tensors[idx].shape
         return () if shape is None else tuple(int(d) for d in shape)
@@ -304,35 +328,12 @@ class _Reader:
         return ACTIVATIONS[code]
 
 
-def _weighted_inputs(r: _Reader, op, where: str, axis: int) -> list[str]:
-    x = r.tensor(op.inputs[0], where)
-    w = r.tensor(op.inputs[1], where)
-    wt = r.g.tensors[w]
-    if wt.data is None or wt.dtype != "int8":
-        raise r.err(where, "weights are not a constant int8 tensor",
-                    "convert with full-integer quantization")
-    if np.any(wt.zero_point != 0):
-        raise r.err(where, "weights have a nonzero zero point",
-                    "int8 weights must be symmetric (TFLite's int8 quantization spec)")
-    if len(wt.scale) not in (1, wt.shape[axis]) or (len(wt.scale) > 1 and wt.axis != axis):
-        raise r.err(where, f"weight scales are not per-tensor or per-channel along axis {axis}",
-                    "re-convert the model with the standard TFLite converter")
-    b = ""
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        b = r.tensor(op.inputs[2], where)
-        kinds = ("int32", "int64") if r.g.tensors[x].dtype == "int16" else ("int32",)
-        if r.g.tensors[b].dtype not in kinds or r.g.tensors[b].data is None:
-            raise r.err(where, f"bias is not a constant {' or '.join(kinds)} tensor",
-                        "only int8 x int8 -> int32-bias and 16x8 (int64-bias) models import")
-    return [x, w, b]
-
-
 def _conv(r: _Reader, op, where: str, opname: str) -> Op:
     o = op.builtinOptions
     depthwise = opname == "DEPTHWISE_CONV_2D"
     for t in (op.inputs[0], op.inputs[1], op.outputs[0]):
         r.check_shape(where, t, 4)
-    inputs = _weighted_inputs(r, op, where, 3 if depthwise else 0)
+    inputs = r.weighted_inputs(op, where, 3 if depthwise else 0)
     x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
     kh, kw = w.shape[1:3]
     stride, dilation = (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor)
@@ -355,31 +356,6 @@ def _conv(r: _Reader, op, where: str, opname: str) -> Op:
         raise r.err(where, f"bias shape {r.g.tensors[inputs[2]].shape} does not match "
                     f"{r.g.tensors[y].shape[3]} output channels", "re-convert the model")
     return Op("depthwise_conv2d" if depthwise else "conv2d", where, inputs, [y], attrs)
-
-
-def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
-    o = op.builtinOptions
-    if o.weightsFormat != 0 or o.keepNumDims:
-        raise r.err(where, "shuffled weights or keep_num_dims are not supported",
-                    "re-convert with default FULLY_CONNECTED options")
-    r.check_shape(where, op.inputs[1], 2)
-    inputs = _weighted_inputs(r, op, where, 0)
-    x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
-    if r.check_shape(where, op.outputs[0], 2) != (1, w.shape[0]):
-        raise r.err(where, f"output shape {tuple(r.sg.tensors[op.outputs[0]].shape)} is not "
-                    f"(1, {w.shape[0]})", "re-convert the model with batch 1")
-    if len(x.shape) != 2:                   # TFLM flattens the input to (-1, depth)
-        if x.size != w.shape[1]:
-            raise r.err(where, f"input {x.shape} does not flatten to depth {w.shape[1]}",
-                        "batch must be 1")
-        flat = r.g.add_tensor(Tensor(inputs[0] + "/flatten", (1, w.shape[1]), x.dtype,
-                                     scale=x.scale, zero_point=x.zero_point))
-        ops.append(Op("reshape", where + "_flatten", [inputs[0]], [flat.name],
-                      {"shape": flat.shape}))
-        inputs[0] = flat.name
-    y = r.tensor(op.outputs[0], where)
-    return Op("fully_connected", where, inputs, [y],
-              {"activation": r.activation(o.fusedActivationFunction, where)})
 
 
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
@@ -428,11 +404,9 @@ def load_tflite(path) -> Graph:
                         "input/output are supported")
         if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             new = _conv(r, op, where, opname)
-        elif opname == "FULLY_CONNECTED":
-            new = _fully_connected(r, op, where, layers)
         else:
             new = BUILTINS[opname].tflite.read(r, op, where)
-        layers.append(new)
+        layers.extend(new if isinstance(new, list) else [new])
     for out_idx in graph_out:
         if out_idx not in available or out_idx in graph_in:
             raise r.err("output", f"no operator computes the model output {r.names[out_idx]!r}",
