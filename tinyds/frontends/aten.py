@@ -53,17 +53,6 @@ def _nhwc(shape):
     return (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
 
 
-def _args_2d(a: dict, keys: dict) -> dict:
-    """A 1-D op's window args as the 2-D op's: each key gets `keys[key]` along H."""
-    out = dict(a)
-    for key, h in keys.items():
-        v = a.get(key)
-        if v is None or isinstance(v, str) or v == []:
-            continue
-        out[key] = [h, v[0] if isinstance(v, (list, tuple)) else v]
-    return out
-
-
 class Lowering:
     def __init__(self, source: str, graph_name: str):
         self.source = source
@@ -164,6 +153,16 @@ class Lowering:
         return self.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
                          dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
 
+    def args_2d(self, a: dict, keys: dict) -> dict:
+        """A 1-D op's window args as the 2-D op's: each key gets `keys[key]` along H."""
+        out = dict(a)
+        for key, h in keys.items():
+            v = a.get(key)
+            if v is None or isinstance(v, str) or v == []:
+                continue
+            out[key] = [h, v[0] if isinstance(v, (list, tuple)) else v]
+        return out
+
     def pair(self, v, n=2) -> tuple:
         """A PyTorch int-or-list size argument as an n-tuple."""
         if isinstance(v, (list, tuple)):
@@ -193,7 +192,7 @@ class Lowering:
         x = self.expect_act(a["self"], layer)
         if len(x.shape) != 3:
             raise self.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
-        a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
+        a = self.args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
         return self.as3d(lower(self, {**a, "self": self.as4d(x)}, layer))
 
     def reshape_to(self, layer, x: Act, shape) -> Act:
@@ -248,8 +247,11 @@ class Lowering:
         """Lower one ATen op (`kind` without namespace/overload, in-place '_' stripped)."""
         handler = HANDLERS.get(kind)
         if handler is None:
-            raise self.fail(layer or kind, f"unsupported op aten::{kind}; supported: {', '.join(SUPPORTED)}")
+            raise self.unsupported(layer or kind, kind)
         return handler(self, args, layer or kind)
+
+    def unsupported(self, layer: str, kind: str) -> TinydsError:
+        return self.fail(layer, f"unsupported op aten::{kind}; supported: {', '.join(SUPPORTED)}")
 
     def expect_act(self, v, layer, what="input"):
         """v, refused unless it is an activation."""
@@ -266,53 +268,6 @@ class Lowering:
 
 
 # ---- handlers: one per ATen op family --------------------------------------
-
-def _conv(lo: Lowering, a, layer):
-    x = lo.expect_act(a["input"], layer)
-    w, b = a["weight"], a.get("bias")
-    if a.get("transposed", False):
-        raise lo.fail(layer, "unsupported op aten::conv_transpose2d; supported: " + ", ".join(SUPPORTED))
-    lo.check_finite(layer, w, b)
-    wd = np.asarray(w.data, dtype=np.float64)
-    if wd.ndim == 3 and len(x.shape) == 3 and x.perm is None:   # Conv1d: 1xL conv2d on (N,C,1,L)
-        a = _args_2d(a, {"stride": 1, "dilation": 1, "padding": 0})
-        y = _conv(lo, {**a, "input": lo.as4d(x), "weight": Const(wd[:, :, None, :], w.name)}, layer)
-        return lo.as3d(y)
-    x = lo.expect_4d(x, layer, "conv2d")
-    if wd.ndim != 4:
-        raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
-    o, ipg, kh, kw = wd.shape
-    groups = int(a.get("groups", 1))
-    stride, dilation = lo.pair(a["stride"]), lo.pair(a["dilation"])
-    c = x.shape[1]
-    if ipg * groups != c:
-        raise lo.fail(layer, f"expects {ipg * groups} input channels but gets {c}; check the input shape")
-    pad = a["padding"]
-    if isinstance(pad, str):
-        if pad == "valid":
-            padding = (0, 0, 0, 0)
-        else:   # 'same' (stride 1): PyTorch puts the odd extra pixel at the bottom/right
-            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-            padding = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
-    else:
-        ph, pw = lo.pair(pad)
-        padding = (ph, pw, ph, pw)
-    oh = output_size(x.shape[2], kh, stride[0], dilation[0], padding[0], padding[2])
-    ow = output_size(x.shape[3], kw, stride[1], dilation[1], padding[1], padding[3])
-    attrs = dict(stride=stride, dilation=dilation, padding=padding, activation="none")
-    if groups == 1:
-        kind, wt = "conv2d", wd.transpose(0, 2, 3, 1)                 # (O,KH,KW,I)
-    elif groups == c and o % c == 0:
-        kind, wt = "depthwise_conv2d", wd.transpose(1, 2, 3, 0)       # (1,KH,KW,C*M)
-        attrs["depth_multiplier"] = o // c
-    else:
-        raise lo.fail(layer, f"grouped convolution (groups={groups}, in_channels={c}) is not supported; "
-                             "use groups=1 or groups=in_channels (depthwise)")
-    base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
-    inputs = [x.name, lo.const(base + ".weight", wt)]
-    inputs.append(lo.const(base + ".bias", np.asarray(b.data)) if isinstance(b, Const) else "")
-    return lo.emit(kind, layer, inputs, (1, o, oh, ow), attrs)
-
 
 def _batch_norm(lo: Lowering, a, layer):
     x = lo.expect_act(a["input"], layer)
@@ -391,16 +346,15 @@ def _identity(lo, a, layer):
 
 
 HANDLERS = {
-    "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
     "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    "clamp_min": _clamp_min, "conv1d": _conv,
+    "clamp_min": _clamp_min,
     "hardsigmoid": _hardsigmoid,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
     # and each op module's own (OpSpec.aten)
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
-SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "batch_norm", "relu",
+SUPPORTED = ("batch_norm", "relu",
              "relu6/hardtanh(0,6)", "hardsigmoid", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

@@ -8,8 +8,8 @@ so an imported model and TFLM's Prepare see identical inputs. Float QUANTIZE /
 DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8, or
 uint8 where the model was converted with a uint8 input or output (a QUANTIZE
 between it and the int8 layers, kept and run as TFLM runs it).
-Operators whose op module declares them (OpSpec.tflite) are read there, with the
-_Reader as the argument; the rest are read below.
+Each operator is read by its op module (OpSpec.tflite), with the _Reader as the
+argument.
 """
 from __future__ import annotations
 
@@ -25,18 +25,14 @@ from ..ir import ACT_DTYPES, MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
 ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionType
 TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}  # we accept
-# Each operator's builtin options (None: it needs none), and how many inputs it must have.
-OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
-           "DEQUANTIZE": None}
-MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
-SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE")
-# and each op module's own builtin (OpSpec.tflite)
+# Each op module's builtin (OpSpec.tflite), with the options table it must carry (None:
+# it needs none) and how many inputs it must have; DEQUANTIZE is read at the graph edges.
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
-OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
-MIN_INPUTS.update({b: spec.tflite.min_inputs for b, spec in BUILTINS.items()})
-SUPPORTED += tuple(BUILTINS)
+OPTIONS = {"DEQUANTIZE": None, **{b: spec.tflite.options for b, spec in BUILTINS.items()}}
+MIN_INPUTS = {b: spec.tflite.min_inputs for b, spec in BUILTINS.items()}
+SUPPORTED = tuple(BUILTINS) + ("DEQUANTIZE",)
 
 
 def schema():
@@ -328,36 +324,6 @@ class _Reader:
         return ACTIVATIONS[code]
 
 
-def _conv(r: _Reader, op, where: str, opname: str) -> Op:
-    o = op.builtinOptions
-    depthwise = opname == "DEPTHWISE_CONV_2D"
-    for t in (op.inputs[0], op.inputs[1], op.outputs[0]):
-        r.check_shape(where, t, 4)
-    inputs = r.weighted_inputs(op, where, 3 if depthwise else 0)
-    x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
-    kh, kw = w.shape[1:3]
-    stride, dilation = (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor)
-    padding, out_hw = tflite_padding(o.padding, x.shape[1:3], (kh, kw), stride, dilation)
-    attrs = {"stride": stride, "dilation": dilation, "padding": padding,
-             "activation": r.activation(o.fusedActivationFunction, where)}
-    if depthwise:
-        mult, rem = divmod(w.shape[3], x.shape[3])
-        if rem or (o.depthMultiplier not in (0, mult)):
-            raise r.err(where, f"filter channels {w.shape[3]} are not input channels "
-                        f"{x.shape[3]} x depth_multiplier {o.depthMultiplier}",
-                        "re-convert the model")
-        attrs["depth_multiplier"] = mult
-    elif w.shape[3] != x.shape[3]:
-        raise r.err(where, f"grouped convolution ({x.shape[3]} input channels, filter depth "
-                    f"{w.shape[3]}) is not supported", "use a depthwise or a full convolution")
-    y = r.tensor(op.outputs[0], where)
-    r.check_window_output(where, x.shape, r.g.tensors[y].shape, out_hw, w.shape[3 if depthwise else 0])
-    if len(inputs[2]) and r.g.tensors[inputs[2]].shape != (r.g.tensors[y].shape[3],):
-        raise r.err(where, f"bias shape {r.g.tensors[inputs[2]].shape} does not match "
-                    f"{r.g.tensors[y].shape[3]} output channels", "re-convert the model")
-    return Op("depthwise_conv2d" if depthwise else "conv2d", where, inputs, [y], attrs)
-
-
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
     """uint8 lives only at the model's edges, behind a QUANTIZE (TFLite's
     inference_input_type / inference_output_type = uint8); old uint8 layers do not import."""
@@ -402,10 +368,7 @@ def load_tflite(path) -> Graph:
             raise r.err(where, f"{opname} inside the graph",
                         "only int8/uint8 QUANTIZE and float QUANTIZE/DEQUANTIZE at the model's "
                         "input/output are supported")
-        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            new = _conv(r, op, where, opname)
-        else:
-            new = BUILTINS[opname].tflite.read(r, op, where)
+        new = BUILTINS[opname].tflite.read(r, op, where)
         layers.extend(new if isinstance(new, list) else [new])
     for out_idx in graph_out:
         if out_idx not in available or out_idx in graph_in:
