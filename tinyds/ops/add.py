@@ -134,5 +134,5 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 
 SPEC = OpSpec("add", reference, c_params, macs, derive=derive, choose=choose,
               float_reference=float_reference,
-              const_operands=True, aten={"add": from_aten},
+              const_operands=True, fuses_activation=True, aten={"add": from_aten},
               tflite=TFLite("ADD", 2, from_tflite, to_tflite, options="AddOptions", min_inputs=2))

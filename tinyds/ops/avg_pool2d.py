@@ -173,7 +173,7 @@ def from_tflite(r, operator, where: str) -> Op:
 
 SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True,
               float_reference=float_reference,
-              same_quant=True,
+              same_quant=True, fuses_activation=True,
               aten={"avg_pool2d": from_aten, "avg_pool1d": from_avg_pool1d,
                     "adaptive_avg_pool2d": from_adaptive, "adaptive_avg_pool1d": from_adaptive1d},
               tflite=TFLite("AVERAGE_POOL_2D", 2, from_tflite, pool_to_tflite,

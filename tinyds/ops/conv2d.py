@@ -263,7 +263,7 @@ def from_tflite(r, operator, where: str) -> Op:
 
 SPEC = OpSpec("conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference,
-              weight_axis=WEIGHT_AXIS,
+              weight_axis=WEIGHT_AXIS, fuses_activation=True,
               aten={"conv2d": from_aten, "_convolution": from_aten, "convolution": from_aten,
                     "_convolution_mode": from_aten, "conv1d": from_aten},
               tflite=TFLite("CONV_2D", 3, from_tflite, conv_to_tflite, options="Conv2DOptions",

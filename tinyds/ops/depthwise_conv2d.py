@@ -216,6 +216,6 @@ def from_tflite(r, operator, where: str) -> Op:
 # PyTorch's depthwise convolution (groups = in_channels) is lowered by conv2d.from_aten.
 SPEC = OpSpec("depthwise_conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference,
-              weight_axis=WEIGHT_AXIS,
+              weight_axis=WEIGHT_AXIS, fuses_activation=True,
               tflite=TFLite("DEPTHWISE_CONV_2D", 3, from_tflite, conv_to_tflite,
                             options="DepthwiseConv2DOptions", min_inputs=2))

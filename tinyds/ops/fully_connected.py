@@ -157,7 +157,7 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 
 SPEC = OpSpec("fully_connected", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference,
-              weight_axis=WEIGHT_AXIS,
+              weight_axis=WEIGHT_AXIS, fuses_activation=True,
               aten={"linear": from_linear, "addmm": from_addmm, "matmul": from_matmul,
                     "mm": from_matmul},
               tflite=TFLite("FULLY_CONNECTED", 4, from_tflite, to_tflite,

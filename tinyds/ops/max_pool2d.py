@@ -70,7 +70,7 @@ def from_tflite(r, operator, where: str) -> Op:
 
 SPEC = OpSpec("max_pool2d", reference, c_params, macs,
               float_reference=float_reference,
-              same_quant=True,
+              same_quant=True, fuses_activation=True,
               aten={"max_pool2d": from_aten, "max_pool2d_with_indices": _without_indices(from_aten),
                     "max_pool1d": from_max_pool1d,
                     "max_pool1d_with_indices": _without_indices(from_max_pool1d)},

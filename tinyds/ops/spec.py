@@ -80,6 +80,7 @@ class OpSpec:
     same_quant: bool = False
     fixed_output: dict = field(default_factory=dict)
     weight_axis: int | None = None   # a weighted layer: output channels' axis of inputs[1]
+    fuses_activation: bool = False   # a relu/relu6 after it becomes its `activation` clamp
     const_operands: bool = False     # an operand may be a constant, quantized on its own
 
 
