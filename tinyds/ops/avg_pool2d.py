@@ -88,6 +88,17 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return float_clamp(out / in_bounds_count(x.shape[1:3], kernel, stride, padding), op)
 
 
+def quantized_as(g: Graph, op: Op) -> Op | None:
+    """An average over the whole H x W is TFLite MEAN (what Keras' GlobalAveragePooling2D
+    converts to): it gets its own output scale instead of the input's wider one."""
+    if op.attrs.get("activation", "none") != "none":
+        return None
+    _, h, w, _ = g.tensors[op.inputs[0]].shape
+    if tuple(op.attrs["kernel"]) != (h, w) or any(op.attrs["padding"]):
+        return None
+    return Op("mean", op.name, list(op.inputs), list(op.outputs), {"axes": (1, 2), "keepdims": True})
+
+
 def from_aten(lo, a: dict, layer: str):
     """aten::avg_pool2d, through the ATen lowering lo. PyTorch's default counts the zero
     padding in the average, TFLite only in-bounds taps: such padding becomes a PAD."""
@@ -173,7 +184,7 @@ def from_tflite(r, operator, where: str) -> Op:
 
 SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True,
               float_reference=float_reference,
-              same_quant=True, fuses_activation=True,
+              same_quant=True, fuses_activation=True, quantized_as=quantized_as,
               aten={"avg_pool2d": from_aten, "avg_pool1d": from_avg_pool1d,
                     "adaptive_avg_pool2d": from_adaptive, "adaptive_avg_pool1d": from_adaptive1d},
               tflite=TFLite("AVERAGE_POOL_2D", 2, from_tflite, pool_to_tflite,

@@ -93,7 +93,7 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 
 
 SPEC = OpSpec("concatenation", reference, c_params, macs,
-              float_reference=float_reference,
+              float_reference=float_reference, tied_quant=True,
               aten={"cat": from_aten, "concat": from_aten, "concatenate": from_aten},
               tflite=TFLite("CONCATENATION", 2, from_tflite, to_tflite,
                             options="ConcatenationOptions"))

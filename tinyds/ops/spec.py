@@ -81,6 +81,12 @@ class OpSpec:
     fixed_output: dict = field(default_factory=dict)
     weight_axis: int | None = None   # a weighted layer: output channels' axis of inputs[1]
     fuses_activation: bool = False   # a relu/relu6 after it becomes its `activation` clamp
+    # Its inputs and output must share one scale and zero point (it copies bytes): the
+    # quantizer gives them all the union of their calibration ranges.
+    tied_quant: bool = False
+    # (g, op) -> the Op the quantizer writes instead (its output calibrated on its own), or
+    # None; used where the replacement kind has a kernel for the activations' dtype.
+    quantized_as: Callable | None = None
     const_operands: bool = False     # an operand may be a constant, quantized on its own
 
 
