@@ -5,7 +5,8 @@ ATen schema names and call `Lowering.call`; everything about PyTorch semantics
 (NCHW -> NHWC, weight layouts, padding rules, flatten order) lives here once.
 Activations are tracked with their PyTorch (NCHW) shape; the IR tensor is NHWC.
 Ops whose module declares its lowerings (OpSpec.aten) are lowered there, with this
-module's Lowering as the argument; HANDLERS merges them with the ones below.
+module's Lowering as the argument (its public methods are the rules several ops share:
+reshape_to, binary, pool_geometry, ...); HANDLERS merges them with the ones below.
 """
 from __future__ import annotations
 
@@ -336,7 +337,7 @@ def _hardsigmoid(lo: Lowering, a, layer):
     x = lo.expect_act(a["self"], layer)
     three = lo.const(f"{layer}.three", np.array([3.0], np.float32))
     y = lo.emit("add", f"{layer}.add", [x.name, three], x.shape, {"activation": "relu6"},
-                 perm=x.perm)
+                perm=x.perm)
     sixth = lo.const(f"{layer}.sixth", np.array([1.0 / 6.0], np.float32))
     return lo.emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 

@@ -68,7 +68,7 @@ def from_aten(lo, a: dict, layer: str):
     """aten::leaky_relu(self, negative_slope), through the ATen lowering lo."""
     x = lo.expect_act(a["self"], layer)
     return lo.emit("leaky_relu", layer, [x.name], x.shape, {"alpha": float(a["negative_slope"])},
-                    perm=x.perm)
+                   perm=x.perm)
 
 
 def from_tflite(r, operator, where: str) -> Op:

@@ -57,7 +57,7 @@ def from_aten(lo, a: dict, layer: str):
     left, right, top, bottom = pad[:4]
     n, c, h, w = x.shape
     return lo.emit("pad", layer, [x.name], (n, c, h + top + bottom, w + left + right),
-                    {"padding": (top, left, bottom, right)})
+                   {"padding": (top, left, bottom, right)})
 
 
 def from_tflite(r, operator, where: str) -> Op:

@@ -71,7 +71,7 @@ def _permuted(lo, layer: str, x, p):
     shape = tuple(shape4[d] for d in p)
     perm = tuple((0, 3, 1, 2)[p[(0, 2, 3, 1)[i]]] for i in range(4))
     return lo.emit("transpose", layer, [x.name], shape if rank == 4 else shape[:2] + shape[3:],
-                    {"perm": perm})
+                   {"perm": perm})
 
 
 def permute_from_aten(lo, a: dict, layer: str):
