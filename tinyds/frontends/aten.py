@@ -270,30 +270,6 @@ class Lowering:
 
 # ---- handlers: one per ATen op family --------------------------------------
 
-def _batch_norm(lo: Lowering, a, layer):
-    x = lo.expect_act(a["input"], layer)
-    if x.perm is not None:
-        raise lo.fail(layer, "batch norm on a flattened NCHW feature map is not supported")
-    if a.get("training", False):
-        raise lo.fail(layer, "batch norm in training mode; call model.eval() before exporting")
-    c = x.shape[1]
-    mean, var = a["running_mean"], a["running_var"]
-    if not isinstance(mean, Const) or not isinstance(var, Const):
-        raise lo.fail(layer, "batch norm without running statistics (track_running_stats=False) "
-                             "cannot be folded; export with track_running_stats=True")
-    gamma = a.get("weight") if isinstance(a.get("weight"), Const) else Const(np.ones(c), "weight")
-    beta = a.get("bias") if isinstance(a.get("bias"), Const) else Const(np.zeros(c), "bias")
-    lo.check_finite(layer, mean, var, gamma, beta)
-    names = [lo.const(f"{layer}.{k}", np.asarray(v.data))
-             for k, v in (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta))]
-    return lo.emit("batch_norm", layer, [x.name] + names, x.shape, {"eps": float(a["eps"])})
-
-
-def _native_batch_norm(lo, a, layer):
-    """_native_batch_norm_legit_no_training returns (out, save_mean, save_invstd)."""
-    return (_batch_norm(lo, dict(a, training=False), layer), None, None)
-
-
 def _unary(type_):
     def lower(lo: Lowering, a, layer):
         x = lo.expect_act(a["self"], layer)
@@ -347,7 +323,6 @@ def _identity(lo, a, layer):
 
 
 HANDLERS = {
-    "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
     "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
     "clamp_min": _clamp_min,
     "hardsigmoid": _hardsigmoid,
@@ -356,6 +331,6 @@ HANDLERS = {
     # and each op module's own (OpSpec.aten)
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
-SUPPORTED = ("batch_norm", "relu",
+SUPPORTED = ("relu",
              "relu6/hardtanh(0,6)", "hardsigmoid", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))
