@@ -270,34 +270,6 @@ class Lowering:
 
 # ---- handlers: one per ATen op family --------------------------------------
 
-def _unary(type_):
-    def lower(lo: Lowering, a, layer):
-        x = lo.expect_act(a["self"], layer)
-        return lo.emit(type_, layer, [x.name], x.shape, perm=x.perm)
-    return lower
-
-
-def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
-    if lo_v == 0 and hi_v is None:
-        return _unary("relu")(lo, {"self": x}, layer)
-    if lo_v == 0 and hi_v == 6:
-        return _unary("relu6")(lo, {"self": x}, layer)
-    raise lo.fail(layer, f"unsupported op aten::{kind}({lo_v}, {hi_v}); only clamps to [0, inf) (ReLU) "
-                         "and [0, 6] (ReLU6) are supported")
-
-
-def _hardtanh(lo, a, layer):
-    return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a["min_val"], a["max_val"], "hardtanh")
-
-
-def _clamp(lo, a, layer):
-    return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a.get("min"), a.get("max"), "clamp")
-
-
-def _clamp_min(lo, a, layer):
-    return _clamp_to(lo, layer, lo.expect_act(a["self"], layer), a["min"], None, "clamp_min")
-
-
 def _scalar(v):
     """v as a float if it is a number or a one-element constant, else None."""
     if isinstance(v, Const):
@@ -323,14 +295,11 @@ def _identity(lo, a, layer):
 
 
 HANDLERS = {
-    "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    "clamp_min": _clamp_min,
     "hardsigmoid": _hardsigmoid,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
     # and each op module's own (OpSpec.aten)
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
-SUPPORTED = ("relu",
-             "relu6/hardtanh(0,6)", "hardsigmoid", "dropout") + tuple(
+SUPPORTED = ("hardsigmoid", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))
