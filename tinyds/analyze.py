@@ -101,7 +101,7 @@ def standin_ranges(g: Graph) -> dict[str, tuple[float, float]]:
     hi = dict.fromkeys(g.inputs, STANDIN_RANGE[1])
     for op in g.ops:
         x = hi[op.inputs[0]]
-        if op.type in ("conv2d", "depthwise_conv2d", "fully_connected"):
+        if ops.get(op.type).weight_axis is not None:
             w = float(np.abs(g.tensors[op.inputs[1]].data).max()) or 1.0
             x = x * w * 2.0 ** STANDIN_LOG2
         elif op.type == "add":                 # a constant operand (hardsigmoid's 3) has no range

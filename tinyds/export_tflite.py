@@ -4,10 +4,8 @@ weights, int64 biases), so TFLite Micro can run our quantization.
 Built with the schema module's object API (ModelT ... Pack), never by hand. TFLM
 re-derives every multiplier from the float32 scales we write, so TFLM agreeing
 with our reference on this file proves requant.py computes what TFLM's Prepare
-computes. Explicit paddings TFLite cannot express as SAME/VALID become a PAD op
-(with the input zero point, exact for convolutions) in front of a VALID conv.
-Ops whose module declares their TFLite form (OpSpec.tflite) are written there, with
-the _Writer as the argument.
+computes. Each op is written by its module (OpSpec.tflite), with the _Writer as the
+argument.
 """
 from __future__ import annotations
 
@@ -25,14 +23,6 @@ from .ir import Graph, Op, Tensor
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 3}
 TENSOR_TYPES = {"float32": 0, "int32": 2, "uint8": 3, "int64": 4, "int16": 7, "int8": 9}
-# builtin name, op version TFLite assigns its int8 (per-channel) form, for the ops whose
-# module declares no OpSpec.tflite (their writers are below)
-OPCODES = {
-    "conv2d": ("CONV_2D", 3), "depthwise_conv2d": ("DEPTHWISE_CONV_2D", 3),
-    "fully_connected": ("FULLY_CONNECTED", 4), "avg_pool2d": ("AVERAGE_POOL_2D", 2),
-    "max_pool2d": ("MAX_POOL_2D", 2), "mean": ("MEAN", 2), "add": ("ADD", 2),
-    "reshape": ("RESHAPE", 1), "sub": ("SUB", 2), "mul": ("MUL", 2),
-}
 
 
 class _Writer:
@@ -82,10 +72,9 @@ class _Writer:
         return [self.tensor(g.tensors[op.outputs[0]])]
 
     def op(self, op_type: str, inputs: list[int], outputs: list[int], options=None, kind=None):
-        """Append an operator of IR kind op_type (its builtin from OpSpec.tflite or OPCODES)."""
-        spec = ops.REGISTRY[op_type]
-        builtin, version = ((spec.tflite.builtin, spec.tflite.version) if spec.tflite
-                            else OPCODES[op_type])
+        """Append an operator of IR kind op_type (its builtin and version from OpSpec.tflite)."""
+        tfl = ops.REGISTRY[op_type].tflite
+        builtin, version = tfl.builtin, tfl.version
         if builtin not in self.opcodes:
             oc = self.S.OperatorCodeT()
             oc.builtinCode = getattr(self.S.BuiltinOperator, builtin)
@@ -100,6 +89,17 @@ class _Writer:
             o.builtinOptions = options
         self.operators.append(o)
 
+    def padding_code(self, op: Op, in_hw, kernel, stride, dilation) -> int | None:
+        """0 (SAME) or 1 (VALID) if TFLite's rule reproduces op's explicit padding."""
+        for code in (1, 0):
+            if tflite_padding(code, in_hw, kernel, stride, dilation)[0] == tuple(op.attrs["padding"]):
+                return code
+        return None
+
+    def activation(self, op: Op) -> int:
+        """The ActivationFunctionType code of op's fused activation."""
+        return ACTIVATION_CODES[op.attrs.get("activation", "none")]
+
     def options(self, cls: str, **fields):
         o = getattr(self.S, cls)()
         for k, v in fields.items():
@@ -107,84 +107,10 @@ class _Writer:
         return o
 
 
-def _padding_code(op: Op, in_hw, kernel, stride, dilation) -> int | None:
-    """0 (SAME) or 1 (VALID) if TFLite's rule reproduces op's explicit padding."""
-    for code in (1, 0):
-        if tflite_padding(code, in_hw, kernel, stride, dilation)[0] == tuple(op.attrs["padding"]):
-            return code
-    return None
-
-
-def _conv(w: _Writer, g: Graph, op: Op) -> None:
-    x, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
-    kernel, stride = wt.shape[1:3], tuple(op.attrs["stride"])
-    dilation = tuple(op.attrs.get("dilation", (1, 1)))
-    code = _padding_code(op, x.shape[1:3], kernel, stride, dilation)
-    x_idx = w.tensor(x)
-    if code is None:                            # explicit pads: PAD (zero point) + VALID
-        t, l, b, r = op.attrs["padding"]
-        padded = Tensor(f"{op.name}/pad", (1, x.shape[1] + t + b, x.shape[2] + l + r, x.shape[3]),
-                        x.dtype, scale=x.scale, zero_point=x.zero_point)
-        pads = w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])
-        p_idx = w.tensor(padded)
-        w.op("pad", [x_idx, pads], [p_idx])
-        x_idx, code = p_idx, 1
-    ins = [x_idx, w.tensor(wt), w.tensor(g.tensors[op.inputs[2]]) if op.inputs[2] else -1]
-    common = dict(padding=code, strideH=stride[0], strideW=stride[1],
-                  dilationHFactor=dilation[0], dilationWFactor=dilation[1],
-                  fusedActivationFunction=ACTIVATION_CODES[op.attrs.get("activation", "none")])
-    if op.type == "conv2d":
-        opts = w.options("Conv2DOptionsT", **common)
-        w.op("conv2d", ins, [w.tensor(g.tensors[op.outputs[0]])], opts, "Conv2DOptions")
-    else:
-        opts = w.options("DepthwiseConv2DOptionsT", depthMultiplier=op.attrs["depth_multiplier"],
-                         **common)
-        w.op("depthwise_conv2d", ins, [w.tensor(g.tensors[op.outputs[0]])], opts,
-             "DepthwiseConv2DOptions")
-
-
-def _pool(w: _Writer, g: Graph, op: Op) -> None:
-    x = g.tensors[op.inputs[0]]
-    kernel, stride = tuple(op.attrs["kernel"]), tuple(op.attrs["stride"])
-    code = _padding_code(op, x.shape[1:3], kernel, stride, (1, 1))
-    if code is None:
-        raise TinydsError(f"{g.name}: {op.name}: pool padding {op.attrs['padding']} is neither "
-                          "SAME nor VALID; TFLite cannot express it (use SAME/VALID-equivalent "
-                          "padding)")
-    opts = w.options("Pool2DOptionsT", padding=code, strideH=stride[0], strideW=stride[1],
-                     filterHeight=kernel[0], filterWidth=kernel[1],
-                     fusedActivationFunction=ACTIVATION_CODES[op.attrs.get("activation", "none")])
-    w.op(op.type, [w.tensor(x)], [w.tensor(g.tensors[op.outputs[0]])], opts, "Pool2DOptions")
-
-
 def _emit(w: _Writer, g: Graph, op: Op) -> None:
-    act = ACTIVATION_CODES[op.attrs.get("activation", "none")]
     spec = ops.REGISTRY.get(op.type)
     if spec is not None and spec.tflite is not None:
         spec.tflite.write(w, g, op)
-    elif op.type in ("conv2d", "depthwise_conv2d"):
-        _conv(w, g, op)
-    elif op.type in ("avg_pool2d", "max_pool2d"):
-        _pool(w, g, op)
-    elif op.type == "fully_connected":
-        ins = [w.tensor(g.tensors[n]) if n else -1 for n in op.inputs]
-        w.op("fully_connected", ins, w.outputs(g, op),
-             w.options("FullyConnectedOptionsT", fusedActivationFunction=act),
-             "FullyConnectedOptions")
-    elif op.type in ("add", "sub", "mul"):
-        ins = [w.tensor(g.tensors[n]) for n in op.inputs]
-        kind = {"add": "AddOptions", "sub": "SubOptions", "mul": "MulOptions"}[op.type]
-        w.op(op.type, ins, w.outputs(g, op), w.options(kind + "T", fusedActivationFunction=act), kind)
-    elif op.type == "reshape":
-        x = w.tensor(g.tensors[op.inputs[0]])
-        shape = list(op.attrs["shape"])
-        w.op("reshape", [x, w.const_i32(f"{op.name}/shape", shape)], w.outputs(g, op),
-             w.options("ReshapeOptionsT", newShape=shape), "ReshapeOptions")
-    elif op.type == "mean":
-        x = w.tensor(g.tensors[op.inputs[0]])
-        w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),
-             w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
-             "ReducerOptions")
     else:
         raise TinydsError(f"{g.name}: {op.name}: op {op.type!r} has no int8 TFLite form; "
                           "run the quantizer's passes first")

@@ -11,11 +11,9 @@ import copy
 
 import numpy as np
 
+from . import ops
 from .errors import TinydsError
 from .ir import Graph, Op, Tensor
-
-_WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
-_FUSABLE = _WEIGHTED + ("add", "max_pool2d", "avg_pool2d")
 
 
 def _bypass(g: Graph, op: Op) -> None:
@@ -27,10 +25,11 @@ def _bypass(g: Graph, op: Op) -> None:
     g.outputs = [src if n == dst else n for n in g.outputs]
 
 
-def _sole_producer(g: Graph, op: Op, types) -> Op | None:
-    """The op producing op's input if it has one of `types` and feeds nothing else."""
+def _sole_producer(g: Graph, op: Op, accepts) -> Op | None:
+    """The op producing op's input if its spec accepts it (accepts(spec) is true) and it
+    feeds nothing else."""
     prod = g.producer(op.inputs[0])
-    if prod is None or prod.type not in types or op.inputs[0] in g.outputs:
+    if prod is None or not accepts(ops.get(prod.type)) or op.inputs[0] in g.outputs:
         return None
     return prod if len(g.consumers(op.inputs[0])) == 1 else None
 
@@ -39,7 +38,7 @@ def fold_batchnorm(g: Graph) -> Graph:
     """y = (conv(x) + b - mean) * gamma / sqrt(var + eps) + beta, folded into conv's weights and bias."""
     g = copy.deepcopy(g)
     for bn in [op for op in g.ops if op.type == "batch_norm"]:
-        prod = _sole_producer(g, bn, _WEIGHTED)
+        prod = _sole_producer(g, bn, lambda spec: spec.weight_axis is not None)
         if prod is None or prod.attrs.get("activation", "none") != "none":
             raise TinydsError(f"{g.name}: layer {bn.name}: batch norm does not directly follow a conv or Linear "
                               "(whose output nothing else reads), so it cannot be folded; move it right "
@@ -47,7 +46,8 @@ def fold_batchnorm(g: Graph) -> Graph:
         mean, var, gamma, beta = (g.tensors[n].data.astype(np.float64) for n in bn.inputs[1:5])
         scale = gamma / np.sqrt(var + bn.attrs["eps"])
         w = g.tensors[prod.inputs[1]]
-        axis_shape = (1, 1, 1, -1) if prod.type == "depthwise_conv2d" else (-1,) + (1,) * (w.data.ndim - 1)
+        axis_shape = [1] * w.data.ndim
+        axis_shape[ops.get(prod.type).weight_axis] = -1         # scale each output channel
         w.data = (w.data.astype(np.float64) * scale.reshape(axis_shape)).astype(np.float32)
         bias_name = prod.inputs[2] if len(prod.inputs) > 2 else ""
         old = g.tensors[bias_name].data.astype(np.float64) if bias_name else 0.0
@@ -74,7 +74,7 @@ def fuse_activations(g: Graph) -> Graph:
     """relu/relu6 become the producer's `activation` clamp (relu then relu6, either order, is relu6)."""
     g = copy.deepcopy(g)
     for act in [op for op in g.ops if op.type in ("relu", "relu6")]:
-        prod = _sole_producer(g, act, _FUSABLE)
+        prod = _sole_producer(g, act, lambda spec: spec.fuses_activation)
         if prod is None:
             raise TinydsError(f"{g.name}: layer {act.name}: {act.type} must directly follow a conv, Linear, add or "
                               "pooling layer whose output nothing else reads (int8 kernels apply it as a "

@@ -306,7 +306,7 @@ def _act_tensor(t: Tensor, scale, zp: int, dtype: str = "int8") -> Tensor:
 
 def _build(g: Graph, ranges: dict[str, tuple[float, float]],
            means: dict[str, np.ndarray] | None, dtype: str = "int8") -> Graph:
-    ranges = _tie_concat_ranges(g, ranges)
+    ranges = _tie_ranges(g, ranges)
     fit = activation_params_int16 if dtype == "int16" else activation_params
     tensors = {n: _act_tensor(g.tensors[n], *fit(*ranges[n]), dtype) for n in g.inputs}
     qg = Graph(g.name, tensors, [], list(g.inputs), list(g.outputs), g.source_layout)
@@ -318,8 +318,10 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
                 if g.tensors[name].is_const:
                     tensors[name] = quantize_constant(g.tensors[name])
         first_in = tensors[op.inputs[0]]
-        to_mean = _is_global_pool(g, op) and dtype == "int8"
-        if spec.same_quant and not to_mean:
+        replaced = spec.quantized_as(g, op) if spec.quantized_as else None
+        if replaced is not None and not (dtype == "int8" or ops.get(replaced.type).int16):
+            replaced = None
+        if spec.same_quant and replaced is None:
             params = first_in.qparams
         elif spec.fixed_output:
             params = spec.fixed_output[dtype]
@@ -336,19 +338,19 @@ def _build(g: Graph, ranges: dict[str, tuple[float, float]],
                 if name and g.tensors[name].is_const:
                     raise TinydsError(f"{op.name}: constant input {name} to {op.type} is not "
                                       "supported; only conv/depthwise/linear/add/sub/mul/prelu carry constants")
-        if op.type == "concatenation":
-            _check_concat(qg, Op(op.type, op.name, inputs, list(op.outputs)))
-        if to_mean:
-            qg.ops.append(Op("mean", op.name, inputs, list(op.outputs), {"axes": (1, 2), "keepdims": True}))
+        if spec.tied_quant:
+            _check_tied(qg, Op(op.type, op.name, inputs, list(op.outputs)))
+        if replaced is not None:
+            qg.ops.append(replaced)
         else:
             qg.ops.append(Op(op.type, op.name, inputs, list(op.outputs), dict(op.attrs)))
     return requant.derive_int_params(qg)
 
 
-def _tie_concat_ranges(g: Graph, ranges: dict) -> dict:
-    """A concatenation copies bytes, so its inputs need the output's scale and zero point:
-    every tensor joined to a concatenation (directly, or through an op that shares its
-    input's params) gets the union of the group's calibration ranges."""
+def _tie_ranges(g: Graph, ranges: dict) -> dict:
+    """An op with tied_quant (a concatenation) copies bytes, so its inputs need the output's
+    scale and zero point: every tensor joined to one (directly, or through an op that shares
+    its input's params) gets the union of the group's calibration ranges."""
     parent = {}
 
     def find(t):
@@ -359,20 +361,21 @@ def _tie_concat_ranges(g: Graph, ranges: dict) -> dict:
     def union(a, b):
         parent[find(a)] = find(b)
 
-    concat_members = set()
+    tied = set()
     for op in g.ops:
-        if op.type == "concatenation":
-            concat_members.update(op.inputs + op.outputs)
+        spec = ops.get(op.type)
+        if spec.tied_quant:
+            tied.update(op.inputs + op.outputs)
             for name in op.inputs:
                 union(name, op.outputs[0])
-        elif ops.get(op.type).same_quant and not _is_global_pool(g, op):
+        elif spec.same_quant and not (spec.quantized_as and spec.quantized_as(g, op)):
             union(op.inputs[0], op.outputs[0])
     groups: dict[str, list[str]] = {}
     for name in ranges:
         groups.setdefault(find(name), []).append(name)
     ranges = dict(ranges)
     for members in groups.values():
-        if concat_members.intersection(members):
+        if tied.intersection(members):
             lo = min(ranges[n][0] for n in members)
             hi = max(ranges[n][1] for n in members)
             for n in members:
@@ -380,22 +383,13 @@ def _tie_concat_ranges(g: Graph, ranges: dict) -> dict:
     return ranges
 
 
-def _check_concat(qg: Graph, op: Op) -> None:
+def _check_tied(qg: Graph, op: Op) -> None:
     want = qg.tensors[op.outputs[0]].qparams
     for name in op.inputs:
         if qg.tensors[name].qparams != want:
-            raise TinydsError(f"{op.name}: concatenation input {name} has fixed quantization "
+            raise TinydsError(f"{op.name}: {op.type} input {name} has fixed quantization "
                               f"{qg.tensors[name].qparams} (softmax/sigmoid output) but the "
                               f"output needs {want}; concatenate before the softmax/sigmoid")
-
-
-def _is_global_pool(g: Graph, op: Op) -> bool:
-    """An avg pool over the whole H x W is TFLite MEAN (what Keras' GlobalAveragePooling2D
-    converts to): it gets its own output scale instead of the input's wider one."""
-    if op.type != "avg_pool2d" or op.attrs.get("activation", "none") != "none":
-        return False
-    _, h, w, _ = g.tensors[op.inputs[0]].shape
-    return tuple(op.attrs["kernel"]) == (h, w) and not any(op.attrs["padding"])
 
 
 def _quantize_weighted(g: Graph, op: Op, tensors: dict, s_in: np.float32, mean_x,

@@ -16,11 +16,10 @@ import math
 from pathlib import Path
 
 
-from . import __version__, analyze, outdir, targets, templating
+from . import __version__, analyze, ops, outdir, targets, templating
 from .ir import Graph
 
 SCHEMA = "tinyds-report/1"
-WEIGHTED = ("conv2d", "depthwise_conv2d", "fully_connected")
 
 
 def _number(v):
@@ -37,7 +36,7 @@ def document(qg: Graph, lib, target: targets.Target, optimize: str, name: str, s
     layers = []
     for i, (op, layer) in enumerate(zip(qg.ops, a.layers)):
         y = qg.tensors[op.outputs[0]]
-        w = qg.tensors[op.inputs[1]] if op.type in WEIGHTED else None
+        w = qg.tensors[op.inputs[1]] if ops.get(op.type).weight_axis is not None else None
         layers.append({
             "index": i, "name": op.name, "op": op.type,
             "inputs": [list(s) for s in layer.inputs], "output": list(layer.output),

@@ -5,7 +5,8 @@ ATen schema names and call `Lowering.call`; everything about PyTorch semantics
 (NCHW -> NHWC, weight layouts, padding rules, flatten order) lives here once.
 Activations are tracked with their PyTorch (NCHW) shape; the IR tensor is NHWC.
 Ops whose module declares its lowerings (OpSpec.aten) are lowered there, with this
-module's Lowering as the argument; HANDLERS merges them with the ones below.
+module's Lowering as the argument (its public methods are the rules several ops share:
+reshape_to, binary, pool_geometry, ...); HANDLERS merges them with the ones below.
 """
 from __future__ import annotations
 
@@ -46,38 +47,11 @@ def is_act(v) -> bool:
     return False
 
 
-def _pair(v, n=2):
-    if isinstance(v, (list, tuple)):
-        v = list(v)
-        return tuple(v * n) if len(v) == 1 else tuple(v)
-    return (v,) * n
-
-
 def _nhwc(shape):
     """The IR shape of a PyTorch activation: NCHW -> NHWC, (N, C, L) -> (N, 1, L, C)."""
     if len(shape) == 3:
         return (1, 1, shape[2], shape[1])
     return (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape)
-
-
-def _as4d(x: "Act") -> "Act":
-    """An (N, C, L) activation seen as (N, C, 1, L): the same IR tensor (Conv1d is a 1xL conv2d)."""
-    return Act(x.name, (x.shape[0], x.shape[1], 1, x.shape[2]), x.perm) if len(x.shape) == 3 else x
-
-
-def _as3d(x: "Act") -> "Act":
-    return Act(x.name, (x.shape[0], x.shape[1], x.shape[3]), x.perm)
-
-
-def _args_2d(a: dict, keys: dict) -> dict:
-    """A 1-D op's window args as the 2-D op's: each key gets `keys[key]` along H."""
-    out = dict(a)
-    for key, h in keys.items():
-        v = a.get(key)
-        if v is None or isinstance(v, str) or v == []:
-            continue
-        out[key] = [h, v[0] if isinstance(v, (list, tuple)) else v]
-    return out
 
 
 class Lowering:
@@ -102,12 +76,14 @@ class Lowering:
         self.g.add_tensor(Tensor(name, _nhwc(shape)))
         return Act(name, tuple(shape), perm)
 
-    def _const(self, base: str, data: np.ndarray) -> str:
+    def const(self, base: str, data: np.ndarray) -> str:
+        """A float constant tensor named after base; returns its IR name."""
         name = self._unique(base)
         self.g.add_tensor(Tensor(name, tuple(data.shape), data=np.ascontiguousarray(data, dtype=np.float32)))
         return name
 
-    def _emit(self, type_: str, layer: str, inputs, shape, attrs=None, perm=None) -> Act:
+    def emit(self, type_: str, layer: str, inputs, shape, attrs=None, perm=None) -> Act:
+        """Append an op of kind type_ whose output has PyTorch shape `shape`; returns it."""
         out = self._act(layer, shape, perm)
         self.g.ops.append(Op(type_, self._unique_op(layer), list(inputs), [out.name], dict(attrs or {})))
         return out
@@ -163,346 +139,136 @@ class Lowering:
             if isinstance(c, Const) and not np.all(np.isfinite(c.data)):
                 raise self.fail(layer, f"{c.name} contains NaN or Inf; retrain or fix the weights before converting")
 
+    def as4d(self, x: Act) -> Act:
+        """An (N, C, L) activation seen as (N, C, 1, L): the same IR tensor (Conv1d is a
+        1xL conv2d)."""
+        return Act(x.name, (x.shape[0], x.shape[1], 1, x.shape[2]), x.perm) if len(x.shape) == 3 else x
+
+    def as3d(self, x: Act) -> Act:
+        """as4d undone: (N, C, 1, L) back to (N, C, L)."""
+        return Act(x.name, (x.shape[0], x.shape[1], x.shape[3]), x.perm)
+
+    def global_avg(self, layer, x: Act) -> Act:
+        """An average over all of H and W of an (N,C,H,W) activation (the quantizer makes it a MEAN)."""
+        h, w = x.shape[2], x.shape[3]
+        return self.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
+                         dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
+
+    def args_2d(self, a: dict, keys: dict) -> dict:
+        """A 1-D op's window args as the 2-D op's: each key gets `keys[key]` along H."""
+        out = dict(a)
+        for key, h in keys.items():
+            v = a.get(key)
+            if v is None or isinstance(v, str) or v == []:
+                continue
+            out[key] = [h, v[0] if isinstance(v, (list, tuple)) else v]
+        return out
+
+    def pair(self, v, n=2) -> tuple:
+        """A PyTorch int-or-list size argument as an n-tuple."""
+        if isinstance(v, (list, tuple)):
+            v = list(v)
+            return tuple(v * n) if len(v) == 1 else tuple(v)
+        return (v,) * n
+
+    def pool_geometry(self, layer, x: Act, a: dict, kind: str):
+        """(kernel, stride, padding, output shape) of a 2-D pooling's kernel_size, stride,
+        padding and ceil_mode arguments."""
+        kernel = self.pair(a["kernel_size"])
+        stride = self.pair(a["stride"]) if a.get("stride") not in (None, []) else kernel
+        ph, pw = self.pair(a.get("padding", 0))
+        h, w = x.shape[2], x.shape[3]
+        oh, ow = (output_size(h, kernel[0], stride[0], 1, ph, ph),
+                  output_size(w, kernel[1], stride[1], 1, pw, pw))
+        if a.get("ceil_mode", False):
+            ceil = tuple(min(math.ceil((n + 2 * p - k) / s) + 1, (n + p - 1) // s + 1)
+                         for n, k, s, p in ((h, kernel[0], stride[0], ph), (w, kernel[1], stride[1], pw)))
+            if ceil != (oh, ow):
+                raise self.fail(layer, f"{kind} with ceil_mode=True changes the output size here; "
+                                       "use ceil_mode=False (or pad the input explicitly)")
+        return kernel, stride, (ph, pw, ph, pw), (1, x.shape[1], oh, ow)
+
+    def pool1d(self, lower, a: dict, layer, kind: str) -> Act:
+        """A 1-D pooling on (N, C, L) through `lower`, its 2-D form, with a 1xk window."""
+        x = self.expect_act(a["self"], layer)
+        if len(x.shape) != 3:
+            raise self.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
+        a = self.args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
+        return self.as3d(lower(self, {**a, "self": self.as4d(x)}, layer))
+
+    def reshape_to(self, layer, x: Act, shape) -> Act:
+        """View/reshape/flatten to `shape` (a full PyTorch shape, batch 1)."""
+        shape = tuple(int(s) for s in shape)
+        if shape == x.shape:
+            return x
+        if 3 in (len(x.shape), len(shape)):                 # (N, C, L) is (N, C, 1, L)
+            y = self.reshape_to(layer, self.as4d(x),
+                                shape[:2] + (1,) + shape[2:] if len(shape) == 3 else shape)
+            return self.as3d(y) if len(shape) == 3 else y
+        if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
+            raise self.fail(layer, f"cannot reshape {x.shape} to {shape}; "
+                                   "only batch-1 reshapes are supported")
+        spatial = lambda s: len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)  # noqa: E731 NCHW == NHWC order
+        if len(x.shape) == 4 and len(shape) == 2:
+            perm = None
+            if not spatial(x.shape):
+                _, c, h, w = x.shape
+                perm = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+            return self.emit("reshape", layer, [x.name], shape, {"shape": shape}, perm=perm)
+        if len(x.shape) == 2 and x.perm is None and (len(shape) == 2 or spatial(shape)):
+            return self.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+        if len(x.shape) == 4 and len(shape) == 4 and spatial(x.shape) and spatial(shape):
+            return self.emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
+        raise self.fail(layer, f"reshape {x.shape} -> {shape} is not supported; supported: flatten "
+                               "of (N,C,H,W) to (N,C*H*W) and reshapes that keep NCHW and NHWC "
+                               "element order the same")
+
+    def binary(self, layer, type_, x, y) -> Act:
+        """add/sub/mul of two activations (broadcasting dims of size 1, same rank) or of an
+        activation and a scalar (a one-element constant operand)."""
+        if isinstance(x, Act) and isinstance(y, Act):
+            same = x.shape == y.shape and (x.perm is None) == (y.perm is None)
+            broadcast = (len(x.shape) == len(y.shape) and x.perm is None and y.perm is None
+                         and all(p == q or 1 in (p, q) for p, q in zip(x.shape, y.shape)))
+            if not (same or broadcast):
+                raise self.fail(layer, f"{type_} of shapes {x.shape} and {y.shape} is not supported; "
+                                       "operands must have the same rank and dims equal or 1")
+            shape = tuple(max(p, q) for p, q in zip(x.shape, y.shape))
+            return self.emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
+        value = _scalar(y)
+        if not isinstance(x, Act) or value is None:
+            raise self.fail(layer, f"{type_} of a constant is only supported as activation {type_} scalar"
+                            + (" or as the bias after a matmul" if type_ == "add" else ""))
+        self.check_finite(layer, Const(np.array([value]), layer))
+        c = self.const(f"{layer}.const", np.array([value], np.float32))
+        return self.emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
+
     # ---- dispatch -------------------------------------------------------
     def call(self, kind: str, args: dict, layer: str):
         """Lower one ATen op (`kind` without namespace/overload, in-place '_' stripped)."""
         handler = HANDLERS.get(kind)
         if handler is None:
-            raise self.fail(layer or kind, f"unsupported op aten::{kind}; supported: {', '.join(SUPPORTED)}")
+            raise self.unsupported(layer or kind, kind)
         return handler(self, args, layer or kind)
 
-    def _expect_act(self, v, layer, what="input"):
+    def unsupported(self, layer: str, kind: str) -> TinydsError:
+        return self.fail(layer, f"unsupported op aten::{kind}; supported: {', '.join(SUPPORTED)}")
+
+    def expect_act(self, v, layer, what="input"):
+        """v, refused unless it is an activation."""
         if not isinstance(v, Act):
             raise self.fail(layer, f"{what} must be an activation tensor, got a constant; "
                                    "constant-only branches are not supported")
         return v
 
-    def _expect_4d(self, x: Act, layer: str, kind: str) -> Act:
+    def expect_4d(self, x: Act, layer: str, kind: str) -> Act:
+        """x, refused unless it is an (N,C,H,W) activation."""
         if len(x.shape) != 4:
             raise self.fail(layer, f"{kind} needs an (N,C,H,W) input, got shape {x.shape}")
         return x
 
 
 # ---- handlers: one per ATen op family --------------------------------------
-
-def _conv(lo: Lowering, a, layer):
-    x = lo._expect_act(a["input"], layer)
-    w, b = a["weight"], a.get("bias")
-    if a.get("transposed", False):
-        raise lo.fail(layer, "unsupported op aten::conv_transpose2d; supported: " + ", ".join(SUPPORTED))
-    lo.check_finite(layer, w, b)
-    wd = np.asarray(w.data, dtype=np.float64)
-    if wd.ndim == 3 and len(x.shape) == 3 and x.perm is None:   # Conv1d: 1xL conv2d on (N,C,1,L)
-        a = _args_2d(a, {"stride": 1, "dilation": 1, "padding": 0})
-        y = _conv(lo, {**a, "input": _as4d(x), "weight": Const(wd[:, :, None, :], w.name)}, layer)
-        return _as3d(y)
-    x = lo._expect_4d(x, layer, "conv2d")
-    if wd.ndim != 4:
-        raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
-    o, ipg, kh, kw = wd.shape
-    groups = int(a.get("groups", 1))
-    stride, dilation = _pair(a["stride"]), _pair(a["dilation"])
-    c = x.shape[1]
-    if ipg * groups != c:
-        raise lo.fail(layer, f"expects {ipg * groups} input channels but gets {c}; check the input shape")
-    pad = a["padding"]
-    if isinstance(pad, str):
-        if pad == "valid":
-            padding = (0, 0, 0, 0)
-        else:   # 'same' (stride 1): PyTorch puts the odd extra pixel at the bottom/right
-            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-            padding = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
-    else:
-        ph, pw = _pair(pad)
-        padding = (ph, pw, ph, pw)
-    oh = output_size(x.shape[2], kh, stride[0], dilation[0], padding[0], padding[2])
-    ow = output_size(x.shape[3], kw, stride[1], dilation[1], padding[1], padding[3])
-    attrs = dict(stride=stride, dilation=dilation, padding=padding, activation="none")
-    if groups == 1:
-        kind, wt = "conv2d", wd.transpose(0, 2, 3, 1)                 # (O,KH,KW,I)
-    elif groups == c and o % c == 0:
-        kind, wt = "depthwise_conv2d", wd.transpose(1, 2, 3, 0)       # (1,KH,KW,C*M)
-        attrs["depth_multiplier"] = o // c
-    else:
-        raise lo.fail(layer, f"grouped convolution (groups={groups}, in_channels={c}) is not supported; "
-                             "use groups=1 or groups=in_channels (depthwise)")
-    base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
-    inputs = [x.name, lo._const(base + ".weight", wt)]
-    inputs.append(lo._const(base + ".bias", np.asarray(b.data)) if isinstance(b, Const) else "")
-    return lo._emit(kind, layer, inputs, (1, o, oh, ow), attrs)
-
-
-def _batch_norm(lo: Lowering, a, layer):
-    x = lo._expect_act(a["input"], layer)
-    if x.perm is not None:
-        raise lo.fail(layer, "batch norm on a flattened NCHW feature map is not supported")
-    if a.get("training", False):
-        raise lo.fail(layer, "batch norm in training mode; call model.eval() before exporting")
-    c = x.shape[1]
-    mean, var = a["running_mean"], a["running_var"]
-    if not isinstance(mean, Const) or not isinstance(var, Const):
-        raise lo.fail(layer, "batch norm without running statistics (track_running_stats=False) "
-                             "cannot be folded; export with track_running_stats=True")
-    gamma = a.get("weight") if isinstance(a.get("weight"), Const) else Const(np.ones(c), "weight")
-    beta = a.get("bias") if isinstance(a.get("bias"), Const) else Const(np.zeros(c), "bias")
-    lo.check_finite(layer, mean, var, gamma, beta)
-    names = [lo._const(f"{layer}.{k}", np.asarray(v.data))
-             for k, v in (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta))]
-    return lo._emit("batch_norm", layer, [x.name] + names, x.shape, {"eps": float(a["eps"])})
-
-
-def _native_batch_norm(lo, a, layer):
-    """_native_batch_norm_legit_no_training returns (out, save_mean, save_invstd)."""
-    return (_batch_norm(lo, dict(a, training=False), layer), None, None)
-
-
-def _unary(type_):
-    def lower(lo: Lowering, a, layer):
-        x = lo._expect_act(a["self"], layer)
-        return lo._emit(type_, layer, [x.name], x.shape, perm=x.perm)
-    return lower
-
-
-def _clamp_to(lo, layer, x, lo_v, hi_v, kind):
-    if lo_v == 0 and hi_v is None:
-        return _unary("relu")(lo, {"self": x}, layer)
-    if lo_v == 0 and hi_v == 6:
-        return _unary("relu6")(lo, {"self": x}, layer)
-    raise lo.fail(layer, f"unsupported op aten::{kind}({lo_v}, {hi_v}); only clamps to [0, inf) (ReLU) "
-                         "and [0, 6] (ReLU6) are supported")
-
-
-def _hardtanh(lo, a, layer):
-    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min_val"], a["max_val"], "hardtanh")
-
-
-def _clamp(lo, a, layer):
-    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a.get("min"), a.get("max"), "clamp")
-
-
-def _clamp_min(lo, a, layer):
-    return _clamp_to(lo, layer, lo._expect_act(a["self"], layer), a["min"], None, "clamp_min")
-
-
-def _pool_geometry(lo, layer, x, a, kind):
-    kernel = _pair(a["kernel_size"])
-    stride = _pair(a["stride"]) if a.get("stride") not in (None, []) else kernel
-    ph, pw = _pair(a.get("padding", 0))
-    h, w = x.shape[2], x.shape[3]
-    oh, ow = (output_size(h, kernel[0], stride[0], 1, ph, ph), output_size(w, kernel[1], stride[1], 1, pw, pw))
-    if a.get("ceil_mode", False):
-        ceil = tuple(min(math.ceil((n + 2 * p - k) / s) + 1, (n + p - 1) // s + 1)
-                     for n, k, s, p in ((h, kernel[0], stride[0], ph), (w, kernel[1], stride[1], pw)))
-        if ceil != (oh, ow):
-            raise lo.fail(layer, f"{kind} with ceil_mode=True changes the output size here; "
-                                 "use ceil_mode=False (or pad the input explicitly)")
-    return kernel, stride, (ph, pw, ph, pw), (1, x.shape[1], oh, ow)
-
-
-def _max_pool(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "max_pool2d")
-    if _pair(a.get("dilation", 1)) != (1, 1):
-        raise lo.fail(layer, "max_pool2d with dilation is not supported; use dilation=1")
-    kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "max_pool2d")
-    return lo._emit("max_pool2d", layer, [x.name], shape,
-                    dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
-
-
-def _pool1d(handler, kind):
-    """max_pool1d / avg_pool1d on (N, C, L): the 2-D pool with a 1xk window."""
-    def lower(lo: Lowering, a, layer):
-        x = lo._expect_act(a["self"], layer)
-        if len(x.shape) != 3:
-            raise lo.fail(layer, f"{kind} needs an (N,C,L) input, got shape {x.shape}")
-        a = _args_2d(a, {"kernel_size": 1, "stride": 1, "padding": 0, "dilation": 1})
-        return _as3d(handler(lo, {**a, "self": _as4d(x)}, layer))
-    return lower
-
-
-def _adaptive_avg_pool1d(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    if len(x.shape) != 3:
-        raise lo.fail(layer, f"adaptive_avg_pool1d needs an (N,C,L) input, got shape {x.shape}")
-    size = a["output_size"]
-    return _as3d(_adaptive_avg_pool(lo, {"self": _as4d(x), "output_size": [1, size[0] if isinstance(
-        size, (list, tuple)) else size]}, layer))
-
-
-def _max_pool_with_indices(lo, a, layer):
-    return (_max_pool(lo, a, layer), None)
-
-
-def _avg_pool(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "avg_pool2d")
-    if a.get("divisor_override") is not None:
-        raise lo.fail(layer, "avg_pool2d with divisor_override is not supported; remove it")
-    kernel, stride, padding, shape = _pool_geometry(lo, layer, x, a, "avg_pool2d")
-    if any(padding) and a.get("count_include_pad", True):
-        # TFLite averages over in-bounds taps only; PyTorch's default counts the zero padding.
-        n, c, h, w = x.shape
-        x = lo._emit("pad", layer + ".pad", [x.name], (n, c, h + 2 * padding[0], w + 2 * padding[1]),
-                     {"padding": padding})
-        padding = (0, 0, 0, 0)
-    return lo._emit("avg_pool2d", layer, [x.name], shape,
-                    dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
-
-
-def _global_avg(lo, layer, x: Act):
-    h, w = x.shape[2], x.shape[3]
-    return lo._emit("avg_pool2d", layer, [x.name], (1, x.shape[1], 1, 1),
-                    dict(kernel=(h, w), stride=(1, 1), padding=(0, 0, 0, 0), activation="none"))
-
-
-def _adaptive_avg_pool(lo: Lowering, a, layer):
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "adaptive_avg_pool2d")
-    oh, ow = _pair(a["output_size"])
-    h, w = x.shape[2], x.shape[3]
-    oh, ow = oh or h, ow or w
-    if (oh, ow) == (1, 1):
-        return _global_avg(lo, layer, x)
-    if (oh, ow) == (h, w):
-        return x
-    if h % oh or w % ow:
-        raise lo.fail(layer, f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} has uneven windows; "
-                             "use output size 1 or a divisor of the input size")
-    k = (h // oh, w // ow)
-    return lo._emit("avg_pool2d", layer, [x.name], (1, x.shape[1], oh, ow),
-                    dict(kernel=k, stride=k, padding=(0, 0, 0, 0), activation="none"))
-
-
-def _mean(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    dims = a.get("dim")
-    dims = list(range(len(x.shape))) if dims is None else dims if isinstance(dims, (list, tuple)) else [dims]
-    dims = sorted(d % len(x.shape) for d in dims)
-    if len(x.shape) == 3 and dims == [2]:               # over L of (N, C, L)
-        out = _global_avg(lo, layer, _as4d(x))
-        return _as3d(out) if a.get("keepdim", False) else _reshape_to(
-            lo, layer + ".squeeze", out, (1, x.shape[1]))
-    if len(x.shape) == 4 and dims == [2, 3]:
-        out = _global_avg(lo, layer, x)
-        return out if a.get("keepdim", False) else _reshape_to(lo, layer + ".squeeze", out,
-                                                               (1, x.shape[1]))
-    return _mean_any(lo, layer, x, [d for d in dims if d != 0], a.get("keepdim", False))
-
-
-def _mean_any(lo: Lowering, layer, x: Act, dims, keepdim: bool) -> Act:
-    """TFLite MEAN over other dims: on the IR's axes, keeping dims; without keepdim only
-    when at most one dim is left (whose element order NCHW and NHWC share)."""
-    kept = [d for d in range(1, len(x.shape)) if d not in dims]
-    if x.perm is not None or not dims or (not keepdim and len(kept) > 1):
-        raise lo.fail(layer, f"mean over dims {dims} of shape {x.shape}"
-                             f"{' (a flattened NCHW map)' if x.perm is not None else ''} is not "
-                             "supported; use keepdim=True, or reduce all but one dim")
-    x4 = _as4d(x)
-    dims4 = [(0, 1, 3)[d] for d in dims] if len(x.shape) == 3 else dims
-    axes = tuple(sorted((0, 3, 1, 2)[d] for d in dims4)) if len(x4.shape) == 4 else tuple(dims4)
-    shape = tuple(1 if i in dims4 else n for i, n in enumerate(x4.shape))
-    out = lo._emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
-    if not keepdim:
-        return _reshape_to(lo, layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
-    return _as3d(out) if len(x.shape) == 3 else out
-
-
-def _reshape_to(lo: Lowering, layer, x: Act, shape) -> Act:
-    """View/reshape/flatten to `shape` (a full PyTorch shape, batch 1)."""
-    shape = tuple(int(s) for s in shape)
-    if shape == x.shape:
-        return x
-    if 3 in (len(x.shape), len(shape)):                 # (N, C, L) is (N, C, 1, L)
-        y = _reshape_to(lo, layer, _as4d(x), shape[:2] + (1,) + shape[2:] if len(shape) == 3 else shape)
-        return _as3d(y) if len(shape) == 3 else y
-    if int(np.prod(shape)) != int(np.prod(x.shape)) or shape[0] != 1:
-        raise lo.fail(layer, f"cannot reshape {x.shape} to {shape}; only batch-1 reshapes are supported")
-    spatial = lambda s: len(s) == 4 and (s[1] == 1 or s[2] * s[3] == 1)  # noqa: E731 NCHW == NHWC order
-    if len(x.shape) == 4 and len(shape) == 2:
-        perm = None
-        if not spatial(x.shape):
-            _, c, h, w = x.shape
-            perm = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
-        return lo._emit("reshape", layer, [x.name], shape, {"shape": shape}, perm=perm)
-    if len(x.shape) == 2 and x.perm is None and (len(shape) == 2 or spatial(shape)):
-        return lo._emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
-    if len(x.shape) == 4 and len(shape) == 4 and spatial(x.shape) and spatial(shape):
-        return lo._emit("reshape", layer, [x.name], shape, {"shape": _nhwc(shape)})
-    raise lo.fail(layer, f"reshape {x.shape} -> {shape} is not supported; supported: flatten of (N,C,H,W) "
-                         "to (N,C*H*W) and reshapes that keep NCHW and NHWC element order the same")
-
-
-def _resolve_shape(lo, layer, x: Act, size):
-    size = [int(s) for s in size]
-    if size and -1 in size:
-        known = int(np.prod([s for s in size if s != -1]))
-        size[size.index(-1)] = int(np.prod(x.shape)) // max(known, 1)
-    return size
-
-
-def _view(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    size = a.get("size", a.get("shape"))
-    return _reshape_to(lo, layer, x, _resolve_shape(lo, layer, x, size))
-
-
-def _flatten(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    n = len(x.shape)
-    s, e = a.get("start_dim", 0) % n, a.get("end_dim", -1) % n
-    s = max(s, 1)      # batch is 1: flattening it in changes nothing but the leading dim
-    shape = x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
-    return _reshape_to(lo, layer, x, shape)
-
-
-def _squeeze(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    dims = a.get("dim")
-    dims = range(len(x.shape)) if dims is None else (dims if isinstance(dims, (list, tuple)) else [dims])
-    dims = {d % len(x.shape) for d in dims if d % len(x.shape) != 0}
-    return _reshape_to(lo, layer, x, [s for i, s in enumerate(x.shape) if not (i in dims and s == 1)])
-
-
-def _unsqueeze(lo: Lowering, a, layer):
-    x = lo._expect_act(a["self"], layer)
-    d = a["dim"] % (len(x.shape) + 1)
-    return _reshape_to(lo, layer, x, x.shape[:d] + (1,) + x.shape[d:])
-
-
-def _fc(lo: Lowering, layer, x: Act, w: Const, b, wdata=None):
-    if len(x.shape) != 2:
-        raise lo.fail(layer, f"Linear needs a flat (N,F) input, got {x.shape}; add a flatten before it")
-    lo.check_finite(layer, w, b)
-    wd = np.asarray(w.data if wdata is None else wdata, dtype=np.float64)
-    if wd.ndim != 2 or wd.shape[1] != x.shape[1]:
-        raise lo.fail(layer, f"weight shape {wd.shape} does not match input features {x.shape[1]}")
-    if x.perm is not None:
-        # The input holds NHWC-ordered features; move each weight column to its NHWC position.
-        wn = np.empty_like(wd)
-        wn[:, x.perm] = wd
-        wd = wn
-    base = w.name.rsplit(".", 1)[0] if w.name.endswith(".weight") else layer
-    inputs = [x.name, lo._const(base + ".weight", wd)]
-    inputs.append(lo._const(base + ".bias", np.asarray(b.data).reshape(-1)) if isinstance(b, Const) else "")
-    return lo._emit("fully_connected", layer, inputs, (1, wd.shape[0]), {"activation": "none"})
-
-
-def _linear(lo, a, layer):
-    return _fc(lo, layer, lo._expect_act(a["input"], layer), a["weight"], a.get("bias"))
-
-
-def _addmm(lo, a, layer):
-    if a.get("beta", 1) != 1 or a.get("alpha", 1) != 1:
-        raise lo.fail(layer, "addmm with beta or alpha != 1 is not supported")
-    w = a["mat2"]
-    if not isinstance(w, Const):
-        raise lo.fail(layer, "matrix product of two activations is not supported")
-    return _fc(lo, layer, lo._expect_act(a["mat1"], layer), w, a["self"], wdata=np.asarray(w.data).T)
-
-
-def _matmul(lo, a, layer):
-    w = a["other"]
-    if not isinstance(w, Const) or np.asarray(w.data).ndim != 2:
-        raise lo.fail(layer, "matmul is only supported as activation @ constant 2-D matrix (a Linear)")
-    return _fc(lo, layer, lo._expect_act(a["self"], layer), w, None, wdata=np.asarray(w.data).T)
-
 
 def _scalar(v):
     """v as a float if it is a number or a one-element constant, else None."""
@@ -514,63 +280,14 @@ def _scalar(v):
     return float(a.reshape(-1)[0]) if a.size == 1 and a.dtype.kind in "iuf" else None
 
 
-def _binary(lo: Lowering, layer, type_, x, y):
-    """add/sub/mul of two activations (broadcasting dims of size 1, same rank) or of an
-    activation and a scalar (a one-element constant operand)."""
-    if isinstance(x, Act) and isinstance(y, Act):
-        same = x.shape == y.shape and (x.perm is None) == (y.perm is None)
-        broadcast = (len(x.shape) == len(y.shape) and x.perm is None and y.perm is None
-                     and all(p == q or 1 in (p, q) for p, q in zip(x.shape, y.shape)))
-        if not (same or broadcast):
-            raise lo.fail(layer, f"{type_} of shapes {x.shape} and {y.shape} is not supported; "
-                                 "operands must have the same rank and dims equal or 1")
-        shape = tuple(max(p, q) for p, q in zip(x.shape, y.shape))
-        return lo._emit(type_, layer, [x.name, y.name], shape, {"activation": "none"}, perm=x.perm)
-    value = _scalar(y)
-    if not isinstance(x, Act) or value is None:
-        raise lo.fail(layer, f"{type_} of a constant is only supported as activation {type_} scalar"
-                      + (" or as the bias after a matmul" if type_ == "add" else ""))
-    lo.check_finite(layer, Const(np.array([value]), layer))
-    c = lo._const(f"{layer}.const", np.array([value], np.float32))
-    return lo._emit(type_, layer, [x.name, c], x.shape, {"activation": "none"}, perm=x.perm)
-
-
-def _add(lo: Lowering, a, layer):
-    x, y = a["self"], a["other"]
-    if a.get("alpha", 1) != 1:
-        raise lo.fail(layer, "add with alpha != 1 is not supported")
-    act, c = (x, y) if isinstance(x, Act) else (y, x)
-    # matmul + add: fold the constant into the bias of the fully_connected that produced `act`.
-    prod = lo.g.ops[-1] if lo.g.ops else None
-    if (isinstance(act, Act) and isinstance(c, Const) and prod is not None
-            and prod.outputs == [act.name]
-            and prod.type == "fully_connected" and prod.inputs[2] == ""
-            and np.asarray(c.data).size == act.shape[1] and len(lo.g.consumers(act.name)) == 0):
-        lo.check_finite(layer, c)
-        prod.inputs[2] = lo._const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
-        return act
-    return _binary(lo, layer, "add", act, c)
-
-
-def _sub(lo: Lowering, a, layer):
-    if a.get("alpha", 1) != 1:
-        raise lo.fail(layer, "sub with alpha != 1 is not supported")
-    return _binary(lo, layer, "sub", a["self"], a["other"])
-
-
-def _mul(lo: Lowering, a, layer):
-    x, y = a["self"], a["other"]
-    return _binary(lo, layer, "mul", *((x, y) if isinstance(x, Act) else (y, x)))
-
-
 def _hardsigmoid(lo: Lowering, a, layer):
     """relu6(x + 3) / 6 as TFLite's converter lowers it: ADD of 3 with a fused ReLU6, MUL by 1/6."""
-    x = lo._expect_act(a["self"], layer)
-    three = lo._const(f"{layer}.three", np.array([3.0], np.float32))
-    y = lo._emit("add", f"{layer}.add", [x.name, three], x.shape, {"activation": "relu6"},
-                 perm=x.perm)
-    sixth = lo._const(f"{layer}.sixth", np.array([1.0 / 6.0], np.float32))
-    return lo._emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
+    x = lo.expect_act(a["self"], layer)
+    three = lo.const(f"{layer}.three", np.array([3.0], np.float32))
+    y = lo.emit("add", f"{layer}.add", [x.name, three], x.shape, {"activation": "relu6"},
+                perm=x.perm)
+    sixth = lo.const(f"{layer}.sixth", np.array([1.0 / 6.0], np.float32))
+    return lo.emit("mul", layer, [y.name, sixth], x.shape, {"activation": "none"}, perm=x.perm)
 
 
 def _identity(lo, a, layer):
@@ -578,28 +295,11 @@ def _identity(lo, a, layer):
 
 
 HANDLERS = {
-    "conv2d": _conv, "_convolution": _conv, "convolution": _conv, "_convolution_mode": _conv,
-    "batch_norm": _batch_norm, "_native_batch_norm_legit_no_training": _native_batch_norm,
-    "relu": _unary("relu"), "relu6": _unary("relu6"), "hardtanh": _hardtanh, "clamp": _clamp,
-    
-    "clamp_min": _clamp_min,
-    "max_pool2d": _max_pool, "max_pool2d_with_indices": _max_pool_with_indices,
-    "max_pool1d": _pool1d(_max_pool, "max_pool1d"), "avg_pool1d": _pool1d(_avg_pool, "avg_pool1d"),
-    "max_pool1d_with_indices": lambda lo, a, layer: (_pool1d(_max_pool, "max_pool1d")(lo, a, layer), None),
-    "adaptive_avg_pool1d": _adaptive_avg_pool1d, "conv1d": _conv,
-    "avg_pool2d": _avg_pool, "adaptive_avg_pool2d": _adaptive_avg_pool, "mean": _mean,
-    "flatten": _flatten, "view": _view, "reshape": _view, "_unsafe_view": _view,
-    "squeeze": _squeeze, "unsqueeze": _unsqueeze,
-    "linear": _linear, "addmm": _addmm, "matmul": _matmul, "mm": _matmul,
-    "add": _add, "sub": _sub, "mul": _mul, "hardsigmoid": _hardsigmoid,
-   
+    "hardsigmoid": _hardsigmoid,
     "dropout": _identity, "feature_dropout": _identity, "alpha_dropout": _identity,
     "contiguous": _identity, "clone": _identity, "detach": _identity, "alias": _identity,
     # and each op module's own (OpSpec.aten)
     **{name: lower for spec in ops.REGISTRY.values() for name, lower in spec.aten.items()},
 }
-SUPPORTED = ("conv2d (standard, depthwise, pointwise)", "conv1d on (N,C,L)", "max/avg_pool1d", "batch_norm", "relu", "relu6/hardtanh(0,6)",
-             "hardsigmoid", "add/sub/mul (broadcast, scalar)",
-             "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d(1)", "mean", "flatten/view/reshape",
-             "linear", "dropout") + tuple(
+SUPPORTED = ("hardsigmoid", "dropout") + tuple(
     name for spec in ops.REGISTRY.values() for name in spec.aten if not name.startswith("_"))

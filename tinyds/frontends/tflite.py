@@ -8,8 +8,8 @@ so an imported model and TFLM's Prepare see identical inputs. Float QUANTIZE /
 DEQUANTIZE at the graph edges are dropped: the firmware's interface is int8, or
 uint8 where the model was converted with a uint8 input or output (a QUANTIZE
 between it and the int8 layers, kept and run as TFLM runs it).
-Operators whose op module declares them (OpSpec.tflite) are read there, with the
-_Reader as the argument; the rest are read below.
+Each operator is read by its op module (OpSpec.tflite), with the _Reader as the
+argument.
 """
 from __future__ import annotations
 
@@ -25,22 +25,14 @@ from ..ir import ACT_DTYPES, MAX_ELEMENTS, Graph, Op, Tensor, too_large
 
 ACTIVATIONS = {0: "none", 1: "relu", 3: "relu6"}    # TFLite ActivationFunctionType
 TYPES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}  # we accept
-# Each operator's builtin options (None: it needs none), and how many inputs it must have.
-OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
-           "FULLY_CONNECTED": "FullyConnectedOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
-           "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions", "ADD": "AddOptions",
-           "RESHAPE": None, "DEQUANTIZE": None, "SUB": "SubOptions", "MUL": "MulOptions"}
-MIN_INPUTS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "MEAN": 2, "ADD": 2,
-              "SUB": 2, "MUL": 2}
 MAX_RANK = 6
 INT8_RANGE = (-128, 127)
-SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D",
-             "MAX_POOL_2D", "MEAN", "ADD", "RESHAPE", "DEQUANTIZE", "SUB", "MUL")
-# and each op module's own builtin (OpSpec.tflite)
+# Each op module's builtin (OpSpec.tflite), with the options table it must carry (None:
+# it needs none) and how many inputs it must have; DEQUANTIZE is read at the graph edges.
 BUILTINS = {spec.tflite.builtin: spec for spec in ops.REGISTRY.values() if spec.tflite}
-OPTIONS.update({b: spec.tflite.options for b, spec in BUILTINS.items()})
-MIN_INPUTS.update({b: spec.tflite.min_inputs for b, spec in BUILTINS.items()})
-SUPPORTED += tuple(BUILTINS)
+OPTIONS = {"DEQUANTIZE": None, **{b: spec.tflite.options for b, spec in BUILTINS.items()}}
+MIN_INPUTS = {b: spec.tflite.min_inputs for b, spec in BUILTINS.items()}
+SUPPORTED = tuple(BUILTINS) + ("DEQUANTIZE",)
 
 
 def schema():
@@ -123,6 +115,17 @@ class _Reader:
             raise self.err(where, f"output {y!r} has shape {self.g.tensors[y].shape}, the "
                            f"operator computes {tuple(want)}", "the file is damaged; re-convert "
                            "the model")
+
+    def padding(self, code: int, in_hw, kernel, stride, dilation):
+        """tflite_padding: ((top, left, bottom, right), (out_h, out_w)) of SAME/VALID."""
+        return tflite_padding(code, in_hw, kernel, stride, dilation)
+
+    def check_window_output(self, where: str, x_shape, y_shape, out_hw, channels: int) -> None:
+        """The output shape is what TFLite computes from the input, strides, kernel and padding."""
+        want = (x_shape[0], *out_hw, channels)
+        if tuple(y_shape) != want:
+            raise self.err(where, f"output shape {tuple(y_shape)} does not match {want}, the shape "
+                           "TFLite's padding rule gives", "re-convert the model")
 
     def same_quant(self, x: str, y: str, where: str) -> None:
         """Refuse an output whose scale and zero point are not its input's."""
@@ -279,6 +282,30 @@ class _Reader:
         available.add(outputs[0])
         return opname, where
 
+    def weighted_inputs(self, op, where: str, axis: int) -> list[str]:
+        """[x, weights, bias or ""] of a conv or fully connected operator, its int8 weights
+        symmetric and per-tensor or per-channel along axis."""
+        x = self.tensor(op.inputs[0], where)
+        w = self.tensor(op.inputs[1], where)
+        wt = self.g.tensors[w]
+        if wt.data is None or wt.dtype != "int8":
+            raise self.err(where, "weights are not a constant int8 tensor",
+                           "convert with full-integer quantization")
+        if np.any(wt.zero_point != 0):
+            raise self.err(where, "weights have a nonzero zero point",
+                           "int8 weights must be symmetric (TFLite's int8 quantization spec)")
+        if len(wt.scale) not in (1, wt.shape[axis]) or (len(wt.scale) > 1 and wt.axis != axis):
+            raise self.err(where, f"weight scales are not per-tensor or per-channel along axis {axis}",
+                           "re-convert the model with the standard TFLite converter")
+        b = ""
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = self.tensor(op.inputs[2], where)
+            kinds = ("int32", "int64") if self.g.tensors[x].dtype == "int16" else ("int32",)
+            if self.g.tensors[b].dtype not in kinds or self.g.tensors[b].data is None:
+                raise self.err(where, f"bias is not a constant {' or '.join(kinds)} tensor",
+                               "only int8 x int8 -> int32-bias and 16x8 (int64-bias) models import")
+        return [x, w, b]
+
     def shape(self, idx: int) -> tuple[int, ...]:
         shape = self.sg.tensors[idx].shape
         return () if shape is None else tuple(int(d) for d in shape)
@@ -295,156 +322,6 @@ class _Reader:
             raise self.err(where, f"fused activation {code} is not supported",
                            "use NONE, RELU or RELU6")
         return ACTIVATIONS[code]
-
-
-def _weighted_inputs(r: _Reader, op, where: str, axis: int) -> list[str]:
-    x = r.tensor(op.inputs[0], where)
-    w = r.tensor(op.inputs[1], where)
-    wt = r.g.tensors[w]
-    if wt.data is None or wt.dtype != "int8":
-        raise r.err(where, "weights are not a constant int8 tensor",
-                    "convert with full-integer quantization")
-    if np.any(wt.zero_point != 0):
-        raise r.err(where, "weights have a nonzero zero point",
-                    "int8 weights must be symmetric (TFLite's int8 quantization spec)")
-    if len(wt.scale) not in (1, wt.shape[axis]) or (len(wt.scale) > 1 and wt.axis != axis):
-        raise r.err(where, f"weight scales are not per-tensor or per-channel along axis {axis}",
-                    "re-convert the model with the standard TFLite converter")
-    b = ""
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        b = r.tensor(op.inputs[2], where)
-        kinds = ("int32", "int64") if r.g.tensors[x].dtype == "int16" else ("int32",)
-        if r.g.tensors[b].dtype not in kinds or r.g.tensors[b].data is None:
-            raise r.err(where, f"bias is not a constant {' or '.join(kinds)} tensor",
-                        "only int8 x int8 -> int32-bias and 16x8 (int64-bias) models import")
-    return [x, w, b]
-
-
-def _conv(r: _Reader, op, where: str, opname: str) -> Op:
-    o = op.builtinOptions
-    depthwise = opname == "DEPTHWISE_CONV_2D"
-    for t in (op.inputs[0], op.inputs[1], op.outputs[0]):
-        r.check_shape(where, t, 4)
-    inputs = _weighted_inputs(r, op, where, 3 if depthwise else 0)
-    x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
-    kh, kw = w.shape[1:3]
-    stride, dilation = (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor)
-    padding, out_hw = tflite_padding(o.padding, x.shape[1:3], (kh, kw), stride, dilation)
-    attrs = {"stride": stride, "dilation": dilation, "padding": padding,
-             "activation": r.activation(o.fusedActivationFunction, where)}
-    if depthwise:
-        mult, rem = divmod(w.shape[3], x.shape[3])
-        if rem or (o.depthMultiplier not in (0, mult)):
-            raise r.err(where, f"filter channels {w.shape[3]} are not input channels "
-                        f"{x.shape[3]} x depth_multiplier {o.depthMultiplier}",
-                        "re-convert the model")
-        attrs["depth_multiplier"] = mult
-    elif w.shape[3] != x.shape[3]:
-        raise r.err(where, f"grouped convolution ({x.shape[3]} input channels, filter depth "
-                    f"{w.shape[3]}) is not supported", "use a depthwise or a full convolution")
-    y = r.tensor(op.outputs[0], where)
-    _check_output(r, where, x.shape, r.g.tensors[y].shape, out_hw, w.shape[3 if depthwise else 0])
-    if len(inputs[2]) and r.g.tensors[inputs[2]].shape != (r.g.tensors[y].shape[3],):
-        raise r.err(where, f"bias shape {r.g.tensors[inputs[2]].shape} does not match "
-                    f"{r.g.tensors[y].shape[3]} output channels", "re-convert the model")
-    return Op("depthwise_conv2d" if depthwise else "conv2d", where, inputs, [y], attrs)
-
-
-def _check_output(r: _Reader, where: str, x_shape, y_shape, out_hw, channels: int) -> None:
-    """The output shape is what TFLite computes from the input, strides, kernel and padding."""
-    want = (x_shape[0], *out_hw, channels)
-    if tuple(y_shape) != want:
-        raise r.err(where, f"output shape {tuple(y_shape)} does not match {want}, the shape "
-                    "TFLite's padding rule gives", "re-convert the model")
-
-
-def _fully_connected(r: _Reader, op, where: str, ops: list[Op]) -> Op:
-    o = op.builtinOptions
-    if o.weightsFormat != 0 or o.keepNumDims:
-        raise r.err(where, "shuffled weights or keep_num_dims are not supported",
-                    "re-convert with default FULLY_CONNECTED options")
-    r.check_shape(where, op.inputs[1], 2)
-    inputs = _weighted_inputs(r, op, where, 0)
-    x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
-    if r.check_shape(where, op.outputs[0], 2) != (1, w.shape[0]):
-        raise r.err(where, f"output shape {tuple(r.sg.tensors[op.outputs[0]].shape)} is not "
-                    f"(1, {w.shape[0]})", "re-convert the model with batch 1")
-    if len(x.shape) != 2:                   # TFLM flattens the input to (-1, depth)
-        if x.size != w.shape[1]:
-            raise r.err(where, f"input {x.shape} does not flatten to depth {w.shape[1]}",
-                        "batch must be 1")
-        flat = r.g.add_tensor(Tensor(inputs[0] + "/flatten", (1, w.shape[1]), x.dtype,
-                                     scale=x.scale, zero_point=x.zero_point))
-        ops.append(Op("reshape", where + "_flatten", [inputs[0]], [flat.name],
-                      {"shape": flat.shape}))
-        inputs[0] = flat.name
-    y = r.tensor(op.outputs[0], where)
-    return Op("fully_connected", where, inputs, [y],
-              {"activation": r.activation(o.fusedActivationFunction, where)})
-
-
-def _pool(r: _Reader, op, where: str, opname: str) -> Op:
-    o = op.builtinOptions
-    r.check_shape(where, op.inputs[0], 4)
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    r.same_quant(x, y, where)
-    kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
-    xs = r.g.tensors[x].shape
-    padding, out_hw = tflite_padding(o.padding, xs[1:3], kernel, stride, (1, 1))
-    _check_output(r, where, xs, r.g.tensors[y].shape, out_hw, xs[3])
-    return Op("avg_pool2d" if opname == "AVERAGE_POOL_2D" else "max_pool2d", where, [x], [y],
-              {"kernel": kernel, "stride": stride, "padding": padding,
-               "activation": r.activation(o.fusedActivationFunction, where)})
-
-
-def _mean(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    shape = r.g.tensors[x].shape
-    raw = [int(a) for a in r.const_ints(op.inputs[1], where).ravel()]
-    if len(shape) > 4 or not raw or any(not -len(shape) <= a < len(shape) for a in raw):
-        raise r.err(where, f"MEAN over axes {tuple(raw)} of shape {shape}",
-                    "only axes of a tensor of at most 4 dimensions import")
-    axes = tuple(sorted({a % len(shape) for a in raw}))
-    keep = bool(op.builtinOptions.keepDims)
-    y = r.tensor(op.outputs[0], where)
-    r.check_output_shape(where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
-                    else tuple(d for i, d in enumerate(shape) if i not in axes))
-    return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
-
-
-def _binary(r: _Reader, op, where: str, opname: str) -> Op:
-    """ADD, SUB, MUL: two int8 operands (one may be constant) that broadcast like TFLite."""
-    a, b = (r.tensor(i, where) for i in op.inputs[:2])
-    ta, tb = r.g.tensors[a], r.g.tensors[b]
-    if ta.is_const and tb.is_const:
-        raise r.err(where, f"{opname} of two constants", "fold it into a constant; re-convert")
-    for t in (ta, tb):
-        if t.dtype != "int8" or t.scale is None or len(t.scale) != 1:
-            raise r.err(where, f"{opname} operand {t.name} is {t.dtype} with "
-                        f"{0 if t.scale is None else len(t.scale)} scales",
-                        "only per-tensor int8 operands are supported")
-    y = r.tensor(op.outputs[0], where)
-    shapes = [tuple(ta.shape), tuple(tb.shape), tuple(r.g.tensors[y].shape)]
-    try:
-        ok = max(map(len, shapes)) <= 4 and np.broadcast_shapes(*shapes[:2]) == shapes[2]
-    except ValueError:
-        ok = False
-    if not ok:
-        raise r.err(where, f"{opname} of shapes {shapes[0]} and {shapes[1]} into {shapes[2]}",
-                    "operands must broadcast (dims equal or 1, at most 4-D) to the output shape")
-    return Op(opname.lower(), where, [a, b], [y],
-              {"activation": r.activation(op.builtinOptions.fusedActivationFunction, where)})
-
-
-def _reshape(r: _Reader, op, where: str) -> Op:
-    x = r.tensor(op.inputs[0], where)
-    y = r.tensor(op.outputs[0], where)
-    r.same_quant(x, y, where)
-    if r.g.tensors[x].size != r.g.tensors[y].size:
-        raise r.err(where, f"reshapes {r.g.tensors[x].shape} to {r.g.tensors[y].shape}, a "
-                    "different number of elements", "the file is damaged; re-convert the model")
-    return Op("reshape", where, [x], [y], {"shape": r.g.tensors[y].shape})
 
 
 def _check_uint8_edges(r: _Reader, g: Graph) -> None:
@@ -491,21 +368,8 @@ def load_tflite(path) -> Graph:
             raise r.err(where, f"{opname} inside the graph",
                         "only int8/uint8 QUANTIZE and float QUANTIZE/DEQUANTIZE at the model's "
                         "input/output are supported")
-        if opname in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            new = _conv(r, op, where, opname)
-        elif opname == "FULLY_CONNECTED":
-            new = _fully_connected(r, op, where, layers)
-        elif opname in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-            new = _pool(r, op, where, opname)
-        elif opname == "MEAN":
-            new = _mean(r, op, where)
-        elif opname in ("ADD", "SUB", "MUL"):
-            new = _binary(r, op, where, opname)
-        elif opname == "RESHAPE":
-            new = _reshape(r, op, where)
-        else:
-            new = BUILTINS[opname].tflite.read(r, op, where)
-        layers.append(new)
+        new = BUILTINS[opname].tflite.read(r, op, where)
+        layers.extend(new if isinstance(new, list) else [new])
     for out_idx in graph_out:
         if out_idx not in available or out_idx in graph_in:
             raise r.err("output", f"no operator computes the model output {r.names[out_idx]!r}",

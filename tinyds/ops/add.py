@@ -22,7 +22,7 @@ from ..fixedpoint import quantize_multiplier
 from ..ir import Graph, Op
 from . import elementwise
 from .activation import float_clamp
-from .spec import Kernel, OpSpec, at_speed
+from .spec import Kernel, OpSpec, TFLite, at_speed
 
 LEFT_SHIFT = 20             # TFLite's headroom for int8 ADD
 
@@ -106,6 +106,33 @@ def derive(g: Graph, op: Op) -> None:
         twice_max / ((1 << LEFT_SHIFT) * s_out))
 
 
+def from_aten(lo, a: dict, layer: str):
+    """aten::add(self, other, alpha), through the ATen lowering lo. A constant added to a
+    fresh matmul's output becomes that fully_connected's bias."""
+    x, y = a["self"], a["other"]
+    if a.get("alpha", 1) != 1:
+        raise lo.fail(layer, "add with alpha != 1 is not supported")
+    act, c = (x, y) if lo.is_act(x) else (y, x)
+    prod = lo.g.ops[-1] if lo.g.ops else None
+    if (lo.is_act(act) and lo.is_const(c) and prod is not None
+            and prod.outputs == [act.name]
+            and prod.type == "fully_connected" and prod.inputs[2] == ""
+            and np.asarray(c.data).size == act.shape[1] and len(lo.g.consumers(act.name)) == 0):
+        lo.check_finite(layer, c)
+        prod.inputs[2] = lo.const(prod.name + ".bias", np.asarray(c.data).reshape(-1))
+        return act
+    return lo.binary(layer, "add", act, c)
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    return elementwise.from_tflite(r, operator, where, "add")
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    elementwise.to_tflite(w, g, op, "AddOptions")
+
+
 SPEC = OpSpec("add", reference, c_params, macs, derive=derive, choose=choose,
               float_reference=float_reference,
-              const_operands=True)
+              const_operands=True, fuses_activation=True, aten={"add": from_aten},
+              tflite=TFLite("ADD", 2, from_tflite, to_tflite, options="AddOptions", min_inputs=2))

@@ -16,7 +16,7 @@ from ..errors import TinydsError
 from ..ir import Graph, Op
 from ..window import in_bounds_count, output_size, taps
 from .activation import float_clamp
-from .spec import Kernel, OpSpec, dsp_ok
+from .spec import Kernel, OpSpec, TFLite, dsp_ok
 
 
 def check_same_qparams(g: Graph, op: Op) -> None:
@@ -88,6 +88,104 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return float_clamp(out / in_bounds_count(x.shape[1:3], kernel, stride, padding), op)
 
 
+def quantized_as(g: Graph, op: Op) -> Op | None:
+    """An average over the whole H x W is TFLite MEAN (what Keras' GlobalAveragePooling2D
+    converts to): it gets its own output scale instead of the input's wider one."""
+    if op.attrs.get("activation", "none") != "none":
+        return None
+    _, h, w, _ = g.tensors[op.inputs[0]].shape
+    if tuple(op.attrs["kernel"]) != (h, w) or any(op.attrs["padding"]):
+        return None
+    return Op("mean", op.name, list(op.inputs), list(op.outputs), {"axes": (1, 2), "keepdims": True})
+
+
+def from_aten(lo, a: dict, layer: str):
+    """aten::avg_pool2d, through the ATen lowering lo. PyTorch's default counts the zero
+    padding in the average, TFLite only in-bounds taps: such padding becomes a PAD."""
+    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "avg_pool2d")
+    if a.get("divisor_override") is not None:
+        raise lo.fail(layer, "avg_pool2d with divisor_override is not supported; remove it")
+    kernel, stride, padding, shape = lo.pool_geometry(layer, x, a, "avg_pool2d")
+    if any(padding) and a.get("count_include_pad", True):
+        n, c, h, w = x.shape
+        x = lo.emit("pad", layer + ".pad", [x.name], (n, c, h + 2 * padding[0], w + 2 * padding[1]),
+                    {"padding": padding})
+        padding = (0, 0, 0, 0)
+    return lo.emit("avg_pool2d", layer, [x.name], shape,
+                   dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
+
+
+def from_avg_pool1d(lo, a: dict, layer: str):
+    return lo.pool1d(from_aten, a, layer, "avg_pool1d")
+
+
+def from_adaptive(lo, a: dict, layer: str):
+    """aten::adaptive_avg_pool2d to 1x1 (a global average) or to a divisor of the input size."""
+    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "adaptive_avg_pool2d")
+    oh, ow = lo.pair(a["output_size"])
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = oh or h, ow or w
+    if (oh, ow) == (1, 1):
+        return lo.global_avg(layer, x)
+    if (oh, ow) == (h, w):
+        return x
+    if h % oh or w % ow:
+        raise lo.fail(layer, f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} has uneven windows; "
+                             "use output size 1 or a divisor of the input size")
+    k = (h // oh, w // ow)
+    return lo.emit("avg_pool2d", layer, [x.name], (1, x.shape[1], oh, ow),
+                   dict(kernel=k, stride=k, padding=(0, 0, 0, 0), activation="none"))
+
+
+def from_adaptive1d(lo, a: dict, layer: str):
+    """aten::adaptive_avg_pool1d on (N, C, L): the 2-D one to 1 x output_size."""
+    x = lo.expect_act(a["self"], layer)
+    if len(x.shape) != 3:
+        raise lo.fail(layer, f"adaptive_avg_pool1d needs an (N,C,L) input, got shape {x.shape}")
+    size = a["output_size"]
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return lo.as3d(from_adaptive(lo, {"self": lo.as4d(x), "output_size": [1, size]}, layer))
+
+
+def pool_from_tflite(r, operator, where: str, kind: str) -> Op:
+    """An AVERAGE_POOL_2D or MAX_POOL_2D operator (kind: the IR op), through the reader r."""
+    o = operator.builtinOptions
+    r.check_shape(where, operator.inputs[0], 4)
+    x = r.tensor(operator.inputs[0], where)
+    y = r.tensor(operator.outputs[0], where)
+    r.same_quant(x, y, where)
+    kernel, stride = (o.filterHeight, o.filterWidth), (o.strideH, o.strideW)
+    xs = r.g.tensors[x].shape
+    padding, out_hw = r.padding(o.padding, xs[1:3], kernel, stride, (1, 1))
+    r.check_window_output(where, xs, r.g.tensors[y].shape, out_hw, xs[3])
+    return Op(kind, where, [x], [y], {"kernel": kernel, "stride": stride, "padding": padding,
+                                      "activation": r.activation(o.fusedActivationFunction, where)})
+
+
+def pool_to_tflite(w, g: Graph, op: Op) -> None:
+    """The layer as its pooling operator, through the writer w; its padding must be SAME
+    or VALID."""
+    x = g.tensors[op.inputs[0]]
+    kernel, stride = tuple(op.attrs["kernel"]), tuple(op.attrs["stride"])
+    code = w.padding_code(op, x.shape[1:3], kernel, stride, (1, 1))
+    if code is None:
+        raise TinydsError(f"{g.name}: {op.name}: pool padding {op.attrs['padding']} is neither "
+                          "SAME nor VALID; TFLite cannot express it (use SAME/VALID-equivalent "
+                          "padding)")
+    opts = w.options("Pool2DOptionsT", padding=code, strideH=stride[0], strideW=stride[1],
+                     filterHeight=kernel[0], filterWidth=kernel[1],
+                     fusedActivationFunction=w.activation(op))
+    w.op(op.type, [w.tensor(x)], [w.tensor(g.tensors[op.outputs[0]])], opts, "Pool2DOptions")
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    return pool_from_tflite(r, operator, where, "avg_pool2d")
+
+
 SPEC = OpSpec("avg_pool2d", reference, c_params, macs, choose=choose, int16=True,
               float_reference=float_reference,
-              same_quant=True)
+              same_quant=True, fuses_activation=True, quantized_as=quantized_as,
+              aten={"avg_pool2d": from_aten, "avg_pool1d": from_avg_pool1d,
+                    "adaptive_avg_pool2d": from_adaptive, "adaptive_avg_pool1d": from_adaptive1d},
+              tflite=TFLite("AVERAGE_POOL_2D", 2, from_tflite, pool_to_tflite,
+                            options="Pool2DOptions"))

@@ -60,7 +60,7 @@ def from_aten(lo, a: dict, layer: str):
         raise lo.fail(layer, f"cat of shapes {[x.shape for x in xs]}: sizes differ off dim {dim}")
     shape = xs[0].shape[:dim] + (sum(x.shape[dim] for x in xs),) + xs[0].shape[dim + 1:]
     axis = (0, 3, 1, 2)[dim] if rank == 4 else (0, 3, 2)[dim] if rank == 3 else dim
-    return lo._emit("concatenation", layer, [x.name for x in xs], shape, {"axis": axis})
+    return lo.emit("concatenation", layer, [x.name for x in xs], shape, {"axis": axis})
 
 
 def from_tflite(r, operator, where: str) -> Op:
@@ -93,7 +93,7 @@ def to_tflite(w, g: Graph, op: Op) -> None:
 
 
 SPEC = OpSpec("concatenation", reference, c_params, macs,
-              float_reference=float_reference,
+              float_reference=float_reference, tied_quant=True,
               aten={"cat": from_aten, "concat": from_aten, "concatenate": from_aten},
               tflite=TFLite("CONCATENATION", 2, from_tflite, to_tflite,
                             options="ConcatenationOptions"))

@@ -20,10 +20,11 @@ from ..ir import Graph, Op
 from ..window import taps, windows
 from .activation import float_clamp
 from .dsp_gemm import GEMM_UNROLL, gemm_requant, gemm_steps, gemm_stream, gemm_weights
-from .spec import Kernel, OpSpec, dsp_ok
-from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
-                       int_list, operands, quant_params, requantize, weight_zero_point, window_params,
-                       wrapped_fold)
+from ..window import output_size
+from .spec import Kernel, OpSpec, TFLite, dsp_ok
+from .weighted import (INT16_BLOCK, conv_from_tflite, conv_to_tflite, derive_weighted,
+                       float_operands, fold_bias, int16_params, int_list, operands, quant_params,
+                       requantize, weight_zero_point, window_params, wrapped_fold)
 
 IM2COL_BYTES = 64 << 20       # the reference's im2col matrix per slice of the batch
 WEIGHT_AXIS = 0               # the axis of the weights' output channels
@@ -203,6 +204,67 @@ def derive(g: Graph, op: Op) -> None:
     derive_weighted(g, op, WEIGHT_AXIS)
 
 
+def from_aten(lo, a: dict, layer: str):
+    """aten::conv2d / convolution / conv1d, through the ATen lowering lo: groups=1 is a
+    conv2d, groups=in_channels a depthwise_conv2d, a Conv1d a 1xL conv2d on (N,C,1,L)."""
+    x = lo.expect_act(a["input"], layer)
+    w, b = a["weight"], a.get("bias")
+    if a.get("transposed", False):
+        raise lo.unsupported(layer, "conv_transpose2d")
+    lo.check_finite(layer, w, b)
+    wd = np.asarray(w.data, dtype=np.float64)
+    if wd.ndim == 3 and len(x.shape) == 3 and x.perm is None:
+        a = lo.args_2d(a, {"stride": 1, "dilation": 1, "padding": 0})
+        return lo.as3d(_lower(lo, layer, lo.as4d(x), wd[:, :, None, :], w.name, b, a))
+    return _lower(lo, layer, x, wd, w.name, b, a)
+
+
+def _lower(lo, layer: str, x, wd: np.ndarray, wname: str, b, a: dict):
+    """The 2-D convolution of x by PyTorch weights wd (O, I/groups, KH, KW)."""
+    x = lo.expect_4d(x, layer, "conv2d")
+    if wd.ndim != 4:
+        raise lo.fail(layer, f"only 2-D convolutions are supported (weight shape {wd.shape})")
+    o, ipg, kh, kw = wd.shape
+    groups = int(a.get("groups", 1))
+    stride, dilation = lo.pair(a["stride"]), lo.pair(a["dilation"])
+    c = x.shape[1]
+    if ipg * groups != c:
+        raise lo.fail(layer, f"expects {ipg * groups} input channels but gets {c}; check the input shape")
+    pad = a["padding"]
+    if isinstance(pad, str):
+        if pad == "valid":
+            padding = (0, 0, 0, 0)
+        else:   # 'same' (stride 1): PyTorch puts the odd extra pixel at the bottom/right
+            th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+            padding = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
+    else:
+        ph, pw = lo.pair(pad)
+        padding = (ph, pw, ph, pw)
+    oh = output_size(x.shape[2], kh, stride[0], dilation[0], padding[0], padding[2])
+    ow = output_size(x.shape[3], kw, stride[1], dilation[1], padding[1], padding[3])
+    attrs = dict(stride=stride, dilation=dilation, padding=padding, activation="none")
+    if groups == 1:
+        kind, wt = "conv2d", wd.transpose(0, 2, 3, 1)                 # (O,KH,KW,I)
+    elif groups == c and o % c == 0:
+        kind, wt = "depthwise_conv2d", wd.transpose(1, 2, 3, 0)       # (1,KH,KW,C*M)
+        attrs["depth_multiplier"] = o // c
+    else:
+        raise lo.fail(layer, f"grouped convolution (groups={groups}, in_channels={c}) is not supported; "
+                             "use groups=1 or groups=in_channels (depthwise)")
+    base = wname.rsplit(".", 1)[0] if wname.endswith(".weight") else layer
+    inputs = [x.name, lo.const(base + ".weight", wt)]
+    inputs.append(lo.const(base + ".bias", np.asarray(b.data)) if lo.is_const(b) else "")
+    return lo.emit(kind, layer, inputs, (1, o, oh, ow), attrs)
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    return conv_from_tflite(r, operator, where, depthwise=False)
+
+
 SPEC = OpSpec("conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference,
-              weight_axis=WEIGHT_AXIS)
+              weight_axis=WEIGHT_AXIS, fuses_activation=True,
+              aten={"conv2d": from_aten, "_convolution": from_aten, "convolution": from_aten,
+                    "_convolution_mode": from_aten, "conv1d": from_aten},
+              tflite=TFLite("CONV_2D", 3, from_tflite, conv_to_tflite, options="Conv2DOptions",
+                            min_inputs=2))

@@ -17,10 +17,10 @@ from ..ir import Graph, Op
 from ..window import taps, windows
 from .activation import float_clamp
 from .dsp_gemm import gemm_requant
-from .spec import Kernel, OpSpec, dsp_ok
-from .weighted import (INT16_BLOCK, derive_weighted, float_operands, fold_bias, int16_params,
-                       int_list, operands, quant_params, requantize, weight_zero_point, window_params,
-                       wrapped_fold)
+from .spec import Kernel, OpSpec, TFLite, dsp_ok
+from .weighted import (INT16_BLOCK, conv_from_tflite, conv_to_tflite, derive_weighted,
+                       float_operands, fold_bias, int16_params, int_list, operands, quant_params,
+                       requantize, weight_zero_point, window_params, wrapped_fold)
 
 MAX_UNROLLED_TAPS = 49     # 7x7: beyond that the interior path keeps its tap loops
 MAX_PLANE_BYTES = 1024     # the plane path's stack buffer: one channel's window extent
@@ -209,6 +209,13 @@ def derive(g: Graph, op: Op) -> None:
     derive_weighted(g, op, WEIGHT_AXIS)
 
 
+def from_tflite(r, operator, where: str) -> Op:
+    return conv_from_tflite(r, operator, where, depthwise=True)
+
+
+# PyTorch's depthwise convolution (groups = in_channels) is lowered by conv2d.from_aten.
 SPEC = OpSpec("depthwise_conv2d", reference, c_params, macs, derive=derive, choose=choose, int16=True,
               float_reference=float_reference,
-              weight_axis=WEIGHT_AXIS)
+              weight_axis=WEIGHT_AXIS, fuses_activation=True,
+              tflite=TFLite("DEPTHWISE_CONV_2D", 3, from_tflite, conv_to_tflite,
+                            options="DepthwiseConv2DOptions", min_inputs=2))

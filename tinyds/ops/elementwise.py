@@ -6,6 +6,7 @@ the two inputs must be equal or 1, as TFLite's ProcessBroadcastShapes requires.
 A constant operand (hardsigmoid's +3 and /6) is baked into the C as a const
 array; an activation operand is a kernel argument. The C walks the output in
 order and reads each input through strides that are 0 along broadcast dims.
+ADD, SUB and MUL share their TFLite reader and writer here too.
 """
 from __future__ import annotations
 
@@ -68,3 +69,36 @@ def c_operands(g: Graph, op: Op) -> dict:
     broadcast = any(shape4(g.tensors[n].shape) != y4 for n in op.inputs[:2])
     return dict(dims=list(y4[1:]), broadcast=broadcast, operands=inputs,
                 size=g.tensors[op.outputs[0]].size)
+
+
+def from_tflite(r, operator, where: str, kind: str) -> Op:
+    """An ADD, SUB or MUL operator, through the .tflite reader r: two per-tensor int8
+    operands (one may be constant) that broadcast like TFLite into the output."""
+    name = kind.upper()
+    a, b = (r.tensor(i, where) for i in operator.inputs[:2])
+    ta, tb = r.g.tensors[a], r.g.tensors[b]
+    if ta.is_const and tb.is_const:
+        raise r.err(where, f"{name} of two constants", "fold it into a constant; re-convert")
+    for t in (ta, tb):
+        if t.dtype != "int8" or t.scale is None or len(t.scale) != 1:
+            raise r.err(where, f"{name} operand {t.name} is {t.dtype} with "
+                        f"{0 if t.scale is None else len(t.scale)} scales",
+                        "only per-tensor int8 operands are supported")
+    y = r.tensor(operator.outputs[0], where)
+    shapes = [tuple(ta.shape), tuple(tb.shape), tuple(r.g.tensors[y].shape)]
+    try:
+        ok = max(map(len, shapes)) <= 4 and np.broadcast_shapes(*shapes[:2]) == shapes[2]
+    except ValueError:
+        ok = False
+    if not ok:
+        raise r.err(where, f"{name} of shapes {shapes[0]} and {shapes[1]} into {shapes[2]}",
+                    "operands must broadcast (dims equal or 1, at most 4-D) to the output shape")
+    return Op(kind, where, [a, b], [y],
+              {"activation": r.activation(operator.builtinOptions.fusedActivationFunction, where)})
+
+
+def to_tflite(w, g: Graph, op: Op, options: str) -> None:
+    """The layer as its ADD, SUB or MUL operator (options: its BuiltinOptions table)."""
+    ins = [w.tensor(g.tensors[n]) for n in op.inputs]
+    w.op(op.type, ins, w.outputs(g, op),
+         w.options(options + "T", fusedActivationFunction=w.activation(op)), options)

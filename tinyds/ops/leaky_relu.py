@@ -66,9 +66,9 @@ def derive(g: Graph, op: Op) -> None:
 
 def from_aten(lo, a: dict, layer: str):
     """aten::leaky_relu(self, negative_slope), through the ATen lowering lo."""
-    x = lo._expect_act(a["self"], layer)
-    return lo._emit("leaky_relu", layer, [x.name], x.shape, {"alpha": float(a["negative_slope"])},
-                    perm=x.perm)
+    x = lo.expect_act(a["self"], layer)
+    return lo.emit("leaky_relu", layer, [x.name], x.shape, {"alpha": float(a["negative_slope"])},
+                   perm=x.perm)
 
 
 def from_tflite(r, operator, where: str) -> Op:

@@ -87,8 +87,8 @@ def derive(g: Graph, op: Op) -> None:
 
 def from_aten(lo, a: dict, layer: str):
     """aten::sigmoid(self), through the ATen lowering lo."""
-    x = lo._expect_act(a["self"], layer)
-    return lo._emit("logistic", layer, [x.name], x.shape, perm=x.perm)
+    x = lo.expect_act(a["self"], layer)
+    return lo.emit("logistic", layer, [x.name], x.shape, perm=x.perm)
 
 
 def from_tflite(r, operator, where: str) -> Op:

@@ -11,8 +11,8 @@ import numpy as np
 from ..ir import Graph, Op
 from ..window import taps
 from .activation import float_clamp
-from .avg_pool2d import check_same_qparams, geometry
-from .spec import OpSpec
+from .avg_pool2d import check_same_qparams, geometry, pool_from_tflite, pool_to_tflite
+from .spec import OpSpec, TFLite
 
 _BELOW_INT8 = -129  # pad value no int8 input can lose to
 
@@ -45,6 +45,34 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return float_clamp(out, op)
 
 
+def from_aten(lo, a: dict, layer: str):
+    """aten::max_pool2d (no dilation), through the ATen lowering lo."""
+    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "max_pool2d")
+    if lo.pair(a.get("dilation", 1)) != (1, 1):
+        raise lo.fail(layer, "max_pool2d with dilation is not supported; use dilation=1")
+    kernel, stride, padding, shape = lo.pool_geometry(layer, x, a, "max_pool2d")
+    return lo.emit("max_pool2d", layer, [x.name], shape,
+                   dict(kernel=kernel, stride=stride, padding=padding, activation="none"))
+
+
+def from_max_pool1d(lo, a: dict, layer: str):
+    return lo.pool1d(from_aten, a, layer, "max_pool1d")
+
+
+def _without_indices(lower):
+    """The *_with_indices form: the pooled output and no indices."""
+    return lambda lo, a, layer: (lower(lo, a, layer), None)
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    return pool_from_tflite(r, operator, where, "max_pool2d")
+
+
 SPEC = OpSpec("max_pool2d", reference, c_params, macs,
               float_reference=float_reference,
-              same_quant=True)
+              same_quant=True, fuses_activation=True,
+              aten={"max_pool2d": from_aten, "max_pool2d_with_indices": _without_indices(from_aten),
+                    "max_pool1d": from_max_pool1d,
+                    "max_pool1d_with_indices": _without_indices(from_max_pool1d)},
+              tflite=TFLite("MAX_POOL_2D", 2, from_tflite, pool_to_tflite,
+                            options="Pool2DOptions"))

@@ -9,6 +9,7 @@ runtime in tests agrees with this module on both kinds of layers.
 
 IR: attrs axes (any, of a tensor of at most 4-D), keepdims. (A PyTorch global
 average over H, W arrives as avg_pool2d and the quantizer makes it MEAN.)
+aten::mean and TFLite's MEAN (version 2) map to it both ways.
 Its output gets its own calibrated quantization (as TFLite's converter does): a
 global average has a narrower range than its input, and the rescaling path rounds
 where a shared one would truncate.
@@ -20,7 +21,7 @@ import numpy as np
 from ..errors import TinydsError
 from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier, wrap_int32
 from ..ir import Graph, Op
-from .spec import OpSpec
+from .spec import OpSpec, TFLite
 
 
 def folded_multiplier(s_in: float, s_out: float, count: int) -> tuple[int, int]:
@@ -80,5 +81,66 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
     return x.mean(axis=tuple(op.attrs["axes"]), keepdims=op.attrs.get("keepdims", True))
 
 
+def from_aten(lo, a: dict, layer: str):
+    """aten::mean(self, dim, keepdim), through the ATen lowering lo: over H and W (or L)
+    a global average, over other dims a MEAN on the IR's axes."""
+    x = lo.expect_act(a["self"], layer)
+    dims = a.get("dim")
+    dims = list(range(len(x.shape))) if dims is None else dims if isinstance(dims, (list, tuple)) else [dims]
+    dims = sorted(d % len(x.shape) for d in dims)
+    keepdim = a.get("keepdim", False)
+    if len(x.shape) == 3 and dims == [2]:               # over L of (N, C, L)
+        out = lo.global_avg(layer, lo.as4d(x))
+        return lo.as3d(out) if keepdim else lo.reshape_to(layer + ".squeeze", out, (1, x.shape[1]))
+    if len(x.shape) == 4 and dims == [2, 3]:
+        out = lo.global_avg(layer, x)
+        return out if keepdim else lo.reshape_to(layer + ".squeeze", out, (1, x.shape[1]))
+    return _mean_any(lo, layer, x, [d for d in dims if d != 0], keepdim)
+
+
+def _mean_any(lo, layer: str, x, dims, keepdim: bool):
+    """TFLite MEAN over other dims: on the IR's axes, keeping dims; without keepdim only
+    when at most one dim is left (whose element order NCHW and NHWC share)."""
+    kept = [d for d in range(1, len(x.shape)) if d not in dims]
+    if x.perm is not None or not dims or (not keepdim and len(kept) > 1):
+        raise lo.fail(layer, f"mean over dims {dims} of shape {x.shape}"
+                             f"{' (a flattened NCHW map)' if x.perm is not None else ''} is not "
+                             "supported; use keepdim=True, or reduce all but one dim")
+    x4 = lo.as4d(x)
+    dims4 = [(0, 1, 3)[d] for d in dims] if len(x.shape) == 3 else dims
+    axes = tuple(sorted((0, 3, 1, 2)[d] for d in dims4)) if len(x4.shape) == 4 else tuple(dims4)
+    shape = tuple(1 if i in dims4 else n for i, n in enumerate(x4.shape))
+    out = lo.emit("mean", layer, [x.name], shape, {"axes": axes, "keepdims": True})
+    if not keepdim:
+        return lo.reshape_to(layer + ".squeeze", out, (1, *[x.shape[d] for d in kept]))
+    return lo.as3d(out) if len(x.shape) == 3 else out
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    """A MEAN operator (constant axes), through the .tflite reader r."""
+    x = r.tensor(operator.inputs[0], where)
+    shape = r.g.tensors[x].shape
+    raw = [int(a) for a in r.const_ints(operator.inputs[1], where).ravel()]
+    if len(shape) > 4 or not raw or any(not -len(shape) <= a < len(shape) for a in raw):
+        raise r.err(where, f"MEAN over axes {tuple(raw)} of shape {shape}",
+                    "only axes of a tensor of at most 4 dimensions import")
+    axes = tuple(sorted({a % len(shape) for a in raw}))
+    keep = bool(operator.builtinOptions.keepDims)
+    y = r.tensor(operator.outputs[0], where)
+    r.check_output_shape(where, y, tuple(1 if i in axes else d for i, d in enumerate(shape)) if keep
+                         else tuple(d for i, d in enumerate(shape) if i not in axes))
+    return Op("mean", where, [x], [y], {"axes": axes, "keepdims": keep})
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    """The layer as a MEAN operator (axes as a constant operand), through the writer w."""
+    x = w.tensor(g.tensors[op.inputs[0]])
+    w.op("mean", [x, w.const_i32(f"{op.name}/axes", list(op.attrs["axes"]))], w.outputs(g, op),
+         w.options("ReducerOptionsT", keepDims=bool(op.attrs.get("keepdims", False))),
+         "ReducerOptions")
+
+
 SPEC = OpSpec("mean", reference, c_params, macs,
-              float_reference=float_reference)
+              float_reference=float_reference, aten={"mean": from_aten},
+              tflite=TFLite("MEAN", 2, from_tflite, to_tflite, options="ReducerOptions",
+                            min_inputs=2))

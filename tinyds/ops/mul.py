@@ -15,7 +15,7 @@ from ..fixedpoint import multiply_by_quantized_multiplier, quantize_multiplier
 from ..ir import Graph, Op
 from . import elementwise
 from .activation import float_clamp
-from .spec import OpSpec
+from .spec import OpSpec, TFLite
 
 
 def params(g: Graph, op: Op) -> dict:
@@ -56,6 +56,21 @@ def derive(g: Graph, op: Op) -> None:
     op.attrs["output_multiplier"], op.attrs["output_shift"] = quantize_multiplier(s1 * s2 / s_out)
 
 
+def from_aten(lo, a: dict, layer: str):
+    """aten::mul(self, other), through the ATen lowering lo (a scalar on either side)."""
+    x, y = a["self"], a["other"]
+    return lo.binary(layer, "mul", *((x, y) if lo.is_act(x) else (y, x)))
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    return elementwise.from_tflite(r, operator, where, "mul")
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    elementwise.to_tflite(w, g, op, "MulOptions")
+
+
 SPEC = OpSpec("mul", reference, c_params, macs, derive=derive,
               float_reference=float_reference,
-              const_operands=True)
+              const_operands=True, aten={"mul": from_aten},
+              tflite=TFLite("MUL", 2, from_tflite, to_tflite, options="MulOptions", min_inputs=2))

@@ -49,15 +49,15 @@ def float_reference(g: Graph, op: Op, x: np.ndarray) -> np.ndarray:
 
 def from_aten(lo, a: dict, layer: str):
     """aten::constant_pad_nd / aten::pad with zeros on H and W, through the ATen lowering lo."""
-    x = lo._expect_4d(lo._expect_act(a["self"], layer), layer, "pad")
+    x = lo.expect_4d(lo.expect_act(a["self"], layer), layer, "pad")
     pad = [int(p) for p in a["pad"]] + [0] * 4
     if a.get("mode", "constant") != "constant" or (a.get("value") or 0) != 0 or any(pad[4:]) or min(pad) < 0:
         raise lo.fail(layer, f"padding {a['pad']} ({a.get('mode', 'constant')}, value {a.get('value')}) "
                              "is not supported; only non-negative zero padding of H and W is")
     left, right, top, bottom = pad[:4]
     n, c, h, w = x.shape
-    return lo._emit("pad", layer, [x.name], (n, c, h + top + bottom, w + left + right),
-                    {"padding": (top, left, bottom, right)})
+    return lo.emit("pad", layer, [x.name], (n, c, h + top + bottom, w + left + right),
+                   {"padding": (top, left, bottom, right)})
 
 
 def from_tflite(r, operator, where: str) -> Op:

@@ -66,14 +66,14 @@ def from_aten(lo, a: dict, layer: str):
     """aten::prelu(self, weight), through the ATen lowering lo: the weight (one slope,
     or one per channel) becomes a constant alpha that broadcasts over the IR's last
     (channel) axis."""
-    x, w = lo._expect_act(a["self"], layer), a["weight"]
+    x, w = lo.expect_act(a["self"], layer), a["weight"]
     c = x.shape[1] if len(x.shape) > 1 else 1
     if not lo.is_const(w) or np.asarray(w.data).size not in (1, c) or x.perm is not None:
         raise lo.fail(layer, f"prelu with weight {getattr(w, 'data', w)!r} on shape {x.shape} is "
                              "not supported; use one slope or one per channel")
     lo.check_finite(layer, w)
-    alpha = lo._const(f"{layer}.alpha", np.asarray(w.data, np.float32).reshape(-1))
-    return lo._emit("prelu", layer, [x.name, alpha], x.shape, {}, perm=x.perm)
+    alpha = lo.const(f"{layer}.alpha", np.asarray(w.data, np.float32).reshape(-1))
+    return lo.emit("prelu", layer, [x.name, alpha], x.shape, {}, perm=x.perm)
 
 
 def from_tflite(r, operator, where: str) -> Op:

@@ -257,13 +257,13 @@ def derive(g: Graph, op: Op) -> None:
 
 def from_aten(lo, a: dict, layer: str):
     """aten::softmax / aten::_softmax(self, dim) over the classes (dim 1), through lo."""
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     if x.perm is not None:
         raise lo.fail(layer, "softmax on a flattened NCHW feature map is not supported")
     if a["dim"] % len(x.shape) != 1:
         raise lo.fail(layer, f"softmax over dim {a['dim']} of shape {x.shape} is not supported; "
                              "use dim=1 (classes / channels)")
-    return lo._emit("softmax", layer, [x.name], x.shape, {"beta": 1.0})
+    return lo.emit("softmax", layer, [x.name], x.shape, {"beta": 1.0})
 
 
 def from_tflite(r, operator, where: str) -> Op:

@@ -46,10 +46,11 @@ class Kernel:
 class TFLite:
     """The op as a TFLite builtin operator, read (import) and written (export).
 
-    `read(r, operator, where) -> Op` gets frontends/tflite.py's reader (r.tensor, r.err,
-    r.check_output_shape, r.same_quant, r.const_ints); `write(w, g, op)` gets
-    export_tflite.py's writer (w.tensor, w.outputs, w.op, w.options, w.const_i32). The op
-    module never imports either."""
+    `read(r, operator, where) -> Op` (or a list of Ops, in order) gets frontends/tflite.py's
+    reader (r.tensor, r.err, r.check_shape, r.check_output_shape, r.check_window_output,
+    r.same_quant, r.const_ints, r.activation, r.padding, r.weighted_inputs); `write(w, g,
+    op)` gets export_tflite.py's writer (w.tensor, w.outputs, w.op, w.options, w.const_i32,
+    w.activation, w.padding_code). The op module never imports either."""
     builtin: str                 # BuiltinOperator name
     version: int                 # the op version TFLite gives its int8 form
     read: Callable
@@ -71,7 +72,8 @@ class OpSpec:
     choose: Callable | None = None
     float_reference: Callable | None = None   # (g, op, *float batches) -> float batch
     derive: Callable | None = None            # (g, op): integer params into op.attrs (requant)
-    # ATen name -> lowering(lo, args, layer), lo being frontends/aten.py's Lowering
+    # ATen name -> lowering(lo, args, layer), lo being frontends/aten.py's Lowering (lo.emit,
+    # lo.const, lo.expect_act, lo.fail, lo.reshape_to, lo.binary, lo.pool_geometry, ...)
     aten: dict = field(default_factory=dict)
     tflite: TFLite | None = None
     int16: bool = False          # has a 16x8 (int16 activations) reference and kernel
@@ -81,6 +83,13 @@ class OpSpec:
     same_quant: bool = False
     fixed_output: dict = field(default_factory=dict)
     weight_axis: int | None = None   # a weighted layer: output channels' axis of inputs[1]
+    fuses_activation: bool = False   # a relu/relu6 after it becomes its `activation` clamp
+    # Its inputs and output must share one scale and zero point (it copies bytes): the
+    # quantizer gives them all the union of their calibration ranges.
+    tied_quant: bool = False
+    # (g, op) -> the Op the quantizer writes instead (its output calibrated on its own), or
+    # None; used where the replacement kind has a kernel for the activations' dtype.
+    quantized_as: Callable | None = None
     const_operands: bool = False     # an operand may be a constant, quantized on its own
 
 

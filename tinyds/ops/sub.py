@@ -13,7 +13,7 @@ from ..fixedpoint import multiply_by_quantized_multiplier_smaller_than_one_exp a
 from ..ir import Graph, Op
 from . import add, elementwise
 from .activation import float_clamp
-from .spec import OpSpec
+from .spec import OpSpec, TFLite
 
 
 def reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
@@ -38,6 +38,22 @@ def float_reference(g: Graph, op: Op, *args: np.ndarray) -> np.ndarray:
     return float_clamp(a - b, op)
 
 
+def from_aten(lo, a: dict, layer: str):
+    """aten::sub(self, other, alpha), through the ATen lowering lo."""
+    if a.get("alpha", 1) != 1:
+        raise lo.fail(layer, "sub with alpha != 1 is not supported")
+    return lo.binary(layer, "sub", a["self"], a["other"])
+
+
+def from_tflite(r, operator, where: str) -> Op:
+    return elementwise.from_tflite(r, operator, where, "sub")
+
+
+def to_tflite(w, g: Graph, op: Op) -> None:
+    elementwise.to_tflite(w, g, op, "SubOptions")
+
+
 SPEC = OpSpec("sub", reference, c_params, macs, derive=add.derive,
               float_reference=float_reference,
-              const_operands=True)
+              const_operands=True, aten={"sub": from_aten},
+              tflite=TFLite("SUB", 2, from_tflite, to_tflite, options="SubOptions", min_inputs=2))

@@ -70,18 +70,18 @@ def _permuted(lo, layer: str, x, p):
         return x
     shape = tuple(shape4[d] for d in p)
     perm = tuple((0, 3, 1, 2)[p[(0, 2, 3, 1)[i]]] for i in range(4))
-    return lo._emit("transpose", layer, [x.name], shape if rank == 4 else shape[:2] + shape[3:],
-                    {"perm": perm})
+    return lo.emit("transpose", layer, [x.name], shape if rank == 4 else shape[:2] + shape[3:],
+                   {"perm": perm})
 
 
 def permute_from_aten(lo, a: dict, layer: str):
     """aten::permute(self, dims), through the ATen lowering lo."""
-    return _permuted(lo, layer, lo._expect_act(a["self"], layer), a["dims"])
+    return _permuted(lo, layer, lo.expect_act(a["self"], layer), a["dims"])
 
 
 def transpose_from_aten(lo, a: dict, layer: str):
     """aten::transpose(self, dim0, dim1), through the ATen lowering lo."""
-    x = lo._expect_act(a["self"], layer)
+    x = lo.expect_act(a["self"], layer)
     p = list(range(len(x.shape)))
     d0, d1 = a["dim0"] % len(p), a["dim1"] % len(p)
     p[d0], p[d1] = p[d1], p[d0]

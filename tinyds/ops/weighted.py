@@ -1,7 +1,7 @@
 """What the weighted layers (conv2d, depthwise_conv2d, fully_connected) share: their
 operands, the per-channel requantization of the reference and its template literals
-(8x8 and 16x8), folding the input offset into the bias, and the window geometry of
-the two convolutions.
+(8x8 and 16x8), folding the input offset into the bias, the window geometry of
+the two convolutions and their TFLite reader and writer.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..errors import EXTREME_MODEL, TinydsError
 from ..fixedpoint import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier,
                           multiply_by_quantized_multiplier_int64, q15_multiplier,
                           quantize_multipliers, wrap_int32)
-from ..ir import Graph, Op
+from ..ir import Graph, Op, Tensor
 
 INT16_MAX_SHIFT = 14            # the int64 MultiplyByQuantizedMultiplier shifts right by 15 - shift
 
@@ -152,3 +152,64 @@ def float_operands(g: Graph, op: Op):
     w = g.tensors[op.inputs[1]].data.astype(np.float64)
     b = g.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
     return w, (b.data.astype(np.float64) if b is not None else 0.0)
+
+
+def conv_from_tflite(r, operator, where: str, depthwise: bool) -> Op:
+    """A CONV_2D or DEPTHWISE_CONV_2D operator, through the .tflite reader r."""
+    o = operator.builtinOptions
+    for t in (operator.inputs[0], operator.inputs[1], operator.outputs[0]):
+        r.check_shape(where, t, 4)
+    inputs = r.weighted_inputs(operator, where, 3 if depthwise else 0)
+    x, w = r.g.tensors[inputs[0]], r.g.tensors[inputs[1]]
+    kh, kw = w.shape[1:3]
+    stride, dilation = (o.strideH, o.strideW), (o.dilationHFactor, o.dilationWFactor)
+    padding, out_hw = r.padding(o.padding, x.shape[1:3], (kh, kw), stride, dilation)
+    attrs = {"stride": stride, "dilation": dilation, "padding": padding,
+             "activation": r.activation(o.fusedActivationFunction, where)}
+    if depthwise:
+        mult, rem = divmod(w.shape[3], x.shape[3])
+        if rem or (o.depthMultiplier not in (0, mult)):
+            raise r.err(where, f"filter channels {w.shape[3]} are not input channels "
+                        f"{x.shape[3]} x depth_multiplier {o.depthMultiplier}",
+                        "re-convert the model")
+        attrs["depth_multiplier"] = mult
+    elif w.shape[3] != x.shape[3]:
+        raise r.err(where, f"grouped convolution ({x.shape[3]} input channels, filter depth "
+                    f"{w.shape[3]}) is not supported", "use a depthwise or a full convolution")
+    y = r.tensor(operator.outputs[0], where)
+    r.check_window_output(where, x.shape, r.g.tensors[y].shape, out_hw, w.shape[3 if depthwise else 0])
+    if len(inputs[2]) and r.g.tensors[inputs[2]].shape != (r.g.tensors[y].shape[3],):
+        raise r.err(where, f"bias shape {r.g.tensors[inputs[2]].shape} does not match "
+                    f"{r.g.tensors[y].shape[3]} output channels", "re-convert the model")
+    return Op("depthwise_conv2d" if depthwise else "conv2d", where, inputs, [y], attrs)
+
+
+def conv_to_tflite(w, g: Graph, op: Op) -> None:
+    """The layer as a CONV_2D or DEPTHWISE_CONV_2D operator, through the writer w. Padding
+    TFLite cannot express as SAME/VALID becomes a PAD (with the input zero point, exact
+    for convolutions) in front of a VALID convolution."""
+    x, wt = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
+    kernel, stride = wt.shape[1:3], tuple(op.attrs["stride"])
+    dilation = tuple(op.attrs.get("dilation", (1, 1)))
+    code = w.padding_code(op, x.shape[1:3], kernel, stride, dilation)
+    x_idx = w.tensor(x)
+    if code is None:
+        t, l, b, r = op.attrs["padding"]
+        padded = Tensor(f"{op.name}/pad", (1, x.shape[1] + t + b, x.shape[2] + l + r, x.shape[3]),
+                        x.dtype, scale=x.scale, zero_point=x.zero_point)
+        pads = w.const_i32(f"{op.name}/paddings", [[0, 0], [t, b], [l, r], [0, 0]])
+        p_idx = w.tensor(padded)
+        w.op("pad", [x_idx, pads], [p_idx])
+        x_idx, code = p_idx, 1
+    ins = [x_idx, w.tensor(wt), w.tensor(g.tensors[op.inputs[2]]) if op.inputs[2] else -1]
+    common = dict(padding=code, strideH=stride[0], strideW=stride[1],
+                  dilationHFactor=dilation[0], dilationWFactor=dilation[1],
+                  fusedActivationFunction=w.activation(op))
+    if op.type == "conv2d":
+        opts = w.options("Conv2DOptionsT", **common)
+        w.op("conv2d", ins, [w.tensor(g.tensors[op.outputs[0]])], opts, "Conv2DOptions")
+    else:
+        opts = w.options("DepthwiseConv2DOptionsT", depthMultiplier=op.attrs["depth_multiplier"],
+                         **common)
+        w.op("depthwise_conv2d", ins, [w.tensor(g.tensors[op.outputs[0]])], opts,
+             "DepthwiseConv2DOptions")
