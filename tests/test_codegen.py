@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import jinja2
 import numpy as np
@@ -24,6 +23,7 @@ from tinyds.cli import main
 from tinyds.errors import TinydsError
 from tinyds.generate import generate
 from tinyds.ir import Graph, Op, Tensor
+from tinyds.ops import OpSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from oputil import run_c  # noqa: E402
@@ -55,14 +55,14 @@ def _floor(g, op):
 
 
 STANDINS = {
-    "relu": SimpleNamespace(
-        reference=lambda g, op, x: np.maximum(x, _floor(g, op)).astype(np.int8),
-        c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size, "floor": _floor(g, op)},
-        macs=lambda g, op: 0, choose=None),
-    "relu6": SimpleNamespace(
-        reference=lambda g, op, a, b: np.clip(a.astype(np.int32) + b, -128, 127).astype(np.int8),
-        c_params=lambda g, op: {"size": g.tensors[op.outputs[0]].size},
-        macs=lambda g, op: 0, choose=None),
+    "relu": OpSpec(
+        "relu", lambda g, op, x: np.maximum(x, _floor(g, op)).astype(np.int8),
+        lambda g, op: {"size": g.tensors[op.outputs[0]].size, "floor": _floor(g, op)},
+        lambda g, op: 0),
+    "relu6": OpSpec(
+        "relu6", lambda g, op, a, b: np.clip(a.astype(np.int32) + b, -128, 127).astype(np.int8),
+        lambda g, op: {"size": g.tensors[op.outputs[0]].size},
+        lambda g, op: 0),
 }
 
 
